@@ -1,0 +1,66 @@
+//! Durations written the Kubernetes/Go way: `300ms`, `40s`, `5m`, `1h30m`.
+
+use std::time::Duration;
+
+/// Parses a Go-style duration: one or more `<number><unit>` pairs with units `ns`, `us`, `µs`,
+/// `ms`, `s`, `m`, `h`; the number may have a fraction (`1.5s`). A bare `0` is zero.
+pub fn parse(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {input:?}"))?;
+        if num_len == 0 {
+            return Err(format!("invalid duration {input:?}"));
+        }
+        let number: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid number in duration {input:?}"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            unit => return Err(format!("unknown unit {unit:?} in duration {input:?}")),
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|e| format!("duration {input:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(parse("40s").unwrap(), Duration::from_secs(40));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse("0").unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in ["", "5", "s", "5x", "1h-3m", "..s"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Kubernetes label selectors: parsing the string form and matching a label set.
+//!
+//! Grammar (as apimachinery's `labels.Parse`): requirements separated by commas, each one of
+//! `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (v1,v2)`,
+//! `key notin (v1,v2)`, `key>N`, `key<N`. An empty selector matches everything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::names;
+
+/// A parsed label selector: all requirements must hold (logical AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    requirements: Vec<Requirement>,
+}
+
+/// One requirement on one label key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub key: String,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `key` — the label is present.
+    Exists,
+    /// `!key` — the label is absent.
+    DoesNotExist,
+    /// `key=v`, `key==v`, `key in (v, …)`.
+    In(Vec<String>),
+    /// `key!=v`, `key notin (v, …)`; also true when the label is absent.
+    NotIn(Vec<String>),
+    /// `key>N`: present, an integer, greater than N.
+    Gt(i64),
+    /// `key<N`: present, an integer, less than N.
+    Lt(i64),
+}
+
+/// Why a selector string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid label selector {selector:?}: {reason}")]
+pub struct ParseError {
+    pub selector: String,
+    pub reason: String,
+}
+
+impl Selector {
+    /// The selector that matches every label set.
+    pub fn everything() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    pub fn requirements(&self) -> &[Requirement] {
+        &self.requirements
+    }
+
+    /// Builds a selector from `matchLabels` pairs (each one `key=value`).
+    pub fn from_match_labels<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            requirements: labels
+                .into_iter()
+                .map(|(k, v)| Requirement {
+                    key: k.to_string(),
+                    op: Op::In(vec![v.to_string()]),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn push(&mut self, requirement: Requirement) {
+        self.requirements.push(requirement);
+    }
+
+    /// Parses the string form used in `?labelSelector=` and `kubectl -l`.
+    pub fn parse(input: &str) -> Result<Self, ParseError> {
+        Parser::new(input).selector().map_err(|reason| ParseError {
+            selector: input.to_string(),
+            reason,
+        })
+    }
+
+    /// Whether a label set satisfies every requirement.
+    pub fn matches(&self, labels: &impl Labels) -> bool {
+        self.requirements.iter().all(|r| r.matches(labels))
+    }
+}
+
+impl Requirement {
+    pub fn matches(&self, labels: &impl Labels) -> bool {
+        let value = labels.get(&self.key);
+        match (&self.op, value) {
+            (Op::Exists, v) => v.is_some(),
+            (Op::DoesNotExist, v) => v.is_none(),
+            (Op::In(values), Some(v)) => values.iter().any(|x| x == v),
+            (Op::In(_), None) => false,
+            (Op::NotIn(values), Some(v)) => !values.iter().any(|x| x == v),
+            (Op::NotIn(_), None) => true,
+            (Op::Gt(n), Some(v)) => v.parse::<i64>().is_ok_and(|v| v > *n),
+            (Op::Lt(n), Some(v)) => v.parse::<i64>().is_ok_and(|v| v < *n),
+            (Op::Gt(_) | Op::Lt(_), None) => false,
+        }
+    }
+}
+
+/// Anything that can look up a label by key.
+pub trait Labels {
+    fn get(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn get(&self, key: &str) -> Option<&str> {
+        BTreeMap::get(self, key).map(String::as_str)
+    }
+}
+
+impl Labels for std::collections::HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<&str> {
+        std::collections::HashMap::get(self, key).map(String::as_str)
+    }
+}
+
+/// The `metadata.labels` object of a JSON document (absent labels = empty set).
+impl Labels for serde_json::Map<String, serde_json::Value> {
+    fn get(&self, key: &str) -> Option<&str> {
+        serde_json::Map::get(self, key).and_then(serde_json::Value::as_str)
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let key = &r.key;
+            match &r.op {
+                Op::Exists => write!(f, "{key}")?,
+                Op::DoesNotExist => write!(f, "!{key}")?,
+                Op::In(v) if v.len() == 1 => write!(f, "{key}={}", v[0])?,
+                Op::In(v) => write!(f, "{key} in ({})", v.join(","))?,
+                Op::NotIn(v) if v.len() == 1 => write!(f, "{key}!={}", v[0])?,
+                Op::NotIn(v) => write!(f, "{key} notin ({})", v.join(","))?,
+                Op::Gt(n) => write!(f, "{key}>{n}")?,
+                Op::Lt(n) => write!(f, "{key}<{n}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Parser<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Parser<'a> {
+    fn new(input: &'a str) -> Self {
+        Self { rest: input }
+    }
+
+    fn skip_ws(&mut self) {
+        self.rest = self.rest.trim_start();
+    }
+
+    fn eat(&mut self, token: &str) -> bool {
+        self.skip_ws();
+        if let Some(r) = self.rest.strip_prefix(token) {
+            self.rest = r;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A run of characters that are not operators, separators or white space.
+    fn word(&mut self) -> &'a str {
+        self.skip_ws();
+        let end = self
+            .rest
+            .find(|c: char| c.is_whitespace() || "!=<>(),".contains(c))
+            .unwrap_or(self.rest.len());
+        let (w, r) = self.rest.split_at(end);
+        self.rest = r;
+        w
+    }
+
+    fn selector(&mut self) -> Result<Selector, String> {
+        let mut selector = Selector::default();
+        self.skip_ws();
+        if self.rest.is_empty() {
+            return Ok(selector);
+        }
+        loop {
+            selector.push(self.requirement()?);
+            self.skip_ws();
+            if self.rest.is_empty() {
+                return Ok(selector);
+            }
+            if !self.eat(",") {
+                return Err(format!("expected ',' at {:?}", self.rest));
+            }
+        }
+    }
+
+    fn key(&mut self) -> Result<String, String> {
+        let key = self.word();
+        if key.is_empty() {
+            return Err(format!("expected a label key at {:?}", self.rest));
+        }
+        names::check_qualified_name(key).map_err(|e| format!("key {key:?}: {e}"))?;
+        Ok(key.to_string())
+    }
+
+    fn value(&mut self) -> Result<String, String> {
+        let value = self.word();
+        names::check_label_value(value).map_err(|e| format!("value {value:?}: {e}"))?;
+        Ok(value.to_string())
+    }
+
+    fn requirement(&mut self) -> Result<Requirement, String> {
+        if self.eat("!") {
+            let key = self.key()?;
+            return Ok(Requirement {
+                key,
+                op: Op::DoesNotExist,
+            });
+        }
+        let key = self.key()?;
+        self.skip_ws();
+        let op = if self.eat("==") || self.eat("=") {
+            Op::In(vec![self.value()?])
+        } else if self.eat("!=") {
+            Op::NotIn(vec![self.value()?])
+        } else if self.eat(">") {
+            Op::Gt(self.integer()?)
+        } else if self.eat("<") {
+            Op::Lt(self.integer()?)
+        } else if self.rest.is_empty() || self.rest.starts_with(',') {
+            Op::Exists
+        } else {
+            match self.word() {
+                "in" => Op::In(self.value_set()?),
+                "notin" => Op::NotIn(self.value_set()?),
+                other => return Err(format!("unknown operator {other:?} after key {key:?}")),
+            }
+        };
+        Ok(Requirement { key, op })
+    }
+
+    fn integer(&mut self) -> Result<i64, String> {
+        let w = self.word();
+        w.parse()
+            .map_err(|_| format!("{w:?} is not an integer (needed by '<' and '>')"))
+    }
+
+    fn value_set(&mut self) -> Result<Vec<String>, String> {
+        if !self.eat("(") {
+            return Err("expected '(' after in/notin".into());
+        }
+        let mut values = Vec::new();
+        loop {
+            values.push(self.value()?);
+            if self.eat(")") {
+                return Ok(values);
+            }
+            if !self.eat(",") {
+                return Err("expected ',' or ')' in value set".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn matches_each_operator() {
+        let l = labels(&[("app", "web"), ("tier", "front"), ("gen", "7")]);
+        let cases = [
+            ("", true),
+            ("app=web", true),
+            ("app==web", true),
+            ("app=db", false),
+            ("app!=db", true),
+            ("missing!=x", true),
+            ("app in (web,db)", true),
+            ("app in (db)", false),
+            ("app notin (db, cache)", true),
+            ("missing notin (x)", true),
+            ("app", true),
+            ("!app", false),
+            ("!missing", true),
+            ("gen>5", true),
+            ("gen<5", false),
+            ("app>5", false),
+            ("app=web,tier=front", true),
+            ("app=web,tier=back", false),
+            ("app.kubernetes.io/name", false),
+        ];
+        for (sel, want) in cases {
+            let s = Selector::parse(sel).unwrap_or_else(|e| panic!("{sel}: {e}"));
+            assert_eq!(s.matches(&l), want, "{sel}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_selectors() {
+        for bad in [
+            "=web",
+            "app in web",
+            "app in (web",
+            "app=we b",
+            "app foo bar",
+            "Bad_Key/x=y",
+            "gen>x",
+            "app=web,",
+        ] {
+            assert!(Selector::parse(bad).is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn empty_value_matches_only_the_empty_label() {
+        let s = Selector::parse("app=").unwrap();
+        assert!(s.matches(&labels(&[("app", "")])));
+        assert!(!s.matches(&labels(&[("app", "web")])));
+        assert!(!s.matches(&labels(&[])));
+    }
+
+    proptest! {
+        #[test]
+        fn display_round_trips(
+            reqs in proptest::collection::vec(("[a-z]{1,8}", "[a-z0-9]{1,8}", 0u8..6), 0..5)
+        ) {
+            let mut s = Selector::default();
+            for (k, v, op) in reqs {
+                let op = match op {
+                    0 => Op::Exists,
+                    1 => Op::DoesNotExist,
+                    2 => Op::In(vec![v]),
+                    3 => Op::NotIn(vec![v.clone(), format!("{v}x")]),
+                    4 => Op::Gt(v.len() as i64),
+                    _ => Op::In(vec![v.clone(), format!("{v}y")]),
+                };
+                s.push(Requirement { key: k, op });
+            }
+            let printed = s.to_string();
+            prop_assert_eq!(Selector::parse(&printed).unwrap(), s);
+        }
+    }
+}

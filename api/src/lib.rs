@@ -1,0 +1,15 @@
+//! Bosun's shared API vocabulary: the pieces every other crate agrees on.
+//!
+//! - [`labels`]: Kubernetes label selectors (`app=web,tier in (a,b),!legacy`).
+//! - [`fields`]: field selectors (`spec.nodeName=n1,status.phase!=Failed`).
+//! - [`names`]: the DNS-1123 and label-key rules for object names.
+//! - [`duration`]: Go/Kubernetes style durations (`40s`, `5m`, `1h30m`).
+//!
+//! This crate does no I/O and has no async code, so that the control plane, the node agent and
+//! the command line can all use it cheaply. Kubernetes wire types come from `k8s-openapi`, not
+//! from here; this crate holds only what those types do not.
+
+pub mod duration;
+pub mod fields;
+pub mod labels;
+pub mod names;

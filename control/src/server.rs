@@ -1,0 +1,261 @@
+//! `bosun server`: open the datastore, join the cluster, serve HTTPS, compact the log.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::net::TcpListener;
+
+use crate::apiserver::{self, ApiState};
+use crate::store::bootstrap::ClusterSecrets;
+use crate::store::{self, PostgresOptions, PostgresStore, SqliteStore, Store};
+
+/// Everything `bosun server` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// `postgres://…`; `None` keeps the state in SQLite under `data_dir`.
+    pub datastore_endpoint: Option<String>,
+    /// The cluster token; `None` reads `<data_dir>/token` or, for a new cluster, makes one.
+    pub token: Option<String>,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// How much of the event log to keep for watches and lists at old revisions.
+    pub compaction_window: Duration,
+    /// How often to compact.
+    pub compaction_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pki(#[from] crate::pki::Error),
+    #[error(transparent)]
+    Tls(#[from] apiserver::TlsError),
+}
+
+/// What a started server tells its caller.
+pub struct Started {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    pub token: String,
+}
+
+/// Runs the server until `shutdown` resolves. `on_start` is told where it listens once it
+/// accepts connections.
+pub async fn run(
+    config: ServerConfig,
+    on_start: impl FnOnce(&Started),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    create_private_dir(&config.data_dir)?;
+    let token_path = config.data_dir.join("token");
+    let token = match &config.token {
+        Some(token) => Some(token.clone()),
+        None => read_optional(&token_path)?.map(|t| t.trim().to_string()),
+    };
+    let (store, secrets): (Arc<dyn Store>, ClusterSecrets) = match &config.datastore_endpoint {
+        Some(url) => {
+            let (store, secrets) =
+                PostgresStore::open(url, token.as_deref(), PostgresOptions::default()).await?;
+            (Arc::new(store), secrets)
+        }
+        None => {
+            let (store, secrets) =
+                SqliteStore::open(&config.data_dir.join("state.db"), token.as_deref()).await?;
+            (Arc::new(store), secrets)
+        }
+    };
+    write_private(&token_path, &format!("{}\n", secrets.token))?;
+
+    let addr = SocketAddr::new(config.bind_address, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen { addr, source })?;
+    let names = serving_names(&config);
+    let serving = secrets.ca.issue_server("bosun-apiserver", &names)?;
+    let tls = apiserver::tls_config(&serving.cert_pem, &serving.key_pem)?;
+
+    let kubeconfig = config.data_dir.join("admin.kubeconfig");
+    let server_url = format!("https://{}", client_address(addr));
+    write_private(
+        &kubeconfig,
+        &kubeconfig_yaml(&server_url, &secrets.ca.cert_pem, &secrets.admin_token),
+    )?;
+
+    let compactor = tokio::spawn(store::compact_periodically(
+        store.clone(),
+        config.compaction_window,
+        config.compaction_interval,
+    ));
+    let app = apiserver::router(ApiState { store });
+    on_start(&Started {
+        addr,
+        kubeconfig,
+        token: secrets.token.clone(),
+    });
+    apiserver::serve(listener, tls, app, shutdown).await;
+    compactor.abort();
+    Ok(())
+}
+
+/// The address clients should use: a wildcard bind is reached on loopback.
+fn client_address(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let loopback: IpAddr = if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    }
+}
+
+/// Names for the serving certificate: localhost, the host name, every local address, the
+/// bind address and each `--tls-san`.
+fn serving_names(config: &ServerConfig) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(host.trim().to_string());
+    }
+    names.extend(local_addresses().into_iter().map(|ip| ip.to_string()));
+    if !config.bind_address.is_unspecified() {
+        names.push(config.bind_address.to_string());
+    }
+    names.extend(config.tls_sans.iter().cloned());
+    names.retain(|n| !n.is_empty());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The IPv4 addresses of this machine's interfaces, read from the kernel's routing table
+/// (`/proc/net/fib_trie` lists every local address as a `/32 host LOCAL` entry).
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") else {
+        return Vec::new();
+    };
+    let lines: Vec<&str> = trie.lines().collect();
+    let mut out = Vec::new();
+    for pair in lines.windows(2) {
+        if pair[1].contains("/32 host LOCAL")
+            && let Some(ip) = pair[0].split_whitespace().last()
+            && let Ok(ip) = ip.parse::<IpAddr>()
+            && !out.contains(&ip)
+        {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: bosun\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+         users:\n\
+         - name: admin\n  user:\n    token: {token}\n\
+         contexts:\n\
+         - name: bosun\n  context:\n    cluster: bosun\n    user: admin\n\
+         current-context: bosun\n",
+        ca = B64.encode(ca_pem),
+    )
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| ServerError::Io {
+            action: "cannot create",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, ServerError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ServerError::Io {
+            action: "cannot read",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes a file only its owner can read, replacing it atomically.
+fn write_private(path: &Path, contents: &str) -> Result<(), ServerError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| ServerError::Io {
+        action: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_are_reached_on_loopback() {
+        let addr: SocketAddr = "0.0.0.0:6443".parse().unwrap();
+        assert_eq!(client_address(addr).to_string(), "127.0.0.1:6443");
+        let addr: SocketAddr = "10.1.2.3:6443".parse().unwrap();
+        assert_eq!(client_address(addr), addr);
+    }
+
+    #[test]
+    fn local_addresses_include_loopback() {
+        assert!(local_addresses().contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+    }
+}

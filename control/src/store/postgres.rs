@@ -1,0 +1,363 @@
+//! The PostgreSQL backend: the production datastore, shared by several API servers.
+//!
+//! Each write transaction locks the single `revision_counter` row (`SELECT … FOR UPDATE`), so
+//! transactions that write take their revisions one after another and commit in that order:
+//! a transaction cannot get revision N+1 before the one holding N has committed or rolled back.
+//! The transaction sends `NOTIFY bosun_events`; every API server `LISTEN`s and reads the log
+//! only when told to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Executor, Row};
+
+use super::batch::{Change, Current, plan};
+use super::bootstrap::{self, ClusterSecrets};
+use super::{
+    Backend, ChangeSignal, Error, EventType, Key, RangeQuery, RawEvent, Result, Revisions,
+    SqlStore, Stored, Write, check_revision, now_ms,
+};
+
+const CHANNEL: &str = "bosun_events";
+
+/// A hook run after a write transaction has its revisions and before it commits; returns how
+/// long to hold the commit back. Tests use it to widen the window in which a broken revision
+/// scheme would commit out of order.
+pub type CommitDelay = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+#[derive(Clone)]
+pub struct PostgresOptions {
+    pub max_connections: u32,
+    /// Test hook, see [`CommitDelay`].
+    pub commit_delay: Option<CommitDelay>,
+    /// Test only: take revisions from a plain sequence (like a BIGSERIAL column) instead of the
+    /// locked counter. Revisions then no longer follow commit order; the ordering test uses
+    /// this to prove that it detects exactly that.
+    pub unordered_revisions: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            commit_delay: None,
+            unordered_revisions: false,
+        }
+    }
+}
+
+pub struct Postgres {
+    pool: PgPool,
+    options: PostgresOptions,
+}
+
+/// The store on PostgreSQL.
+pub type PostgresStore = SqlStore<Postgres>;
+
+impl PostgresStore {
+    /// Connects, migrates the schema, and joins (or founds) the cluster with `token`.
+    pub async fn open(
+        url: &str,
+        token: Option<&str>,
+        options: PostgresOptions,
+    ) -> Result<(Self, ClusterSecrets)> {
+        let connect: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        if options.unordered_revisions {
+            pool.execute("CREATE SEQUENCE IF NOT EXISTS bosun_unordered_revisions")
+                .await?;
+        }
+        let backend = Postgres { pool, options };
+        let secrets = bootstrap::join(&backend, token).await?;
+        let store = SqlStore::start(backend, secrets.cipher()).await?;
+        Ok((store, secrets))
+    }
+}
+
+fn current_from(row: Option<(Vec<u8>, i64, i64)>) -> Option<Current> {
+    row.map(|(value, revision, create_revision)| Current {
+        value,
+        revision,
+        create_revision,
+    })
+}
+
+const SELECT_CURRENT: &str = "SELECT value, revision, create_revision FROM objects \
+     WHERE resource = $1 AND namespace = $2 AND name = $3";
+
+const PUT: &str = "WITH ev AS (INSERT INTO events (revision, resource, namespace, name, kind, \
+     value, prev_value, prev_revision, create_revision, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)) \
+     INSERT INTO objects (resource, namespace, name, value, revision, create_revision) \
+     VALUES ($2, $3, $4, $6, $1, $9) \
+     ON CONFLICT (resource, namespace, name) DO UPDATE SET value = EXCLUDED.value, \
+     revision = EXCLUDED.revision, create_revision = EXCLUDED.create_revision";
+
+const REMOVE: &str = "WITH ev AS (INSERT INTO events (revision, resource, namespace, name, kind, \
+     value, prev_value, prev_revision, create_revision, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)) \
+     DELETE FROM objects WHERE resource = $2 AND namespace = $3 AND name = $4";
+
+/// Objects as they were at revision $2: unchanged rows, plus for every key changed after $2 the
+/// state its first later event records as previous.
+const RANGE: &str = "WITH changed AS ( \
+       SELECT namespace, name, kind, value, prev_value, prev_revision, create_revision, \
+              ROW_NUMBER() OVER (PARTITION BY namespace, name ORDER BY revision) AS nth \
+       FROM events \
+       WHERE revision > $2 AND resource = $1 AND ($3::text IS NULL OR namespace = $3) \
+         AND (namespace, name) > ($4, $5)) \
+     SELECT namespace, name, value, revision, create_revision FROM objects \
+       WHERE resource = $1 AND revision <= $2 AND ($3::text IS NULL OR namespace = $3) \
+         AND (namespace, name) > ($4, $5) \
+     UNION ALL \
+     SELECT namespace, name, CASE WHEN kind = 2 THEN value ELSE prev_value END, prev_revision, \
+            create_revision \
+       FROM changed WHERE nth = 1 AND kind <> 0 \
+     ORDER BY namespace, name LIMIT $6";
+
+#[async_trait]
+impl Backend for Postgres {
+    async fn write_batch(&self, writes: &[Write]) -> Result<Vec<Result<Stored>>> {
+        let unordered = self.options.unordered_revisions;
+        let mut tx = self.pool.begin().await?;
+        let first = if unordered {
+            0
+        } else {
+            let current: i64 =
+                sqlx::query_scalar("SELECT revision FROM revision_counter WHERE id = 1 FOR UPDATE")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            current + 1
+        };
+        let mut next = first;
+        let created = now_ms();
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let k = &write.key;
+            let current = sqlx::query_as(SELECT_CURRENT)
+                .bind(&k.resource)
+                .bind(&k.namespace)
+                .bind(&k.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let revision = if unordered {
+                sqlx::query_scalar("SELECT nextval('bosun_unordered_revisions')")
+                    .fetch_one(&mut *tx)
+                    .await?
+            } else {
+                next
+            };
+            let change = match plan(write, current_from(current), revision) {
+                Ok(change) => change,
+                Err(error) => {
+                    results.push(Err(error));
+                    continue;
+                }
+            };
+            bind_change(&change, created).execute(&mut *tx).await?;
+            results.push(Ok(change.stored()));
+            next += 1;
+        }
+        if let Some(delay) = &self.options.commit_delay {
+            tokio::time::sleep(delay()).await;
+        }
+        if next > first && !unordered {
+            sqlx::query("UPDATE revision_counter SET revision = $1 WHERE id = 1")
+                .bind(next - 1)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if results.iter().any(Result::is_ok) {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Stored>> {
+        let row: Option<(Vec<u8>, i64, i64)> = sqlx::query_as(SELECT_CURRENT)
+            .bind(&key.resource)
+            .bind(&key.namespace)
+            .bind(&key.name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(value, revision, create_revision)| Stored {
+            key: key.clone(),
+            value,
+            revision,
+            create_revision,
+        }))
+    }
+
+    async fn range(&self, query: &RangeQuery<'_>) -> Result<(i64, Vec<Stored>)> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let (current, compacted): (i64, i64) =
+            sqlx::query_as("SELECT revision, compacted FROM revision_counter WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+        let revision = check_revision(query.revision, current, compacted)?;
+        let (after_ns, after_name) = query.after.unwrap_or(("", ""));
+        let rows = sqlx::query(RANGE)
+            .bind(query.resource)
+            .bind(revision)
+            .bind(query.namespace)
+            .bind(after_ns)
+            .bind(after_name)
+            .bind(query.limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let objects = rows
+            .into_iter()
+            .map(|row| Stored {
+                key: Key::new(
+                    query.resource,
+                    row.get::<String, _>(0),
+                    row.get::<String, _>(1),
+                ),
+                value: row.get(2),
+                revision: row.get(3),
+                create_revision: row.get(4),
+            })
+            .collect();
+        Ok((revision, objects))
+    }
+
+    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<RawEvent>> {
+        let rows = sqlx::query(
+            "SELECT revision, resource, namespace, name, kind, value, prev_value, create_revision \
+             FROM events WHERE revision > $1 ORDER BY revision LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        // Read the compaction point after the events: if it is still at or below `after`, no
+        // event we needed was gone when we read them.
+        let compacted: i64 =
+            sqlx::query_scalar("SELECT compacted FROM revision_counter WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        if after < compacted {
+            return Err(Error::Gone {
+                requested: after,
+                compacted,
+            });
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| RawEvent {
+                revision: row.get(0),
+                key: Key::new(
+                    row.get::<String, _>(1),
+                    row.get::<String, _>(2),
+                    row.get::<String, _>(3),
+                ),
+                kind: EventType::from_code(row.get::<i16, _>(4).into()),
+                value: row.get(5),
+                prev_value: row.get(6),
+                create_revision: row.get(7),
+            })
+            .collect())
+    }
+
+    async fn revisions(&self) -> Result<Revisions> {
+        let (current, compacted): (i64, i64) =
+            sqlx::query_as("SELECT revision, compacted FROM revision_counter WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Revisions { current, compacted })
+    }
+
+    async fn compact(&self, cutoff_ms: i64) -> Result<i64> {
+        let compacted: i64 = sqlx::query_scalar(
+            "UPDATE revision_counter SET compacted = GREATEST(compacted, COALESCE( \
+               (SELECT MAX(revision) FROM events WHERE created_at_ms < $1), 0)) \
+             WHERE id = 1 RETURNING compacted",
+        )
+        .bind(cutoff_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM events WHERE revision <= $1")
+            .bind(compacted)
+            .execute(&self.pool)
+            .await?;
+        Ok(compacted)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn changes(&self) -> Result<Box<dyn ChangeSignal>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(Box::new(Notifications { listener }))
+    }
+
+    async fn bootstrap_data(&self) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT data FROM bootstrap WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn init_bootstrap_data(&self, data: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("INSERT INTO bootstrap (id, data) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+            .bind(data)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT data FROM bootstrap WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+fn bind_change<'q>(
+    change: &'q Change<'q>,
+    created_at_ms: i64,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(if change.removes() { REMOVE } else { PUT })
+        .bind(change.revision)
+        .bind(&change.key.resource)
+        .bind(&change.key.namespace)
+        .bind(&change.key.name)
+        .bind(change.kind.code() as i16)
+        .bind(&change.value)
+        .bind(&change.prev_value)
+        .bind(change.prev_revision)
+        .bind(change.create_revision)
+        .bind(created_at_ms)
+}
+
+struct Notifications {
+    listener: PgListener,
+}
+
+#[async_trait]
+impl ChangeSignal for Notifications {
+    async fn changed(&mut self) -> Result<()> {
+        // `None` means the connection dropped (and will be re-established): notifications may
+        // have been lost, so report a change and let the hub read the log.
+        self.listener.try_recv().await?;
+        while self.listener.next_buffered().is_some() {}
+        Ok(())
+    }
+}

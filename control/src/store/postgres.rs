@@ -1,10 +1,10 @@
 //! The PostgreSQL backend: the production datastore, shared by several API servers.
 //!
-//! Each write transaction locks the single `revision_counter` row (`SELECT … FOR UPDATE`), so
-//! transactions that write take their revisions one after another and commit in that order:
-//! a transaction cannot get revision N+1 before the one holding N has committed or rolled back.
-//! The transaction sends `NOTIFY bosun_events`; every API server `LISTEN`s and reads the log
-//! only when told to.
+//! A batch of writes is one call of the `bosun_write` function (migrations/postgres/0002): it
+//! locks the single `revision_counter` row (`SELECT … FOR UPDATE`), so transactions that write
+//! take their revisions one after another and commit in that order: a transaction cannot get
+//! revision N+1 before the one holding N has committed or rolled back. The function sends
+//! `NOTIFY bosun_events`; every API server `LISTEN`s and reads the log only when told to.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +13,10 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 
-use super::batch::{Change, Current, plan};
 use super::bootstrap::{self, ClusterSecrets};
 use super::{
     Backend, ChangeSignal, Error, EventType, Key, RangeQuery, RawEvent, Result, Revisions,
-    SqlStore, Stored, Write, check_revision, now_ms,
+    SqlStore, Stored, Write, WriteKind, check_revision, now_ms,
 };
 
 const CHANNEL: &str = "bosun_events";
@@ -81,29 +80,11 @@ impl PostgresStore {
     }
 }
 
-fn current_from(row: Option<(Vec<u8>, i64, i64)>) -> Option<Current> {
-    row.map(|(value, revision, create_revision)| Current {
-        value,
-        revision,
-        create_revision,
-    })
-}
+const WRITE: &str = "SELECT o_idx, o_outcome, o_revision, o_create_revision, o_value, o_actual \
+     FROM bosun_write($1, $2, $3, $4, $5, $6, $7, $8) ORDER BY o_idx";
 
 const SELECT_CURRENT: &str = "SELECT value, revision, create_revision FROM objects \
      WHERE resource = $1 AND namespace = $2 AND name = $3";
-
-const PUT: &str = "WITH ev AS (INSERT INTO events (revision, resource, namespace, name, kind, \
-     value, prev_value, prev_revision, create_revision, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)) \
-     INSERT INTO objects (resource, namespace, name, value, revision, create_revision) \
-     VALUES ($2, $3, $4, $6, $1, $9) \
-     ON CONFLICT (resource, namespace, name) DO UPDATE SET value = EXCLUDED.value, \
-     revision = EXCLUDED.revision, create_revision = EXCLUDED.create_revision";
-
-const REMOVE: &str = "WITH ev AS (INSERT INTO events (revision, resource, namespace, name, kind, \
-     value, prev_value, prev_revision, create_revision, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)) \
-     DELETE FROM objects WHERE resource = $2 AND namespace = $3 AND name = $4";
 
 /// Objects as they were at revision $2: unchanged rows, plus for every key changed after $2 the
 /// state its first later event records as previous.
@@ -125,62 +106,85 @@ const RANGE: &str = "WITH changed AS ( \
 #[async_trait]
 impl Backend for Postgres {
     async fn write_batch(&self, writes: &[Write]) -> Result<Vec<Result<Stored>>> {
-        let unordered = self.options.unordered_revisions;
-        let mut tx = self.pool.begin().await?;
-        let first = if unordered {
-            0
-        } else {
-            let current: i64 =
-                sqlx::query_scalar("SELECT revision FROM revision_counter WHERE id = 1 FOR UPDATE")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            current + 1
-        };
-        let mut next = first;
-        let created = now_ms();
-        let mut results = Vec::with_capacity(writes.len());
+        let mut kinds = Vec::with_capacity(writes.len());
+        let mut expected = Vec::with_capacity(writes.len());
         for write in writes {
-            let k = &write.key;
-            let current = sqlx::query_as(SELECT_CURRENT)
-                .bind(&k.resource)
-                .bind(&k.namespace)
-                .bind(&k.name)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let revision = if unordered {
-                sqlx::query_scalar("SELECT nextval('bosun_unordered_revisions')")
-                    .fetch_one(&mut *tx)
-                    .await?
-            } else {
-                next
+            let (kind, precondition) = match write.kind {
+                WriteKind::Create => (0i16, None),
+                WriteKind::Update { expected } => (1, expected),
+                WriteKind::Delete { expected } => (2, expected),
             };
-            let change = match plan(write, current_from(current), revision) {
-                Ok(change) => change,
-                Err(error) => {
-                    results.push(Err(error));
-                    continue;
+            kinds.push(kind);
+            expected.push(precondition);
+        }
+        let query = sqlx::query(WRITE)
+            .bind(kinds)
+            .bind(
+                writes
+                    .iter()
+                    .map(|w| w.key.resource.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                writes
+                    .iter()
+                    .map(|w| w.key.namespace.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                writes
+                    .iter()
+                    .map(|w| w.key.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                writes
+                    .iter()
+                    .map(|w| w.value.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(expected)
+            .bind(now_ms())
+            .bind(self.options.unordered_revisions);
+        let rows = match &self.options.commit_delay {
+            // One statement in autocommit: one round trip per batch.
+            None => query.fetch_all(&self.pool).await?,
+            Some(delay) => {
+                let mut tx = self.pool.begin().await?;
+                let rows = query.fetch_all(&mut *tx).await?;
+                tokio::time::sleep(delay()).await;
+                tx.commit().await?;
+                rows
+            }
+        };
+        let mut results: Vec<Result<Stored>> = Vec::with_capacity(writes.len());
+        for (write, row) in writes.iter().zip(rows) {
+            let key = write.key.clone();
+            let outcome: i16 = row.get(1);
+            results.push(match outcome {
+                0 => {
+                    let deleted: Option<Vec<u8>> = row.get(4);
+                    Ok(Stored {
+                        key,
+                        value: deleted.unwrap_or_else(|| write.value.clone()),
+                        revision: row.get(2),
+                        create_revision: row.get(3),
+                    })
                 }
-            };
-            bind_change(&change, created).execute(&mut *tx).await?;
-            results.push(Ok(change.stored()));
-            next += 1;
+                1 => Err(Error::AlreadyExists { key }),
+                2 => Err(Error::NotFound { key }),
+                _ => Err(Error::Conflict {
+                    key,
+                    expected: match write.kind {
+                        WriteKind::Update { expected } | WriteKind::Delete { expected } => {
+                            expected.unwrap_or_default()
+                        }
+                        WriteKind::Create => 0,
+                    },
+                    actual: row.get(5),
+                }),
+            });
         }
-        if let Some(delay) = &self.options.commit_delay {
-            tokio::time::sleep(delay()).await;
-        }
-        if next > first && !unordered {
-            sqlx::query("UPDATE revision_counter SET revision = $1 WHERE id = 1")
-                .bind(next - 1)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if results.iter().any(Result::is_ok) {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
         Ok(results)
     }
 
@@ -328,23 +332,6 @@ impl Backend for Postgres {
                 .await?,
         )
     }
-}
-
-fn bind_change<'q>(
-    change: &'q Change<'q>,
-    created_at_ms: i64,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(if change.removes() { REMOVE } else { PUT })
-        .bind(change.revision)
-        .bind(&change.key.resource)
-        .bind(&change.key.namespace)
-        .bind(&change.key.name)
-        .bind(change.kind.code() as i16)
-        .bind(&change.value)
-        .bind(&change.prev_value)
-        .bind(change.prev_revision)
-        .bind(change.create_revision)
-        .bind(created_at_ms)
 }
 
 struct Notifications {

@@ -1,0 +1,126 @@
+-- One batch of writes in one statement (so one round trip): lock the revision counter, apply
+-- each write with its precondition, append its event, bump the counter, NOTIFY. The same
+-- semantics as store/batch.rs's `plan` for SQLite; the store test suite runs on both.
+--
+-- p_kinds: 0 create, 1 update, 2 delete. p_expected: the precondition revision or NULL.
+-- p_unordered (tests only): take revisions from a plain sequence instead of the locked counter,
+-- to show that the ordering test catches that.
+-- o_outcome: 0 ok, 1 already exists, 2 not found, 3 conflict (o_actual: the current revision).
+-- o_value is returned for deletes only (the deleted object); the caller has the others.
+CREATE FUNCTION bosun_write(
+    p_kinds SMALLINT[],
+    p_resources TEXT[],
+    p_namespaces TEXT[],
+    p_names TEXT[],
+    p_values BYTEA[],
+    p_expected BIGINT[],
+    p_created_at_ms BIGINT,
+    p_unordered BOOLEAN
+) RETURNS TABLE (
+    o_idx INT,
+    o_outcome SMALLINT,
+    o_revision BIGINT,
+    o_create_revision BIGINT,
+    o_value BYTEA,
+    o_actual BIGINT
+) LANGUAGE plpgsql AS $$
+DECLARE
+    first_rev BIGINT;
+    next_rev BIGINT;
+    rev BIGINT;
+    cur_value BYTEA;
+    cur_rev BIGINT;
+    cur_create BIGINT;
+    applied INT := 0;
+BEGIN
+    IF NOT p_unordered THEN
+        SELECT rc.revision + 1 INTO first_rev FROM revision_counter rc WHERE rc.id = 1 FOR UPDATE;
+        next_rev := first_rev;
+    END IF;
+    FOR i IN 1 .. COALESCE(array_length(p_kinds, 1), 0) LOOP
+        IF p_kinds[i] = 0 THEN
+            -- A create needs no read: the primary key says whether the name is taken.
+            IF p_unordered THEN
+                rev := nextval('bosun_unordered_revisions');
+            ELSE
+                rev := next_rev;
+            END IF;
+            INSERT INTO objects (resource, namespace, name, value, revision, create_revision)
+            VALUES (p_resources[i], p_namespaces[i], p_names[i], p_values[i], rev, rev)
+            ON CONFLICT DO NOTHING;
+            o_idx := i;
+            o_value := NULL;
+            o_actual := NULL;
+            IF FOUND THEN
+                INSERT INTO events (revision, resource, namespace, name, kind, value, prev_value,
+                                    prev_revision, create_revision, created_at_ms)
+                VALUES (rev, p_resources[i], p_namespaces[i], p_names[i], 0, p_values[i], NULL,
+                        NULL, rev, p_created_at_ms);
+                IF NOT p_unordered THEN
+                    next_rev := next_rev + 1;
+                END IF;
+                applied := applied + 1;
+                o_outcome := 0;
+                o_revision := rev;
+                o_create_revision := rev;
+            ELSE
+                o_outcome := 1;
+                o_revision := NULL;
+                o_create_revision := NULL;
+            END IF;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        SELECT o.value, o.revision, o.create_revision INTO cur_value, cur_rev, cur_create
+          FROM objects o
+         WHERE o.resource = p_resources[i] AND o.namespace = p_namespaces[i] AND o.name = p_names[i];
+        o_idx := i;
+        o_value := NULL;
+        o_actual := cur_rev;
+        o_revision := NULL;
+        o_create_revision := NULL;
+        IF NOT FOUND THEN
+            o_outcome := 2;
+        ELSIF p_expected[i] IS NOT NULL AND p_expected[i] <> cur_rev THEN
+            o_outcome := 3;
+        ELSE
+            IF p_unordered THEN
+                rev := nextval('bosun_unordered_revisions');
+            ELSE
+                rev := next_rev;
+                next_rev := next_rev + 1;
+            END IF;
+            applied := applied + 1;
+            o_outcome := 0;
+            o_revision := rev;
+            IF p_kinds[i] = 1 THEN
+                o_create_revision := cur_create;
+                INSERT INTO events (revision, resource, namespace, name, kind, value, prev_value,
+                                    prev_revision, create_revision, created_at_ms)
+                VALUES (rev, p_resources[i], p_namespaces[i], p_names[i], 1, p_values[i], cur_value,
+                        cur_rev, cur_create, p_created_at_ms);
+                UPDATE objects o SET value = p_values[i], revision = rev
+                 WHERE o.resource = p_resources[i] AND o.namespace = p_namespaces[i]
+                   AND o.name = p_names[i];
+            ELSE
+                o_create_revision := cur_create;
+                o_value := cur_value;
+                INSERT INTO events (revision, resource, namespace, name, kind, value, prev_value,
+                                    prev_revision, create_revision, created_at_ms)
+                VALUES (rev, p_resources[i], p_namespaces[i], p_names[i], 2, cur_value, NULL,
+                        cur_rev, cur_create, p_created_at_ms);
+                DELETE FROM objects o
+                 WHERE o.resource = p_resources[i] AND o.namespace = p_namespaces[i]
+                   AND o.name = p_names[i];
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF applied > 0 THEN
+        IF NOT p_unordered THEN
+            UPDATE revision_counter SET revision = next_rev - 1 WHERE id = 1;
+        END IF;
+        PERFORM pg_notify('bosun_events', '');
+    END IF;
+END;
+$$;

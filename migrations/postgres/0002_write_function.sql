@@ -34,7 +34,11 @@ DECLARE
     applied INT := 0;
 BEGIN
     IF NOT p_unordered THEN
-        SELECT rc.revision + 1 INTO first_rev FROM revision_counter rc WHERE rc.id = 1 FOR UPDATE;
+        -- Reserve a revision for every write at once (one row update, which also takes the
+        -- lock that orders commits); the counter is rewound below if some write fails.
+        UPDATE revision_counter rc SET revision = rc.revision + array_length(p_kinds, 1)
+         WHERE rc.id = 1
+        RETURNING rc.revision - array_length(p_kinds, 1) + 1 INTO first_rev;
         next_rev := first_rev;
     END IF;
     FOR i IN 1 .. COALESCE(array_length(p_kinds, 1), 0) LOOP
@@ -116,10 +120,10 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
+    IF NOT p_unordered AND applied < array_length(p_kinds, 1) THEN
+        UPDATE revision_counter SET revision = next_rev - 1 WHERE id = 1;
+    END IF;
     IF applied > 0 THEN
-        IF NOT p_unordered THEN
-            UPDATE revision_counter SET revision = next_rev - 1 WHERE id = 1;
-        END IF;
         PERFORM pg_notify('bosun_events', '');
     END IF;
 END;

@@ -3,7 +3,7 @@
 //! The hub waits for a change signal (Postgres `NOTIFY` from any API server, or the in-process
 //! signal of the SQLite writer), reads the events after the last one it saw, and broadcasts
 //! them. Because revisions are gapless and assigned in commit order, "events after N" is always
-//! complete. An idle hub runs no queries.
+//! complete. An idle hub runs no queries, and neither does a hub nobody is subscribed to.
 //!
 //! Each watcher subscribes to the broadcast first, then reads its backlog from the datastore,
 //! then follows the broadcast. It never trusts the broadcast blindly: a skipped revision (it
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use super::codec::Codec;
@@ -33,6 +33,9 @@ pub(crate) struct Hub {
     backend: Arc<dyn Backend>,
     codec: Arc<Codec>,
     events: broadcast::Sender<Arc<Event>>,
+    /// The last revision the pump has broadcast; `None` while nobody listens (the pump then
+    /// reads nothing, and the next subscriber sets the starting point).
+    last: Arc<Mutex<Option<i64>>>,
     pump: JoinHandle<()>,
 }
 
@@ -47,25 +50,35 @@ impl Hub {
         // Listen before reading the starting point, so that nothing committed in between is
         // missed: the first signal makes the pump read everything after `start`.
         let signal = backend.changes().await?;
-        let start = backend.revisions().await?.current;
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let last = Arc::new(Mutex::new(None));
         let pump = tokio::spawn(pump(
             backend.clone(),
             codec.clone(),
             events.clone(),
             signal,
-            start,
+            last.clone(),
         ));
         Ok(Self {
             backend,
             codec,
             events,
+            last,
             pump,
         })
     }
 
     pub async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
-        let live = self.events.subscribe();
+        let live = {
+            // Under the pump's lock: if the pump is idle, it resumes from a revision read after
+            // we subscribed; everything up to it is in the log, which the watcher reads first.
+            let mut last = self.last.lock().await;
+            let live = self.events.subscribe();
+            if last.is_none() {
+                *last = Some(self.backend.revisions().await?.current);
+            }
+            live
+        };
         let revisions = self.backend.revisions().await?;
         if request.after < revisions.compacted {
             return Err(Error::Gone {
@@ -91,24 +104,32 @@ async fn pump(
     codec: Arc<Codec>,
     events: broadcast::Sender<Arc<Event>>,
     mut signal: Box<dyn ChangeSignal>,
-    mut last: i64,
+    last: Arc<Mutex<Option<i64>>>,
 ) {
     loop {
         if let Err(error) = signal.changed().await {
             tracing::warn!(%error, "watch change signal failed; reading the log anyway");
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+        let mut last = last.lock().await;
+        if events.receiver_count() == 0 {
+            *last = None;
+            continue;
+        }
+        let Some(mut cursor) = *last else {
+            continue;
+        };
         loop {
-            match backend.events_after(last, READ_PAGE).await {
+            match backend.events_after(cursor, READ_PAGE).await {
                 Ok(batch) => {
                     let full = batch.len() as i64 == READ_PAGE;
                     for raw in batch {
-                        last = raw.revision;
+                        cursor = raw.revision;
                         match decode_event(&codec, raw) {
-                            // No receivers is fine: nobody is watching right now.
+                            // A send fails only when every watcher has just left: harmless.
                             Ok(event) => drop(events.send(Arc::new(event))),
                             Err(error) => {
-                                tracing::error!(%error, revision = last, "undecodable event")
+                                tracing::error!(%error, revision = cursor, "undecodable event")
                             }
                         }
                     }
@@ -119,7 +140,7 @@ async fn pump(
                 Err(Error::Gone { compacted, .. }) => {
                     // The hub itself fell behind compaction; watchers notice the gap and
                     // resolve it on their own (which ends them with Gone where it matters).
-                    last = compacted;
+                    cursor = compacted;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "reading the event log failed");
@@ -128,6 +149,7 @@ async fn pump(
                 }
             }
         }
+        *last = Some(cursor);
     }
 }
 

@@ -33,6 +33,7 @@ on_both_backends!(
     list_at_an_older_revision,
     watch_from_a_revision_sees_every_change_in_order,
     watch_with_selectors_sees_objects_enter_and_leave,
+    watchers_that_come_and_go_between_writes_miss_nothing,
     compaction_makes_old_revisions_gone,
     restart_keeps_data_and_revisions,
     bad_input_is_refused_and_writes_nothing,
@@ -727,4 +728,50 @@ async fn cluster_secrets_need_the_right_token(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(secret.value["data"]["k"], "dg==");
+}
+
+async fn watchers_that_come_and_go_between_writes_miss_nothing(kind: Kind) {
+    let place = Place::new(kind).await;
+    let store = place.open().await;
+    let start = store.revisions().await.unwrap().current;
+    let write = |n: usize| {
+        let store = store.clone();
+        async move {
+            let name = format!("p{n}");
+            store
+                .create(&pod_key(&name), pod(&name, json!({}), "", ""))
+                .await
+                .unwrap()
+                .revision
+        }
+    };
+    let watch = || {
+        store.watch(WatchRequest {
+            resource: "pods".into(),
+            after: start,
+            ..Default::default()
+        })
+    };
+    let mut revisions = Vec::new();
+    // Nobody watches: the hub is idle.
+    for n in 0..3 {
+        revisions.push(write(n).await);
+    }
+    let mut first = watch().await.unwrap();
+    for n in 3..6 {
+        revisions.push(write(n).await);
+    }
+    for expected in &revisions {
+        assert_eq!(next_event(&mut first).await.revision, *expected);
+    }
+    drop(first);
+    // The only watcher left; the hub goes idle again at the next write.
+    for n in 6..8 {
+        revisions.push(write(n).await);
+    }
+    let mut second = watch().await.unwrap();
+    revisions.push(write(8).await);
+    for expected in &revisions {
+        assert_eq!(next_event(&mut second).await.revision, *expected);
+    }
 }

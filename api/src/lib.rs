@@ -4,6 +4,7 @@
 //! - [`fields`]: field selectors (`spec.nodeName=n1,status.phase!=Failed`).
 //! - [`names`]: the DNS-1123 and label-key rules for object names.
 //! - [`duration`]: Go/Kubernetes style durations (`40s`, `5m`, `1h30m`).
+//! - [`resources`]: the registry of served kinds (group, version, plural, scope, columns).
 //!
 //! This crate does no I/O and has no async code, so that the control plane, the node agent and
 //! the command line can all use it cheaply. Kubernetes wire types come from `k8s-openapi`, not
@@ -13,3 +14,4 @@ pub mod duration;
 pub mod fields;
 pub mod labels;
 pub mod names;
+pub mod resources;

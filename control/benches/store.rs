@@ -136,6 +136,9 @@ async fn watch_latency(store: Arc<dyn Store>, watchers: usize, rate: u64) -> (f6
             latencies
         }));
     }
+    // Let every watcher finish its start-up read of the log before the writes begin: this
+    // measures steady-state delivery, not a thundering herd of new watchers.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
     for n in 0..writes {
         ticker.tick().await;

@@ -1,0 +1,511 @@
+//! The resource registry: every kind the API server serves, with what the generic REST code
+//! needs to know about it (group, version, plural, scope, short names, subresources, the
+//! extra field selectors it supports, the columns `kubectl get` prints).
+//!
+//! Adding a kind is one entry here plus its validation in the API server.
+
+/// How a column of `kubectl get` output is computed from an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// `metadata.name`.
+    Name,
+    /// Age from `metadata.creationTimestamp`.
+    Age,
+    /// A field at a JSON pointer, printed as it is (`/spec/type`).
+    Field(&'static str),
+    /// A kind-specific computation, named (`pod-ready`, `pod-status`, `deploy-ready`, …).
+    Computed(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableColumn {
+    pub name: &'static str,
+    /// "string", "integer", "date".
+    pub kind: &'static str,
+    pub column: Column,
+    /// Shown only with `-o wide` (priority 1 in the Table).
+    pub wide: bool,
+}
+
+const fn col(name: &'static str, kind: &'static str, column: Column) -> TableColumn {
+    TableColumn {
+        name,
+        kind,
+        column,
+        wide: false,
+    }
+}
+
+const fn wide(name: &'static str, kind: &'static str, column: Column) -> TableColumn {
+    TableColumn {
+        name,
+        kind,
+        column,
+        wide: true,
+    }
+}
+
+/// One served resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub status: bool,
+    pub scale: bool,
+    /// Field selectors beyond `metadata.name` and `metadata.namespace`.
+    pub fields: &'static [&'static str],
+    /// Columns after NAME (and before AGE, which every table ends with).
+    pub columns: &'static [TableColumn],
+    /// Where the objects are stored when two API versions serve one resource (events).
+    pub storage: Option<&'static str>,
+}
+
+impl Resource {
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The store's name for this resource: `pods`, `deployments.apps`.
+    pub fn storage_name(&self) -> String {
+        if let Some(storage) = self.storage {
+            return storage.to_string();
+        }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Whether `field` may be used in a field selector on this resource.
+    pub fn supports_field(&self, field: &str) -> bool {
+        matches!(field, "metadata.name")
+            || (self.namespaced && field == "metadata.namespace")
+            || self.fields.contains(&field)
+    }
+}
+
+const NONE: &[&str] = &[];
+const ALL: &[&str] = &["all"];
+
+const fn resource(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        group,
+        version,
+        kind,
+        plural,
+        singular,
+        namespaced,
+        short_names: NONE,
+        categories: NONE,
+        status: false,
+        scale: false,
+        fields: NONE,
+        columns: &[],
+        storage: None,
+    }
+}
+
+use Column::{Computed, Field};
+
+const EVENT_FIELDS: &[&str] = &[
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+];
+
+/// Every resource Bosun serves.
+pub static RESOURCES: &[Resource] = &[
+    Resource {
+        short_names: &["ns"],
+        status: true,
+        fields: &["status.phase"],
+        columns: &[col("STATUS", "string", Field("/status/phase"))],
+        ..resource("", "v1", "Namespace", "namespaces", "namespace", false)
+    },
+    Resource {
+        short_names: &["po"],
+        categories: ALL,
+        status: true,
+        fields: &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        columns: &[
+            col("READY", "string", Computed("pod-ready")),
+            col("STATUS", "string", Computed("pod-status")),
+            col("RESTARTS", "string", Computed("pod-restarts")),
+            wide("IP", "string", Field("/status/podIP")),
+            wide("NODE", "string", Field("/spec/nodeName")),
+        ],
+        ..resource("", "v1", "Pod", "pods", "pod", true)
+    },
+    Resource {
+        short_names: &["no"],
+        status: true,
+        fields: &["spec.unschedulable"],
+        columns: &[
+            col("STATUS", "string", Computed("node-status")),
+            col("ROLES", "string", Computed("node-roles")),
+            col(
+                "VERSION",
+                "string",
+                Field("/status/nodeInfo/kubeletVersion"),
+            ),
+            wide("INTERNAL-IP", "string", Computed("node-internal-ip")),
+            wide("OS-IMAGE", "string", Field("/status/nodeInfo/osImage")),
+            wide(
+                "KERNEL-VERSION",
+                "string",
+                Field("/status/nodeInfo/kernelVersion"),
+            ),
+        ],
+        ..resource("", "v1", "Node", "nodes", "node", false)
+    },
+    Resource {
+        short_names: &["ev"],
+        fields: EVENT_FIELDS,
+        columns: &[
+            col("TYPE", "string", Field("/type")),
+            col("REASON", "string", Field("/reason")),
+            col("OBJECT", "string", Computed("event-object")),
+            col("MESSAGE", "string", Field("/message")),
+        ],
+        storage: Some("events"),
+        ..resource("", "v1", "Event", "events", "event", true)
+    },
+    Resource {
+        short_names: &["cm"],
+        columns: &[col("DATA", "integer", Computed("data-count"))],
+        ..resource("", "v1", "ConfigMap", "configmaps", "configmap", true)
+    },
+    Resource {
+        fields: &["type"],
+        columns: &[
+            col("TYPE", "string", Field("/type")),
+            col("DATA", "integer", Computed("data-count")),
+        ],
+        ..resource("", "v1", "Secret", "secrets", "secret", true)
+    },
+    Resource {
+        short_names: &["svc"],
+        categories: ALL,
+        status: true,
+        columns: &[
+            col("TYPE", "string", Field("/spec/type")),
+            col("CLUSTER-IP", "string", Field("/spec/clusterIP")),
+            col("EXTERNAL-IP", "string", Computed("service-external-ip")),
+            col("PORT(S)", "string", Computed("service-ports")),
+            wide("SELECTOR", "string", Computed("service-selector")),
+        ],
+        ..resource("", "v1", "Service", "services", "service", true)
+    },
+    Resource {
+        short_names: &["ep"],
+        columns: &[col("ENDPOINTS", "string", Computed("endpoints"))],
+        ..resource("", "v1", "Endpoints", "endpoints", "endpoints", true)
+    },
+    Resource {
+        short_names: &["sa"],
+        columns: &[col("SECRETS", "integer", Computed("secrets-count"))],
+        ..resource(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            "serviceaccount",
+            true,
+        )
+    },
+    Resource {
+        short_names: &["quota"],
+        status: true,
+        ..resource(
+            "",
+            "v1",
+            "ResourceQuota",
+            "resourcequotas",
+            "resourcequota",
+            true,
+        )
+    },
+    Resource {
+        short_names: &["limits"],
+        ..resource("", "v1", "LimitRange", "limitranges", "limitrange", true)
+    },
+    Resource {
+        short_names: &["deploy"],
+        categories: ALL,
+        status: true,
+        scale: true,
+        columns: &[
+            col("READY", "string", Computed("deploy-ready")),
+            col("UP-TO-DATE", "integer", Field("/status/updatedReplicas")),
+            col("AVAILABLE", "integer", Field("/status/availableReplicas")),
+            wide("CONTAINERS", "string", Computed("containers")),
+            wide("IMAGES", "string", Computed("images")),
+            wide("SELECTOR", "string", Computed("label-selector")),
+        ],
+        ..resource(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            "deployment",
+            true,
+        )
+    },
+    Resource {
+        short_names: &["rs"],
+        categories: ALL,
+        status: true,
+        scale: true,
+        columns: &[
+            col("DESIRED", "integer", Field("/spec/replicas")),
+            col("CURRENT", "integer", Field("/status/replicas")),
+            col("READY", "integer", Field("/status/readyReplicas")),
+            wide("CONTAINERS", "string", Computed("containers")),
+            wide("IMAGES", "string", Computed("images")),
+            wide("SELECTOR", "string", Computed("label-selector")),
+        ],
+        ..resource(
+            "apps",
+            "v1",
+            "ReplicaSet",
+            "replicasets",
+            "replicaset",
+            true,
+        )
+    },
+    Resource {
+        categories: ALL,
+        status: true,
+        columns: &[
+            col("STATUS", "string", Computed("job-status")),
+            col("COMPLETIONS", "string", Computed("job-completions")),
+            wide("CONTAINERS", "string", Computed("containers")),
+            wide("IMAGES", "string", Computed("images")),
+        ],
+        ..resource("batch", "v1", "Job", "jobs", "job", true)
+    },
+    Resource {
+        short_names: &["cj"],
+        categories: ALL,
+        status: true,
+        columns: &[
+            col("SCHEDULE", "string", Field("/spec/schedule")),
+            col("TIMEZONE", "string", Field("/spec/timeZone")),
+            col("SUSPEND", "string", Field("/spec/suspend")),
+            col("ACTIVE", "integer", Computed("cronjob-active")),
+            col("LAST SCHEDULE", "date", Field("/status/lastScheduleTime")),
+        ],
+        ..resource("batch", "v1", "CronJob", "cronjobs", "cronjob", true)
+    },
+    Resource {
+        short_names: &["hpa"],
+        categories: ALL,
+        status: true,
+        columns: &[
+            col("REFERENCE", "string", Computed("hpa-reference")),
+            col("MINPODS", "integer", Field("/spec/minReplicas")),
+            col("MAXPODS", "integer", Field("/spec/maxReplicas")),
+            col("REPLICAS", "integer", Field("/status/currentReplicas")),
+        ],
+        ..resource(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            "horizontalpodautoscaler",
+            true,
+        )
+    },
+    Resource {
+        columns: &[col("HOLDER", "string", Field("/spec/holderIdentity"))],
+        ..resource(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            "lease",
+            true,
+        )
+    },
+    resource(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        true,
+    ),
+    resource(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+    ),
+    resource(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+    ),
+    resource(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+    ),
+    Resource {
+        columns: &[
+            col("ADDRESSTYPE", "string", Field("/addressType")),
+            col("PORTS", "string", Computed("slice-ports")),
+            col("ENDPOINTS", "string", Computed("slice-endpoints")),
+        ],
+        ..resource(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            "endpointslice",
+            true,
+        )
+    },
+    Resource {
+        short_names: &["ev"],
+        fields: EVENT_FIELDS,
+        columns: &[
+            col("TYPE", "string", Field("/type")),
+            col("REASON", "string", Field("/reason")),
+            col("OBJECT", "string", Computed("event-object")),
+            col("MESSAGE", "string", Field("/note")),
+        ],
+        storage: Some("events"),
+        ..resource("events.k8s.io", "v1", "Event", "events", "event", true)
+    },
+    Resource {
+        columns: &[col("HANDLER", "string", Field("/handler"))],
+        ..resource(
+            "node.k8s.io",
+            "v1",
+            "RuntimeClass",
+            "runtimeclasses",
+            "runtimeclass",
+            false,
+        )
+    },
+];
+
+/// The resource served at `group`/`version` under `plural`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resources of one group version, in registry order.
+pub fn in_group_version(group: &str, version: &str) -> impl Iterator<Item = &'static Resource> {
+    let (group, version) = (group.to_string(), version.to_string());
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+/// Every (group, version) served, core first.
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in RESOURCES {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_registered_once_per_group_version() {
+        for (i, a) in RESOURCES.iter().enumerate() {
+            for b in &RESOURCES[i + 1..] {
+                assert!(
+                    !(a.group == b.group && a.version == b.version && a.plural == b.plural),
+                    "{} registered twice",
+                    a.plural
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn storage_names() {
+        assert_eq!(find("", "v1", "pods").unwrap().storage_name(), "pods");
+        assert_eq!(
+            find("apps", "v1", "deployments").unwrap().storage_name(),
+            "deployments.apps"
+        );
+        // Both Event APIs share one store.
+        assert_eq!(
+            find("events.k8s.io", "v1", "events")
+                .unwrap()
+                .storage_name(),
+            find("", "v1", "events").unwrap().storage_name()
+        );
+    }
+
+    #[test]
+    fn field_selectors_per_kind() {
+        let pods = find("", "v1", "pods").unwrap();
+        assert!(pods.supports_field("spec.nodeName"));
+        assert!(pods.supports_field("metadata.namespace"));
+        assert!(!pods.supports_field("spec.containers"));
+        let nodes = find("", "v1", "nodes").unwrap();
+        assert!(!nodes.supports_field("metadata.namespace"));
+    }
+}

@@ -14,4 +14,6 @@ pub mod duration;
 pub mod fields;
 pub mod labels;
 pub mod names;
+pub mod quantity;
 pub mod resources;
+pub mod time;

@@ -110,7 +110,17 @@ pub async fn run(
         config.compaction_window,
         config.compaction_interval,
     ));
-    let app = apiserver::router(ApiState { store });
+    apiserver::ensure_builtin_objects(&*store).await?;
+    let authenticator = Arc::new(apiserver::auth::Authenticator::with_admin(
+        secrets.admin_token_hash(),
+    ));
+    let app = apiserver::router(
+        ApiState {
+            store,
+            authorizer: Arc::new(apiserver::auth::AllowAuthenticated),
+        },
+        authenticator,
+    );
     on_start(&Started {
         addr,
         kubeconfig,

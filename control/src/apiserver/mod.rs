@@ -1,18 +1,33 @@
-//! The API server's HTTP surface, served over TLS from the cluster CA.
+//! The API server: the Kubernetes REST surface over the store, served over TLS from the
+//! cluster CA.
 //!
-//! Today: `/healthz` and `/livez` (the process is up) and `/readyz` (the datastore answers).
-//! The Kubernetes REST surface (discovery, CRUD, watch, patch) is built on this router by the
-//! API-server issue.
+//! - [`discovery`]: `/version`, `/api`, `/apis`, resource lists built from the registry.
+//! - [`rest`]: one generic implementation of get, list, watch, create, update, patch, delete
+//!   and deletecollection for every registered kind, plus `status`, `scale` and `binding`.
+//! - [`admission`]: metadata, defaults and validation per kind.
+//! - [`patch`], [`table`], [`watch`]: patch formats, server-side printing, watch streams.
+//! - [`auth`]: bearer-token authentication and the authorization seam.
+//! - [`status`]: the one place errors become `metav1.Status` responses.
+//!
+//! Unauthenticated requests get 401, except `/healthz`, `/livez`, `/readyz` and `/version`.
 
+pub mod admission;
+pub mod auth;
+mod discovery;
+mod patch;
+mod rest;
+pub mod status;
+mod table;
 mod tls;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{any, get};
 
 use crate::store::Store;
 
@@ -21,13 +36,24 @@ pub use tls::{TlsError, serve, tls_config};
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
+    pub authorizer: Arc<dyn auth::Authorizer>,
 }
 
-pub fn router(state: ApiState) -> Router {
+pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {
     Router::new()
         .route("/healthz", get(alive))
         .route("/livez", get(alive))
         .route("/readyz", get(ready))
+        .route("/version", get(discovery::version))
+        .route("/api", get(discovery::core_versions))
+        .route("/apis", get(discovery::groups))
+        .route("/api/{*rest}", any(rest::core))
+        .route("/apis/{*rest}", any(rest::grouped))
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 
@@ -54,4 +80,31 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, String) {
             )
         }
     }
+}
+
+/// Creates the objects every cluster starts with, if they are missing: the namespaces
+/// `default`, `kube-system`, `kube-public`, `kube-node-lease`, and the `wasmtime` RuntimeClass.
+pub async fn ensure_builtin_objects(store: &dyn Store) -> crate::store::Result<()> {
+    use bosun_api::resources::find;
+    use serde_json::json;
+    let namespaces = find("", "v1", "namespaces").expect("registered");
+    let runtime_classes = find("node.k8s.io", "v1", "runtimeclasses").expect("registered");
+    let mut objects = Vec::new();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        objects.push((namespaces, json!({"metadata": {"name": ns}})));
+    }
+    objects.push((
+        runtime_classes,
+        json!({"metadata": {"name": "wasmtime"}, "handler": "wasmtime"}),
+    ));
+    for (resource, mut object) in objects {
+        let name = admission::prepare_create(resource, None, &mut object)
+            .expect("built-in objects are valid");
+        let key = crate::store::Key::new(resource.storage_name(), "", &name);
+        match store.create(&key, object).await {
+            Ok(_) | Err(crate::store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -630,7 +630,7 @@ async fn bad_input_is_refused_and_writes_nothing(kind: Kind) {
         (Key::new("pods", "default", ""), json!({})),
         (Key::new("pods", "Not-A-Namespace", "x"), json!({})),
         (Key::new("Pods!", "default", "x"), json!({})),
-        (Key::new("pods", "default", &"x".repeat(254)), json!({})),
+        (Key::new("pods", "default", "x".repeat(254)), json!({})),
         (pod_key("array"), json!([1, 2, 3])),
         (pod_key("string"), json!("just a string")),
         (pod_key("meta"), json!({"metadata": 5})),

@@ -1,0 +1,916 @@
+//! The generic REST implementation: one handler for every resource in the registry.
+//!
+//! Paths: `/api/v1/...` and `/apis/{group}/{version}/...`, then `{plural}[/{name}[/{sub}]]` for
+//! cluster-scoped resources (or all namespaces), or `namespaces/{ns}/{plural}[/{name}[/{sub}]]`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bosun_api::resources::{self, Resource};
+use bosun_api::{fields, labels};
+use serde_json::{Value, json};
+
+use super::auth::{Attributes, User};
+use super::status::{ApiError, ApiResult};
+use super::{ApiState, admission, discovery, patch, table, watch};
+use crate::store::{Key, ListRequest, Object};
+
+/// Largest request body accepted (the store's object limit plus room for the envelope).
+const MAX_BODY: usize = crate::store::MAX_OBJECT_BYTES + 64 * 1024;
+
+/// What a request path names.
+#[derive(Debug)]
+pub struct Target {
+    pub resource: &'static Resource,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+impl Target {
+    fn key(&self, name: &str) -> Key {
+        Key::new(
+            self.resource.storage_name(),
+            self.namespace.clone().unwrap_or_default(),
+            name,
+        )
+    }
+
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// Parses the part after `/api/` or `/apis/`.
+fn parse(core: bool, rest: &str) -> Result<Result<Target, Value>, ApiError> {
+    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, parts) = if core {
+        match parts.split_first() {
+            Some((v, rest)) => ("", *v, rest),
+            None => return Ok(Err(discovery_doc(true, &[])?)),
+        }
+    } else {
+        match parts.as_slice() {
+            [] => return Ok(Err(discovery_doc(false, &[])?)),
+            [group] => return Ok(Err(discovery_doc(false, &[group])?)),
+            [group, version, rest @ ..] => (*group, *version, rest),
+        }
+    };
+    if parts.is_empty() {
+        return discovery::resource_list(group, version)
+            .map(Err)
+            .ok_or_else(|| ApiError::not_found_path(rest));
+    }
+    let lookup = |plural: &str| {
+        resources::find(group, version, plural).ok_or_else(|| ApiError::not_found_path(rest))
+    };
+    let owned = |s: &&str| s.to_string();
+    let target = match parts {
+        ["namespaces", ns, plural, tail @ ..]
+            if resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+        {
+            Target {
+                resource: lookup(plural)?,
+                namespace: Some(ns.to_string()),
+                name: tail.first().map(owned),
+                subresource: tail.get(1).map(owned),
+            }
+        }
+        [plural, tail @ ..] => Target {
+            resource: lookup(plural)?,
+            namespace: None,
+            name: tail.first().map(owned),
+            subresource: tail.get(1).map(owned),
+        },
+        [] => unreachable!("checked above"),
+    };
+    if parts.len() > 5 || (target.namespace.is_none() && parts.len() > 3) {
+        return Err(ApiError::not_found_path(rest));
+    }
+    if target.resource.namespaced && target.namespace.is_none() && target.name.is_some() {
+        return Err(ApiError::not_found_path(rest));
+    }
+    Ok(Ok(target))
+}
+
+fn discovery_doc(core: bool, group: &[&&str]) -> ApiResult<Value> {
+    if core {
+        return Ok(
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+        );
+    }
+    match group.first() {
+        None => Ok(json!(null)),
+        Some(g) => discovery::group(g).ok_or_else(|| ApiError::not_found_path(g)),
+    }
+}
+
+pub async fn core(state: State<ApiState>, request: Request) -> Response {
+    handle(state, true, request).await
+}
+
+pub async fn grouped(state: State<ApiState>, request: Request) -> Response {
+    handle(state, false, request).await
+}
+
+async fn handle(State(state): State<ApiState>, core: bool, request: Request) -> Response {
+    match serve(&state, core, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The verb RBAC would see for a request.
+fn verb(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'static str {
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    match (method.as_str(), target.name.is_some()) {
+        ("GET", _) if watching => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let rest = path
+        .strip_prefix(if core { "/api" } else { "/apis" })
+        .unwrap_or("");
+    let query: HashMap<String, String> =
+        parts.uri.query().map(url_decode_pairs).unwrap_or_default();
+    let target = match parse(core, rest)? {
+        Ok(target) => target,
+        Err(Value::Null) => return Ok(axum::Json(discovery::groups().await.0).into_response()),
+        Err(document) => return Ok(axum::Json(document).into_response()),
+    };
+    let user = parts
+        .extensions
+        .get::<User>()
+        .cloned()
+        .ok_or_else(ApiError::unauthorized)?;
+    let verb = verb(&parts.method, &target, &query);
+    state
+        .authorizer
+        .authorize(
+            &user,
+            &Attributes {
+                verb,
+                group: target.resource.group,
+                resource: target.resource.plural,
+                subresource: target.subresource.as_deref(),
+                namespace: target.namespace.as_deref(),
+                name: target.name.as_deref(),
+            },
+        )
+        .map_err(|why| {
+            ApiError::forbidden(format!(
+                "{} {:?} is forbidden: User {:?} cannot {verb} resource {:?}: {why}",
+                target.resource.plural,
+                target.name(),
+                user.name,
+                target.resource.plural
+            ))
+        })?;
+    if let Some(sub) = target.subresource.as_deref() {
+        let allowed = match sub {
+            "status" => target.resource.status,
+            "scale" => target.resource.scale,
+            "binding" => target.resource.kind == "Pod",
+            _ => false,
+        };
+        if !allowed {
+            return Err(ApiError::not_found_path(path));
+        }
+    }
+    let as_table = wants_table(&parts.headers);
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::too_large(format!("the request body is larger than {MAX_BODY} bytes"))
+    })?;
+    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    match verb {
+        "watch" => watch::serve(state, &target, &query).await,
+        "list" => {
+            let list = list(state, &target, &query).await?;
+            Ok(if as_table {
+                axum::Json(table::from_list(
+                    target.resource,
+                    &list,
+                    query.contains_key("includeObject"),
+                ))
+                .into_response()
+            } else {
+                axum::Json(list).into_response()
+            })
+        }
+        "get" => {
+            let object = get(state, &target).await?;
+            let object = match target.subresource.as_deref() {
+                Some("scale") => scale_of(&object),
+                _ => object.value,
+            };
+            Ok(if as_table && target.subresource.is_none() {
+                axum::Json(table::from_objects(
+                    target.resource,
+                    std::slice::from_ref(&object),
+                    None,
+                ))
+                .into_response()
+            } else {
+                axum::Json(object).into_response()
+            })
+        }
+        "create" if target.subresource.as_deref() == Some("binding") => {
+            bind(state, &target, decode(&parts.headers, &body)?).await
+        }
+        "create" if target.name.is_none() => {
+            let created = create(state, &target, decode(&parts.headers, &body)?, dry_run).await?;
+            Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+        }
+        "update" if target.name.is_some() => {
+            let updated = update(state, &target, decode(&parts.headers, &body)?, dry_run).await?;
+            Ok(axum::Json(updated).into_response())
+        }
+        "patch" if target.name.is_some() => {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = patch::Kind::from_content_type(content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            let patch: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
+            let patched = patch_object(state, &target, kind, &patch, dry_run).await?;
+            Ok(axum::Json(patched).into_response())
+        }
+        "delete" => delete(state, &target, &body, &query, dry_run).await,
+        "deletecollection" => delete_collection(state, &target, &query, dry_run).await,
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{} is not supported on {path}",
+            parts.method
+        ))),
+    }
+}
+
+fn url_decode_pairs(query: &str) -> HashMap<String, String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+                .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+                .flatten()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 2;
+                }
+                (b'+', _) => out.push(b' '),
+                (b, _) => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .is_some_and(|first| first.contains("as=Table"))
+}
+
+/// Decodes a request body: JSON, or YAML when the client says so.
+fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if content_type.contains("protobuf") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    let value: Value = if content_type.contains("yaml") {
+        serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid YAML: {e}")))?
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be an object"));
+    }
+    Ok(value)
+}
+
+pub(super) fn selectors(
+    resource: &Resource,
+    query: &HashMap<String, String>,
+) -> ApiResult<(labels::Selector, fields::Selector)> {
+    let labels = labels::Selector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let fields = fields::Selector::parse(query.get("fieldSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    for requirement in fields.requirements() {
+        if !resource.supports_field(&requirement.field) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {}",
+                requirement.field
+            )));
+        }
+    }
+    Ok((labels, fields))
+}
+
+pub(super) fn parse_revision(text: Option<&String>) -> ApiResult<Option<i64>> {
+    match text.map(String::as_str) {
+        None | Some("") | Some("0") => Ok(None),
+        Some(rv) => rv
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}"))),
+    }
+}
+
+pub(super) async fn list(
+    state: &ApiState,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> ApiResult<Value> {
+    let (labels, fields) = selectors(target.resource, query)?;
+    let limit = match query.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        None => 0,
+    };
+    let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
+    let revision = if exact {
+        parse_revision(query.get("resourceVersion"))?
+    } else {
+        None
+    };
+    let result = state
+        .store
+        .list(&ListRequest {
+            resource: target.resource.storage_name(),
+            namespace: target.namespace.clone(),
+            labels,
+            fields,
+            limit,
+            continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
+            revision,
+        })
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, ""))?;
+    let items: Vec<Value> = result
+        .items
+        .into_iter()
+        .map(|o| presented(target.resource, o.value))
+        .collect();
+    let mut metadata = json!({"resourceVersion": result.revision.to_string()});
+    if let Some(token) = result.continue_token {
+        metadata["continue"] = json!(token);
+    }
+    Ok(json!({
+        "kind": format!("{}List", target.resource.kind),
+        "apiVersion": target.resource.api_version(),
+        "metadata": metadata,
+        "items": items,
+    }))
+}
+
+/// An object as this endpoint presents it (two API versions may share one store: events).
+pub(super) fn presented(resource: &Resource, mut value: Value) -> Value {
+    value["apiVersion"] = json!(resource.api_version());
+    value["kind"] = json!(resource.kind);
+    value
+}
+
+async fn get(state: &ApiState, target: &Target) -> ApiResult<Object> {
+    let name = target.name();
+    let mut object = state
+        .store
+        .get(&target.key(name))
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, name))?;
+    object.value = presented(target.resource, object.value);
+    Ok(object)
+}
+
+async fn create(
+    state: &ApiState,
+    target: &Target,
+    mut body: Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    let name = admission::prepare_create(target.resource, target.namespace.as_deref(), &mut body)?;
+    if target.resource.namespaced {
+        ensure_namespace(state, target).await?;
+    }
+    if dry_run {
+        return Ok(body);
+    }
+    let created = state
+        .store
+        .create(&target.key(&name), body)
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
+    Ok(presented(target.resource, created.value))
+}
+
+async fn ensure_namespace(state: &ApiState, target: &Target) -> ApiResult<()> {
+    let ns = target.namespace.as_deref().unwrap_or_default();
+    match state.store.get(&Key::new("namespaces", "", ns)).await {
+        Ok(namespace) => {
+            if namespace
+                .value
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                == Some("Terminating")
+            {
+                return Err(ApiError::forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                )));
+            }
+            Ok(())
+        }
+        Err(crate::store::Error::NotFound { .. }) => Err(ApiError::not_found(
+            resources::find("", "v1", "namespaces").expect("registered"),
+            ns,
+        )),
+        Err(e) => Err(ApiError::from_store(e, target.resource, ns)),
+    }
+}
+
+/// The resourceVersion a client sent, as a store precondition.
+fn precondition(body: &Value) -> ApiResult<Option<i64>> {
+    match body.pointer("/metadata/resourceVersion") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(rv)) if rv.is_empty() => Ok(None),
+        Some(Value::String(rv)) => rv
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid resourceVersion {other}"
+        ))),
+    }
+}
+
+async fn update(
+    state: &ApiState,
+    target: &Target,
+    mut body: Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    let name = target.name();
+    let expected = precondition(&body)?;
+    let current = get(state, target).await?;
+    if target.subresource.as_deref() == Some("scale") {
+        let replicas = body
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::bad_request("a Scale needs spec.replicas"))?;
+        let mut scaled = current.value.clone();
+        scaled["spec"]["replicas"] = json!(replicas);
+        let updated = store_update(
+            state,
+            target,
+            &current.value,
+            scaled,
+            expected.or(Some(current.revision)),
+            None,
+            dry_run,
+        )
+        .await?;
+        return Ok(scale_of(&Object {
+            value: updated,
+            ..current
+        }));
+    }
+    admission::prepare_update(
+        target.resource,
+        name,
+        &current.value,
+        &mut body,
+        target.subresource.as_deref(),
+    )?;
+    write(state, target, body, expected, dry_run).await
+}
+
+/// Applies a prepared replacement (or validates it, for a dry run).
+async fn write(
+    state: &ApiState,
+    target: &Target,
+    body: Value,
+    expected: Option<i64>,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    if dry_run {
+        return Ok(body);
+    }
+    let name = target.name();
+    let updated = state
+        .store
+        .update(&target.key(name), body, expected)
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, name))?;
+    let value = presented(target.resource, updated.value);
+    finish_deletion_if_done(state, target, value).await
+}
+
+async fn store_update(
+    state: &ApiState,
+    target: &Target,
+    old: &Value,
+    mut new: Value,
+    expected: Option<i64>,
+    sub: Option<&str>,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    admission::prepare_update(target.resource, target.name(), old, &mut new, sub)?;
+    write(state, target, new, expected, dry_run).await
+}
+
+/// An object marked for deletion goes once its last finalizer is removed.
+async fn finish_deletion_if_done(
+    state: &ApiState,
+    target: &Target,
+    value: Value,
+) -> ApiResult<Value> {
+    let marked = value.pointer("/metadata/deletionTimestamp").is_some();
+    let finalizers = value
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    if marked && !finalizers && !awaits_node(target.resource, &value) {
+        let name = target.name();
+        let rv = value
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse().ok());
+        match state.store.delete(&target.key(name), rv).await {
+            Ok(_)
+            | Err(crate::store::Error::NotFound { .. })
+            | Err(crate::store::Error::Conflict { .. }) => {}
+            Err(e) => return Err(ApiError::from_store(e, target.resource, name)),
+        }
+    }
+    Ok(value)
+}
+
+/// A pod on a node is removed by its node once its containers have stopped (the node deletes
+/// it with a zero grace period), as the kubelet does.
+fn awaits_node(resource: &Resource, value: &Value) -> bool {
+    resource.kind == "Pod"
+        && resource.group.is_empty()
+        && value
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+        && value
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0
+}
+
+async fn patch_object(
+    state: &ApiState,
+    target: &Target,
+    kind: patch::Kind,
+    patch: &Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    // Read, patch, write with the read revision as precondition; retry on a concurrent write
+    // (a patch without a resourceVersion must not fail because someone else wrote first).
+    for _ in 0..5 {
+        let current = get(state, target).await?;
+        let base = match target.subresource.as_deref() {
+            Some("scale") => scale_of(&current),
+            _ => current.value.clone(),
+        };
+        let patched = patch::apply(kind, &base, patch).map_err(|e| {
+            ApiError::invalid(
+                target.resource,
+                target.name(),
+                vec![super::status::Cause {
+                    field: "patch".into(),
+                    message: e,
+                }],
+            )
+        })?;
+        let expected = precondition(&patched)?.filter(|rv| *rv != current.revision);
+        if let Some(rv) = expected {
+            return Err(ApiError::from_store(
+                crate::store::Error::Conflict {
+                    key: target.key(target.name()),
+                    expected: rv,
+                    actual: current.revision,
+                },
+                target.resource,
+                target.name(),
+            ));
+        }
+        let new = match target.subresource.as_deref() {
+            Some("scale") => {
+                let replicas = patched
+                    .pointer("/spec/replicas")
+                    .cloned()
+                    .unwrap_or(json!(0));
+                let mut v = current.value.clone();
+                v["spec"]["replicas"] = replicas;
+                v
+            }
+            _ => patched,
+        };
+        let sub = target.subresource.as_deref().filter(|s| *s == "status");
+        match store_update(
+            state,
+            target,
+            &current.value,
+            new,
+            Some(current.revision),
+            sub,
+            dry_run,
+        )
+        .await
+        {
+            Err(e) if e.code == StatusCode::CONFLICT && e.reason == "Conflict" => continue,
+            Ok(value) if target.subresource.as_deref() == Some("scale") => {
+                return Ok(scale_of(&Object { value, ..current }));
+            }
+            other => return other,
+        }
+    }
+    Err(ApiError::conflict(
+        target.resource,
+        target.name(),
+        "too many concurrent writers",
+    ))
+}
+
+fn scale_of(object: &Object) -> Value {
+    let v = &object.value;
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": v["metadata"]["name"],
+            "namespace": v["metadata"]["namespace"],
+            "uid": v["metadata"]["uid"],
+            "resourceVersion": v["metadata"]["resourceVersion"],
+            "creationTimestamp": v["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": v.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": v.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": table::selector_string(v),
+        },
+    })
+}
+
+async fn bind(state: &ApiState, target: &Target, body: Value) -> ApiResult<Response> {
+    let node = body
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("a Binding needs target.name"))?
+        .to_string();
+    let current = get(state, target).await?;
+    if current
+        .value
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty())
+    {
+        return Err(ApiError::conflict(
+            target.resource,
+            target.name(),
+            "pod is already assigned to a node",
+        ));
+    }
+    let mut bound = current.value.clone();
+    bound["spec"]["nodeName"] = json!(node);
+    let key = target.key(target.name());
+    state
+        .store
+        .update(&key, bound, Some(current.revision))
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))).into_response())
+}
+
+async fn delete(
+    state: &ApiState,
+    target: &Target,
+    body: &[u8],
+    query: &HashMap<String, String>,
+    dry_run: bool,
+) -> ApiResult<Response> {
+    let options: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let current = get(state, target).await?;
+    if let Some(uid) = options
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+        && current
+            .value
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            != Some(uid)
+    {
+        return Err(ApiError::conflict(
+            target.resource,
+            target.name(),
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                current.value["metadata"]["uid"]
+            ),
+        ));
+    }
+    let expected = match options
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        Some(rv) => Some(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+        None => None,
+    };
+    let grace = options
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()))
+        .or_else(|| {
+            current
+                .value
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(0);
+    if dry_run {
+        return Ok(axum::Json(current.value).into_response());
+    }
+    let has_finalizers = current
+        .value
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let mut marked = current.value.clone();
+    marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    if has_finalizers || awaits_node(target.resource, &marked) {
+        // Mark it; finalizers (or the pod's node) finish the deletion.
+        if current
+            .value
+            .pointer("/metadata/deletionTimestamp")
+            .is_none()
+        {
+            let when = SystemTime::now() + Duration::from_secs(grace.max(0) as u64);
+            marked["metadata"]["deletionTimestamp"] = json!(bosun_api::time::rfc3339(when));
+            let key = target.key(target.name());
+            let updated = state
+                .store
+                .update(&key, marked, expected.or(Some(current.revision)))
+                .await
+                .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
+            return Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(presented(target.resource, updated.value)),
+            )
+                .into_response());
+        }
+        return Ok((StatusCode::ACCEPTED, axum::Json(current.value)).into_response());
+    }
+    let deleted = state
+        .store
+        .delete(
+            &target.key(target.name()),
+            expected.or(Some(current.revision)),
+        )
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
+    Ok(axum::Json(presented(target.resource, deleted.value)).into_response())
+}
+
+async fn delete_collection(
+    state: &ApiState,
+    target: &Target,
+    query: &HashMap<String, String>,
+    dry_run: bool,
+) -> ApiResult<Response> {
+    let list = list(state, target, query).await?;
+    for item in list["items"].as_array().into_iter().flatten() {
+        let name = item
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let namespace = item
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let one = Target {
+            resource: target.resource,
+            namespace: namespace.or(target.namespace.clone()),
+            name: Some(name.to_string()),
+            subresource: None,
+        };
+        match delete(state, &one, &[], query, dry_run).await {
+            Ok(_) => {}
+            Err(e) if e.code == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(axum::Json(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+    )
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(core: bool, path: &str) -> Target {
+        parse(core, path).unwrap().unwrap()
+    }
+
+    #[test]
+    fn paths_name_their_targets() {
+        let t = target(true, "/v1/namespaces/default/pods/web/status");
+        assert_eq!(
+            (
+                t.resource.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
+        let t = target(true, "/v1/pods");
+        assert_eq!(
+            (t.resource.plural, t.namespace, t.name),
+            ("pods", None, None)
+        );
+        let t = target(true, "/v1/namespaces/default");
+        assert_eq!(
+            (t.resource.plural, t.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
+        let t = target(true, "/v1/namespaces/kube-system/status");
+        assert_eq!(
+            (
+                t.resource.plural,
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            ("namespaces", Some("kube-system"), Some("status"))
+        );
+        let t = target(false, "/apps/v1/namespaces/a/deployments/d/scale");
+        assert_eq!(
+            (t.resource.kind, t.subresource.as_deref()),
+            ("Deployment", Some("scale"))
+        );
+        let t = target(true, "/v1/nodes/n1");
+        assert_eq!((t.resource.kind, t.name.as_deref()), ("Node", Some("n1")));
+        assert!(parse(true, "/v1/widgets").is_err());
+        assert!(
+            parse(true, "/v1/pods/web").is_err(),
+            "a namespaced object needs its namespace"
+        );
+        assert!(parse(false, "/apps/v2/deployments").is_err());
+    }
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let q = url_decode_pairs("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1");
+        assert_eq!(q["labelSelector"], "app=web,tier in (a)");
+        assert_eq!(q["watch"], "1");
+    }
+}

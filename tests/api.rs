@@ -1,0 +1,282 @@
+//! End-to-end tests through the Kubernetes API of a real `bosun server`: durability of
+//! acknowledged writes across `kill -9`, watches across servers sharing one PostgreSQL, and
+//! the real kubectl.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Server, https_client, postgres_db};
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(server: &Server) -> Self {
+        Self {
+            client: https_client(&server.ca_pem()),
+            base: server.url(""),
+            token: server.token(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+}
+
+fn configmap(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"n": name}})
+}
+
+/// Writes until the server dies under `kill -9`; after a restart every write that got a 201
+/// is there.
+async fn acknowledged_writes_survive_kill_9(args: &[&str]) {
+    let server_args: Vec<&str> = args.to_vec();
+    let mut server = Server::start(&server_args).await;
+    let api = Api::new(&server);
+    let writer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for n in 0..1_000_000 {
+            let name = format!("c{n}");
+            match api
+                .post("/api/v1/namespaces/default/configmaps", &configmap(&name))
+                .await
+            {
+                Ok(r) if r.status() == 201 => acked.push(name),
+                Ok(r) => panic!(
+                    "unexpected answer {}: {}",
+                    r.status(),
+                    r.text().await.unwrap()
+                ),
+                Err(_) => break,
+            }
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill();
+    let acked = writer.await.unwrap();
+    assert!(
+        acked.len() > 20,
+        "the stream was running: {} writes",
+        acked.len()
+    );
+
+    let server = Server::start(&server_args).await;
+    let api = Api::new(&server);
+    let list = api.get("/api/v1/namespaces/default/configmaps").await;
+    let stored: std::collections::HashSet<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|n| !stored.contains(n.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    acknowledged_writes_survive_kill_9(&["--data-dir", dir.path().to_str().unwrap()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = postgres_db().await;
+    acknowledged_writes_survive_kill_9(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--datastore-endpoint",
+        &url,
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_server_is_watched_through_another() {
+    let url = postgres_db().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(&[
+        "--data-dir",
+        dir_a.path().to_str().unwrap(),
+        "--datastore-endpoint",
+        &url,
+    ])
+    .await;
+    let token = std::fs::read_to_string(dir_a.path().join("token")).unwrap();
+    let b = Server::start(&[
+        "--data-dir",
+        dir_b.path().to_str().unwrap(),
+        "--datastore-endpoint",
+        &url,
+        "--token",
+        token.trim(),
+    ])
+    .await;
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    let list = api_b.get("/api/v1/namespaces/default/configmaps").await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut watch = api_b
+        .client
+        .get(format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}",
+            api_b.base
+        ))
+        .bearer_auth(&api_b.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    let created = api_a
+        .post(
+            "/api/v1/namespaces/default/configmaps",
+            &configmap("shared"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let started = std::time::Instant::now();
+    let mut buffer = Vec::new();
+    let event: Value = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), watch.chunk())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .expect("stream open");
+        buffer.extend_from_slice(&chunk);
+        if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            break serde_json::from_slice(&buffer[..end]).unwrap();
+        }
+    };
+    assert_eq!(event["type"], "ADDED");
+    assert_eq!(event["object"]["metadata"]["name"], "shared");
+    eprintln!("cross-server watch delivery took {:?}", started.elapsed());
+}
+
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl is installed");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drives_the_basics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().to_str().unwrap()]).await;
+    let k = |args: &[&str]| kubectl(&server.kubeconfig, args);
+    let version = k(&["version"]);
+    assert!(version.contains("Server Version: v1.33"), "{version}");
+    let namespaces = k(&["get", "namespaces"]);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(namespaces.contains(ns), "{namespaces}");
+    }
+    let manifest = dir.path().join("app.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, labels: {tier: front}}\ndata: {a: \"1\"}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  \
+         template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: app, image: \"reg/web:v1\", env: [{name: A, value: \"1\"}, {name: B, value: \"2\"}]}\n",
+    )
+    .unwrap();
+    // Validation needs the OpenAPI document, which the API-server issue adds.
+    let applied = k(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(
+        applied.contains("configmap/cfg created")
+            && applied.contains("deployment.apps/web created"),
+        "{applied}"
+    );
+    let again = k(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(again.contains("configmap/cfg unchanged"), "{again}");
+    assert!(k(&["get", "cm", "-l", "tier=front", "-o", "name"]).contains("configmap/cfg"));
+    assert!(
+        k(&["get", "cm", "-l", "tier!=front", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
+    let wide = k(&["get", "deploy", "-o", "wide"]);
+    assert!(
+        wide.contains("reg/web:v1") && wide.contains("app=web"),
+        "{wide}"
+    );
+    k(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","env":[{"name":"B","value":"20"}]}]}}}}"#,
+    ]);
+    let env = k(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[*].value}",
+    ]);
+    assert_eq!(
+        env, "1 20",
+        "a strategic patch of one env entry keeps the others"
+    );
+    k(&["scale", "deploy", "web", "--replicas=4"]);
+    assert_eq!(
+        k(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "4"
+    );
+    k(&["label", "cm", "cfg", "extra=yes"]);
+    assert!(k(&["get", "cm", "cfg", "--show-labels"]).contains("extra=yes"));
+    k(&["delete", "-f", manifest.to_str().unwrap()]);
+    assert!(k(&["get", "cm", "-o", "name"]).trim().is_empty());
+}

@@ -14,12 +14,54 @@ use serde_json::{Map, Value, json};
 
 use super::status::{ApiError, ApiResult, Cause};
 
+/// What to do with fields the kind does not have (`?fieldValidation=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    /// The default, as in Kubernetes: accept, but say so in `Warning` headers.
+    Warn,
+    Strict,
+}
+
+/// The field-validation mode of a request and the warnings it collects.
+#[derive(Debug)]
+pub struct FieldCheck {
+    pub mode: FieldValidation,
+    pub warnings: Vec<String>,
+}
+
+impl FieldCheck {
+    pub fn new(mode: FieldValidation) -> Self {
+        Self {
+            mode,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// From the `fieldValidation` query parameter.
+    pub fn from_query(value: Option<&str>) -> ApiResult<Self> {
+        let mode = match value {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation must be one of Ignore, Warn or Strict, not {other:?}"
+                )));
+            }
+        };
+        Ok(Self::new(mode))
+    }
+}
+
 /// Fills in metadata and defaults for a new object and validates it; returns its name.
 pub fn prepare_create(
     resource: &Resource,
     namespace: Option<&str>,
     body: &mut Value,
+    fields: &mut FieldCheck,
 ) -> ApiResult<String> {
+    check_unknown_fields(resource, body, fields)?;
     check_type(resource, body)?;
     let object = body.as_object_mut().expect("checked");
     let metadata = object
@@ -82,8 +124,10 @@ pub fn prepare_update(
     old: &Value,
     new: &mut Value,
     subresource: Option<&str>,
+    fields: &mut FieldCheck,
 ) -> ApiResult<()> {
     check_type(resource, new)?;
+    check_unknown_fields(resource, new, fields)?;
     let body_name = new.pointer("/metadata/name").and_then(Value::as_str);
     if body_name.is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(format!(
@@ -392,11 +436,17 @@ fn template_defaults(object: &mut Value) {
     }
 }
 
-/// Decodes the object into its k8s-openapi type: wrong field types are a 400 like Kubernetes'.
-fn decode_typed(resource: &Resource, value: &Value) -> Result<(), String> {
+/// Decodes the object into its k8s-openapi type (wrong field types are a 400, as in
+/// Kubernetes) and encodes it again: what the round trip loses are fields the kind lacks.
+fn decode_typed(resource: &Resource, value: &Value) -> Result<Option<Value>, String> {
     use k8s_openapi::api;
-    fn check<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
-        T::deserialize(value).map(drop).map_err(|e| e.to_string())
+    fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
+        value: &Value,
+    ) -> Result<Option<Value>, String> {
+        let typed = T::deserialize(value).map_err(|e| e.to_string())?;
+        serde_json::to_value(typed)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
     match (resource.group, resource.kind) {
         ("", "Namespace") => check::<api::core::v1::Namespace>(value),
@@ -425,7 +475,72 @@ fn decode_typed(resource: &Resource, value: &Value) -> Result<(), String> {
         ("discovery.k8s.io", _) => check::<api::discovery::v1::EndpointSlice>(value),
         ("events.k8s.io", _) => check::<api::events::v1::Event>(value),
         ("node.k8s.io", _) => check::<api::node::v1::RuntimeClass>(value),
-        _ => Ok(()),
+        _ => Ok(None),
+    }
+}
+
+/// Paths (`spec.replicass`) present in `input` but lost by the typed round trip.
+fn lost_fields(input: &Value, output: &Value, path: &str, lost: &mut Vec<String>) {
+    match (input, output) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                if value.is_null() {
+                    continue;
+                }
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match b.get(key) {
+                    Some(kept) => lost_fields(value, kept, &at, lost),
+                    None => lost.push(at),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                lost_fields(x, y, &format!("{path}[{i}]"), lost);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Applies `?fieldValidation=` to the fields the kind does not have.
+fn check_unknown_fields(
+    resource: &Resource,
+    body: &Value,
+    fields: &mut FieldCheck,
+) -> ApiResult<()> {
+    if fields.mode == FieldValidation::Ignore {
+        return Ok(());
+    }
+    let Ok(Some(round_trip)) = decode_typed(resource, body) else {
+        // Type errors are reported by validation, with their own message.
+        return Ok(());
+    };
+    let mut lost = Vec::new();
+    lost_fields(body, &round_trip, "", &mut lost);
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<String> = lost
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    match fields.mode {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+            resource.kind,
+            resource.api_version(),
+            resource.kind,
+            messages.join(", ")
+        ))),
+        _ => {
+            fields.warnings.extend(messages);
+            Ok(())
+        }
     }
 }
 
@@ -622,6 +737,37 @@ mod tests {
     use super::*;
     use bosun_api::resources::find;
 
+    fn strict() -> FieldCheck {
+        FieldCheck::new(FieldValidation::Strict)
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_under_strict_and_warned_otherwise() {
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let body = json!({"metadata": {"name": "d"}, "spec": {"replicass": 3, "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]}}}});
+        let err =
+            prepare_create(deploy, Some("default"), &mut body.clone(), &mut strict()).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message.contains(r#"unknown field "spec.replicass""#),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .contains(r#"unknown field "spec.template.spec.containers[0].imagePullPolicyy""#),
+            "{}",
+            err.message
+        );
+        let mut warn = FieldCheck::new(FieldValidation::Warn);
+        prepare_create(deploy, Some("default"), &mut body.clone(), &mut warn).unwrap();
+        assert_eq!(warn.warnings.len(), 2);
+        let mut ignore = FieldCheck::new(FieldValidation::Ignore);
+        prepare_create(deploy, Some("default"), &mut body.clone(), &mut ignore).unwrap();
+        assert!(ignore.warnings.is_empty());
+    }
+
     fn pods() -> &'static Resource {
         find("", "v1", "pods").unwrap()
     }
@@ -629,7 +775,7 @@ mod tests {
     #[test]
     fn create_fills_metadata_and_pod_defaults() {
         let mut pod = json!({"metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "app", "image": "reg/app:v1"}]}});
-        let name = prepare_create(pods(), Some("default"), &mut pod).unwrap();
+        let name = prepare_create(pods(), Some("default"), &mut pod, &mut strict()).unwrap();
         assert!(name.starts_with("web-") && name.len() == 9, "{name}");
         assert_eq!(pod["metadata"]["namespace"], "default");
         assert_eq!(pod["metadata"]["uid"].as_str().unwrap().len(), 36);
@@ -649,7 +795,7 @@ mod tests {
         let mut pod = json!({"metadata": {"name": "x", "labels": {"ok": "-bad"}}, "spec": {
             "restartPolicy": "Sometimes",
             "containers": [{"name": "Bad_Name", "image": ""}, {"name": "a", "image": "i", "resources": {"limits": {"memory": "lots"}}}, {"name": "a", "image": "i"}]}});
-        let err = prepare_create(pods(), Some("default"), &mut pod).unwrap_err();
+        let err = prepare_create(pods(), Some("default"), &mut pod, &mut strict()).unwrap_err();
         assert_eq!(err.code, 422);
         let fields: Vec<String> = err.details.unwrap()["causes"]
             .as_array()
@@ -676,7 +822,7 @@ mod tests {
     fn wrong_kinds_and_types_are_bad_requests() {
         let mut wrong_kind = json!({"kind": "Service", "metadata": {"name": "x"}});
         assert_eq!(
-            prepare_create(pods(), Some("d"), &mut wrong_kind)
+            prepare_create(pods(), Some("d"), &mut wrong_kind, &mut strict())
                 .unwrap_err()
                 .code,
             400
@@ -684,7 +830,7 @@ mod tests {
         let mut wrong_type =
             json!({"metadata": {"name": "x"}, "spec": {"containers": "not a list"}});
         assert_eq!(
-            prepare_create(pods(), Some("d"), &mut wrong_type)
+            prepare_create(pods(), Some("d"), &mut wrong_type, &mut strict())
                 .unwrap_err()
                 .code,
             400
@@ -695,7 +841,7 @@ mod tests {
     fn deployment_selector_must_match_template() {
         let deploy = find("apps", "v1", "deployments").unwrap();
         let mut d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let err = prepare_create(deploy, Some("default"), &mut d).unwrap_err();
+        let err = prepare_create(deploy, Some("default"), &mut d, &mut strict()).unwrap_err();
         assert!(err.message.contains("selector"), "{}", err.message);
     }
 
@@ -703,7 +849,7 @@ mod tests {
     fn secrets_fold_string_data_into_data() {
         let secrets = find("", "v1", "secrets").unwrap();
         let mut s = json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}});
-        prepare_create(secrets, Some("default"), &mut s).unwrap();
+        prepare_create(secrets, Some("default"), &mut s, &mut strict()).unwrap();
         assert_eq!(s["data"]["password"], B64.encode("hunter2"));
         assert!(s.get("stringData").is_none());
         assert_eq!(s["type"], "Opaque");
@@ -712,9 +858,9 @@ mod tests {
     #[test]
     fn updates_keep_identity_and_bump_generation_on_spec_change() {
         let mut old = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "i:1"}]}});
-        prepare_create(pods(), Some("default"), &mut old).unwrap();
+        prepare_create(pods(), Some("default"), &mut old, &mut strict()).unwrap();
         let mut new = json!({"metadata": {"name": "p", "uid": "forged"}, "spec": {"containers": [{"name": "a", "image": "i:2"}]}, "status": {"phase": "Running"}});
-        prepare_update(pods(), "p", &old, &mut new, None).unwrap();
+        prepare_update(pods(), "p", &old, &mut new, None, &mut strict()).unwrap();
         assert_eq!(new["metadata"]["uid"], old["metadata"]["uid"]);
         assert_eq!(new["metadata"]["generation"], 2);
         assert_eq!(

@@ -2,6 +2,7 @@
 //! cluster CA.
 //!
 //! - [`discovery`]: `/version`, `/api`, `/apis`, resource lists built from the registry.
+//! - [`openapi`]: `/openapi/v3`, the operations of each group version (no type schemas yet).
 //! - [`rest`]: one generic implementation of get, list, watch, create, update, patch, delete
 //!   and deletecollection for every registered kind, plus `status`, `scale` and `binding`.
 //! - [`admission`]: metadata, defaults and validation per kind.
@@ -14,6 +15,7 @@
 pub mod admission;
 pub mod auth;
 mod discovery;
+mod openapi;
 mod patch;
 mod rest;
 pub mod status;
@@ -49,6 +51,8 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
         .route("/apis", get(discovery::groups))
         .route("/api/{*rest}", any(rest::core))
         .route("/apis/{*rest}", any(rest::grouped))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/{*path}", get(openapi::group_version))
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             authenticator,
@@ -98,7 +102,8 @@ pub async fn ensure_builtin_objects(store: &dyn Store) -> crate::store::Result<(
         json!({"metadata": {"name": "wasmtime"}, "handler": "wasmtime"}),
     ));
     for (resource, mut object) in objects {
-        let name = admission::prepare_create(resource, None, &mut object)
+        let mut strict = admission::FieldCheck::new(admission::FieldValidation::Strict);
+        let name = admission::prepare_create(resource, None, &mut object, &mut strict)
             .expect("built-in objects are valid");
         let key = crate::store::Key::new(resource.storage_name(), "", &name);
         match store.create(&key, object).await {

@@ -196,6 +196,8 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         ApiError::too_large(format!("the request body is larger than {MAX_BODY} bytes"))
     })?;
     let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    let mut fields =
+        admission::FieldCheck::from_query(query.get("fieldValidation").map(String::as_str))?;
     match verb {
         "watch" => watch::serve(state, &target, &query).await,
         "list" => {
@@ -232,12 +234,29 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
             bind(state, &target, decode(&parts.headers, &body)?).await
         }
         "create" if target.name.is_none() => {
-            let created = create(state, &target, decode(&parts.headers, &body)?, dry_run).await?;
-            Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+            let created = create(
+                state,
+                &target,
+                decode(&parts.headers, &body)?,
+                dry_run,
+                &mut fields,
+            )
+            .await?;
+            Ok(with_warnings(
+                (StatusCode::CREATED, axum::Json(created)).into_response(),
+                &fields,
+            ))
         }
         "update" if target.name.is_some() => {
-            let updated = update(state, &target, decode(&parts.headers, &body)?, dry_run).await?;
-            Ok(axum::Json(updated).into_response())
+            let updated = update(
+                state,
+                &target,
+                decode(&parts.headers, &body)?,
+                dry_run,
+                &mut fields,
+            )
+            .await?;
+            Ok(with_warnings(axum::Json(updated).into_response(), &fields))
         }
         "patch" if target.name.is_some() => {
             let content_type = parts
@@ -249,8 +268,8 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
-            let patched = patch_object(state, &target, kind, &patch, dry_run).await?;
-            Ok(axum::Json(patched).into_response())
+            let patched = patch_object(state, &target, kind, &patch, dry_run, &mut fields).await?;
+            Ok(with_warnings(axum::Json(patched).into_response(), &fields))
         }
         "delete" => delete(state, &target, &body, &query, dry_run).await,
         "deletecollection" => delete_collection(state, &target, &query, dry_run).await,
@@ -291,6 +310,17 @@ fn url_decode_pairs(query: &str) -> HashMap<String, String> {
             (decode(k), decode(v))
         })
         .collect()
+}
+
+/// Adds a `Warning: 299 - "…"` header per warning, as the Kubernetes API reports them.
+fn with_warnings(mut response: Response, fields: &admission::FieldCheck) -> Response {
+    for warning in &fields.warnings {
+        let text = format!("299 - {:?}", warning);
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
@@ -423,8 +453,14 @@ async fn create(
     target: &Target,
     mut body: Value,
     dry_run: bool,
+    fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
-    let name = admission::prepare_create(target.resource, target.namespace.as_deref(), &mut body)?;
+    let name = admission::prepare_create(
+        target.resource,
+        target.namespace.as_deref(),
+        &mut body,
+        fields,
+    )?;
     if target.resource.namespaced {
         ensure_namespace(state, target).await?;
     }
@@ -481,10 +517,10 @@ fn precondition(body: &Value) -> ApiResult<Option<i64>> {
 async fn update(
     state: &ApiState,
     target: &Target,
-    mut body: Value,
+    body: Value,
     dry_run: bool,
+    fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
-    let name = target.name();
     let expected = precondition(&body)?;
     let current = get(state, target).await?;
     if target.subresource.as_deref() == Some("scale") {
@@ -502,6 +538,7 @@ async fn update(
             expected.or(Some(current.revision)),
             None,
             dry_run,
+            fields,
         )
         .await?;
         return Ok(scale_of(&Object {
@@ -509,14 +546,18 @@ async fn update(
             ..current
         }));
     }
-    admission::prepare_update(
-        target.resource,
-        name,
+    let sub = target.subresource.as_deref();
+    store_update(
+        state,
+        target,
         &current.value,
-        &mut body,
-        target.subresource.as_deref(),
-    )?;
-    write(state, target, body, expected, dry_run).await
+        body,
+        expected,
+        sub,
+        dry_run,
+        fields,
+    )
+    .await
 }
 
 /// Applies a prepared replacement (or validates it, for a dry run).
@@ -540,6 +581,8 @@ async fn write(
     finish_deletion_if_done(state, target, value).await
 }
 
+/// Admits a replacement of `old` by `new` and writes it.
+#[allow(clippy::too_many_arguments)]
 async fn store_update(
     state: &ApiState,
     target: &Target,
@@ -548,8 +591,9 @@ async fn store_update(
     expected: Option<i64>,
     sub: Option<&str>,
     dry_run: bool,
+    fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
-    admission::prepare_update(target.resource, target.name(), old, &mut new, sub)?;
+    admission::prepare_update(target.resource, target.name(), old, &mut new, sub, fields)?;
     write(state, target, new, expected, dry_run).await
 }
 
@@ -602,6 +646,7 @@ async fn patch_object(
     kind: patch::Kind,
     patch: &Value,
     dry_run: bool,
+    fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
     // Read, patch, write with the read revision as precondition; retry on a concurrent write
     // (a patch without a resourceVersion must not fail because someone else wrote first).
@@ -654,6 +699,7 @@ async fn patch_object(
             Some(current.revision),
             sub,
             dry_run,
+            fields,
         )
         .await
         {

@@ -280,3 +280,200 @@ async fn kubectl_drives_the_basics() {
     k(&["delete", "-f", manifest.to_str().unwrap()]);
     assert!(k(&["get", "cm", "-o", "name"]).trim().is_empty());
 }
+
+/// What is wrong, method, path, content type, body, expected code, expected message part.
+type BadRequest = (
+    &'static str,
+    reqwest::Method,
+    String,
+    &'static str,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
+/// Bad input gets a 4xx `Status` with a clear message, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_status_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().to_str().unwrap()]).await;
+    let api = Api::new(&server);
+    let path = "/api/v1/namespaces/default/configmaps";
+    let before = api.get(path).await["metadata"]["resourceVersion"].clone();
+    let send = |method: reqwest::Method, url: String, content_type: &'static str, body: Vec<u8>| {
+        api.client
+            .request(method, format!("{}{url}", api.base))
+            .bearer_auth(&api.token)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+    };
+    let cases: Vec<BadRequest> = vec![
+        (
+            "malformed JSON",
+            reqwest::Method::POST,
+            path.into(),
+            "application/json",
+            b"{\"metadata\": {".to_vec(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "malformed YAML",
+            reqwest::Method::POST,
+            path.into(),
+            "application/yaml",
+            b"metadata: [unclosed".to_vec(),
+            400,
+            "invalid YAML",
+        ),
+        (
+            "not an object",
+            reqwest::Method::POST,
+            path.into(),
+            "application/json",
+            b"[1, 2]".to_vec(),
+            400,
+            "must be an object",
+        ),
+        (
+            "wrong kind",
+            reqwest::Method::POST,
+            path.into(),
+            "application/json",
+            br#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}"#.to_vec(),
+            400,
+            "does not match the expected kind",
+        ),
+        (
+            "wrong apiVersion",
+            reqwest::Method::POST,
+            path.into(),
+            "application/json",
+            br#"{"apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "x"}}"#
+                .to_vec(),
+            400,
+            "does not match the expected API version",
+        ),
+        (
+            "invalid name",
+            reqwest::Method::POST,
+            path.into(),
+            "application/json",
+            br#"{"metadata": {"name": "Not_Valid"}}"#.to_vec(),
+            422,
+            "metadata.name",
+        ),
+        (
+            "unknown field under Strict",
+            reqwest::Method::POST,
+            format!("{path}?fieldValidation=Strict"),
+            "application/json",
+            br#"{"metadata": {"name": "x"}, "dataa": {}}"#.to_vec(),
+            400,
+            "unknown field \"dataa\"",
+        ),
+        (
+            "wrong field type",
+            reqwest::Method::POST,
+            path.into(),
+            "application/json",
+            br#"{"metadata": {"name": "x"}, "data": {"a": 1}}"#.to_vec(),
+            400,
+            "cannot be handled as a ConfigMap",
+        ),
+        (
+            "body over 3 MiB",
+            reqwest::Method::POST,
+            path.into(),
+            "application/json",
+            format!(
+                r#"{{"metadata": {{"name": "big"}}, "data": {{"a": "{}"}}}}"#,
+                "x".repeat(4 << 20)
+            )
+            .into_bytes(),
+            413,
+            "larger than",
+        ),
+        (
+            "unknown resource",
+            reqwest::Method::POST,
+            "/api/v1/namespaces/default/widgets".into(),
+            "application/json",
+            b"{}".to_vec(),
+            404,
+            "could not find",
+        ),
+        (
+            "missing namespace",
+            reqwest::Method::POST,
+            "/api/v1/namespaces/nope/configmaps".into(),
+            "application/json",
+            br#"{"metadata": {"name": "x"}}"#.to_vec(),
+            404,
+            "namespaces \"nope\" not found",
+        ),
+        (
+            "bad label selector",
+            reqwest::Method::GET,
+            format!("{path}?labelSelector=a%20in%20b"),
+            "application/json",
+            Vec::new(),
+            400,
+            "invalid label selector",
+        ),
+        (
+            "unsupported field selector",
+            reqwest::Method::GET,
+            format!("{path}?fieldSelector=spec.nodeName%3Dx"),
+            "application/json",
+            Vec::new(),
+            400,
+            "field label not supported",
+        ),
+    ];
+    for (what, method, url, content_type, body, code, message) in cases {
+        let response = send(method, url, content_type, body).await.unwrap();
+        assert_eq!(response.status().as_u16(), code, "{what}");
+        let status: Value = response.json().await.unwrap();
+        assert_eq!(status["kind"], "Status", "{what}");
+        assert_eq!(status["code"], code, "{what}");
+        let text = status["message"].as_str().unwrap();
+        assert!(text.contains(message), "{what}: {text}");
+    }
+
+    // A patch that does not apply changes nothing either.
+    let created = api.post(path, &configmap("target")).await.unwrap();
+    assert_eq!(created.status(), 201);
+    let after_create = api.get(path).await["metadata"]["resourceVersion"].clone();
+    let response = send(
+        reqwest::Method::PATCH,
+        format!("{path}/target"),
+        "application/json-patch+json",
+        br#"[{"op": "remove", "path": "/data/missing"}]"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 422);
+    let response = send(
+        reqwest::Method::PATCH,
+        format!("{path}/target"),
+        "text/plain",
+        b"x".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 415);
+    assert_eq!(
+        api.get(path).await["metadata"]["resourceVersion"],
+        after_create
+    );
+    assert_ne!(before, after_create);
+    let unauthenticated = api
+        .client
+        .get(format!("{}{path}", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+}

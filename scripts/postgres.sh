@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL for tests and benchmarks: `scripts/postgres.sh start DIR PORT` creates a
 # cluster in DIR owned by the `postgres` user, listening on 127.0.0.1:PORT only, and prints its
-# URL; `scripts/postgres.sh stop DIR` stops it. Default durability settings (fsync, synchronous
+# URL; `scripts/postgres.sh stop DIR` stops it; `scripts/postgres.sh crash DIR` stops it with
+# `pg_ctl stop -m immediate`, which is a crash as far as durability is concerned. Default durability settings (fsync, synchronous
 # commit) are kept: the crash tests rely on them. pg_stat_statements is loaded so that tests can
 # count the statements a component runs.
 set -euo pipefail
-cmd=${1:?usage: postgres.sh start DIR PORT | stop DIR}
+cmd=${1:?usage: postgres.sh start DIR PORT | stop DIR | crash DIR}
 dir=${2:?data directory}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$bin/postgres" ] || { echo "PostgreSQL server binaries not found under /usr/lib/postgresql" >&2; exit 1; }
@@ -25,6 +26,9 @@ start)
     ;;
 stop)
     as_postgres "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
+    ;;
+crash)
+    as_postgres "$bin/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null
     ;;
 *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

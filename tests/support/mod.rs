@@ -184,17 +184,8 @@ impl PrivatePostgres {
 
     /// `pg_ctl stop -m immediate`: a crash, as far as durability is concerned.
     pub fn stop_immediately(&self) {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path()
-            .join("bin/pg_ctl");
-        let status = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin)
-            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+        let status = Command::new(SCRIPT)
+            .args(["crash", &self.data()])
             .status()
             .unwrap();
         assert!(status.success());

@@ -19,6 +19,7 @@ pub mod bootstrap;
 mod codec;
 mod list;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod watch;
 

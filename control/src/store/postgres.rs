@@ -14,9 +14,10 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 
 use super::bootstrap::{self, ClusterSecrets};
+use super::rows;
 use super::{
-    Backend, ChangeSignal, Error, EventType, Key, RangeQuery, RawEvent, Result, Revisions,
-    SqlStore, Stored, Write, WriteKind, check_revision, now_ms,
+    Backend, ChangeSignal, Error, Key, RangeQuery, RawEvent, Result, Revisions, SqlStore, Stored,
+    Write, WriteKind, check_revision, now_ms,
 };
 
 const CHANNEL: &str = "bosun_events";
@@ -225,36 +226,27 @@ impl Backend for Postgres {
             .await?;
         tx.commit().await?;
         let objects = rows
-            .into_iter()
-            .map(|row| Stored {
-                key: Key::new(
-                    query.resource,
-                    row.get::<String, _>(0),
-                    row.get::<String, _>(1),
-                ),
-                value: row.get(2),
-                revision: row.get(3),
-                create_revision: row.get(4),
-            })
+            .iter()
+            .map(|row| rows::stored(query.resource, row))
             .collect();
         Ok((revision, objects))
     }
 
     async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<RawEvent>> {
+        // One statement, one snapshot: if the compaction point it reads is at or below `after`,
+        // no event after `after` had been compacted away when the events were read.
         let rows = sqlx::query(
-            "SELECT revision, resource, namespace, name, kind, value, prev_value, create_revision \
-             FROM events WHERE revision > $1 ORDER BY revision LIMIT $2",
+            "SELECT e.revision, e.resource, e.namespace, e.name, e.kind::bigint, e.value, \
+                    e.prev_value, e.create_revision, c.compacted \
+             FROM revision_counter c LEFT JOIN LATERAL ( \
+               SELECT * FROM events WHERE revision > $1 ORDER BY revision LIMIT $2) e ON true \
+             WHERE c.id = 1",
         )
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        // Read the compaction point after the events: if it is still at or below `after`, no
-        // event we needed was gone when we read them.
-        let compacted: i64 =
-            sqlx::query_scalar("SELECT compacted FROM revision_counter WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?;
+        let compacted: i64 = rows.first().map_or(0, |row| row.get(8));
         if after < compacted {
             return Err(Error::Gone {
                 requested: after,
@@ -262,19 +254,9 @@ impl Backend for Postgres {
             });
         }
         Ok(rows
-            .into_iter()
-            .map(|row| RawEvent {
-                revision: row.get(0),
-                key: Key::new(
-                    row.get::<String, _>(1),
-                    row.get::<String, _>(2),
-                    row.get::<String, _>(3),
-                ),
-                kind: EventType::from_code(row.get::<i16, _>(4).into()),
-                value: row.get(5),
-                prev_value: row.get(6),
-                create_revision: row.get(7),
-            })
+            .iter()
+            .filter(|row| row.get::<Option<i64>, _>(0).is_some())
+            .map(rows::event)
             .collect())
     }
 

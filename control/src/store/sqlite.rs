@@ -12,7 +12,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -20,9 +19,10 @@ use tokio::sync::watch;
 
 use super::batch::{Change, Current, plan};
 use super::bootstrap::{self, ClusterSecrets};
+use super::rows;
 use super::{
-    Backend, ChangeSignal, Error, EventType, Key, RangeQuery, RawEvent, Result, Revisions,
-    SqlStore, Stored, Write, check_revision, now_ms,
+    Backend, ChangeSignal, Error, Key, RangeQuery, RawEvent, Result, Revisions, SqlStore, Stored,
+    Write, check_revision, now_ms,
 };
 
 pub struct Sqlite {
@@ -189,17 +189,8 @@ impl Backend for Sqlite {
             .await?;
         tx.commit().await?;
         let objects = rows
-            .into_iter()
-            .map(|row| Stored {
-                key: Key::new(
-                    query.resource,
-                    row.get::<String, _>(0),
-                    row.get::<String, _>(1),
-                ),
-                value: row.get(2),
-                revision: row.get(3),
-                create_revision: row.get(4),
-            })
+            .iter()
+            .map(|row| rows::stored(query.resource, row))
             .collect();
         Ok((revision, objects))
     }
@@ -225,21 +216,7 @@ impl Backend for Sqlite {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| RawEvent {
-                revision: row.get(0),
-                key: Key::new(
-                    row.get::<String, _>(1),
-                    row.get::<String, _>(2),
-                    row.get::<String, _>(3),
-                ),
-                kind: EventType::from_code(row.get(4)),
-                value: row.get(5),
-                prev_value: row.get(6),
-                create_revision: row.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(rows::event).collect())
     }
 
     async fn revisions(&self) -> Result<Revisions> {

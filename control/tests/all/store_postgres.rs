@@ -296,26 +296,7 @@ async fn acknowledged_writes_survive_a_database_crash() {
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let status = std::process::Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(bin.join("bin/pg_ctl"))
-        .args([
-            "-D",
-            pgdata.to_str().unwrap(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    pg(&["crash", pgdata.to_str().unwrap()]);
     let acked = writer.await.unwrap();
     assert!(
         acked.len() > 10,

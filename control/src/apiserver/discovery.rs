@@ -24,14 +24,22 @@ pub async fn version() -> Json<Value> {
 }
 
 pub async fn core_versions() -> Json<Value> {
-    Json(json!({
+    Json(core_versions_document())
+}
+
+pub fn core_versions_document() -> Value {
+    json!({
         "kind": "APIVersions",
         "versions": ["v1"],
         "serverAddressByClientCIDRs": [],
-    }))
+    })
 }
 
 pub async fn groups() -> Json<Value> {
+    Json(groups_document())
+}
+
+pub fn groups_document() -> Value {
     let groups: Vec<Value> = resources::group_versions()
         .into_iter()
         .filter(|(group, _)| !group.is_empty())
@@ -40,7 +48,7 @@ pub async fn groups() -> Json<Value> {
             json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
         })
         .collect();
-    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// One API group (`/apis/apps`).

@@ -44,29 +44,34 @@ impl Target {
     }
 }
 
-/// Parses the part after `/api/` or `/apis/`.
-fn parse(core: bool, rest: &str) -> Result<Result<Target, Value>, ApiError> {
+/// What a path under `/api` or `/apis` names: a discovery document or a resource target.
+#[derive(Debug)]
+enum Parsed {
+    Document(Value),
+    Target(Target),
+}
+
+/// Parses the part after `/api` or `/apis`.
+fn parse(core: bool, rest: &str) -> ApiResult<Parsed> {
+    let not_found = || ApiError::not_found_path(rest);
     let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let (group, version, parts) = if core {
-        match parts.split_first() {
-            Some((v, rest)) => ("", *v, rest),
-            None => return Ok(Err(discovery_doc(true, &[])?)),
+    let (group, version, parts) = match (core, parts.as_slice()) {
+        (true, []) => return Ok(Parsed::Document(discovery::core_versions_document())),
+        (true, [version, rest @ ..]) => ("", *version, rest),
+        (false, []) => return Ok(Parsed::Document(discovery::groups_document())),
+        (false, [group]) => {
+            return discovery::group(group)
+                .map(Parsed::Document)
+                .ok_or_else(not_found);
         }
-    } else {
-        match parts.as_slice() {
-            [] => return Ok(Err(discovery_doc(false, &[])?)),
-            [group] => return Ok(Err(discovery_doc(false, &[group])?)),
-            [group, version, rest @ ..] => (*group, *version, rest),
-        }
+        (false, [group, version, rest @ ..]) => (*group, *version, rest),
     };
     if parts.is_empty() {
         return discovery::resource_list(group, version)
-            .map(Err)
-            .ok_or_else(|| ApiError::not_found_path(rest));
+            .map(Parsed::Document)
+            .ok_or_else(not_found);
     }
-    let lookup = |plural: &str| {
-        resources::find(group, version, plural).ok_or_else(|| ApiError::not_found_path(rest))
-    };
+    let lookup = |plural: &str| resources::find(group, version, plural).ok_or_else(not_found);
     let owned = |s: &&str| s.to_string();
     let target = match parts {
         ["namespaces", ns, plural, tail @ ..]
@@ -87,25 +92,13 @@ fn parse(core: bool, rest: &str) -> Result<Result<Target, Value>, ApiError> {
         },
         [] => unreachable!("checked above"),
     };
-    if parts.len() > 5 || (target.namespace.is_none() && parts.len() > 3) {
-        return Err(ApiError::not_found_path(rest));
+    let too_deep = parts.len() > 5 || (target.namespace.is_none() && parts.len() > 3);
+    let needs_namespace =
+        target.resource.namespaced && target.namespace.is_none() && target.name.is_some();
+    if too_deep || needs_namespace {
+        return Err(not_found());
     }
-    if target.resource.namespaced && target.namespace.is_none() && target.name.is_some() {
-        return Err(ApiError::not_found_path(rest));
-    }
-    Ok(Ok(target))
-}
-
-fn discovery_doc(core: bool, group: &[&&str]) -> ApiResult<Value> {
-    if core {
-        return Ok(
-            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
-        );
-    }
-    match group.first() {
-        None => Ok(json!(null)),
-        Some(g) => discovery::group(g).ok_or_else(|| ApiError::not_found_path(g)),
-    }
+    Ok(Parsed::Target(target))
 }
 
 pub async fn core(state: State<ApiState>, request: Request) -> Response {
@@ -148,9 +141,8 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
     let query: HashMap<String, String> =
         parts.uri.query().map(url_decode_pairs).unwrap_or_default();
     let target = match parse(core, rest)? {
-        Ok(target) => target,
-        Err(Value::Null) => return Ok(axum::Json(discovery::groups().await.0).into_response()),
-        Err(document) => return Ok(axum::Json(document).into_response()),
+        Parsed::Target(target) => target,
+        Parsed::Document(document) => return Ok(axum::Json(document).into_response()),
     };
     let user = parts
         .extensions
@@ -203,12 +195,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         "list" => {
             let list = list(state, &target, &query).await?;
             Ok(if as_table {
-                axum::Json(table::from_list(
-                    target.resource,
-                    &list,
-                    query.contains_key("includeObject"),
-                ))
-                .into_response()
+                axum::Json(table::from_list(target.resource, &list)).into_response()
             } else {
                 axum::Json(list).into_response()
             })
@@ -904,7 +891,10 @@ mod tests {
     use super::*;
 
     fn target(core: bool, path: &str) -> Target {
-        parse(core, path).unwrap().unwrap()
+        match parse(core, path).unwrap() {
+            Parsed::Target(target) => target,
+            Parsed::Document(d) => panic!("{path} is a document: {d}"),
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use bosun_api::resources::{Column, Resource};
 use serde_json::{Value, json};
 
-pub fn from_list(resource: &Resource, list: &Value, _include_object: bool) -> Value {
+pub fn from_list(resource: &Resource, list: &Value) -> Value {
     let items = list["items"].as_array().cloned().unwrap_or_default();
     from_objects(resource, &items, Some(list["metadata"].clone()))
 }

@@ -507,17 +507,22 @@ fn lost_fields(input: &Value, output: &Value, path: &str, lost: &mut Vec<String>
     }
 }
 
-/// Applies `?fieldValidation=` to the fields the kind does not have.
+/// Decodes the body as its kind (a type error is a 400, as in Kubernetes) and applies
+/// `?fieldValidation=` to the fields the kind does not have.
 fn check_unknown_fields(
     resource: &Resource,
     body: &Value,
     fields: &mut FieldCheck,
 ) -> ApiResult<()> {
-    if fields.mode == FieldValidation::Ignore {
-        return Ok(());
-    }
-    let Ok(Some(round_trip)) = decode_typed(resource, body) else {
-        // Type errors are reported by validation, with their own message.
+    let round_trip = decode_typed(resource, body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {e}",
+            resource.kind,
+            resource.api_version(),
+            resource.kind
+        ))
+    })?;
+    let Some(round_trip) = round_trip.filter(|_| fields.mode != FieldValidation::Ignore) else {
         return Ok(());
     };
     let mut lost = Vec::new();
@@ -544,15 +549,8 @@ fn check_unknown_fields(
     }
 }
 
+/// Field-level checks of an admitted object (its types were checked when it was decoded).
 fn validate(resource: &Resource, name: &str, object: &Value) -> ApiResult<()> {
-    decode_typed(resource, object).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version {:?} cannot be handled as a {}: {e}",
-            resource.kind,
-            resource.api_version(),
-            resource.kind
-        ))
-    })?;
     let mut causes = Vec::new();
     let name_check = match resource.kind {
         "Namespace" | "Service" => names::check_dns1123_label(name),

@@ -43,19 +43,21 @@ BEGIN
     END IF;
     FOR i IN 1 .. COALESCE(array_length(p_kinds, 1), 0) LOOP
         IF p_kinds[i] = 0 THEN
-            -- A create needs no read: the primary key says whether the name is taken.
+            -- The revision lock serializes writers, so a probe then a plain insert is safe.
             IF p_unordered THEN
                 rev := nextval('bosun_unordered_revisions');
             ELSE
                 rev := next_rev;
             END IF;
-            INSERT INTO objects (resource, namespace, name, value, revision, create_revision)
-            VALUES (p_resources[i], p_namespaces[i], p_names[i], p_values[i], rev, rev)
-            ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM objects o
+             WHERE o.resource = p_resources[i] AND o.namespace = p_namespaces[i]
+               AND o.name = p_names[i];
             o_idx := i;
             o_value := NULL;
             o_actual := NULL;
-            IF FOUND THEN
+            IF NOT FOUND THEN
+                INSERT INTO objects (resource, namespace, name, value, revision, create_revision)
+                VALUES (p_resources[i], p_namespaces[i], p_names[i], p_values[i], rev, rev);
                 INSERT INTO events (revision, resource, namespace, name, kind, value, prev_value,
                                     prev_revision, create_revision, created_at_ms)
                 VALUES (rev, p_resources[i], p_namespaces[i], p_names[i], 0, p_values[i], NULL,

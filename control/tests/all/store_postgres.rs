@@ -253,7 +253,11 @@ async fn an_idle_watch_runs_no_queries() {
 async fn acknowledged_writes_survive_a_database_crash() {
     let dir = tempfile::tempdir().unwrap();
     let pgdata = dir.path().join("pg");
-    let port = 56000 + (rand_u64() % 2000) as u16;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
     let pg = |args: &[&str]| {
         let out = std::process::Command::new(script)

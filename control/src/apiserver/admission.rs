@@ -61,8 +61,8 @@ pub fn prepare_create(
     body: &mut Value,
     fields: &mut FieldCheck,
 ) -> ApiResult<String> {
-    check_unknown_fields(resource, body, fields)?;
     check_type(resource, body)?;
+    check_unknown_fields(resource, body, fields)?;
     let object = body.as_object_mut().expect("checked");
     let metadata = object
         .entry("metadata")
@@ -819,11 +819,12 @@ mod tests {
     #[test]
     fn wrong_kinds_and_types_are_bad_requests() {
         let mut wrong_kind = json!({"kind": "Service", "metadata": {"name": "x"}});
-        assert_eq!(
-            prepare_create(pods(), Some("d"), &mut wrong_kind, &mut strict())
-                .unwrap_err()
-                .code,
-            400
+        let err = prepare_create(pods(), Some("d"), &mut wrong_kind, &mut strict()).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message.contains("does not match the expected kind"),
+            "{}",
+            err.message
         );
         let mut wrong_type =
             json!({"metadata": {"name": "x"}, "spec": {"containers": "not a list"}});

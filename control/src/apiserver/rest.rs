@@ -112,7 +112,20 @@ pub async fn grouped(state: State<ApiState>, request: Request) -> Response {
 async fn handle(State(state): State<ApiState>, core: bool, request: Request) -> Response {
     match serve(&state, core, request).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => {
+            // An oversized body was left unread: the connection cannot carry another request,
+            // so tell the client not to reuse it (HTTP/2 drops this header; streams are reset
+            // on their own there).
+            let unread_body = error.code == StatusCode::PAYLOAD_TOO_LARGE;
+            let mut response = error.into_response();
+            if unread_body {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
     }
 }
 

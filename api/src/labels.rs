@@ -92,6 +92,37 @@ impl Selector {
 }
 
 impl Requirement {
+    /// Builds a requirement from the structured form of `matchExpressions` and node selector
+    /// terms: an operator name (`In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`) and its
+    /// values, checked the way the Kubernetes API checks them.
+    pub fn from_operator(key: &str, operator: &str, values: &[String]) -> Result<Self, String> {
+        let one_integer = || match values {
+            [v] => v
+                .parse::<i64>()
+                .map_err(|_| format!("{key}: {operator} needs an integer value, not {v:?}")),
+            _ => Err(format!("{key}: {operator} needs exactly one value")),
+        };
+        let op = match operator {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(format!("{key}: {operator} needs at least one value"));
+            }
+            "In" => Op::In(values.to_vec()),
+            "NotIn" => Op::NotIn(values.to_vec()),
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(format!("{key}: {operator} takes no values"));
+            }
+            "Exists" => Op::Exists,
+            "DoesNotExist" => Op::DoesNotExist,
+            "Gt" => Op::Gt(one_integer()?),
+            "Lt" => Op::Lt(one_integer()?),
+            other => return Err(format!("{key}: unknown operator {other:?}")),
+        };
+        Ok(Self {
+            key: key.to_string(),
+            op,
+        })
+    }
+
     pub fn matches(&self, labels: &impl Labels) -> bool {
         let value = labels.get(&self.key);
         match (&self.op, value) {
@@ -279,6 +310,21 @@ impl<'a> Parser<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn operators_build_requirements() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let gt = Requirement::from_operator("cores", "Gt", &v(&["4"])).unwrap();
+        assert!(gt.matches(&labels(&[("cores", "8")])));
+        assert!(!gt.matches(&labels(&[("cores", "2")])));
+        let notin = Requirement::from_operator("zone", "NotIn", &v(&["a"])).unwrap();
+        assert!(notin.matches(&labels(&[])));
+        assert!(Requirement::from_operator("k", "In", &[]).is_err());
+        assert!(Requirement::from_operator("k", "Exists", &v(&["x"])).is_err());
+        assert!(Requirement::from_operator("k", "Gt", &v(&["x"])).is_err());
+        let err = Requirement::from_operator("k", "Near", &[]).unwrap_err();
+        assert!(err.contains("unknown operator"), "{err}");
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -12,6 +12,9 @@
 //! Nothing here talks to a node agent's internals: nodes are API clients like everyone else.
 
 pub mod apiserver;
+pub mod events;
+pub mod leader;
 pub mod pki;
+pub mod scheduler;
 pub mod server;
 pub mod store;

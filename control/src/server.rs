@@ -11,6 +11,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::net::TcpListener;
 
 use crate::apiserver::{self, ApiState};
+use crate::leader::{LeaderElector, LeaseTiming};
+use crate::scheduler::{self, SchedulerConfig};
 use crate::store::bootstrap::ClusterSecrets;
 use crate::store::{self, PostgresOptions, PostgresStore, SqliteStore, Store};
 
@@ -30,6 +32,10 @@ pub struct ServerConfig {
     pub compaction_window: Duration,
     /// How often to compact.
     pub compaction_interval: Duration,
+    /// The scheduler to run under leader election; `None` (`--disable-scheduler`) runs none.
+    pub scheduler: Option<SchedulerConfig>,
+    /// Lease timings of the scheduler's (and later the controllers') leader election.
+    pub leader_election: LeaseTiming,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,8 @@ pub enum ServerError {
     Pki(#[from] crate::pki::Error),
     #[error(transparent)]
     Tls(#[from] apiserver::TlsError),
+    #[error("cannot make an API client from the admin kubeconfig: {0}")]
+    Client(String),
 }
 
 /// What a started server tells its caller.
@@ -100,10 +108,8 @@ pub async fn run(
 
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     let server_url = format!("https://{}", client_address(addr));
-    write_private(
-        &kubeconfig,
-        &kubeconfig_yaml(&server_url, &secrets.ca.cert_pem, &secrets.admin_token),
-    )?;
+    let admin_kubeconfig = kubeconfig_yaml(&server_url, &secrets.ca.cert_pem, &secrets.admin_token);
+    write_private(&kubeconfig, &admin_kubeconfig)?;
 
     let compactor = tokio::spawn(store::compact_periodically(
         store.clone(),
@@ -121,6 +127,41 @@ pub async fn run(
         },
         authenticator,
     );
+
+    // The scheduler is a client of this server like any other; on shutdown it releases its
+    // lease (while the server still answers) before the server stops.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = match config.scheduler.clone() {
+        Some(scheduler_config) => {
+            let client = api_client(&admin_kubeconfig).await?;
+            let elector = LeaderElector::new(
+                client.clone(),
+                "kube-system",
+                "bosun-scheduler",
+                config.leader_election.clone(),
+            );
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(async move {
+                elector
+                    .run(
+                        || scheduler::run(client.clone(), scheduler_config.clone()),
+                        async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        },
+                    )
+                    .await
+            }))
+        }
+        None => None,
+    };
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+        if let Some(scheduler) = scheduler {
+            let _ = tokio::time::timeout(Duration::from_secs(5), scheduler).await;
+        }
+    };
+
     on_start(&Started {
         addr,
         kubeconfig,
@@ -129,6 +170,17 @@ pub async fn run(
     apiserver::serve(listener, tls, app, shutdown).await;
     compactor.abort();
     Ok(())
+}
+
+/// A Kubernetes client for the components that run inside the server process.
+async fn api_client(kubeconfig_yaml: &str) -> Result<kube::Client, ServerError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let error = |e: &dyn std::fmt::Display| ServerError::Client(e.to_string());
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(|e| error(&e))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| error(&e))?;
+    kube::Client::try_from(config).map_err(|e| error(&e))
 }
 
 /// The address clients should use: a wildcard bind is reached on loopback.

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bosun_control::leader::LeaseTiming;
+use bosun_control::scheduler::SchedulerConfig;
+use bosun_control::scheduler::queue::QueueOptions;
+use bosun_control::scheduler::score::Weights;
 use bosun_control::server::{ServerConfig, run as run_server};
 
 #[derive(clap::Args)]
@@ -36,6 +40,32 @@ pub struct Args {
     /// How often the event log is compacted.
     #[arg(long, env = "BOSUN_COMPACTION_INTERVAL", default_value = "1m", value_parser = duration)]
     compaction_interval: Duration,
+    /// Do not run the scheduler in this server (run it elsewhere, or not at all).
+    #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
+    disable_scheduler: bool,
+    /// Score plugin weights, e.g. `spread=5,least-allocated=1` (plugins: least-allocated,
+    /// balanced-allocation, node-affinity, taint-toleration, spread).
+    #[arg(long, env = "BOSUN_SCHEDULER_SCORE_WEIGHTS", default_value = "")]
+    scheduler_score_weights: Weights,
+    /// Share of nodes (1-100) the scheduler examines per pod in a large cluster; without it,
+    /// adaptive as in kube-scheduler.
+    #[arg(long, env = "BOSUN_PERCENTAGE_OF_NODES_TO_SCORE", value_parser = clap::value_parser!(u32).range(1..=100))]
+    percentage_of_nodes_to_score: Option<u32>,
+    /// First retry delay of a pod that could not be scheduled; doubles per attempt.
+    #[arg(long, env = "BOSUN_POD_INITIAL_BACKOFF", default_value = "1s", value_parser = duration)]
+    pod_initial_backoff: Duration,
+    /// Longest retry delay of a pod that could not be scheduled.
+    #[arg(long, env = "BOSUN_POD_MAX_BACKOFF", default_value = "10s", value_parser = duration)]
+    pod_max_backoff: Duration,
+    /// How long a standby waits after the leader's last renewal before taking over.
+    #[arg(long, env = "BOSUN_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops leading.
+    #[arg(long, env = "BOSUN_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = duration)]
+    leader_elect_renew_deadline: Duration,
+    /// How often the leader renews and standbys retry.
+    #[arg(long, env = "BOSUN_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
+    leader_elect_retry_period: Duration,
 }
 
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
@@ -62,6 +92,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tls_sans: args.tls_sans,
         compaction_window: args.compaction_window,
         compaction_interval: args.compaction_interval,
+        scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {
+            weights: args.scheduler_score_weights,
+            percentage_of_nodes_to_score: args.percentage_of_nodes_to_score,
+            queue: QueueOptions {
+                initial_backoff: args.pod_initial_backoff,
+                max_backoff: args.pod_max_backoff,
+                ..QueueOptions::default()
+            },
+            ..SchedulerConfig::default()
+        }),
+        leader_election: LeaseTiming {
+            lease_duration: args.leader_elect_lease_duration,
+            renew_deadline: args.leader_elect_renew_deadline,
+            retry_period: args.leader_elect_retry_period,
+        },
     };
     let data_dir = config.data_dir.clone();
     run_server(

@@ -197,6 +197,8 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         }
     }
     let as_table = wants_table(&parts.headers);
+    let include = table::Include::from_query(query.get("includeObject").map(String::as_str))
+        .map_err(ApiError::bad_request)?;
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::too_large(format!("the request body is larger than {MAX_BODY} bytes"))
     })?;
@@ -208,7 +210,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         "list" => {
             let list = list(state, &target, &query).await?;
             Ok(if as_table {
-                axum::Json(table::from_list(target.resource, &list)).into_response()
+                axum::Json(table::from_list(target.resource, &list, include)).into_response()
             } else {
                 axum::Json(list).into_response()
             })
@@ -224,6 +226,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                     target.resource,
                     std::slice::from_ref(&object),
                     None,
+                    include,
                 ))
                 .into_response()
             } else {
@@ -744,28 +747,92 @@ async fn bind(state: &ApiState, target: &Target, body: Value) -> ApiResult<Respo
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request("a Binding needs target.name"))?
         .to_string();
-    let current = get(state, target).await?;
-    if current
-        .value
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty())
-    {
-        return Err(ApiError::conflict(
-            target.resource,
-            target.name(),
-            "pod is already assigned to a node",
-        ));
+    let uid = body.pointer("/metadata/uid").and_then(Value::as_str);
+    // Read-modify-write like any update; a concurrent status write only means another try.
+    for _ in 0..5 {
+        let current = get(state, target).await?;
+        let conflict = |message: &str| ApiError::conflict(target.resource, target.name(), message);
+        let current_uid = current
+            .value
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str);
+        if let Some(uid) = uid.filter(|u| !u.is_empty())
+            && current_uid != Some(uid)
+        {
+            return Err(conflict(&format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                current_uid.unwrap_or_default()
+            )));
+        }
+        if let Some(assigned) = current
+            .value
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(conflict(&format!(
+                "pod {} is already assigned to node {assigned:?}",
+                target.name()
+            )));
+        }
+        if current
+            .value
+            .pointer("/metadata/deletionTimestamp")
+            .is_some()
+        {
+            return Err(conflict(&format!(
+                "pod {} is being deleted, cannot be assigned to a host",
+                target.name()
+            )));
+        }
+        let mut bound = current.value.clone();
+        bound["spec"]["nodeName"] = json!(node);
+        set_pod_scheduled(&mut bound);
+        match state
+            .store
+            .update(&target.key(target.name()), bound, Some(current.revision))
+            .await
+        {
+            Ok(_) => {
+                return Ok((
+                    StatusCode::CREATED,
+                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})),
+                )
+                    .into_response());
+            }
+            Err(crate::store::Error::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_store(e, target.resource, target.name())),
+        }
     }
-    let mut bound = current.value.clone();
-    bound["spec"]["nodeName"] = json!(node);
-    let key = target.key(target.name());
-    state
-        .store
-        .update(&key, bound, Some(current.revision))
-        .await
-        .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))).into_response())
+    Err(ApiError::conflict(
+        target.resource,
+        target.name(),
+        "too many concurrent writers",
+    ))
+}
+
+/// A bound pod's `PodScheduled` condition becomes True, as the Kubernetes binding does.
+fn set_pod_scheduled(pod: &mut Value) {
+    let condition = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": bosun_api::time::rfc3339(std::time::SystemTime::now()),
+    });
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let conditions = pod["status"]
+        .as_object_mut()
+        .expect("made an object above")
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let list = conditions.as_array_mut().expect("made an array above");
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+    list.push(condition);
 }
 
 async fn delete(

@@ -7,12 +7,51 @@ use std::time::SystemTime;
 use bosun_api::resources::{Column, Resource};
 use serde_json::{Value, json};
 
-pub fn from_list(resource: &Resource, list: &Value) -> Value {
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    from_objects(resource, &items, Some(list["metadata"].clone()))
+/// What each row carries besides its cells (`?includeObject=`): kubectl asks for the whole
+/// object when it sorts (`--sort-by`) or prints custom columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Include {
+    None,
+    Metadata,
+    Object,
 }
 
-pub fn from_objects(resource: &Resource, items: &[Value], list_metadata: Option<Value>) -> Value {
+impl Include {
+    pub fn from_query(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("") | Some("Metadata") => Ok(Include::Metadata),
+            Some("None") => Ok(Include::None),
+            Some("Object") => Ok(Include::Object),
+            Some(other) => Err(format!(
+                "includeObject must be None, Metadata or Object, not {other:?}"
+            )),
+        }
+    }
+
+    fn row_object(self, item: &Value) -> Value {
+        match self {
+            Include::None => Value::Null,
+            Include::Object => item.clone(),
+            Include::Metadata => json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": item.get("metadata").cloned().unwrap_or(json!({})),
+            }),
+        }
+    }
+}
+
+pub fn from_list(resource: &Resource, list: &Value, include: Include) -> Value {
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    from_objects(resource, &items, Some(list["metadata"].clone()), include)
+}
+
+pub fn from_objects(
+    resource: &Resource,
+    items: &[Value],
+    list_metadata: Option<Value>,
+    include: Include,
+) -> Value {
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
     ];
@@ -30,14 +69,7 @@ pub fn from_objects(resource: &Resource, items: &[Value], list_metadata: Option<
                 cells.push(cell(c.column, c.kind, item));
             }
             cells.push(json!(age(item)));
-            json!({
-                "cells": cells,
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": item.get("metadata").cloned().unwrap_or(json!({})),
-                },
-            })
+            json!({"cells": cells, "object": include.row_object(item)})
         })
         .collect();
     json!({
@@ -336,7 +368,22 @@ mod tests {
             "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
             "status": {"phase": "Running", "podIP": "10.88.0.5", "containerStatuses": [
                 {"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
-        let table = from_objects(find("", "v1", "pods").unwrap(), &[pod], None);
+        let table = from_objects(
+            find("", "v1", "pods").unwrap(),
+            std::slice::from_ref(&pod),
+            None,
+            Include::Metadata,
+        );
+        let full = from_objects(
+            find("", "v1", "pods").unwrap(),
+            &[pod],
+            None,
+            Include::Object,
+        );
+        assert_eq!(
+            full["rows"][0]["object"]["spec"]["nodeName"], "n1",
+            "--sort-by needs whole objects"
+        );
         let names: Vec<&str> = table["columnDefinitions"]
             .as_array()
             .unwrap()

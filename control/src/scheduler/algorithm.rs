@@ -16,12 +16,20 @@ const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
 const MIN_FEASIBLE_PERCENTAGE: usize = 5;
 
 /// The decision procedure and the little state it carries between decisions.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Algorithm {
     pub weights: Weights,
     /// `None`: adaptive, as kube-scheduler's default.
     pub percentage_of_nodes_to_score: Option<u32>,
     next_start: usize,
+    /// xorshift state for breaking ties (cheap; nothing here needs a strong generator).
+    rng: u64,
+}
+
+impl Default for Algorithm {
+    fn default() -> Self {
+        Self::new(Weights::default(), None)
+    }
 }
 
 impl Algorithm {
@@ -30,6 +38,7 @@ impl Algorithm {
             weights,
             percentage_of_nodes_to_score,
             next_start: 0,
+            rng: rand::random::<u64>() | 1,
         }
     }
 
@@ -80,7 +89,7 @@ impl Algorithm {
             1 => Ok(feasible[0].name.clone()),
             _ => {
                 let scores = score::score(pod, &feasible, &self.weights);
-                Ok(feasible[pick_best(&scores)].name.clone())
+                Ok(feasible[pick_best(&scores, &mut self.rng)].name.clone())
             }
         }
     }
@@ -88,7 +97,7 @@ impl Algorithm {
 
 /// The index of the highest score; ties are broken at random (reservoir sampling), so
 /// equally good nodes share the load.
-fn pick_best(scores: &[i64]) -> usize {
+fn pick_best(scores: &[i64], rng: &mut u64) -> usize {
     let mut best = 0;
     let mut ties = 1u32;
     for (i, &s) in scores.iter().enumerate().skip(1) {
@@ -97,7 +106,10 @@ fn pick_best(scores: &[i64]) -> usize {
             ties = 1;
         } else if s == scores[best] {
             ties += 1;
-            if rand::random::<u32>().is_multiple_of(ties) {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            if rng.is_multiple_of(u64::from(ties)) {
                 best = i;
             }
         }

@@ -4,11 +4,32 @@
 //! between a bind and its confirmation by the watch; a failed bind is forgotten.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 
-use super::pod::{HostPort, PodInfo, PodKey, Resources};
+use super::pod::{HostPort, OwnerId, PodInfo, PodKey, Resources};
+
+/// Hashes an [`OwnerId`], which is already a hash, by passing it through.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// One node and what the scheduler has placed on it.
 #[derive(Debug, Clone)]
@@ -26,8 +47,8 @@ pub struct NodeInfo {
     pub taints: Vec<Taint>,
     pub pods: Vec<Arc<PodInfo>>,
     pub used_ports: Vec<HostPort>,
-    /// Pods per controlling owner uid, for spreading.
-    pub owners: HashMap<String, u32>,
+    /// Pods per controlling owner, for spreading.
+    pub owners: HashMap<OwnerId, u32, BuildHasherDefault<IdHasher>>,
 }
 
 /// Kubernetes' kubelet default when a node does not say how many pods it takes.
@@ -47,7 +68,7 @@ impl NodeInfo {
             taints: Vec::new(),
             pods: Vec::new(),
             used_ports: Vec::new(),
-            owners: HashMap::new(),
+            owners: HashMap::default(),
         }
     }
 
@@ -76,7 +97,7 @@ impl NodeInfo {
         self.nonzero_requested.add(&pod.nonzero);
         self.used_ports.extend(pod.host_ports.iter().cloned());
         if let Some(owner) = &pod.owner {
-            *self.owners.entry(owner.clone()).or_default() += 1;
+            *self.owners.entry(*owner).or_default() += 1;
         }
         self.pods.push(pod);
     }

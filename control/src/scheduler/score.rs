@@ -68,45 +68,46 @@ impl FromStr for Weights {
     }
 }
 
-/// Scores `nodes` for `pod`: one weighted total per node, in order.
+/// Scores `nodes` for `pod`: one weighted total per node, in order. One pass gathers every
+/// plugin's raw value per node; the relative ones are then normalised over the nodes.
 pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], weights: &Weights) -> Vec<i64> {
-    let mut total = vec![0i64; nodes.len()];
-    let mut add = |weight: i64, scores: &[i64]| {
-        if weight != 0 {
-            for (t, s) in total.iter_mut().zip(scores) {
-                *t += weight * s;
-            }
+    let affinity_on = weights.node_affinity != 0 && !pod.preferred_terms.is_empty();
+    let taints_on = weights.taint_toleration != 0;
+    let spread_on = weights.spread != 0 && pod.owner.is_some();
+    let mut total = Vec::with_capacity(nodes.len());
+    let mut affinity = Vec::new();
+    let mut taints = Vec::new();
+    let mut spread = Vec::new();
+    for node in nodes {
+        let (cpu, memory) = fractions(pod, node);
+        total.push(
+            weights.least_allocated * least_allocated_of(cpu, memory)
+                + weights.balanced_allocation * balanced_allocation_of(cpu, memory),
+        );
+        if affinity_on {
+            affinity.push(preferred_affinity(pod, node));
+        }
+        if taints_on {
+            taints.push(intolerable_soft_taints(pod, node));
+        }
+        if spread_on {
+            spread.push(same_owner(pod, node));
+        }
+    }
+    let mut add = |weight: i64, raw: &mut Vec<i64>, reverse: bool| {
+        if raw.is_empty() {
+            // The plugin has nothing to tell the nodes apart (a reversed score is then the
+            // same full score everywhere, which changes no choice).
+            return;
+        }
+        normalize(raw, reverse);
+        for (t, s) in total.iter_mut().zip(raw.iter()) {
+            *t += weight * s;
         }
     };
-    let mut raw = Vec::with_capacity(nodes.len());
-    if weights.least_allocated != 0 {
-        raw.clear();
-        raw.extend(nodes.iter().map(|n| least_allocated(pod, n)));
-        add(weights.least_allocated, &raw);
-    }
-    if weights.balanced_allocation != 0 {
-        raw.clear();
-        raw.extend(nodes.iter().map(|n| balanced_allocation(pod, n)));
-        add(weights.balanced_allocation, &raw);
-    }
-    if weights.node_affinity != 0 && !pod.preferred_terms.is_empty() {
-        raw.clear();
-        raw.extend(nodes.iter().map(|n| preferred_affinity(pod, n)));
-        normalize(&mut raw, false);
-        add(weights.node_affinity, &raw);
-    }
-    if weights.taint_toleration != 0 {
-        raw.clear();
-        raw.extend(nodes.iter().map(|n| intolerable_soft_taints(pod, n)));
-        normalize(&mut raw, true);
-        add(weights.taint_toleration, &raw);
-    }
-    if weights.spread != 0 {
-        raw.clear();
-        raw.extend(nodes.iter().map(|n| same_owner(pod, n)));
-        normalize(&mut raw, true);
-        add(weights.spread, &raw);
-    }
+    add(weights.node_affinity, &mut affinity, false);
+    add(weights.taint_toleration, &mut taints, true);
+    add(weights.spread, &mut spread, true);
     total
 }
 
@@ -149,12 +150,20 @@ fn fractions(pod: &PodInfo, node: &NodeInfo) -> (f64, f64) {
 /// LeastAllocated: the mean free share of cpu and memory after placing the pod.
 pub fn least_allocated(pod: &PodInfo, node: &NodeInfo) -> i64 {
     let (cpu, memory) = fractions(pod, node);
+    least_allocated_of(cpu, memory)
+}
+
+fn least_allocated_of(cpu: f64, memory: f64) -> i64 {
     (((1.0 - cpu) + (1.0 - memory)) / 2.0 * MAX_SCORE as f64) as i64
 }
 
 /// BalancedAllocation: cpu and memory used in equal shares score best.
 pub fn balanced_allocation(pod: &PodInfo, node: &NodeInfo) -> i64 {
     let (cpu, memory) = fractions(pod, node);
+    balanced_allocation_of(cpu, memory)
+}
+
+fn balanced_allocation_of(cpu: f64, memory: f64) -> i64 {
     let deviation = (cpu - memory).abs() / 2.0;
     ((1.0 - deviation) * MAX_SCORE as f64) as i64
 }
@@ -187,8 +196,7 @@ pub fn intolerable_soft_taints(pod: &PodInfo, node: &NodeInfo) -> i64 {
 /// Spreading: how many pods of the same controlling owner the node already runs.
 pub fn same_owner(pod: &PodInfo, node: &NodeInfo) -> i64 {
     pod.owner
-        .as_ref()
-        .and_then(|o| node.owners.get(o))
+        .and_then(|o| node.owners.get(&o))
         .map(|c| i64::from(*c))
         .unwrap_or(0)
 }

@@ -63,7 +63,7 @@ impl Default for SchedulerConfig {
             name: DEFAULT_SCHEDULER.to_string(),
             weights: Weights::default(),
             percentage_of_nodes_to_score: None,
-            bind_concurrency: 32,
+            bind_concurrency: 64,
             queue: QueueOptions::default(),
             events: RecorderOptions::default(),
         }
@@ -327,10 +327,13 @@ async fn decide(
         while tasks.try_join_next().is_some() {}
         let (next, wakeup) = {
             let mut state = shared.lock();
-            if state.synced.iter().all(|s| *s) {
-                (state.queue.pop(Instant::now()), state.queue.next_wakeup())
-            } else {
+            if !state.synced.iter().all(|s| *s) {
                 (None, None)
+            } else {
+                match state.queue.pop(Instant::now()) {
+                    Some(next) => (Some(next), None),
+                    None => (None, state.queue.next_wakeup()),
+                }
             }
         };
         let Some((key, pod)) = next else {

@@ -33,6 +33,8 @@ impl Default for QueueOptions {
     }
 }
 
+const STALE_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Active,
@@ -88,6 +90,9 @@ pub struct Queue {
     seq: u64,
     /// Bumped on every cluster change that may make unschedulable pods fit.
     changes: u64,
+    /// When [`Queue::flush`] next looks for pods unschedulable for too long (the scan is
+    /// over every entry, so it runs at most once a second, not on every pop).
+    next_stale_scan: Option<Instant>,
 }
 
 fn priority_of(pod: &Pod) -> i32 {
@@ -111,6 +116,7 @@ impl Queue {
             backoff: BinaryHeap::new(),
             seq: 0,
             changes: 0,
+            next_stale_scan: None,
         }
     }
 
@@ -240,6 +246,10 @@ impl Queue {
                 self.activate(&key);
             }
         }
+        if self.next_stale_scan.is_some_and(|t| t > now) {
+            return;
+        }
+        self.next_stale_scan = Some(now + STALE_SCAN_INTERVAL.min(self.options.max_unschedulable));
         let stale: Vec<PodKey> = self
             .entries
             .iter()

@@ -423,8 +423,10 @@ async fn a_standby_scheduler_takes_over_when_the_leader_dies() {
     let lease = leases.get("bosun-scheduler").await.unwrap().spec.unwrap();
     assert_ne!(lease.holder_identity.as_ref(), Some(&leader));
     assert!(lease.lease_transitions.unwrap_or(0) >= 1);
+    eprintln!("failover: the standby bound a pod {took:?} after the leader was killed");
+    // The lease lasts 2 s; allow a retry period, the standby's jitter and a slow machine.
     assert!(
-        took < Duration::from_secs(10),
+        took < Duration::from_secs(5),
         "failover took {took:?} with a 2 s lease"
     );
 }

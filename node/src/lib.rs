@@ -2,5 +2,11 @@
 //!
 //! It registers a Node, renews its Lease, watches the pods bound to it through the API server
 //! and runs each container in a wasmtime sandbox. It talks to the control plane only over HTTP;
-//! it never opens the datastore. The agent arrives with its own issue; until then this crate
-//! holds only this description so that the workspace has the shape of `ARCHITECTURE.md`.
+//! it never opens the datastore.
+//!
+//! Built so far: [`runtime`], the seam between the agent and what runs a container, with its
+//! wasmtime implementation (WASI preview 1 modules and preview 2 command components, memory
+//! and CPU limits, stop at any instruction). The agent itself, image pulling, volumes and
+//! logs arrive with the rest of the node-agent issue.
+
+pub mod runtime;

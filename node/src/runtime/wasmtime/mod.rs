@@ -1,0 +1,370 @@
+//! The wasmtime runtime: one [`Engine`] per node (pooling allocator, epoch interruption,
+//! component model), each container on its own thread.
+//!
+//! A container is a WASI preview 1 command module or a preview 2 command component
+//! (`wasi:cli/command`), told apart by the binary's header. It gets exactly what its spec
+//! gives: argv, environment, preopened directories, stdout and stderr to its log file. No
+//! ambient file system, no host environment, no network (the pod-network work adds that).
+//!
+//! Limits:
+//! - memory: a [`ResourceLimiter`] refuses growth past the limit and marks the container
+//!   `OOMKilled`;
+//! - CPU: a ticker thread advances the engine's epoch every `epoch_tick`. At each tick the
+//!   guest's epoch callback checks for a stop request and charges the thread's CPU time
+//!   against its share ([`cpu::Throttle`]), sleeping off any excess.
+
+mod cpu;
+
+use std::fs::OpenOptions;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker as ComponentLinker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+    ResourceLimiter, Store, UpdateDeadline,
+};
+use wasmtime_wasi::cli::OutputFile;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{ContainerSpec, Error, Exit, Result, Running, Runtime};
+
+/// Sizing of the node's engine.
+#[derive(Debug, Clone)]
+pub struct WasmtimeOptions {
+    /// Instances (and memories, tables, stacks) the pooling allocator keeps slots for.
+    pub max_instances: u32,
+    /// The largest linear memory any guest may have.
+    pub max_memory_size: usize,
+    /// How often the epoch advances: the granularity of stop and CPU throttling.
+    pub epoch_tick: Duration,
+}
+
+impl Default for WasmtimeOptions {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            max_memory_size: 4 << 30,
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// The wasmtime implementation of [`Runtime`].
+pub struct WasmtimeRuntime {
+    engine: Engine,
+    ticker: Arc<Ticker>,
+}
+
+/// The thread that advances the epoch. The runtime and every running container hold it, so
+/// it runs until the last of them is gone (a container outliving the runtime can still be
+/// stopped).
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl WasmtimeRuntime {
+    pub fn new(options: WasmtimeOptions) -> Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(options.max_instances)
+            .total_component_instances(options.max_instances)
+            .total_memories(options.max_instances)
+            .total_tables(options.max_instances)
+            .total_stacks(options.max_instances)
+            .max_memory_size(options.max_memory_size);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| Error::Setup(format!("{e:#}")))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (engine, stop, tick) = (engine.clone(), ticker_stop.clone(), options.epoch_tick);
+            std::thread::Builder::new()
+                .name("bosun-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::Setup(format!("cannot start the epoch ticker: {e}")))?
+        };
+        Ok(Self {
+            engine,
+            ticker: Arc::new(Ticker {
+                stop: ticker_stop,
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles a module or component, telling them apart by the header's layer field.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Program> {
+        if wasm.len() < 8 || &wasm[0..4] != b"\0asm" {
+            return Err(Error::NotWasm(
+                "the file does not begin with the WebAssembly magic number \\0asm".to_string(),
+            ));
+        }
+        let invalid = |e: wasmtime::Error| Error::Invalid(format!("{e:#}"));
+        match u16::from_le_bytes([wasm[6], wasm[7]]) {
+            0 => Module::new(&self.engine, wasm)
+                .map(Program::Module)
+                .map_err(invalid),
+            1 => Component::new(&self.engine, wasm)
+                .map(Program::Component)
+                .map_err(invalid),
+            layer => Err(Error::Invalid(format!("unknown binary layer {layer}"))),
+        }
+    }
+}
+
+/// Compiled code, ready to instantiate.
+#[derive(Clone)]
+pub enum Program {
+    Module(Module),
+    Component(Component),
+}
+
+impl Runtime for WasmtimeRuntime {
+    fn start(&self, spec: ContainerSpec) -> Result<Running> {
+        let program = self.compile(&spec.wasm)?;
+        let wasi = wasi_builder(&spec)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let guard = Guard {
+            stop: stop.clone(),
+            throttle: spec.cpu_limit_millis.map(cpu::Throttle::new),
+            memory_limit: spec.memory_limit,
+            oom: false,
+        };
+        let engine = self.engine.clone();
+        let ticker = self.ticker.clone();
+        let name = spec.name.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("wasm-{name}"))
+            .spawn(move || {
+                let exit = run(&engine, program, wasi, guard);
+                drop(ticker);
+                exit
+            })
+            .map_err(|e| Error::Setup(format!("cannot start a thread: {e}")))?;
+        Ok(Running::new(stop, thread))
+    }
+}
+
+fn wasi_builder(spec: &ContainerSpec) -> Result<WasiCtxBuilder> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+        .map_err(|e| Error::Setup(format!("cannot open the log {}: {e}", spec.log.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| Error::Setup(format!("cannot open the log: {e}")))?;
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .args(&spec.args)
+        .envs(&spec.env)
+        .stdout(OutputFile::new(log))
+        .stderr(OutputFile::new(log_err));
+    for mount in &spec.mounts {
+        let perms = if mount.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&mount.host, &mount.guest, perms)
+            .map_err(|e| {
+                Error::Setup(format!(
+                    "cannot open {} for {}: {e:#}",
+                    mount.host.display(),
+                    mount.guest
+                ))
+            })?;
+    }
+    Ok(builder)
+}
+
+/// Per-container limits and the stop flag, consulted by wasmtime.
+struct Guard {
+    stop: Arc<AtomicBool>,
+    throttle: Option<cpu::Throttle>,
+    memory_limit: u64,
+    oom: bool,
+}
+
+impl ResourceLimiter for Guard {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_limit {
+            self.oom = true;
+            return Err(wasmtime::format_err!(
+                "memory limit exceeded: {desired} bytes asked for, the limit is {}",
+                self.memory_limit
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl Guard {
+    /// Called at each epoch tick: stop if asked, else charge CPU time and go on.
+    fn on_tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        if let Some(throttle) = self.throttle.as_mut() {
+            throttle.charge(&self.stop);
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+        }
+        Ok(UpdateDeadline::Continue(1))
+    }
+}
+
+struct ModuleState {
+    wasi: WasiP1Ctx,
+    guard: Guard,
+}
+
+struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    guard: Guard,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Runs a container to its end on the current thread.
+fn run(engine: &Engine, program: Program, mut wasi: WasiCtxBuilder, guard: Guard) -> Exit {
+    let (result, guard) = match program {
+        Program::Module(module) => {
+            let mut store = Store::new(
+                engine,
+                ModuleState {
+                    wasi: wasi.build_p1(),
+                    guard,
+                },
+            );
+            store.limiter(|s| &mut s.guard);
+            store.epoch_deadline_callback(|mut ctx| ctx.data_mut().guard.on_tick());
+            store.set_epoch_deadline(1);
+            let result = run_module(&mut store, &module);
+            (result, store.into_data().guard)
+        }
+        Program::Component(component) => {
+            let mut store = Store::new(
+                engine,
+                ComponentState {
+                    ctx: wasi.build(),
+                    table: ResourceTable::new(),
+                    guard,
+                },
+            );
+            store.limiter(|s| &mut s.guard);
+            store.epoch_deadline_callback(|mut ctx| ctx.data_mut().guard.on_tick());
+            store.set_epoch_deadline(1);
+            let result = run_component(&mut store, &component);
+            (result, store.into_data().guard)
+        }
+    };
+    exit_of(result, &guard)
+}
+
+fn run_module(store: &mut Store<ModuleState>, module: &Module) -> wasmtime::Result<()> {
+    let mut linker = Linker::new(store.engine());
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut ModuleState| &mut s.wasi)?;
+    let instance = linker.instantiate(&mut *store, module)?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut *store, "_start")
+        .map_err(|_| {
+            wasmtime::format_err!("the module exports no _start function (not a WASI command)")
+        })?;
+    start.call(&mut *store, ())
+}
+
+fn run_component(store: &mut Store<ComponentState>, component: &Component) -> wasmtime::Result<()> {
+    let mut linker = ComponentLinker::new(store.engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    let command =
+        wasmtime_wasi::p2::bindings::sync::Command::instantiate(&mut *store, component, &linker)?;
+    command
+        .wasi_cli_run()
+        .call_run(&mut *store)?
+        .map_err(|()| wasmtime::format_err!("the component's run returned an error"))
+}
+
+/// Maps the end of a run to an exit code and a Kubernetes reason.
+fn exit_of(result: wasmtime::Result<()>, guard: &Guard) -> Exit {
+    let error = match result {
+        Ok(()) => return Exit::completed(),
+        Err(e) => e,
+    };
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return if exit.0 == 0 {
+            Exit::completed()
+        } else {
+            Exit {
+                code: exit.0,
+                reason: "Error".to_string(),
+                message: None,
+            }
+        };
+    }
+    if guard.oom {
+        return Exit {
+            code: 137,
+            reason: "OOMKilled".to_string(),
+            message: Some(format!("{error:#}")),
+        };
+    }
+    if guard.stop.load(Ordering::Relaxed) {
+        // Stopped as asked, like a container killed by its runtime (128 + SIGKILL).
+        return Exit {
+            code: 137,
+            reason: "Stopped".to_string(),
+            message: None,
+        };
+    }
+    Exit::error(1, format!("{error:#}"))
+}

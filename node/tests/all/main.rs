@@ -1,0 +1,3 @@
+//! Integration tests of the node crate, against real wasmtime (one binary, as STYLE.md asks).
+
+mod runtime;

@@ -1,0 +1,172 @@
+//! The wasmtime runtime with WAT fixtures compiled from source here: output to the log, exit
+//! codes, the memory limit (OOMKilled), stopping a guest that never yields, the CPU share,
+//! and clear errors for bytes that are not valid Wasm.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
+use bosun_node::runtime::{ContainerSpec, Error, Runtime};
+
+/// A WASI preview 1 command whose `_start` runs `body` (WAT instructions) with `fd_write`
+/// and `proc_exit` imported and "hello from wasm\n" at offset 16 of its one-page memory.
+fn command(body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "hello from wasm\n")
+            (func $hello
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const 16))
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            (func (export "_start") {body}))"#
+    ))
+    .expect("valid WAT")
+}
+
+fn runtime() -> WasmtimeRuntime {
+    WasmtimeRuntime::new(WasmtimeOptions {
+        max_instances: 16,
+        max_memory_size: 256 << 20,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn spec(dir: &tempfile::TempDir, name: &str, wasm: Vec<u8>) -> ContainerSpec {
+    ContainerSpec {
+        name: name.to_string(),
+        wasm: Arc::from(wasm),
+        args: vec![name.to_string()],
+        env: Vec::new(),
+        mounts: Vec::new(),
+        log: dir.path().join(format!("{name}.log")),
+        memory_limit: 64 << 20,
+        cpu_limit_millis: None,
+    }
+}
+
+#[test]
+fn a_command_writes_to_its_log_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let exit = rt
+        .start(spec(&dir, "hello", command("(call $hello)")))
+        .unwrap()
+        .wait();
+    assert_eq!(exit.reason, "Completed", "{exit:?}");
+    assert_eq!(exit.code, 0);
+    let log = std::fs::read_to_string(dir.path().join("hello.log")).unwrap();
+    assert_eq!(log, "hello from wasm\n");
+}
+
+#[test]
+fn proc_exit_gives_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let exit = runtime()
+        .start(spec(
+            &dir,
+            "fails",
+            command("(call $proc_exit (i32.const 3))"),
+        ))
+        .unwrap()
+        .wait();
+    assert_eq!((exit.code, exit.reason.as_str()), (3, "Error"));
+}
+
+#[test]
+fn growing_past_the_memory_limit_is_oomkilled() {
+    let dir = tempfile::tempdir().unwrap();
+    // Grow one 64 KiB page at a time, forever.
+    let bomb = command("(loop (drop (memory.grow (i32.const 1))) (br 0))");
+    let mut s = spec(&dir, "bomb", bomb);
+    s.memory_limit = 2 << 20;
+    let exit = runtime().start(s).unwrap().wait();
+    assert_eq!(exit.reason, "OOMKilled", "{exit:?}");
+    assert_eq!(exit.code, 137);
+    assert!(exit.message.unwrap().contains("memory limit exceeded"));
+}
+
+#[test]
+fn a_guest_that_never_calls_the_host_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = runtime()
+        .start(spec(&dir, "spin", command("(loop (br 0))")))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!running.is_finished());
+    let asked = Instant::now();
+    running.stop();
+    let exit = running
+        .wait_timeout(Duration::from_secs(2))
+        .unwrap_or_else(|_| panic!("the guest did not stop"));
+    assert_eq!(exit.reason, "Stopped");
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "stopping took {:?}",
+        asked.elapsed()
+    );
+}
+
+/// CPU time of the thread named `name`, from /proc (clock ticks of 10 ms).
+fn thread_cpu(name: &str) -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+            return Some(Duration::from_millis(ticks * 10));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_busy_loop_with_cpu_250m_uses_a_quarter_of_a_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(&dir, "busy", command("(loop (br 0))"));
+    s.cpu_limit_millis = Some(250);
+    let rt = runtime();
+    let running = rt.start(s).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = thread_cpu("wasm-busy").expect("the guest's thread");
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    let used = thread_cpu("wasm-busy").unwrap() - before;
+    let share = used.as_secs_f64() / started.elapsed().as_secs_f64();
+    running.stop();
+    running.wait();
+    eprintln!("cpu: 250m guest used {share:.3} CPU-seconds per second");
+    assert!(
+        (0.20..=0.30).contains(&share),
+        "a 250m guest used {share:.3} CPU-seconds per second"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_wasm_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let err = rt
+        .start(spec(&dir, "text", b"#!/bin/sh\necho hi\n".to_vec()))
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::NotWasm(_)), "{err}");
+    let mut broken = command("(call $hello)");
+    broken.truncate(broken.len() - 5);
+    let err = rt.start(spec(&dir, "broken", broken)).err().unwrap();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    let no_start = wat::parse_str("(module (memory 1))").unwrap();
+    let exit = rt.start(spec(&dir, "nostart", no_start)).unwrap().wait();
+    assert_eq!(exit.reason, "Error");
+    assert!(
+        exit.message.unwrap().contains("no _start"),
+        "a module that is not a command says so"
+    );
+}

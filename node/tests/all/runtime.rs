@@ -62,6 +62,45 @@ fn a_command_writes_to_its_log_and_completes() {
     assert_eq!(log, "hello from wasm\n");
 }
 
+/// The same command as a WASI preview 2 component (`wasi:cli/command`), made from the
+/// preview 1 module with the preview 1 adapter that matches this wasmtime.
+fn component(body: &str) -> Vec<u8> {
+    wit_component::ComponentEncoder::default()
+        .module(&command(body))
+        .unwrap()
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+#[test]
+fn a_component_runs_as_a_command_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let exit = rt
+        .start(spec(&dir, "hello-p2", component("(call $hello)")))
+        .unwrap()
+        .wait();
+    assert_eq!(exit.reason, "Completed", "{exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("hello-p2.log")).unwrap();
+    assert_eq!(log, "hello from wasm\n");
+    let exit = rt
+        .start(spec(
+            &dir,
+            "exit-p2",
+            component("(call $proc_exit (i32.const 4))"),
+        ))
+        .unwrap()
+        .wait();
+    // wasi:cli/exit in preview 2 carries only success or failure: any failing code is 1.
+    assert_eq!((exit.code, exit.reason.as_str()), (1, "Error"), "{exit:?}");
+}
+
 #[test]
 fn proc_exit_gives_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();

@@ -118,3 +118,51 @@ async fn readyz_follows_the_datastore() {
     }
     assert!(ready, "ready again once the database is back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_expire_after_the_event_ttl() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::{Api, PostParams};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--event-ttl",
+        "6s",
+    ])
+    .await;
+    let events: Api<Event> = Api::namespaced(server.client().await, "default");
+    let event = |name: &str| -> Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Testing",
+            "message": "expires",
+        }))
+        .unwrap()
+    };
+    events
+        .create(&PostParams::default(), &event("old"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    events
+        .create(&PostParams::default(), &event("young"))
+        .await
+        .unwrap();
+    // The first event is past its TTL after 6 s (creation times have whole seconds, and the
+    // sweep runs every second); the second is then at most 5 s old.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while events.get_opt("old").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old event never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        events.get_opt("young").await.unwrap().is_some(),
+        "an event younger than the TTL is kept"
+    );
+}

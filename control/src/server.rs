@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub compaction_window: Duration,
     /// How often to compact.
     pub compaction_interval: Duration,
+    /// How long an Event is kept after its last write.
+    pub event_ttl: Duration,
     /// The scheduler to run under leader election; `None` (`--disable-scheduler`) runs none.
     pub scheduler: Option<SchedulerConfig>,
     /// Lease timings of the scheduler's (and later the controllers') leader election.
@@ -116,6 +118,14 @@ pub async fn run(
         config.compaction_window,
         config.compaction_interval,
     ));
+    // Sweep often enough that an event outlives its TTL by a tenth at most (and by a minute
+    // at most for long TTLs).
+    let sweep = (config.event_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let expirer = tokio::spawn(apiserver::expiry::expire_events_periodically(
+        store.clone(),
+        config.event_ttl,
+        sweep,
+    ));
     apiserver::ensure_builtin_objects(&*store).await?;
     let authenticator = Arc::new(apiserver::auth::Authenticator::with_admin(
         secrets.admin_token_hash(),
@@ -169,6 +179,7 @@ pub async fn run(
     });
     apiserver::serve(listener, tls, app, shutdown).await;
     compactor.abort();
+    expirer.abort();
     Ok(())
 }
 

@@ -40,6 +40,9 @@ pub struct Args {
     /// How often the event log is compacted.
     #[arg(long, env = "BOSUN_COMPACTION_INTERVAL", default_value = "1m", value_parser = duration)]
     compaction_interval: Duration,
+    /// How long an Event is kept after its last write.
+    #[arg(long, env = "BOSUN_EVENT_TTL", default_value = "1h", value_parser = duration)]
+    event_ttl: Duration,
     /// Do not run the scheduler in this server (run it elsewhere, or not at all).
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
@@ -92,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tls_sans: args.tls_sans,
         compaction_window: args.compaction_window,
         compaction_interval: args.compaction_interval,
+        event_ttl: args.event_ttl,
         scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {
             weights: args.scheduler_score_weights,
             percentage_of_nodes_to_score: args.percentage_of_nodes_to_score,

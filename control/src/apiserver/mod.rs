@@ -15,6 +15,7 @@
 pub mod admission;
 pub mod auth;
 mod discovery;
+pub mod expiry;
 mod openapi;
 mod patch;
 mod rest;

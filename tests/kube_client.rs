@@ -184,3 +184,37 @@ async fn watcher_relists_after_a_forced_410() {
     assert_eq!(names, actual);
     assert!(actual.contains("a") && actual.contains("b"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watches_get_bookmarks_at_the_configured_interval() {
+    use kube::api::{WatchEvent, WatchParams};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--watch-bookmark-interval",
+        "300ms",
+    ])
+    .await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let created = api
+        .create(&PostParams::default(), &configmap("marker", "1"))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a bookmark within 5 s on an idle watch")
+        .unwrap()
+        .unwrap();
+    match event {
+        WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, rv),
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+}

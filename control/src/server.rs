@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub compaction_interval: Duration,
     /// How long an Event is kept after its last write.
     pub event_ttl: Duration,
+    /// How often watches that ask for bookmarks get one.
+    pub bookmark_interval: Duration,
     /// The scheduler to run under leader election; `None` (`--disable-scheduler`) runs none.
     pub scheduler: Option<SchedulerConfig>,
     /// Lease timings of the scheduler's (and later the controllers') leader election.
@@ -134,6 +136,7 @@ pub async fn run(
         ApiState {
             store,
             authorizer: Arc::new(apiserver::auth::AllowAuthenticated),
+            bookmark_interval: config.bookmark_interval,
         },
         authenticator,
     );

@@ -43,6 +43,9 @@ pub struct Args {
     /// How long an Event is kept after its last write.
     #[arg(long, env = "BOSUN_EVENT_TTL", default_value = "1h", value_parser = duration)]
     event_ttl: Duration,
+    /// How often a watch that asked for bookmarks (`allowWatchBookmarks`) gets one.
+    #[arg(long, env = "BOSUN_WATCH_BOOKMARK_INTERVAL", default_value = "30s", value_parser = duration)]
+    watch_bookmark_interval: Duration,
     /// Do not run the scheduler in this server (run it elsewhere, or not at all).
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
@@ -96,6 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         compaction_window: args.compaction_window,
         compaction_interval: args.compaction_interval,
         event_ttl: args.event_ttl,
+        bookmark_interval: args.watch_bookmark_interval,
         scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {
             weights: args.scheduler_score_weights,
             percentage_of_nodes_to_score: args.percentage_of_nodes_to_score,

@@ -40,6 +40,8 @@ pub use tls::{TlsError, serve, tls_config};
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub authorizer: Arc<dyn auth::Authorizer>,
+    /// How often a watch that asked for bookmarks gets one (Kubernetes: about a minute).
+    pub bookmark_interval: std::time::Duration,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {

@@ -18,8 +18,6 @@ use super::rest::{Target, list, parse_revision, presented, selectors};
 use super::status::{ApiError, ApiResult};
 use crate::store::{EventType, WatchRequest};
 
-/// How often a watch that asked for bookmarks gets one.
-const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest a watch stays open without `timeoutSeconds` (Kubernetes picks 30–60 min).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -44,6 +42,7 @@ pub async fn serve(
     let bookmarks = query
         .get("allowWatchBookmarks")
         .is_some_and(|b| b == "true");
+    let bookmark_interval = state.bookmark_interval.max(Duration::from_millis(10));
     let send_initial = query.get("sendInitialEvents").is_some_and(|b| b == "true");
     let requested = parse_revision(query.get("resourceVersion"))?;
 
@@ -115,8 +114,8 @@ pub async fn serve(
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
-            BOOKMARK_INTERVAL,
+            tokio::time::Instant::now() + bookmark_interval,
+            bookmark_interval,
         );
         loop {
             let bytes = tokio::select! {

@@ -1,12 +1,16 @@
-//! Bosun's control plane: the state store, the Kubernetes API server on top of it, and (as
-//! their issues land) the scheduler and controllers, which are clients of that API.
+//! Bosun's control plane: the state store, the Kubernetes API server on top of it, and the
+//! scheduler (the controllers follow), which is a client of that API.
 //!
 //! Entry point: [`server::run`] with a [`server::ServerConfig`], which is what `bosun server`
 //! calls. The parts:
 //! - [`store`]: objects and revisions in PostgreSQL or SQLite, push-based watch, compaction,
 //!   secrets encrypted at rest, cluster secrets sealed with the cluster token.
-//! - [`apiserver`]: the HTTPS front (today health and readiness; the Kubernetes REST surface
-//!   is the API-server issue).
+//! - [`apiserver`]: the Kubernetes API over HTTPS: discovery, the generic REST verbs for every
+//!   registered kind, admission, watch, Tables, event expiry.
+//! - [`scheduler`]: places pending pods on nodes through the API.
+//! - [`leader`]: leader election through a Lease, so one scheduler (and later one controller
+//!   manager) is active per cluster.
+//! - [`events`]: a rate-limited, aggregating recorder of core/v1 Events.
 //! - [`pki`]: the cluster CA and the certificates it issues.
 //!
 //! Nothing here talks to a node agent's internals: nodes are API clients like everyone else.

@@ -16,6 +16,16 @@ pub fn rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// Formats a time as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (UTC, nanoseconds), as container log
+/// lines carry it.
+pub fn rfc3339_nanos(time: SystemTime) -> String {
+    let nanos = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let whole = rfc3339(time);
+    format!("{}.{nanos:09}Z", &whole[..whole.len() - 1])
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
@@ -96,6 +106,18 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn nanosecond_timestamps_keep_every_digit() {
+        let t = UNIX_EPOCH + Duration::new(1_764_403_200, 5_000_123);
+        let s = rfc3339_nanos(t);
+        assert_eq!(s, "2025-11-29T08:00:00.005000123Z");
+        // Parsing keeps whole seconds, as for every API timestamp.
+        assert_eq!(
+            parse_rfc3339(&s),
+            Some(UNIX_EPOCH + Duration::from_secs(1_764_403_200))
+        );
+    }
 
     #[test]
     fn known_dates() {

@@ -6,7 +6,9 @@
 //!
 //! Built so far: [`runtime`], the seam between the agent and what runs a container, with its
 //! wasmtime implementation (WASI preview 1 modules and preview 2 command components, memory
-//! and CPU limits, stop at any instruction). The agent itself, image pulling, volumes and
-//! logs arrive with the rest of the node-agent issue.
+//! and CPU limits, stop at any instruction), and [`logs`], container log files in the CRI
+//! format. The agent itself, image pulling, volumes and the log server arrive with the rest
+//! of the node-agent issue.
 
+pub mod logs;
 pub mod runtime;

@@ -24,7 +24,7 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Directories the guest sees; nothing else of the host's file system is visible.
     pub mounts: Vec<Mount>,
-    /// Where stdout and stderr go (appended).
+    /// Where stdout and stderr go (appended, in the CRI log format).
     pub log: PathBuf,
     /// Cap on the guest's linear memory, in bytes.
     pub memory_limit: u64,

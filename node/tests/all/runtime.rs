@@ -26,6 +26,18 @@ fn command(body: &str) -> Vec<u8> {
     .expect("valid WAT")
 }
 
+/// The log's entries as (stream, content), checked to be well-formed CRI lines.
+fn log_lines(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let e = bosun_node::logs::parse(l).unwrap_or_else(|| panic!("not a CRI line: {l:?}"));
+            (e.stream.to_string(), e.content.to_string())
+        })
+        .collect()
+}
+
 fn runtime() -> WasmtimeRuntime {
     WasmtimeRuntime::new(WasmtimeOptions {
         max_instances: 16,
@@ -58,8 +70,10 @@ fn a_command_writes_to_its_log_and_completes() {
         .wait();
     assert_eq!(exit.reason, "Completed", "{exit:?}");
     assert_eq!(exit.code, 0);
-    let log = std::fs::read_to_string(dir.path().join("hello.log")).unwrap();
-    assert_eq!(log, "hello from wasm\n");
+    assert_eq!(
+        log_lines(&dir.path().join("hello.log")),
+        [("stdout".to_string(), "hello from wasm".to_string())]
+    );
 }
 
 /// The same command as a WASI preview 2 component (`wasi:cli/command`), made from the
@@ -87,8 +101,10 @@ fn a_component_runs_as_a_command_too() {
         .unwrap()
         .wait();
     assert_eq!(exit.reason, "Completed", "{exit:?}");
-    let log = std::fs::read_to_string(dir.path().join("hello-p2.log")).unwrap();
-    assert_eq!(log, "hello from wasm\n");
+    assert_eq!(
+        log_lines(&dir.path().join("hello-p2.log")),
+        [("stdout".to_string(), "hello from wasm".to_string())]
+    );
     let exit = rt
         .start(spec(
             &dir,

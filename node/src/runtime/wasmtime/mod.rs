@@ -3,7 +3,8 @@
 //!
 //! A container is a WASI preview 1 command module or a preview 2 command component
 //! (`wasi:cli/command`), told apart by the binary's header. It gets exactly what its spec
-//! gives: argv, environment, preopened directories, stdout and stderr to its log file. No
+//! gives: argv, environment, preopened directories, stdout and stderr to its log file (CRI
+//! format, [`crate::logs`]). No
 //! ambient file system, no host environment, no network (the pod-network work adds that).
 //!
 //! Limits:
@@ -15,7 +16,6 @@
 
 mod cpu;
 
-use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -26,11 +26,11 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
     ResourceLimiter, Store, UpdateDeadline,
 };
-use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{ContainerSpec, Error, Exit, Result, Running, Runtime};
+use crate::logs::{LogFile, Stream};
 
 /// Sizing of the node's engine.
 #[derive(Debug, Clone)]
@@ -147,7 +147,10 @@ pub enum Program {
 impl Runtime for WasmtimeRuntime {
     fn start(&self, spec: ContainerSpec) -> Result<Running> {
         let program = self.compile(&spec.wasm)?;
-        let wasi = wasi_builder(&spec)?;
+        let log = LogFile::open(&spec.log).map_err(|e| {
+            Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
+        })?;
+        let wasi = wasi_builder(&spec, &log)?;
         let stop = Arc::new(AtomicBool::new(false));
         let guard = Guard {
             stop: stop.clone(),
@@ -159,9 +162,12 @@ impl Runtime for WasmtimeRuntime {
         let ticker = self.ticker.clone();
         let name = spec.name.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("wasm-{name}"))
+            .name(format!("wasm-{}", spec.name))
             .spawn(move || {
                 let exit = run(&engine, program, wasi, guard);
+                if let Err(error) = log.finish() {
+                    tracing::warn!(container = %name, %error, "cannot finish the log");
+                }
                 drop(ticker);
                 exit
             })
@@ -170,21 +176,13 @@ impl Runtime for WasmtimeRuntime {
     }
 }
 
-fn wasi_builder(spec: &ContainerSpec) -> Result<WasiCtxBuilder> {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-        .map_err(|e| Error::Setup(format!("cannot open the log {}: {e}", spec.log.display())))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| Error::Setup(format!("cannot open the log: {e}")))?;
+fn wasi_builder(spec: &ContainerSpec, log: &LogFile) -> Result<WasiCtxBuilder> {
     let mut builder = WasiCtxBuilder::new();
     builder
         .args(&spec.args)
         .envs(&spec.env)
-        .stdout(OutputFile::new(log))
-        .stderr(OutputFile::new(log_err));
+        .stdout(log.stream(Stream::Stdout))
+        .stderr(log.stream(Stream::Stderr));
     for mount in &spec.mounts {
         let perms = if mount.read_only {
             FsPerms::ReadOnly

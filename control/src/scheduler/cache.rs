@@ -123,6 +123,27 @@ impl NodeInfo {
         Some(pod)
     }
 
+    /// What the filters read of the node itself (not of its pods).
+    fn filter_facts(
+        &self,
+    ) -> (
+        bool,
+        Resources,
+        BTreeMap<String, String>,
+        bool,
+        bool,
+        Vec<Taint>,
+    ) {
+        (
+            self.node.is_some(),
+            self.allocatable,
+            self.labels.clone(),
+            self.unschedulable,
+            self.ready,
+            self.taints.clone(),
+        )
+    }
+
     /// The value of a topology label on this node; `kubernetes.io/hostname` falls back to
     /// the node's name.
     pub fn topology_value(&self, key: &str) -> Option<&str> {
@@ -187,24 +208,9 @@ impl Cache {
     pub fn set_node(&mut self, node: Arc<Node>) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
         let entry = self.entry(&name);
-        let before = (
-            entry.node.is_some(),
-            entry.allocatable,
-            entry.labels.clone(),
-            entry.unschedulable,
-            entry.ready,
-            entry.taints.clone(),
-        );
+        let before = entry.filter_facts();
         entry.set_node(node);
-        before
-            != (
-                entry.node.is_some(),
-                entry.allocatable,
-                entry.labels.clone(),
-                entry.unschedulable,
-                entry.ready,
-                entry.taints.clone(),
-            )
+        before != entry.filter_facts()
     }
 
     /// Forgets a node object; pods still bound to it keep their entry until they go.

@@ -24,7 +24,7 @@ pub mod score;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::Api;
@@ -153,10 +153,9 @@ async fn watch_nodes(client: kube::Client, shared: Arc<Shared>) {
 }
 
 async fn watch_classes(client: kube::Client, shared: Arc<Shared>) {
-    let stream = watcher(Api::<RuntimeClass>::all(client), watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut stream = stream;
+    let stream =
+        watcher(Api::<RuntimeClass>::all(client), watcher::Config::default()).default_backoff();
+    futures::pin_mut!(stream);
     let mut listing: Option<HashMap<String, RuntimeClass>> = None;
     loop {
         match stream.try_next().await {

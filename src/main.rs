@@ -35,6 +35,8 @@ enum LogFormat {
 enum Command {
     /// Run the control plane: datastore, API server.
     Server(commands::server::Args),
+    /// Run a node agent: register a Node and run the pods bound to it as Wasm.
+    Node(commands::node::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
+            Command::Node(args) => commands::node::run(args).await,
         }
     })
 }

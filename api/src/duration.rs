@@ -43,9 +43,35 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|e| format!("duration {input:?}: {e}"))
 }
 
+/// Writes a duration as Go does for whole seconds and up (`10s`, `1m20s`, `5m0s`, `1h0m0s`)
+/// and in milliseconds below a second (`250ms`).
+pub fn format(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_like_go() {
+        let s = Duration::from_secs;
+        assert_eq!(format(s(10)), "10s");
+        assert_eq!(format(s(80)), "1m20s");
+        assert_eq!(format(s(300)), "5m0s");
+        assert_eq!(format(s(3600)), "1h0m0s");
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
+        assert_eq!(parse(&format(s(4000))).unwrap(), s(4000));
+    }
 
     #[test]
     fn parses_go_durations() {

@@ -4,11 +4,14 @@
 //! and runs each container in a wasmtime sandbox. It talks to the control plane only over HTTP;
 //! it never opens the datastore.
 //!
-//! Built so far: [`runtime`], the seam between the agent and what runs a container, with its
-//! wasmtime implementation (WASI preview 1 modules and preview 2 command components, memory
-//! and CPU limits, stop at any instruction), and [`logs`], container log files in the CRI
-//! format. The agent itself, image pulling, volumes and the log server arrive with the rest
-//! of the node-agent issue.
+//! - [`agent`]: the Node object, its Lease, and one worker per pod;
+//! - [`images`]: pulls Wasm artifacts from OCI registries into a content-addressed cache;
+//! - [`runtime`]: the seam between the agent and what runs a container, with its wasmtime
+//!   implementation (WASI preview 1 modules and preview 2 command components, memory and CPU
+//!   limits, stop at any instruction);
+//! - [`logs`]: container log files in the CRI format.
 
+pub mod agent;
+pub mod images;
 pub mod logs;
 pub mod runtime;

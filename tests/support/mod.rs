@@ -207,3 +207,153 @@ impl Drop for PrivatePostgres {
         let _ = Command::new(SCRIPT).args(["stop", &self.data()]).status();
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real OCI registry (Debian's `docker-registry`) on a loopback port with its storage in a
+/// temporary directory, stopped when dropped.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            // It logs every 404 (a test's missing image) as an error.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is not installed: apt-get install docker-registry");
+        let host = format!("127.0.0.1:{port}");
+        let url = format!("http://{host}/v2/");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            host,
+            _dir: dir,
+        }
+    }
+
+    /// Pushes `wasm` as `REGISTRY/name` in the given layout; returns the full reference.
+    pub async fn push(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        layout: bosun_node::images::Layout,
+    ) -> String {
+        let image = format!("{}/{name}", self.host);
+        bosun_node::images::push(&image, wasm, layout, true, None)
+            .await
+            .unwrap();
+        image
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `bosun node` against `server`, stopped (SIGKILL) when dropped.
+pub struct Node {
+    pub child: Child,
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts `bosun node` named `name` with short back-offs and lease times (tests only),
+    /// trusting `registry` over plain HTTP; `args` are added.
+    pub fn start(server: &Server, name: &str, registry: &Registry, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(server, name, dir.path(), registry, args);
+        Self {
+            child,
+            name: name.to_string(),
+            dir,
+        }
+    }
+
+    fn spawn(
+        server: &Server,
+        name: &str,
+        dir: &std::path::Path,
+        registry: &Registry,
+        args: &[&str],
+    ) -> Child {
+        Command::new(BOSUN)
+            .arg("node")
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .args(["--name", name, "--node-ip", "127.0.0.1", "--port", "0"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--insecure-registry", &registry.host])
+            .args([
+                "--lease-duration",
+                "4s",
+                "--node-status-update-frequency",
+                "1s",
+            ])
+            .args(["--backoff-initial", "1s", "--backoff-max", "8s"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn bosun node")
+    }
+
+    /// Kills the agent (its containers die with it) and starts it again on the same data.
+    pub fn restart(&mut self, server: &Server, registry: &Registry, args: &[&str]) {
+        self.kill();
+        self.child = Self::spawn(server, &self.name, self.dir.path(), registry, args);
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -19,6 +19,8 @@ pub struct ContainerSpec {
     pub name: String,
     /// The module or component, as pulled.
     pub wasm: Arc<[u8]>,
+    /// The digest of `wasm`, if it has one: compiled code is cached under it.
+    pub digest: Option<String>,
     /// argv, including argv[0].
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -88,22 +90,45 @@ pub trait Runtime: Send + Sync {
 
 /// A started container: it runs on its own thread until it exits or is stopped.
 pub struct Running {
-    stop: Arc<AtomicBool>,
+    stop: Stopper,
     thread: Option<JoinHandle<Exit>>,
+    /// Closed when the thread ends (its sender is dropped with the thread's closure).
+    done: tokio::sync::watch::Receiver<()>,
 }
 
-impl Running {
-    pub(crate) fn new(stop: Arc<AtomicBool>, thread: JoinHandle<Exit>) -> Self {
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
+/// Stops a running container from anywhere.
+#[derive(Clone, Debug)]
+pub struct Stopper(Arc<AtomicBool>);
 
+impl Stopper {
     /// Asks the guest to stop. It is interrupted at its next epoch tick (a few milliseconds),
     /// wherever it is, even in a loop that never calls the host.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Running {
+    /// `thread` must hold `done`'s sender until it ends.
+    pub(crate) fn new(
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<Exit>,
+        done: tokio::sync::watch::Receiver<()>,
+    ) -> Self {
+        Self {
+            stop: Stopper(stop),
+            thread: Some(thread),
+            done,
+        }
+    }
+
+    /// See [`Stopper::stop`].
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stop.clone()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -117,6 +142,15 @@ impl Running {
             Some(Err(_)) => Exit::error(128, "the container's thread panicked"),
             None => Exit::error(128, "already waited for"),
         }
+    }
+
+    /// Waits for the container to end without blocking the async runtime.
+    pub async fn exited(mut self) -> Exit {
+        // The sender is never used, so this returns when the thread drops it.
+        while self.done.changed().await.is_ok() {}
+        // The thread is at its very end (dropping the sender is its last act): joining takes
+        // microseconds, so it is done in place.
+        self.wait()
     }
 
     /// Waits up to `timeout`; `None` if it is still running.

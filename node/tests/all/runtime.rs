@@ -51,6 +51,7 @@ fn spec(dir: &tempfile::TempDir, name: &str, wasm: Vec<u8>) -> ContainerSpec {
     ContainerSpec {
         name: name.to_string(),
         wasm: Arc::from(wasm),
+        digest: None,
         args: vec![name.to_string()],
         env: Vec::new(),
         mounts: Vec::new(),

@@ -16,8 +16,11 @@
 
 mod cpu;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,6 +35,9 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 use super::{ContainerSpec, Error, Exit, Result, Running, Runtime};
 use crate::logs::{LogFile, Stream};
 
+/// The wasmtime release the runtime is built on (from Cargo.lock).
+pub const VERSION: &str = env!("BOSUN_WASMTIME_VERSION");
+
 /// Sizing of the node's engine.
 #[derive(Debug, Clone)]
 pub struct WasmtimeOptions {
@@ -41,6 +47,9 @@ pub struct WasmtimeOptions {
     pub max_memory_size: usize,
     /// How often the epoch advances: the granularity of stop and CPU throttling.
     pub epoch_tick: Duration,
+    /// Where compiled code is kept, by (engine fingerprint, image digest), so that a cached
+    /// module starts without compiling after a restart. `None` keeps it in memory only.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for WasmtimeOptions {
@@ -49,6 +58,7 @@ impl Default for WasmtimeOptions {
             max_instances: 256,
             max_memory_size: 4 << 30,
             epoch_tick: Duration::from_millis(5),
+            cache_dir: None,
         }
     }
 }
@@ -57,6 +67,10 @@ impl Default for WasmtimeOptions {
 pub struct WasmtimeRuntime {
     engine: Engine,
     ticker: Arc<Ticker>,
+    /// Compiled programs by image digest.
+    compiled: Mutex<HashMap<String, Program>>,
+    /// `<cache_dir>/<engine fingerprint>`, for programs compiled by this very engine.
+    disk_cache: Option<PathBuf>,
 }
 
 /// The thread that advances the epoch. The runtime and every running container hold it, so
@@ -104,13 +118,97 @@ impl WasmtimeRuntime {
                 })
                 .map_err(|e| Error::Setup(format!("cannot start the epoch ticker: {e}")))?
         };
+        let disk_cache = match &options.cache_dir {
+            Some(dir) => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                engine.precompile_compatibility_hash().hash(&mut hasher);
+                let dir = dir.join(format!("{:016x}", hasher.finish()));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
+                Some(dir)
+            }
+            None => None,
+        };
         Ok(Self {
             engine,
             ticker: Arc::new(Ticker {
                 stop: ticker_stop,
                 thread: Some(thread),
             }),
+            compiled: Mutex::new(HashMap::new()),
+            disk_cache,
         })
+    }
+
+    /// Compiles `wasm`, or finds it compiled: in memory, else on disk, by its digest.
+    pub fn compile_cached(&self, digest: Option<&str>, wasm: &[u8]) -> Result<Program> {
+        let Some(digest) = digest else {
+            return self.compile(wasm);
+        };
+        if let Some(program) = self.compiled.lock().unwrap().get(digest) {
+            return Ok(program.clone());
+        }
+        let file = self.disk_cache.as_ref().map(|dir| {
+            let name: String = digest
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            dir.join(format!("{name}.cwasm"))
+        });
+        let program = match file.as_deref().and_then(|f| self.deserialize(f)) {
+            Some(program) => program,
+            None => {
+                let program = self.compile(wasm)?;
+                if let Some(file) = &file {
+                    self.serialize(&program, file);
+                }
+                program
+            }
+        };
+        self.compiled
+            .lock()
+            .unwrap()
+            .insert(digest.to_string(), program.clone());
+        Ok(program)
+    }
+
+    fn deserialize(&self, file: &Path) -> Option<Program> {
+        let bytes = std::fs::read(file).ok()?;
+        // SAFETY: the file was written by `serialize` below for an engine with this very
+        // compatibility hash (it is part of the directory's name), under the node's private
+        // data directory; wasmtime checks the header and version too.
+        let program = match Engine::detect_precompiled(&bytes)? {
+            wasmtime::Precompiled::Module => {
+                unsafe { Module::deserialize(&self.engine, &bytes) }.map(Program::Module)
+            }
+            wasmtime::Precompiled::Component => {
+                unsafe { Component::deserialize(&self.engine, &bytes) }.map(Program::Component)
+            }
+        };
+        match program {
+            Ok(program) => Some(program),
+            Err(error) => {
+                tracing::warn!(file = %file.display(), %error, "ignoring a bad compiled-code cache entry");
+                let _ = std::fs::remove_file(file);
+                None
+            }
+        }
+    }
+
+    fn serialize(&self, program: &Program, file: &Path) {
+        let bytes = match program {
+            Program::Module(m) => m.serialize(),
+            Program::Component(c) => c.serialize(),
+        };
+        let temp = file.with_extension(format!("tmp{}", std::process::id()));
+        let written = bytes
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|b| std::fs::write(&temp, b).map_err(|e| e.to_string()))
+            .and_then(|()| std::fs::rename(&temp, file).map_err(|e| e.to_string()));
+        if let Err(error) = written {
+            tracing::warn!(file = %file.display(), %error, "cannot cache compiled code");
+            let _ = std::fs::remove_file(&temp);
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -146,7 +244,7 @@ pub enum Program {
 
 impl Runtime for WasmtimeRuntime {
     fn start(&self, spec: ContainerSpec) -> Result<Running> {
-        let program = self.compile(&spec.wasm)?;
+        let program = self.compile_cached(spec.digest.as_deref(), &spec.wasm)?;
         let log = LogFile::open(&spec.log).map_err(|e| {
             Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
         })?;
@@ -161,6 +259,7 @@ impl Runtime for WasmtimeRuntime {
         let engine = self.engine.clone();
         let ticker = self.ticker.clone();
         let name = spec.name.clone();
+        let (done, done_rx) = tokio::sync::watch::channel(());
         let thread = std::thread::Builder::new()
             .name(format!("wasm-{}", spec.name))
             .spawn(move || {
@@ -169,10 +268,11 @@ impl Runtime for WasmtimeRuntime {
                     tracing::warn!(container = %name, %error, "cannot finish the log");
                 }
                 drop(ticker);
+                drop(done);
                 exit
             })
             .map_err(|e| Error::Setup(format!("cannot start a thread: {e}")))?;
-        Ok(Running::new(stop, thread))
+        Ok(Running::new(stop, thread, done_rx))
     }
 }
 

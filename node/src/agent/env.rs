@@ -1,0 +1,359 @@
+//! A container's environment and argv, as the kubelet builds them: `envFrom` (ConfigMaps and
+//! Secrets, with prefixes), then `env` (values, ConfigMap and Secret keys, downward API fields
+//! and resources), with `$(VAR)` references expanded.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::Api;
+
+/// Reads ConfigMaps and Secrets of the pod's namespace, each once per container start.
+pub(super) struct Sources<'a> {
+    pub client: &'a kube::Client,
+    pub namespace: &'a str,
+    pub pod: &'a Pod,
+    pub host_ip: String,
+    pub pod_ip: String,
+    configmaps: HashMap<String, Option<ConfigMap>>,
+    secrets: HashMap<String, Option<Secret>>,
+}
+
+impl<'a> Sources<'a> {
+    pub fn new(client: &'a kube::Client, pod: &'a Pod, host_ip: String, pod_ip: String) -> Self {
+        Self {
+            client,
+            namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod,
+            host_ip,
+            pod_ip,
+            configmaps: HashMap::new(),
+            secrets: HashMap::new(),
+        }
+    }
+
+    pub async fn configmap(&mut self, name: &str) -> Result<Option<&ConfigMap>, String> {
+        if !self.configmaps.contains_key(name) {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.namespace);
+            let found = api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("cannot read configmap {name:?}: {e}"))?;
+            self.configmaps.insert(name.to_string(), found);
+        }
+        Ok(self.configmaps[name].as_ref())
+    }
+
+    pub async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, String> {
+        if !self.secrets.contains_key(name) {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
+            let found = api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("cannot read secret {name:?}: {e}"))?;
+            self.secrets.insert(name.to_string(), found);
+        }
+        Ok(self.secrets[name].as_ref())
+    }
+}
+
+/// The values of a ConfigMap (text and binary data) as strings.
+pub(super) fn configmap_data(cm: &ConfigMap) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    out.extend(
+        cm.binary_data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone())),
+    );
+    out
+}
+
+/// The values of a Secret (`data` and, if the API server left it, `stringData`).
+pub(super) fn secret_data(secret: &Secret) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    out.extend(
+        secret
+            .string_data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
+    );
+    out
+}
+
+/// The container's environment. An error is the kubelet's CreateContainerConfigError message.
+pub(super) async fn environment(
+    sources: &mut Sources<'_>,
+    container: &Container,
+) -> Result<Vec<(String, String)>, String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, name: String, value: String| match env
+        .iter_mut()
+        .find(|(n, _)| *n == name)
+    {
+        Some(slot) => slot.1 = value,
+        None => env.push((name, value)),
+    };
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(cm) = &from.config_map_ref {
+            let optional = cm.optional.unwrap_or(false);
+            match sources.configmap(&cm.name).await? {
+                Some(found) => {
+                    for (k, v) in configmap_data(found) {
+                        set(&mut env, format!("{prefix}{k}"), lossy(v));
+                    }
+                }
+                None if optional => {}
+                None => return Err(format!("configmap {:?} not found", cm.name)),
+            }
+        }
+        if let Some(sr) = &from.secret_ref {
+            let optional = sr.optional.unwrap_or(false);
+            match sources.secret(&sr.name).await? {
+                Some(found) => {
+                    for (k, v) in secret_data(found) {
+                        set(&mut env, format!("{prefix}{k}"), lossy(v));
+                    }
+                }
+                None if optional => {}
+                None => return Err(format!("secret {:?} not found", sr.name)),
+            }
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = match &var.value_from {
+            None => expand(var.value.as_deref().unwrap_or(""), &env),
+            Some(from) => {
+                if let Some(field) = &from.field_ref {
+                    field_value(sources, &field.field_path)?
+                } else if let Some(resource) = &from.resource_field_ref {
+                    let name = resource
+                        .container_name
+                        .as_deref()
+                        .unwrap_or(&container.name);
+                    resource_value(
+                        sources.pod,
+                        name,
+                        &resource.resource,
+                        resource.divisor.as_ref(),
+                    )?
+                } else if let Some(key) = &from.config_map_key_ref {
+                    let optional = key.optional.unwrap_or(false);
+                    let found = sources.configmap(&key.name).await?;
+                    let value = found.and_then(|cm| {
+                        configmap_data(cm)
+                            .into_iter()
+                            .find(|(k, _)| *k == key.key)
+                            .map(|(_, v)| lossy(v))
+                    });
+                    match value {
+                        Some(v) => v,
+                        None if optional => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in ConfigMap {}/{}",
+                                key.key, sources.namespace, key.name
+                            ));
+                        }
+                    }
+                } else if let Some(key) = &from.secret_key_ref {
+                    let optional = key.optional.unwrap_or(false);
+                    let found = sources.secret(&key.name).await?;
+                    let value = found.and_then(|s| {
+                        secret_data(s)
+                            .into_iter()
+                            .find(|(k, _)| *k == key.key)
+                            .map(|(_, v)| lossy(v))
+                    });
+                    match value {
+                        Some(v) => v,
+                        None if optional => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in Secret {}/{}",
+                                key.key, sources.namespace, key.name
+                            ));
+                        }
+                    }
+                } else {
+                    return Err(format!("env {:?} has an empty valueFrom", var.name));
+                }
+            }
+        };
+        set(&mut env, var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// A downward API field of the pod.
+pub(super) fn field_value(sources: &Sources<'_>, path: &str) -> Result<String, String> {
+    let meta = &sources.pod.metadata;
+    let spec = sources.pod.spec.as_ref();
+    let keyed = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix("['"))
+            .and_then(|rest| rest.strip_suffix("']"))
+    };
+    Ok(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => sources.namespace.to_string(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => sources.host_ip.clone(),
+        "status.podIP" | "status.podIPs" => sources.pod_ip.clone(),
+        _ => {
+            if let Some(key) = keyed("metadata.labels") {
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(key))
+                    .cloned()
+                    .unwrap_or_default()
+            } else if let Some(key) = keyed("metadata.annotations") {
+                meta.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(key))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                return Err(format!("unsupported downward API field {path:?}"));
+            }
+        }
+    })
+}
+
+/// A container's resource limit or request, divided by `divisor` and rounded up, as the
+/// downward API presents it.
+fn resource_value(
+    pod: &Pod,
+    container: &str,
+    resource: &str,
+    divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Result<String, String> {
+    let c = pod
+        .spec
+        .iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| c.name == container)
+        .ok_or_else(|| format!("no container {container:?} for resourceFieldRef"))?;
+    let (kind, name) = resource
+        .split_once('.')
+        .ok_or_else(|| format!("unsupported resource {resource:?}"))?;
+    let resources = c.resources.as_ref();
+    let map = match kind {
+        "limits" => resources.and_then(|r| r.limits.as_ref()),
+        "requests" => resources.and_then(|r| r.requests.as_ref()),
+        _ => return Err(format!("unsupported resource {resource:?}")),
+    };
+    let value = match map.and_then(|m| m.get(name)) {
+        Some(q) => bosun_api::quantity::parse(&q.0)?,
+        // No limit: the node's allocatable, as Kubernetes reports; the agent has no better
+        // figure here than zero for requests.
+        None => 0.0,
+    };
+    let divisor = match divisor {
+        Some(d) => bosun_api::quantity::parse(&d.0)?,
+        None => 1.0,
+    };
+    if divisor <= 0.0 {
+        return Err(format!("invalid divisor for {resource}"));
+    }
+    Ok(format!("{}", (value / divisor).ceil() as i64))
+}
+
+/// Expands `$(NAME)` from `env`; `$$` is a literal `$`; unknown references stay as written.
+pub(super) fn expand(input: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|(n, _)| n == name) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// argv: `command` (else the container's name, standing in for the image's entrypoint) then
+/// `args`, each expanded against the environment.
+pub(super) fn argv(container: &Container, env: &[(String, String)]) -> Vec<String> {
+    let mut argv: Vec<String> = match &container.command {
+        Some(command) if !command.is_empty() => command.iter().map(|a| expand(a, env)).collect(),
+        _ => vec![container.name.clone()],
+    };
+    argv.extend(container.args.iter().flatten().map(|a| expand(a, env)));
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_expand_like_kubernetes() {
+        let env = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x y".to_string()),
+        ];
+        assert_eq!(expand("$(A)-$(B)", &env), "1-x y");
+        assert_eq!(expand("$(MISSING)", &env), "$(MISSING)");
+        assert_eq!(expand("$$(A)", &env), "$(A)");
+        assert_eq!(expand("cost $5 $(A", &env), "cost $5 $(A");
+        assert_eq!(expand("", &env), "");
+    }
+
+    #[test]
+    fn argv_defaults_to_the_container_name() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "hello", "args": ["--n", "$(N)"]
+        }))
+        .unwrap();
+        let env = vec![("N".to_string(), "3".to_string())];
+        assert_eq!(argv(&c, &env), ["hello", "--n", "3"]);
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "x", "command": ["run.wasm", "a"], "args": ["b"]
+        }))
+        .unwrap();
+        assert_eq!(argv(&c, &env), ["run.wasm", "a", "b"]);
+    }
+}

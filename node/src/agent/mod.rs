@@ -1,0 +1,263 @@
+//! The agent: registers this node, renews its Lease, and runs the pods bound to it.
+//!
+//! [`run`] starts three loops on one kube-rs client:
+//! - [`node`]: creates or adopts the Node object and keeps its status (capacity, conditions
+//!   from real readings, addresses, the log server's port) current;
+//! - the Lease heartbeat in `kube-node-lease`, every quarter of `--lease-duration`;
+//! - the pod watch (`spec.nodeName=<me>`), which hands every pod to its own [`pod`] worker,
+//!   keyed by UID. A worker pulls, starts, restarts and stops the pod's containers and writes
+//!   `pods/{name}/status`; when the pod is being deleted it stops them within the grace
+//!   period and deletes the pod for good.
+
+mod env;
+mod node;
+mod pod;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use tokio::sync::watch;
+
+use crate::images::Images;
+use crate::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
+
+pub use node::NodeReadings;
+
+/// Everything `bosun node` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// The address the node is reached at (its InternalIP); `None` picks the host's first
+    /// non-loopback IPv4 address.
+    pub address: Option<IpAddr>,
+    /// The port of the log server, published as `status.daemonEndpoints.kubeletEndpoint`.
+    pub port: u16,
+    /// Registries spoken to over plain HTTP (`host:port`).
+    pub insecure_registries: Vec<String>,
+    /// How long the node's Lease is valid; it is renewed every quarter of it.
+    pub lease_duration: Duration,
+    /// How often the Node's status is re-read and written if it changed.
+    pub status_update_period: Duration,
+    /// Pods this node accepts (`capacity.pods`).
+    pub max_pods: u32,
+    /// The memory limit of a container that sets none and whose namespace has no LimitRange
+    /// default.
+    pub default_memory_limit: u64,
+    /// Back-off between restarts of a crashing container, and between pulls of an image that
+    /// failed: doubled from `initial` up to `max`.
+    pub backoff: Backoff,
+    /// The image cache is trimmed to this size (least recently used, unused blobs first).
+    pub image_cache_max_bytes: u64,
+    pub wasmtime: WasmtimeOptions,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl NodeConfig {
+    /// Kubernetes' defaults for a node named `name` keeping its state in `data_dir`.
+    pub fn new(name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            data_dir: data_dir.into(),
+            address: None,
+            port: 10250,
+            insecure_registries: Vec::new(),
+            lease_duration: Duration::from_secs(40),
+            status_update_period: Duration::from_secs(10),
+            max_pods: 110,
+            default_memory_limit: 256 << 20,
+            backoff: Backoff {
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(300),
+            },
+            image_cache_max_bytes: 10 << 30,
+            wasmtime: WasmtimeOptions::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the wasmtime runtime: {0}")]
+    Runtime(#[from] crate::runtime::Error),
+    #[error("cannot register the node: {0}")]
+    Register(#[source] kube::Error),
+    #[error("the node has no usable address: {0}")]
+    Address(String),
+    #[error("cannot start the log server: {0}")]
+    LogServer(String),
+}
+
+/// What the pod workers share.
+pub(crate) struct Agent {
+    pub client: kube::Client,
+    pub config: NodeConfig,
+    pub runtime: WasmtimeRuntime,
+    pub images: Images,
+    pub node_ip: IpAddr,
+    pub recorder: Recorder,
+    /// `<data_dir>/pods`: one directory per pod UID (logs, volumes).
+    pub pods_dir: PathBuf,
+    /// The log server's certificate (PEM), published on the Node.
+    pub serving_cert: Option<String>,
+}
+
+/// Runs the agent until `shutdown` resolves. Its containers stop with it: Wasm runs inside
+/// this process.
+pub async fn run(
+    client: kube::Client,
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let io = |action, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| AgentError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let pods_dir = config.data_dir.join("pods");
+    std::fs::create_dir_all(&pods_dir).map_err(io("cannot create", &pods_dir))?;
+    let images_dir = config.data_dir.join("images");
+    let images = Images::open(&images_dir, &config.insecure_registries)
+        .map_err(io("cannot open the image cache in", &images_dir))?;
+    let mut wasmtime = config.wasmtime.clone();
+    wasmtime
+        .cache_dir
+        .get_or_insert_with(|| config.data_dir.join("compiled"));
+    let runtime = WasmtimeRuntime::new(wasmtime)?;
+    let node_ip = match config.address {
+        Some(ip) => ip,
+        None => node::host_address().map_err(AgentError::Address)?,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "bosun-node".to_string(),
+            instance: Some(config.name.clone()),
+        },
+    );
+    let agent = Arc::new(Agent {
+        client: client.clone(),
+        config,
+        runtime,
+        images,
+        node_ip,
+        recorder,
+        pods_dir,
+        serving_cert: None,
+    });
+
+    node::register(&agent).await.map_err(AgentError::Register)?;
+    let heartbeat = tokio::spawn(node::heartbeat(agent.clone()));
+    let status = tokio::spawn(node::keep_status(agent.clone()));
+    let (stopping, stopping_rx) = watch::channel(false);
+    let pods = tokio::spawn(watch_pods(agent.clone(), stopping_rx));
+    shutdown.await;
+    heartbeat.abort();
+    status.abort();
+    // The workers stop their containers and return; the pod directories stay for the next
+    // start, which adopts the pods again.
+    stopping.send_replace(true);
+    let _ = pods.await;
+    tracing::info!(node = %agent.config.name, "node agent stopped");
+    Ok(())
+}
+
+/// A pod's worker and the channel that feeds it the pod's latest version.
+struct Worker {
+    pod: watch::Sender<Arc<Pod>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Watches the pods bound to this node and keeps one worker per pod UID, until `stopping`.
+async fn watch_pods(agent: Arc<Agent>, mut stopping: watch::Receiver<bool>) {
+    let api: Api<Pod> = Api::all(agent.client.clone());
+    let selector = format!("spec.nodeName={}", agent.config.name);
+    let config = watcher::Config::default().fields(&selector);
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    // UIDs seen since the last (re)list; the workers of the others lost their pod meanwhile.
+    let mut listed: Option<Vec<String>> = None;
+    let mut stream = watcher(api, config).boxed();
+    let mut cleaned = false;
+    let for_workers = stopping.clone();
+    let watch = async {
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(%error, "pod watch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match event {
+                watcher::Event::Init => listed = Some(Vec::new()),
+                watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
+                    let Some(uid) = pod.metadata.uid.clone() else {
+                        continue;
+                    };
+                    if let Some(listed) = listed.as_mut() {
+                        listed.push(uid.clone());
+                    }
+                    workers.retain(|_, w| !w.task.is_finished());
+                    let pod = Arc::new(pod);
+                    match workers.get(&uid) {
+                        Some(worker) => {
+                            worker.pod.send_replace(pod);
+                        }
+                        None => {
+                            let (tx, rx) = watch::channel(pod);
+                            let task =
+                                tokio::spawn(pod::run(agent.clone(), rx, for_workers.clone()));
+                            workers.insert(uid, Worker { pod: tx, task });
+                        }
+                    }
+                }
+                watcher::Event::Delete(pod) => {
+                    if let Some(uid) = pod.metadata.uid.as_deref() {
+                        // Dropping the sender tells the worker its pod is gone.
+                        workers.remove(uid);
+                    }
+                }
+                watcher::Event::InitDone => {
+                    if let Some(seen) = listed.take() {
+                        workers.retain(|uid, _| seen.contains(uid));
+                        if !cleaned {
+                            // Pods deleted while the agent was away leave directories.
+                            pod::remove_orphans(&agent.pods_dir, &seen);
+                            cleaned = true;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = watch => {}
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+    for (_, worker) in workers {
+        let _ = worker.task.await;
+    }
+}

@@ -1,0 +1,585 @@
+//! Images: Wasm artifacts pulled from OCI registries into a content-addressed cache on disk.
+//!
+//! The cache lives under the node's data directory:
+//! - `blobs/sha256/<hex>`: layer contents, named by their digest and verified against it
+//!   while they are written (a partial or corrupt download never gets the name);
+//! - `refs/<hex of the reference>.json`: what a reference (`registry/repo:tag`) resolved to
+//!   at its last pull, so `IfNotPresent` and `Never` can start without the registry.
+//!
+//! Four families of Wasm artifacts are understood, by their layer media type (see
+//! [`WASM_LAYER_TYPES`]) or, for OCI 1.1 artifacts, by `artifactType: application/wasm`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Layer media types that hold a Wasm module or component.
+pub const WASM_LAYER_TYPES: [&str; 3] = [
+    // wasm-to-oci and the original "config v0" artifacts.
+    "application/wasm",
+    // The CNCF TAG-Runtime Wasm OCI artifact layout (config v1).
+    "application/vnd.wasm.content.layer.v1+wasm",
+    // Components published by wkg and other Bytecode Alliance tools.
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+];
+
+/// The OCI 1.1 `artifactType` of a Wasm artifact.
+pub const WASM_ARTIFACT_TYPE: &str = "application/wasm";
+
+/// Kubernetes' `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// The policy a container asked for, or Kubernetes' default for its image: `Always` for
+    /// `:latest` or no tag, else `IfNotPresent`.
+    pub fn of(policy: Option<&str>, image: &str) -> Self {
+        match policy {
+            Some("Always") => Self::Always,
+            Some("Never") => Self::Never,
+            Some("IfNotPresent") => Self::IfNotPresent,
+            _ => {
+                let name = image.rsplit('/').next().unwrap_or(image);
+                if image.contains('@') || name.split_once(':').is_some_and(|(_, t)| t != "latest") {
+                    Self::IfNotPresent
+                } else {
+                    Self::Always
+                }
+            }
+        }
+    }
+}
+
+/// A pulled image, ready to run.
+#[derive(Clone)]
+pub struct Image {
+    /// `registry/repository@sha256:…` of the manifest: the container's `imageID`.
+    pub image_id: String,
+    /// The digest of the Wasm layer.
+    pub digest: String,
+    pub wasm: Arc<[u8]>,
+}
+
+/// Why an image could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PullError {
+    #[error("invalid image name {image:?}: {reason}")]
+    InvalidName { image: String, reason: String },
+    #[error("container image {0:?} is not present with pull policy of Never")]
+    NeverPull(String),
+    #[error("failed to pull image {image:?}: {reason}")]
+    Registry { image: String, reason: String },
+    #[error("image {image:?} is not a Wasm artifact: {reason}")]
+    NotWasm { image: String, reason: String },
+    #[error("image cache: {0}")]
+    Cache(String),
+}
+
+impl PullError {
+    /// The reason a container waits with, as the kubelet words it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidName { .. } => "InvalidImageName",
+            Self::NeverPull(_) => "ErrImageNeverPull",
+            _ => "ErrImagePull",
+        }
+    }
+}
+
+/// Credentials for one registry host.
+#[derive(Clone)]
+pub struct Credential {
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The credentials in a `kubernetes.io/dockerconfigjson` secret's `.dockerconfigjson`.
+pub fn parse_docker_config(json: &[u8]) -> Result<Vec<Credential>, String> {
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(default)]
+        auths: HashMap<String, Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    }
+    let config: Config =
+        serde_json::from_slice(json).map_err(|e| format!("not a docker config: {e}"))?;
+    let mut out = Vec::new();
+    for (server, entry) in config.auths {
+        let (username, password) = match (entry.username, entry.password, entry.auth) {
+            (Some(u), Some(p), _) => (u, p),
+            (_, _, Some(auth)) => {
+                let decoded = B64
+                    .decode(auth.trim())
+                    .map_err(|e| format!("auth of {server} is not base64: {e}"))?;
+                let text = String::from_utf8(decoded)
+                    .map_err(|_| format!("auth of {server} is not UTF-8"))?;
+                let (u, p) = text
+                    .split_once(':')
+                    .ok_or_else(|| format!("auth of {server} is not user:password"))?;
+                (u.to_string(), p.to_string())
+            }
+            _ => continue,
+        };
+        out.push(Credential {
+            registry: registry_host(&server),
+            username,
+            password,
+        });
+    }
+    Ok(out)
+}
+
+/// `https://host:port/v1/` → `host:port`, as docker config keys are written.
+fn registry_host(server: &str) -> String {
+    let s = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or(s);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        _ => host.to_string(),
+    }
+}
+
+/// What a reference resolved to at its last pull.
+#[derive(Debug, Serialize, Deserialize)]
+struct RefRecord {
+    reference: String,
+    image_id: String,
+    digest: String,
+}
+
+/// The node's image store.
+pub struct Images {
+    client: Client,
+    blobs: PathBuf,
+    refs: PathBuf,
+    /// Layers in memory while some container uses them.
+    loaded: Mutex<HashMap<String, Weak<[u8]>>>,
+}
+
+impl Images {
+    /// Opens (creating) the cache under `dir`. Registries in `insecure` are spoken to over
+    /// plain HTTP; every other one over HTTPS.
+    pub fn open(dir: &Path, insecure: &[String]) -> std::io::Result<Self> {
+        let blobs = dir.join("blobs").join("sha256");
+        let refs = dir.join("refs");
+        std::fs::create_dir_all(&blobs)?;
+        std::fs::create_dir_all(&refs)?;
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            user_agent: concat!("bosun/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        });
+        Ok(Self {
+            client,
+            blobs,
+            refs,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The image for `image` under `policy`, pulling it if needed with the first credential
+    /// that names its registry (anonymous without one).
+    pub async fn ensure(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        credentials: &[Credential],
+    ) -> Result<Image, PullError> {
+        let reference: Reference =
+            image
+                .parse()
+                .map_err(|e: oci_client::ParseError| PullError::InvalidName {
+                    image: image.to_string(),
+                    reason: e.to_string(),
+                })?;
+        if policy != PullPolicy::Always
+            && let Some(found) = self.cached(&reference)?
+        {
+            return Ok(found);
+        }
+        if policy == PullPolicy::Never {
+            return Err(PullError::NeverPull(image.to_string()));
+        }
+        let registry = reference.resolve_registry().to_string();
+        let auth = credentials
+            .iter()
+            .find(|c| c.registry == registry || c.registry == reference.registry())
+            .map_or(RegistryAuth::Anonymous, |c| {
+                RegistryAuth::Basic(c.username.clone(), c.password.clone())
+            });
+        let registry_error = |e: oci_client::errors::OciDistributionError| PullError::Registry {
+            image: image.to_string(),
+            reason: e.to_string(),
+        };
+        let (manifest, manifest_digest) = self
+            .client
+            .pull_image_manifest(&reference, &auth)
+            .await
+            .map_err(registry_error)?;
+        let layer = wasm_layer(&manifest).map_err(|reason| PullError::NotWasm {
+            image: image.to_string(),
+            reason,
+        })?;
+        let path = self.blob_path(&layer.digest)?;
+        if !path.exists() {
+            self.download(&reference, layer, &path)
+                .await
+                .map_err(|e| match e {
+                    Download::Registry(e) => registry_error(e),
+                    Download::Io(e) => PullError::Cache(e),
+                })?;
+        }
+        let record = RefRecord {
+            reference: reference.whole(),
+            image_id: format!(
+                "{}/{}@{manifest_digest}",
+                reference.registry(),
+                reference.repository()
+            ),
+            digest: layer.digest.clone(),
+        };
+        self.save_record(&reference, &record)?;
+        let wasm = self.load(&record.digest)?;
+        Ok(Image {
+            image_id: record.image_id,
+            digest: record.digest,
+            wasm,
+        })
+    }
+
+    /// The image as last pulled, if its layer is still cached.
+    fn cached(&self, reference: &Reference) -> Result<Option<Image>, PullError> {
+        let path = self.record_path(reference);
+        let record: RefRecord = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(record) => record,
+                Err(_) => return Ok(None),
+            },
+            Err(_) => return Ok(None),
+        };
+        if !self.blob_path(&record.digest)?.exists() {
+            return Ok(None);
+        }
+        let wasm = self.load(&record.digest)?;
+        Ok(Some(Image {
+            image_id: record.image_id,
+            digest: record.digest,
+            wasm,
+        }))
+    }
+
+    async fn download(
+        &self,
+        reference: &Reference,
+        layer: &OciDescriptor,
+        path: &Path,
+    ) -> Result<(), Download> {
+        let io = |what: &str, e: std::io::Error| Download::Io(format!("{what}: {e}"));
+        let temp = path.with_extension(format!(
+            "partial-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(|e| io("cannot create a blob", e))?;
+        // oci-client checks the bytes against the layer's digest as they arrive.
+        let result = self.client.pull_blob(reference, layer, file).await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(Download::Registry(e));
+        }
+        tokio::fs::rename(&temp, path)
+            .await
+            .map_err(|e| io("cannot store a blob", e))
+    }
+
+    fn load(&self, digest: &str) -> Result<Arc<[u8]>, PullError> {
+        let mut loaded = self.loaded.lock().unwrap();
+        if let Some(wasm) = loaded.get(digest).and_then(Weak::upgrade) {
+            return Ok(wasm);
+        }
+        let path = self.blob_path(digest)?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| PullError::Cache(format!("cannot read {}: {e}", path.display())))?;
+        let wasm: Arc<[u8]> = bytes.into();
+        loaded.retain(|_, w| w.strong_count() > 0);
+        loaded.insert(digest.to_string(), Arc::downgrade(&wasm));
+        Ok(wasm)
+    }
+
+    fn blob_path(&self, digest: &str) -> Result<PathBuf, PullError> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| PullError::Cache(format!("unsupported digest {digest:?}")))?;
+        Ok(self.blobs.join(hex))
+    }
+
+    fn record_path(&self, reference: &Reference) -> PathBuf {
+        let hash = Sha256::digest(reference.whole().as_bytes());
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        self.refs.join(format!("{hex}.json"))
+    }
+
+    fn save_record(&self, reference: &Reference, record: &RefRecord) -> Result<(), PullError> {
+        let path = self.record_path(reference);
+        let temp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(record).expect("a record serializes");
+        std::fs::write(&temp, bytes)
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .map_err(|e| PullError::Cache(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// Deletes the least recently used blobs not in `in_use` until the cache holds at most
+    /// `max_bytes`. Returns how many bytes it freed.
+    pub fn collect_garbage(&self, max_bytes: u64, in_use: &HashSet<String>) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.blobs) else {
+            return 0;
+        };
+        let mut blobs: Vec<(SystemTime, u64, PathBuf, String)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                let name = e.file_name().into_string().ok()?;
+                let used = meta.accessed().or_else(|_| meta.modified()).ok()?;
+                Some((used, meta.len(), e.path(), format!("sha256:{name}")))
+            })
+            .collect();
+        let mut total: u64 = blobs.iter().map(|b| b.1).sum();
+        blobs.sort_by_key(|b| b.0);
+        let mut freed = 0;
+        for (_, size, path, digest) in blobs {
+            if total <= max_bytes {
+                break;
+            }
+            if in_use.contains(&digest) || std::fs::remove_file(&path).is_err() {
+                continue;
+            }
+            total -= size;
+            freed += size;
+        }
+        freed
+    }
+}
+
+/// How a pushed artifact is laid out: the four families the node pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `application/vnd.wasm.config.v0+json` config, `application/wasm` layer (the default,
+    /// as `wkg oci push` writes it).
+    ConfigV0,
+    /// `application/vnd.wasm.config.v1+json`, `application/vnd.wasm.content.layer.v1+wasm`.
+    ContentV1,
+    /// OCI 1.1: `artifactType: application/wasm`, empty config, an untyped layer.
+    Artifact,
+    /// `application/vnd.bytecodealliance.wasm.component.layer.v0+wasm`.
+    ComponentV0,
+}
+
+/// Pushes `wasm` to `image` (`registry/repository:tag`) as a Wasm artifact. Returns the
+/// manifest's URL.
+pub async fn push(
+    image: &str,
+    wasm: Vec<u8>,
+    layout: Layout,
+    insecure: bool,
+    credential: Option<&Credential>,
+) -> Result<String, PullError> {
+    use oci_client::client::{Config, ImageLayer};
+    let reference: Reference =
+        image
+            .parse()
+            .map_err(|e: oci_client::ParseError| PullError::InvalidName {
+                image: image.to_string(),
+                reason: e.to_string(),
+            })?;
+    let protocol = if insecure {
+        ClientProtocol::Http
+    } else {
+        ClientProtocol::Https
+    };
+    let client = Client::new(ClientConfig {
+        protocol,
+        user_agent: concat!("bosun/", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
+    });
+    let component = wasm.len() >= 8 && wasm[6..8] == [1, 0];
+    let layer_digest = format!("sha256:{:x}", Sha256::digest(&wasm));
+    let (config_type, layer_type) = match layout {
+        Layout::ConfigV0 => ("application/vnd.wasm.config.v0+json", "application/wasm"),
+        Layout::ContentV1 => (
+            "application/vnd.wasm.config.v1+json",
+            "application/vnd.wasm.content.layer.v1+wasm",
+        ),
+        Layout::Artifact => (
+            "application/vnd.oci.empty.v1+json",
+            "application/octet-stream",
+        ),
+        Layout::ComponentV0 => (
+            "application/vnd.wasm.config.v0+json",
+            "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+        ),
+    };
+    let config_data = if layout == Layout::Artifact {
+        b"{}".to_vec()
+    } else {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "wasm",
+            "os": if component { "wasip2" } else { "wasip1" },
+            "layerDigests": [layer_digest],
+        }))
+        .expect("a config serializes")
+    };
+    let layers = [ImageLayer::new(wasm, layer_type.to_string(), None)];
+    let config = Config::new(config_data, config_type.to_string(), None);
+    let mut manifest = OciImageManifest::build(&layers, &config, None);
+    if layout == Layout::Artifact {
+        manifest.artifact_type = Some(WASM_ARTIFACT_TYPE.to_string());
+    }
+    let auth = credential.map_or(RegistryAuth::Anonymous, |c| {
+        RegistryAuth::Basic(c.username.clone(), c.password.clone())
+    });
+    let response = client
+        .push(&reference, &layers, config, &auth, Some(manifest))
+        .await
+        .map_err(|e| PullError::Registry {
+            image: image.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(response.manifest_url)
+}
+
+enum Download {
+    Registry(oci_client::errors::OciDistributionError),
+    Io(String),
+}
+
+/// The layer of `manifest` that holds the Wasm binary.
+pub fn wasm_layer(manifest: &OciImageManifest) -> Result<&OciDescriptor, String> {
+    let mut wasm = manifest
+        .layers
+        .iter()
+        .filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()));
+    match (wasm.next(), wasm.next()) {
+        (Some(layer), None) => return Ok(layer),
+        (Some(_), Some(_)) => return Err("it has more than one Wasm layer".to_string()),
+        (None, _) => {}
+    }
+    if manifest.artifact_type.as_deref() == Some(WASM_ARTIFACT_TYPE)
+        && let [layer] = manifest.layers.as_slice()
+    {
+        return Ok(layer);
+    }
+    let types: Vec<&str> = manifest
+        .layers
+        .iter()
+        .map(|l| l.media_type.as_str())
+        .collect();
+    Err(format!(
+        "config {} with layers [{}] (a Linux container image needs the runc runtime)",
+        manifest.config.media_type,
+        types.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pull_policy_follows_the_tag() {
+        assert_eq!(PullPolicy::of(None, "r:5000/app"), PullPolicy::Always);
+        assert_eq!(
+            PullPolicy::of(None, "r:5000/app:latest"),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            PullPolicy::of(None, "r:5000/app:v1"),
+            PullPolicy::IfNotPresent
+        );
+        assert_eq!(
+            PullPolicy::of(None, "app@sha256:00"),
+            PullPolicy::IfNotPresent
+        );
+        assert_eq!(PullPolicy::of(Some("Never"), "app"), PullPolicy::Never);
+    }
+
+    #[test]
+    fn docker_config_credentials() {
+        let json = br#"{"auths":{"https://reg.example:5000/v1/":{"auth":"dXNlcjpwYTpzcw=="},
+            "other":{"username":"a","password":"b"}}}"#;
+        let mut creds = parse_docker_config(json).unwrap();
+        creds.sort_by(|a, b| a.registry.cmp(&b.registry));
+        assert_eq!(creds[1].registry, "reg.example:5000");
+        assert_eq!(creds[1].username, "user");
+        assert_eq!(creds[1].password, "pa:ss");
+        assert_eq!(creds[0].registry, "other");
+        assert!(parse_docker_config(b"{").is_err());
+        assert!(parse_docker_config(br#"{"auths":{"x":{"auth":"!!"}}}"#).is_err());
+    }
+
+    fn descriptor(media_type: &str) -> OciDescriptor {
+        OciDescriptor {
+            media_type: media_type.to_string(),
+            digest: "sha256:0".to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wasm_layers_are_recognised() {
+        let mut manifest = OciImageManifest {
+            config: descriptor("application/vnd.wasm.config.v0+json"),
+            layers: vec![descriptor("application/wasm")],
+            ..Default::default()
+        };
+        assert!(wasm_layer(&manifest).is_ok());
+        manifest.layers = vec![descriptor(
+            "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+        )];
+        assert!(wasm_layer(&manifest).is_ok());
+        manifest.layers = vec![descriptor("application/octet-stream")];
+        manifest.artifact_type = Some(WASM_ARTIFACT_TYPE.to_string());
+        assert!(wasm_layer(&manifest).is_ok());
+        manifest.artifact_type = None;
+        manifest.layers = vec![descriptor("application/vnd.oci.image.layer.v1.tar+gzip")];
+        let err = wasm_layer(&manifest).unwrap_err();
+        assert!(err.contains("tar+gzip"), "{err}");
+    }
+}

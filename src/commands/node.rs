@@ -1,0 +1,127 @@
+//! `bosun node`: flags → [`NodeConfig`] → [`bosun_node::agent::run`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bosun_node::agent::{Backoff, NodeConfig, run as run_agent};
+
+use super::server::{default_data_dir, duration};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The kubeconfig to reach the API server with (`bosun server` writes
+    /// DATA_DIR/admin.kubeconfig).
+    #[arg(long, env = "BOSUN_KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// The Node's name. Default: the host name.
+    #[arg(long, env = "BOSUN_NAME")]
+    name: Option<String>,
+    /// Where the node keeps pulled images, compiled code, pod files and logs.
+    /// Default: /var/lib/bosun as root, ~/.local/share/bosun otherwise.
+    #[arg(long, env = "BOSUN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The node's address (its InternalIP). Default: the host's primary IPv4 address.
+    #[arg(long, env = "BOSUN_NODE_IP")]
+    node_ip: Option<IpAddr>,
+    /// HTTPS port of the log server the API server reads `kubectl logs` from (0 picks a free
+    /// one).
+    #[arg(long, env = "BOSUN_PORT", default_value_t = 10250)]
+    port: u16,
+    /// A registry (HOST:PORT) to pull from over plain HTTP (repeatable).
+    #[arg(
+        long = "insecure-registry",
+        env = "BOSUN_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+    /// How long the node's Lease lasts; it is renewed every quarter of it.
+    #[arg(long, env = "BOSUN_LEASE_DURATION", default_value = "40s", value_parser = duration)]
+    lease_duration: Duration,
+    /// How often the node re-reads its conditions and resources.
+    #[arg(long, env = "BOSUN_NODE_STATUS_UPDATE_FREQUENCY", default_value = "10s", value_parser = duration)]
+    node_status_update_frequency: Duration,
+    /// Pods the node accepts.
+    #[arg(long, env = "BOSUN_MAX_PODS", default_value_t = 110)]
+    max_pods: u32,
+    /// Memory limit of a container that sets none (when its namespace has no LimitRange
+    /// default), e.g. 256Mi.
+    #[arg(long, env = "BOSUN_DEFAULT_MEMORY_LIMIT", default_value = "256Mi", value_parser = quantity)]
+    default_memory_limit: u64,
+    /// First delay before restarting a crashed container or re-pulling a failed image;
+    /// doubles per failure.
+    #[arg(long, env = "BOSUN_BACKOFF_INITIAL", default_value = "10s", value_parser = duration)]
+    backoff_initial: Duration,
+    /// Longest such delay.
+    #[arg(long, env = "BOSUN_BACKOFF_MAX", default_value = "5m", value_parser = duration)]
+    backoff_max: Duration,
+    /// The image cache is trimmed to this size, e.g. 10Gi.
+    #[arg(long, env = "BOSUN_IMAGE_CACHE_SIZE", default_value = "10Gi", value_parser = quantity)]
+    image_cache_size: u64,
+}
+
+fn quantity(s: &str) -> Result<u64, String> {
+    let value = bosun_api::quantity::parse(s)?;
+    if value < 0.0 {
+        return Err(format!("{s} is negative"));
+    }
+    Ok(value as u64)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl Args {
+    pub fn config(self) -> NodeConfig {
+        let mut config = NodeConfig::new(
+            self.name.unwrap_or_else(host_name),
+            self.data_dir.unwrap_or_else(default_data_dir),
+        );
+        config.address = self.node_ip;
+        config.port = self.port;
+        config.insecure_registries = self.insecure_registries;
+        config.lease_duration = self.lease_duration;
+        config.status_update_period = self.node_status_update_frequency;
+        config.max_pods = self.max_pods;
+        config.default_memory_limit = self.default_memory_limit;
+        config.backoff = Backoff {
+            initial: self.backoff_initial,
+            max: self.backoff_max,
+        };
+        config.image_cache_max_bytes = self.image_cache_size;
+        config
+    }
+
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
+    }
+}
+
+/// A kube-rs client from a kubeconfig file.
+pub async fn client(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig()).await?;
+    let config = args.config();
+    println!("bosun node {} starting", config.name);
+    run_agent(client, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await
+    .context("bosun node failed")
+}

@@ -1,0 +1,569 @@
+//! The node agent end to end: a real `bosun server`, a real `bosun node`, a real OCI registry
+//! (Debian's docker-registry) and WAT fixtures compiled here. Pods are created through the
+//! API and scheduled by the server's scheduler onto the node.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bosun_node::images::Layout;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::{Value, json};
+use support::{Node, Registry, Server};
+
+/// A WASI preview 1 command: "hello from wasm\n" at offset 16, `$hello` prints it, `_start`
+/// runs `body`.
+fn command(body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+            (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "environ_get" (func $env_get (param i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (data (i32.const 16) "hello from wasm\n")
+            (func $hello
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const 16))
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            ;; Prints the environment, one VAR=value per line.
+            (func $env (local $i i32) (local $end i32)
+                (drop (call $env_sizes (i32.const 0) (i32.const 4)))
+                (drop (call $env_get (i32.const 1024) (i32.const 8192)))
+                (local.set $i (i32.const 8192))
+                (local.set $end (i32.add (i32.const 8192) (i32.load (i32.const 4))))
+                (block $done (loop $next
+                    (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+                    (if (i32.eqz (i32.load8_u (local.get $i)))
+                        (then (i32.store8 (local.get $i) (i32.const 10))))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br $next)))
+                (i32.store (i32.const 32) (i32.const 8192))
+                (i32.store (i32.const 36) (i32.load (i32.const 4)))
+                (drop (call $fd_write (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 40))))
+            (func (export "_start") {body}))"#
+    ))
+    .expect("valid WAT")
+}
+
+/// The same as a preview 2 command component, through the preview 1 adapter.
+fn component(body: &str) -> Vec<u8> {
+    wit_component::ComponentEncoder::default()
+        .module(&command(body))
+        .unwrap()
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+/// Fields drop in order: the node stops before the server and the registry.
+struct Cluster {
+    node: Node,
+    server: Server,
+    registry: Registry,
+    pods: Api<Pod>,
+    client: kube::Client,
+}
+
+async fn cluster(node: &str) -> Cluster {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--pod-initial-backoff",
+        "100ms",
+        "--pod-max-backoff",
+        "1s",
+    ])
+    .await;
+    std::mem::forget(data);
+    let registry = Registry::start().await;
+    let node = Node::start(&server, node, &registry, &[]);
+    let client = server.client().await;
+    let pods = Api::namespaced(client.clone(), "default");
+    Cluster {
+        server,
+        registry,
+        node,
+        pods,
+        client,
+    }
+}
+
+impl Cluster {
+    async fn create(&self, pod: Value) -> String {
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        let created = self
+            .pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap();
+        created.metadata.name.unwrap()
+    }
+
+    /// Waits (up to a minute) until `ok` holds for the pod; panics with its status if not.
+    async fn wait(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Ok(pod) = self.pods.get(name).await {
+                last = serde_json::to_value(&pod).unwrap();
+                if ok(&last) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("pod {name} never {what}: {:#}", last["status"]);
+    }
+}
+
+fn pod(name: &str, image: &str, extra: Value) -> Value {
+    let mut pod = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": image}],
+        },
+    });
+    merge(&mut pod, extra);
+    pod
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+fn phase(pod: &Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn container(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+/// The contents (CRI log lines' messages) of every log the node keeps for `container` of the
+/// pod with `uid`, concatenated.
+fn node_logs(node: &Node, uid: &str, container: &str) -> String {
+    let dir = node
+        .dir
+        .path()
+        .join("pods")
+        .join(uid)
+        .join("logs")
+        .join(container);
+    let mut out = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let entry = bosun_node::logs::parse(line).expect("CRI log line");
+            out.push_str(entry.content);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn node_registers_renews_its_lease_and_runs_a_pod_from_the_registry() {
+    let c = cluster("n1").await;
+    let nodes: Api<NodeObject> = Api::all(c.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let node = loop {
+        if let Ok(n) = nodes.get("n1").await
+            && n.status.as_ref().is_some_and(|s| s.conditions.is_some())
+        {
+            break serde_json::to_value(n).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the node never registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let status = &node["status"];
+    assert_eq!(
+        node["metadata"]["labels"]["bosun.dev/runtime.wasmtime"],
+        "true"
+    );
+    assert!(
+        status["capacity"]["cpu"]
+            .as_str()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        status["capacity"]["memory"]
+            .as_str()
+            .unwrap()
+            .ends_with("Ki")
+    );
+    assert_eq!(status["capacity"]["pods"], "110");
+    let conditions = status["conditions"].as_array().unwrap();
+    for (kind, expected) in [
+        ("Ready", "True"),
+        ("MemoryPressure", "False"),
+        ("DiskPressure", "False"),
+        ("PIDPressure", "False"),
+    ] {
+        let c = conditions.iter().find(|c| c["type"] == kind).unwrap();
+        assert_eq!(c["status"], expected, "{kind}");
+    }
+    assert!(
+        status["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("wasmtime://48.")
+    );
+    assert!(
+        !status["nodeInfo"]["kernelVersion"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(status["addresses"][0]["address"], "127.0.0.1");
+
+    // The lease is renewed every quarter of --lease-duration (4s).
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    let renew = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+    let first = loop {
+        if let Ok(l) = leases.get("n1").await {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        first.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("n1")
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = leases.get("n1").await.unwrap();
+    assert_ne!(renew(&first), renew(&second), "the lease was not renewed");
+
+    let image = c
+        .registry
+        .push("hello:v1", command("(call $hello)"), Layout::ConfigV0)
+        .await;
+    let name = c.create(pod("hello", &image, json!({}))).await;
+    let done = c
+        .wait(&name, "succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    let status = container(&done);
+    assert_eq!(status["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(status["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(status["restartCount"], 0);
+    assert!(
+        status["imageID"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/hello@sha256:", c.registry.host)),
+        "{status}"
+    );
+    assert_eq!(done["spec"]["nodeName"], "n1");
+    assert!(done["status"]["startTime"].is_string());
+    let conditions = done["status"]["conditions"].as_array().unwrap();
+    for kind in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert!(
+            conditions.iter().any(|c| c["type"] == kind),
+            "{kind} missing: {conditions:?}"
+        );
+    }
+    let uid = done["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(node_logs(&c.node, uid, "main"), "hello from wasm\n");
+}
+
+#[tokio::test]
+async fn all_four_wasm_artifact_families_run() {
+    let c = cluster("n2").await;
+    let cases = [
+        ("v0", Layout::ConfigV0, command("(call $hello)")),
+        ("v1", Layout::ContentV1, command("(call $hello)")),
+        ("oci11", Layout::Artifact, command("(call $hello)")),
+        ("component", Layout::ComponentV0, component("(call $hello)")),
+    ];
+    let mut names = Vec::new();
+    for (tag, layout, wasm) in cases {
+        let image = c
+            .registry
+            .push(&format!("family:{tag}"), wasm, layout)
+            .await;
+        names.push(
+            c.create(pod(&format!("family-{tag}"), &image, json!({})))
+                .await,
+        );
+    }
+    for name in names {
+        let done = c
+            .wait(&name, "succeeded", |p| {
+                phase(p) == "Succeeded" || phase(p) == "Failed"
+            })
+            .await;
+        assert_eq!(phase(&done), "Succeeded", "{name}: {:#}", done["status"]);
+        let uid = done["metadata"]["uid"].as_str().unwrap();
+        assert_eq!(
+            node_logs(&c.node, uid, "main"),
+            "hello from wasm\n",
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn environment_comes_from_values_configmaps_and_the_downward_api() {
+    let c = cluster("n3").await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "settings"},
+        "data": {"COLOR": "blue", "SIZE": "9"},
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let image = c
+        .registry
+        .push("env:v1", command("(call $env)"), Layout::ConfigV0)
+        .await;
+    let name = c
+        .create(pod(
+            "env",
+            &image,
+            json!({"spec": {"containers": [{
+                "name": "main", "image": image,
+                "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+                "env": [
+                    {"name": "GREETING", "value": "hi"},
+                    {"name": "MESSAGE", "value": "$(GREETING) there, $(CFG_COLOR)"},
+                    {"name": "ONLY_SIZE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "SIZE"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                ],
+                "resources": {"limits": {"memory": "64Mi"}},
+            }]}}),
+        ))
+        .await;
+    let done = c
+        .wait(&name, "succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    let uid = done["metadata"]["uid"].as_str().unwrap();
+    let logs = node_logs(&c.node, uid, "main");
+    let mut lines: Vec<&str> = logs.lines().filter(|l| !l.is_empty()).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "CFG_COLOR=blue",
+            "CFG_SIZE=9",
+            "GREETING=hi",
+            "MEM=64",
+            "MESSAGE=hi there, blue",
+            "NODE=n3",
+            "ONLY_SIZE=9",
+            "POD_NAME=env",
+        ],
+        "the guest sees exactly its environment, nothing of the host's"
+    );
+
+    // A missing ConfigMap is a CreateContainerConfigError until it appears.
+    let name = c
+        .create(pod(
+            "env-missing",
+            &image,
+            json!({"spec": {"containers": [{
+                "name": "main", "image": image,
+                "envFrom": [{"configMapRef": {"name": "later"}}],
+            }]}}),
+        ))
+        .await;
+    let waiting = c
+        .wait(&name, "waited for its configmap", |p| {
+            container(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        })
+        .await;
+    assert!(
+        container(&waiting)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("later"),
+    );
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "later"}, "data": {"X": "1"},
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    c.wait(&name, "succeeded once its configmap existed", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pull_and_start_failures_have_kubernetes_reasons() {
+    let c = cluster("n4").await;
+    let missing = format!("{}/nothing-here:v1", c.registry.host);
+    let name = c.create(pod("missing", &missing, json!({}))).await;
+    let waiting = c
+        .wait(&name, "failed to pull", |p| {
+            matches!(
+                container(p)["state"]["waiting"]["reason"].as_str(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+        })
+        .await;
+    let message = container(&waiting)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("nothing-here"), "{message}");
+    assert_eq!(phase(&waiting), "Pending");
+    c.wait(&name, "backed off", |p| {
+        container(p)["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    })
+    .await;
+
+    let image = c
+        .registry
+        .push(
+            "garbage:v1",
+            b"this is not wasm at all".to_vec(),
+            Layout::ConfigV0,
+        )
+        .await;
+    let name = c.create(pod("garbage", &image, json!({}))).await;
+    let waiting = c
+        .wait(&name, "failed to start", |p| {
+            container(p)["state"]["waiting"]["reason"] == "CreateContainerError"
+        })
+        .await;
+    let message = container(&waiting)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("not a WebAssembly module"), "{message}");
+
+    let name = c
+        .create(pod("bad-name", "UPPER/Case::bad", json!({})))
+        .await;
+    c.wait(&name, "rejected its image name", |p| {
+        container(p)["state"]["waiting"]["reason"] == "InvalidImageName"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_container_restarts_with_growing_back_off_and_deletion_stops_a_spinner() {
+    let c = cluster("n5").await;
+    let image = c
+        .registry
+        .push(
+            "fail:v1",
+            command("(call $hello) (call $proc_exit (i32.const 3))"),
+            Layout::ConfigV0,
+        )
+        .await;
+    let name = c
+        .create(pod(
+            "crash",
+            &image,
+            json!({"spec": {"restartPolicy": "OnFailure"}}),
+        ))
+        .await;
+    // Back-off 1s, 2s, 4s (the test node's --backoff-initial is 1s): record when each restart
+    // is seen.
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    for count in 1..=3 {
+        let p = c
+            .wait(&name, "restarted", |p| {
+                container(p)["restartCount"] == count
+            })
+            .await;
+        seen.push(start.elapsed());
+        assert_eq!(phase(&p), "Running", "a restarting pod is Running");
+    }
+    let p = c
+        .wait(&name, "crash-looped", |p| {
+            container(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        })
+        .await;
+    assert_eq!(container(&p)["lastState"]["terminated"]["exitCode"], 3);
+    assert!(
+        seen[2] - seen[1] > seen[1] - seen[0],
+        "back-off grows: {seen:?}"
+    );
+
+    // A guest that never returns is stopped when its pod is deleted, within the grace period.
+    let image = c
+        .registry
+        .push("spin:v1", command("(loop (br 0))"), Layout::ConfigV0)
+        .await;
+    let name = c
+        .create(pod(
+            "spinner",
+            &image,
+            json!({"spec": {"restartPolicy": "Always", "terminationGracePeriodSeconds": 2}}),
+        ))
+        .await;
+    c.wait(&name, "ran", |p| {
+        container(p)["state"]["running"].is_object()
+    })
+    .await;
+    let asked = Instant::now();
+    c.pods
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.pods.get_opt(&name).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the pod was never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(6), "removed after {took:?}");
+}
+
+#[tokio::test]
+async fn a_restarted_agent_restarts_the_containers_of_its_pods() {
+    let mut c = cluster("n6").await;
+    let image = c
+        .registry
+        .push("spin:v1", command("(loop (br 0))"), Layout::ConfigV0)
+        .await;
+    let name = c
+        .create(pod(
+            "long",
+            &image,
+            json!({"spec": {"restartPolicy": "Always"}}),
+        ))
+        .await;
+    c.wait(&name, "ran", |p| {
+        container(p)["state"]["running"].is_object()
+    })
+    .await;
+    c.node.restart(&c.server, &c.registry, &[]);
+    let p = c
+        .wait(&name, "restarted by the new agent", |p| {
+            container(p)["restartCount"] == 1 && container(p)["state"]["running"].is_object()
+        })
+        .await;
+    assert_eq!(
+        container(&p)["lastState"]["terminated"]["reason"],
+        "ContainerStatusUnknown"
+    );
+}

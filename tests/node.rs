@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bosun_node::images::Layout;
@@ -23,6 +24,7 @@ fn command(body: &str) -> Vec<u8> {
             (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
             (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
             (import "wasi_snapshot_preview1" "environ_get" (func $env_get (param i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
             (memory (export "memory") 2)
             (data (i32.const 16) "hello from wasm\n")
             (func $hello
@@ -44,6 +46,21 @@ fn command(body: &str) -> Vec<u8> {
                 (i32.store (i32.const 32) (i32.const 8192))
                 (i32.store (i32.const 36) (i32.load (i32.const 4)))
                 (drop (call $fd_write (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 40))))
+            ;; Sleeps 300 ms (poll_oneoff on the monotonic clock).
+            (func $sleep
+                (i64.store (i32.const 256) (i64.const 0))
+                (i32.store8 (i32.const 264) (i32.const 0))
+                (i32.store (i32.const 272) (i32.const 1))
+                (i64.store (i32.const 280) (i64.const 300000000))
+                (i64.store (i32.const 288) (i64.const 0))
+                (i32.store16 (i32.const 296) (i32.const 0))
+                (drop (call $poll (i32.const 256) (i32.const 320) (i32.const 1) (i32.const 400))))
+            ;; Writes "oops\n" to stderr.
+            (func $oops
+                (i32.store (i32.const 48) (i32.const 64))
+                (i32.store (i32.const 52) (i32.const 5))
+                (drop (call $fd_write (i32.const 2) (i32.const 48) (i32.const 1) (i32.const 56))))
+            (data (i32.const 64) "oops\n")
             (func (export "_start") {body}))"#
     ))
     .expect("valid WAT")
@@ -565,5 +582,136 @@ async fn a_restarted_agent_restarts_the_containers_of_its_pods() {
     assert_eq!(
         container(&p)["lastState"]["terminated"]["reason"],
         "ContainerStatusUnknown"
+    );
+}
+
+fn kubectl(server: &Server, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", &server.kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[tokio::test]
+async fn kubectl_logs_reads_the_nodes_log_server_through_the_api() {
+    let c = cluster("n7").await;
+    let ticker = c
+        .registry
+        .push(
+            "ticker:v1",
+            command("(call $oops) (call $hello) (call $sleep) (call $hello) (call $sleep) (call $hello) (call $sleep) (call $hello)"),
+            Layout::ConfigV0,
+        )
+        .await;
+    let name = c.create(pod("ticker", &ticker, json!({}))).await;
+    c.wait(&name, "started", |p| {
+        container(p)["state"]["running"].is_object() || phase(p) == "Succeeded"
+    })
+    .await;
+    // -f streams until the container ends.
+    let server = &c.server;
+    let followed = kubectl(server, &["logs", "-f", "ticker"]).unwrap();
+    assert_eq!(
+        followed,
+        "oops\n".to_string() + &"hello from wasm\n".repeat(4)
+    );
+    c.wait(&name, "succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    assert_eq!(
+        kubectl(server, &["logs", "ticker", "--tail", "2"]).unwrap(),
+        "hello from wasm\n".repeat(2)
+    );
+    let stamped = kubectl(server, &["logs", "ticker", "--timestamps", "--tail", "1"]).unwrap();
+    let (time, line) = stamped.split_once(' ').unwrap();
+    assert!(time.starts_with("20") && time.ends_with('Z'), "{stamped}");
+    assert_eq!(line, "hello from wasm\n");
+    assert_eq!(
+        kubectl(
+            server,
+            &["logs", "ticker", "--since", "1h", "--limit-bytes", "7"]
+        )
+        .unwrap(),
+        "oops\nhe"
+    );
+
+    // --previous reads the attempt before the current one; -c picks a container.
+    let crash = c
+        .registry
+        .push(
+            "crash:v1",
+            command("(call $hello) (call $proc_exit (i32.const 3))"),
+            Layout::ConfigV0,
+        )
+        .await;
+    let name = c
+        .create(json!({
+            "metadata": {"name": "two"},
+            "spec": {"restartPolicy": "OnFailure", "containers": [
+                {"name": "crash", "image": crash},
+                {"name": "tick", "image": ticker},
+            ]},
+        }))
+        .await;
+    c.wait(&name, "restarted", |p| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["name"] == "crash" && c["restartCount"].as_i64() >= Some(1))
+            })
+    })
+    .await;
+    assert_eq!(
+        kubectl(server, &["logs", "two", "-c", "crash", "--previous"]).unwrap(),
+        "hello from wasm\n"
+    );
+    // kubectl picks the first container itself; the API asks for one, as Kubernetes does.
+    let err = c
+        .pods
+        .logs("two", &Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a container name must be specified for pod two, choose one of: [crash tick]"),
+        "{err}"
+    );
+    let err = kubectl(server, &["logs", "two", "-c", "nope"]).unwrap_err();
+    assert!(
+        err.contains("container nope is not valid for pod two"),
+        "{err}"
+    );
+
+    // The node's log server itself refuses a caller without a cluster client certificate.
+    let nodes: Api<NodeObject> = Api::all(c.client.clone());
+    let node = nodes.get("n7").await.unwrap();
+    let port = node
+        .status
+        .unwrap()
+        .daemon_endpoints
+        .unwrap()
+        .kubelet_endpoint
+        .unwrap()
+        .port;
+    let stranger = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let direct = stranger
+        .get(format!(
+            "https://127.0.0.1:{port}/containerLogs/default/ticker/main"
+        ))
+        .send()
+        .await;
+    assert!(
+        direct.is_err(),
+        "the log server answered a stranger: {direct:?}"
     );
 }

@@ -109,6 +109,13 @@ pub async fn run(
     let names = serving_names(&config);
     let serving = secrets.ca.issue_server("bosun-apiserver", &names)?;
     let tls = apiserver::tls_config(&serving.cert_pem, &serving.key_pem)?;
+    // How this server proves itself to the nodes' log servers.
+    let node_client = secrets
+        .ca
+        .issue_client("bosun-apiserver", "system:masters")?;
+    let node_clients =
+        apiserver::logs::NodeClients::new(&node_client.cert_pem, &node_client.key_pem)
+            .map_err(ServerError::Client)?;
 
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     let server_url = format!("https://{}", client_address(addr));
@@ -137,6 +144,7 @@ pub async fn run(
             store,
             authorizer: Arc::new(apiserver::auth::AllowAuthenticated),
             bookmark_interval: config.bookmark_interval,
+            node_clients: Some(Arc::new(node_clients)),
         },
         authenticator,
     );

@@ -103,22 +103,21 @@ impl Args {
     }
 }
 
-/// A kube-rs client from a kubeconfig file.
-pub async fn client(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+/// The kube-rs configuration in a kubeconfig file.
+pub async fn kube_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
-    Ok(kube::Client::try_from(config)?)
+        .with_context(|| format!("invalid kubeconfig {}", path.display()))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = client(args.kubeconfig()).await?;
+    let kube = kube_config(args.kubeconfig()).await?;
     let config = args.config();
     println!("bosun node {} starting", config.name);
-    run_agent(client, config, async {
+    run_agent(kube, config, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     })

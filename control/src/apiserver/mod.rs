@@ -16,6 +16,7 @@ pub mod admission;
 pub mod auth;
 mod discovery;
 pub mod expiry;
+pub mod logs;
 mod openapi;
 mod patch;
 mod rest;
@@ -42,6 +43,8 @@ pub struct ApiState {
     pub authorizer: Arc<dyn auth::Authorizer>,
     /// How often a watch that asked for bookmarks gets one (Kubernetes: about a minute).
     pub bookmark_interval: std::time::Duration,
+    /// How the server reaches nodes' log servers; `None` answers `pods/log` with 503.
+    pub node_clients: Option<Arc<logs::NodeClients>>,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {

@@ -189,7 +189,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         let allowed = match sub {
             "status" => target.resource.status,
             "scale" => target.resource.scale,
-            "binding" => target.resource.kind == "Pod",
+            "binding" | "log" => target.resource.kind == "Pod",
             _ => false,
         };
         if !allowed {
@@ -214,6 +214,11 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
             } else {
                 axum::Json(list).into_response()
             })
+        }
+        "get" if target.subresource.as_deref() == Some("log") => {
+            let pod = get(state, &target).await?;
+            let namespace = target.namespace.as_deref().unwrap_or("default");
+            super::logs::pod_log(state, namespace, target.name(), &pod.value, &query).await
         }
         "get" => {
             let object = get(state, &target).await?;

@@ -27,6 +27,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use crate::images::Images;
+use crate::logs::server::LogIndex;
 use crate::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 
 pub use node::NodeReadings;
@@ -119,15 +120,27 @@ pub(crate) struct Agent {
     pub pods_dir: PathBuf,
     /// The log server's certificate (PEM), published on the Node.
     pub serving_cert: Option<String>,
+    /// What the log server can serve.
+    pub logs: Arc<LogIndex>,
 }
 
 /// Runs the agent until `shutdown` resolves. Its containers stop with it: Wasm runs inside
-/// this process.
+/// this process. `kube` says how to reach the API server; its CA is also the one whose
+/// client certificates the log server accepts.
 pub async fn run(
-    client: kube::Client,
-    config: NodeConfig,
+    kube: kube::Config,
+    mut config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    let cluster_ca = kube.root_cert.clone().unwrap_or_default();
+    if cluster_ca.is_empty() {
+        return Err(AgentError::LogServer(
+            "the kubeconfig has no certificate-authority-data, so the log server could not \
+             tell the API server from anyone else"
+                .to_string(),
+        ));
+    }
+    let client = kube::Client::try_from(kube).map_err(|e| AgentError::LogServer(e.to_string()))?;
     let io = |action, path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| AgentError::Io {
@@ -150,6 +163,31 @@ pub async fn run(
         Some(ip) => ip,
         None => node::host_address().map_err(AgentError::Address)?,
     };
+    let listener = tokio::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), config.port))
+        .await
+        .map_err(|e| {
+            AgentError::LogServer(format!("cannot listen on port {}: {e}", config.port))
+        })?;
+    config.port = listener
+        .local_addr()
+        .map_err(|e| AgentError::LogServer(e.to_string()))?
+        .port();
+    let names = vec![
+        node_ip.to_string(),
+        config.name.clone(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    let serving = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| AgentError::LogServer(format!("cannot make a certificate: {e}")))?;
+    let serving_cert = serving.cert.pem();
+    let tls = crate::logs::server::tls_config(
+        &serving_cert,
+        &serving.signing_key.serialize_pem(),
+        &cluster_ca,
+    )
+    .map_err(AgentError::LogServer)?;
+    let logs = Arc::new(LogIndex::default());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -165,8 +203,19 @@ pub async fn run(
         node_ip,
         recorder,
         pods_dir,
-        serving_cert: None,
+        serving_cert: Some(serving_cert),
+        logs: logs.clone(),
     });
+    let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
+    let log_server = tokio::spawn(crate::logs::server::serve(
+        listener,
+        tls,
+        logs,
+        Duration::from_millis(100),
+        async {
+            let _ = logs_stopped.await;
+        },
+    ));
 
     node::register(&agent).await.map_err(AgentError::Register)?;
     let heartbeat = tokio::spawn(node::heartbeat(agent.clone()));
@@ -180,6 +229,8 @@ pub async fn run(
     // start, which adopts the pods again.
     stopping.send_replace(true);
     let _ = pods.await;
+    let _ = stop_logs.send(());
+    let _ = log_server.await;
     tracing::info!(node = %agent.config.name, "node agent stopped");
     Ok(())
 }

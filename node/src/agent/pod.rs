@@ -314,6 +314,10 @@ impl Worker {
         };
         worker.resume();
         worker
+            .agent
+            .logs
+            .add_pod(&worker.namespace, &worker.name, worker.dir.join("logs"));
+        worker
     }
 
     fn restart_policy(&self) -> &str {
@@ -445,6 +449,10 @@ impl Worker {
         let name = slot.spec.name.clone();
         let image = slot.spec.image.clone().unwrap_or_default();
         let container_id = format!("wasmtime://{uid}-{name}-{}", slot.restart_count);
+        self.agent
+            .logs
+            .set_running(&self.namespace, &self.name, &name, true);
+        let slot = self.slot(which);
         let stopper = launch.running.stopper();
         if terminating {
             stopper.stop();
@@ -525,7 +533,11 @@ impl Worker {
             (self.name.clone(), self.namespace.clone(), self.uid.clone());
         let terminating = self.terminating;
         let backoff = self.agent.config.backoff;
+        let agent = self.agent.clone();
         let slot = self.slot(which);
+        agent
+            .logs
+            .set_running(&namespace, &pod_name, &slot.spec.name, false);
         let (started_at, since, container_id) = match &slot.state {
             State::Running {
                 started_at,
@@ -665,6 +677,9 @@ impl Worker {
     }
 
     fn remove_files(&self) {
+        self.agent
+            .logs
+            .remove_pod(&self.namespace, &self.name, &self.dir.join("logs"));
         if let Err(error) = std::fs::remove_dir_all(&self.dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {

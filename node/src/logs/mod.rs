@@ -4,11 +4,16 @@
 //! for a piece of a line longer than [`MAX_LINE`], continued in the next entry.
 //!
 //! [`LogFile::stream`] gives the guest's stdout or stderr as a wasmtime-wasi output stream.
-//! Rotation and the server that `kubectl logs` reaches arrive with the node agent.
+//! A file is rotated when it passes [`Rotation::max_size`]: `N.log` becomes `N.log.1`, older
+//! ones shift up, and at most [`Rotation::max_files`] files are kept, as the kubelet does
+//! (`containerLogMaxSize`, `containerLogMaxFiles`). [`files`] lists them oldest first.
+//! [`server`] is what `kubectl logs` reaches through the API server.
+
+pub mod server;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -44,17 +49,75 @@ pub struct LogFile {
 
 struct Writer {
     file: File,
+    path: PathBuf,
+    size: u64,
+    rotation: Rotation,
     /// Bytes of an unfinished line, per stream.
     pending: [Vec<u8>; 2],
 }
 
+/// When log files are rotated and how many are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_size: u64,
+    /// Files kept, the one being written included (at least 1).
+    pub max_files: u32,
+}
+
+impl Default for Rotation {
+    /// The kubelet's defaults: 10 MiB, 5 files.
+    fn default() -> Self {
+        Self {
+            max_size: 10 << 20,
+            max_files: 5,
+        }
+    }
+}
+
+/// The files of the log at `path`, oldest first: `path.K` … `path.1`, then `path`; only the
+/// ones that exist.
+pub fn files(path: &Path) -> Vec<PathBuf> {
+    let mut rotated: Vec<(u32, PathBuf)> = Vec::new();
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name())
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        let prefix = format!("{}.", name.to_string_lossy());
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(k) = file.strip_prefix(&prefix).and_then(|k| k.parse().ok()) {
+                rotated.push((k, entry.path()));
+            }
+        }
+    }
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    if path.exists() {
+        out.push(path.to_path_buf());
+    }
+    out
+}
+
+fn rotated(path: &Path, k: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{k}"));
+    PathBuf::from(name)
+}
+
 impl LogFile {
-    /// Opens (appending) or creates the file.
+    /// Opens (appending) or creates the file, rotated by the kubelet's defaults.
     pub fn open(path: &Path) -> io::Result<Self> {
+        Self::open_with(path, Rotation::default())
+    }
+
+    pub fn open_with(path: &Path, rotation: Rotation) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
         Ok(Self {
             writer: Arc::new(Mutex::new(Writer {
                 file,
+                path: path.to_path_buf(),
+                size,
+                rotation,
                 pending: [Vec::new(), Vec::new()],
             })),
         })
@@ -136,7 +199,33 @@ impl Writer {
         )?;
         line.extend_from_slice(content);
         line.push(b'\n');
-        self.file.write_all(&line)
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        if self.size >= self.rotation.max_size {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// `path` → `path.1`, `path.1` → `path.2`, …; the oldest beyond `max_files` goes.
+    fn rotate(&mut self) -> io::Result<()> {
+        let keep = self.rotation.max_files.max(1) - 1;
+        if keep == 0 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(rotated(&self.path, keep));
+        for k in (1..keep).rev() {
+            let _ = std::fs::rename(rotated(&self.path, k), rotated(&self.path, k + 1));
+        }
+        std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
     }
 }
 
@@ -267,6 +356,36 @@ mod tests {
                 (s("stdout"), false, s("no newline")),
             ]
         );
+    }
+
+    #[test]
+    fn files_rotate_and_only_the_newest_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let log = LogFile::open_with(
+            &path,
+            Rotation {
+                max_size: 200,
+                max_files: 3,
+            },
+        )
+        .unwrap();
+        for i in 0..40 {
+            log.write(Stream::Stdout, format!("line {i:02}\n").as_bytes())
+                .unwrap();
+        }
+        let files = files(&path);
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(files[2], path);
+        let lines: Vec<String> = files.iter().flat_map(|f| entries(f)).map(|e| e.2).collect();
+        // What is kept is the newest lines, in order, ending with the last one.
+        assert_eq!(lines.last().unwrap(), "line 39");
+        let numbers: Vec<u32> = lines.iter().map(|l| l[5..].parse().unwrap()).collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+        assert!(numbers[0] > 0, "the oldest lines were dropped");
+        for f in &files {
+            assert!(std::fs::metadata(f).unwrap().len() < 200 + 64);
+        }
     }
 
     #[test]

@@ -66,6 +66,52 @@ fn command(body: &str) -> Vec<u8> {
     .expect("valid WAT")
 }
 
+/// A command that works on the file `path` under its first preopened directory (fd 3):
+/// `cat` prints it, `write` replaces it with `text`. Either exits 1 if the file system says no.
+fn file_command(op: &str, path: &str, text: &str) -> Vec<u8> {
+    let (oflags, rights) = match op {
+        "cat" => (0, 0x2),        // fd_read
+        _ => (1 | 8, 0x40 | 0x2), // O_CREAT|O_TRUNC, fd_write
+    };
+    let body = match op {
+        "cat" => {
+            r#"
+            (i32.store (i32.const 32) (i32.const 1024))
+            (i32.store (i32.const 36) (i32.const 4096))
+            (if (call $fd_read (i32.load (i32.const 8)) (i32.const 32) (i32.const 1) (i32.const 40))
+                (then (call $exit (i32.const 1))))
+            (i32.store (i32.const 36) (i32.load (i32.const 40)))
+            (drop (call $fd_write (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 44)))"#
+        }
+        _ => {
+            r#"
+            (i32.store (i32.const 32) (i32.const 512))
+            (i32.store (i32.const 36) (global.get $text_len))
+            (if (call $fd_write (i32.load (i32.const 8)) (i32.const 32) (i32.const 1) (i32.const 44))
+                (then (call $exit (i32.const 1))))"#
+        }
+    };
+    wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 256) "{path}")
+            (data (i32.const 512) "{text}")
+            (global $text_len i32 (i32.const {text_len}))
+            (func (export "_start")
+                (if (call $open (i32.const 3) (i32.const 0) (i32.const 256) (i32.const {path_len})
+                        (i32.const {oflags}) (i64.const {rights}) (i64.const 0) (i32.const 0) (i32.const 8))
+                    (then (call $exit (i32.const 1))))
+                {body}))"#,
+        path_len = path.len(),
+        text_len = text.len(),
+    ))
+    .expect("valid WAT")
+}
+
 /// The same as a preview 2 command component, through the preview 1 adapter.
 fn component(body: &str) -> Vec<u8> {
     wit_component::ComponentEncoder::default()
@@ -714,4 +760,142 @@ async fn kubectl_logs_reads_the_nodes_log_server_through_the_api() {
         direct.is_err(),
         "the log server answered a stranger: {direct:?}"
     );
+}
+
+#[tokio::test]
+async fn volumes_are_the_directories_a_guest_sees() {
+    let c = cluster("n8").await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "app-config"}, "data": {"greeting": "hello from a configmap"},
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(c.client.clone(), "default");
+    let secret = serde_json::from_value(json!({
+        "metadata": {"name": "app-secret"}, "stringData": {"password": "s3cret"},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let push = |name: &'static str, wasm: Vec<u8>| {
+        let registry = &c.registry;
+        async move { registry.push(name, wasm, Layout::ConfigV0).await }
+    };
+    let write_note = push(
+        "write-note:v1",
+        file_command("write", "note.txt", "from init"),
+    )
+    .await;
+    let cat_note = push("cat-note:v1", file_command("cat", "note.txt", "")).await;
+    let cat_hello = push("cat-hello:v1", file_command("cat", "hello.txt", "")).await;
+    let cat_password = push("cat-password:v1", file_command("cat", "password", "")).await;
+    let write_config = push("write-config:v1", file_command("write", "hacked.txt", "x")).await;
+    let spin = push("spin:v1", command("(loop (br 0))")).await;
+    let name = c
+        .create(json!({
+            "metadata": {"name": "volumes"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [
+                    {"name": "scratch", "emptyDir": {}},
+                    {"name": "cfg", "configMap": {"name": "app-config",
+                        "items": [{"key": "greeting", "path": "hello.txt"}]}},
+                    {"name": "creds", "secret": {"secretName": "app-secret", "defaultMode": 0o400}},
+                ],
+                "initContainers": [{"name": "writer", "image": write_note,
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+                "containers": [
+                    {"name": "note", "image": cat_note,
+                        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+                    {"name": "config", "image": cat_hello,
+                        "volumeMounts": [{"name": "cfg", "mountPath": "/config"}]},
+                    {"name": "secret", "image": cat_password,
+                        "volumeMounts": [{"name": "creds", "mountPath": "/secret"}]},
+                    {"name": "readonly", "image": write_config,
+                        "volumeMounts": [{"name": "cfg", "mountPath": "/config"}]},
+                    {"name": "watcher", "image": spin,
+                        "volumeMounts": [{"name": "cfg", "mountPath": "/config"}]},
+                ],
+            },
+        }))
+        .await;
+    let done = c
+        .wait(&name, "ran its containers", |p| {
+            p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .filter(|c| c["name"] != "watcher")
+                        .all(|c| c["state"]["terminated"].is_object())
+                })
+        })
+        .await;
+    let uid = done["metadata"]["uid"].as_str().unwrap().to_string();
+    let exit = |name: &str| {
+        done["status"]["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["state"]["terminated"]["exitCode"]
+            .clone()
+    };
+    assert_eq!(
+        node_logs(&c.node, &uid, "note"),
+        "from init\n",
+        "emptyDir shared with the init container"
+    );
+    assert_eq!(
+        node_logs(&c.node, &uid, "config"),
+        "hello from a configmap\n"
+    );
+    assert_eq!(node_logs(&c.node, &uid, "secret"), "s3cret\n");
+    assert_eq!(exit("note"), 0);
+    assert_eq!(
+        exit("readonly"),
+        1,
+        "a configMap volume is read-only to the guest"
+    );
+
+    // The files follow the ConfigMap while the pod runs.
+    let file = c
+        .node
+        .dir
+        .path()
+        .join("pods")
+        .join(&uid)
+        .join("volumes/files/cfg/hello.txt");
+    let mode = std::fs::metadata(
+        c.node
+            .dir
+            .path()
+            .join("pods")
+            .join(&uid)
+            .join("volumes/files/creds/password"),
+    )
+    .unwrap()
+    .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o400
+    );
+    cms.patch(
+        "app-config",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"data": {"greeting": "updated"}})),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&file).unwrap() != "updated" {
+        assert!(
+            Instant::now() < deadline,
+            "the configMap volume was not updated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

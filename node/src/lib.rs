@@ -9,9 +9,12 @@
 //! - [`runtime`]: the seam between the agent and what runs a container, with its wasmtime
 //!   implementation (WASI preview 1 modules and preview 2 command components, memory and CPU
 //!   limits, stop at any instruction);
-//! - [`logs`]: container log files in the CRI format.
+//! - [`logs`]: container log files in the CRI format, and the log server;
+//! - [`volumes`]: emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes as
+//!   directories preopened in the guest.
 
 pub mod agent;
 pub mod images;
 pub mod logs;
 pub mod runtime;
+pub mod volumes;

@@ -56,6 +56,9 @@ pub struct Args {
     /// Longest such delay.
     #[arg(long, env = "BOSUN_BACKOFF_MAX", default_value = "5m", value_parser = duration)]
     backoff_max: Duration,
+    /// How often configMap, secret and downwardAPI volumes are refreshed from their objects.
+    #[arg(long, env = "BOSUN_VOLUME_SYNC_PERIOD", default_value = "10s", value_parser = duration)]
+    volume_sync_period: Duration,
     /// The image cache is trimmed to this size, e.g. 10Gi.
     #[arg(long, env = "BOSUN_IMAGE_CACHE_SIZE", default_value = "10Gi", value_parser = quantity)]
     image_cache_size: u64,
@@ -95,6 +98,7 @@ impl Args {
             max: self.backoff_max,
         };
         config.image_cache_max_bytes = self.image_cache_size;
+        config.volume_sync_period = self.volume_sync_period;
         config
     }
 

@@ -333,6 +333,7 @@ impl Node {
                 "1s",
             ])
             .args(["--backoff-initial", "1s", "--backoff-max", "8s"])
+            .args(["--volume-sync-period", "1s"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

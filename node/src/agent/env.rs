@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::Api;
 
 /// Reads ConfigMaps and Secrets of the pod's namespace, each once per container start.
-pub(super) struct Sources<'a> {
+pub(crate) struct Sources<'a> {
     pub client: &'a kube::Client,
     pub namespace: &'a str,
     pub pod: &'a Pod,
@@ -57,7 +57,7 @@ impl<'a> Sources<'a> {
 }
 
 /// The values of a ConfigMap (text and binary data) as strings.
-pub(super) fn configmap_data(cm: &ConfigMap) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn configmap_data(cm: &ConfigMap) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = cm
         .data
         .iter()
@@ -74,7 +74,7 @@ pub(super) fn configmap_data(cm: &ConfigMap) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The values of a Secret (`data` and, if the API server left it, `stringData`).
-pub(super) fn secret_data(secret: &Secret) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn secret_data(secret: &Secret) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = secret
         .data
         .iter()
@@ -201,7 +201,7 @@ fn lossy(bytes: Vec<u8>) -> String {
 }
 
 /// A downward API field of the pod.
-pub(super) fn field_value(sources: &Sources<'_>, path: &str) -> Result<String, String> {
+pub(crate) fn field_value(sources: &Sources<'_>, path: &str) -> Result<String, String> {
     let meta = &sources.pod.metadata;
     let spec = sources.pod.spec.as_ref();
     let keyed = |prefix: &str| {

@@ -9,7 +9,7 @@
 //!   `pods/{name}/status`; when the pod is being deleted it stops them within the grace
 //!   period and deletes the pod for good.
 
-mod env;
+pub(crate) mod env;
 mod node;
 mod pod;
 
@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub backoff: Backoff,
     /// The image cache is trimmed to this size (least recently used, unused blobs first).
     pub image_cache_max_bytes: u64,
+    /// How often configMap, secret and downwardAPI volumes are rewritten from the objects.
+    pub volume_sync_period: Duration,
     pub wasmtime: WasmtimeOptions,
 }
 
@@ -85,6 +87,7 @@ impl NodeConfig {
                 max: Duration::from_secs(300),
             },
             image_cache_max_bytes: 10 << 30,
+            volume_sync_period: Duration::from_secs(10),
             wasmtime: WasmtimeOptions::default(),
         }
     }

@@ -41,6 +41,7 @@ pub(super) async fn run(
             break;
         }
         worker.advance(&mut pending);
+        worker.sync_volumes(&mut pending);
         let retry_publish = !worker.publish().await;
         let mut wake = worker.next_wake();
         if retry_publish {
@@ -106,6 +107,8 @@ enum Step {
         which: Which,
         exit: Exit,
     },
+    /// The file volumes were rewritten from their objects.
+    VolumesSynced(Result<(), String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +271,8 @@ struct Worker {
     finished_before: bool,
     terminating: bool,
     published: Option<Value>,
+    syncing_volumes: bool,
+    volumes_synced_at: Instant,
 }
 
 impl Worker {
@@ -310,6 +315,8 @@ impl Worker {
             finished_before: matches!(phase, Some("Succeeded" | "Failed")),
             terminating: false,
             published: None,
+            syncing_volumes: false,
+            volumes_synced_at: Instant::now(),
             pod,
         };
         worker.resume();
@@ -390,6 +397,12 @@ impl Worker {
     }
 
     fn next_wake(&self) -> Option<Instant> {
+        let running = self
+            .init
+            .iter()
+            .chain(&self.apps)
+            .any(|s| matches!(s.state, State::Running { .. }));
+        let sync = (running && !self.syncing_volumes).then_some(self.volumes_synced_at);
         self.init
             .iter()
             .chain(&self.apps)
@@ -397,6 +410,7 @@ impl Worker {
                 State::Waiting { retry_at, .. } => *retry_at,
                 _ => None,
             })
+            .chain(sync)
             .min()
     }
 
@@ -428,7 +442,36 @@ impl Worker {
                 Err(error) => self.launch_failed(which, error),
             },
             Step::Exited { which, exit } => self.exited(which, exit),
+            Step::VolumesSynced(result) => {
+                self.syncing_volumes = false;
+                if let Err(error) = result {
+                    tracing::warn!(pod = %self.name, %error, "cannot update the pod's volumes");
+                }
+            }
         }
+    }
+
+    /// Rewrites the file volumes every `volume_sync_period` while a container runs.
+    fn sync_volumes(&mut self, pending: &mut FuturesUnordered<BoxFuture<'static, Step>>) {
+        let running = self
+            .apps
+            .iter()
+            .chain(&self.init)
+            .any(|s| matches!(s.state, State::Running { .. }));
+        if !running || self.syncing_volumes || Instant::now() < self.volumes_synced_at {
+            return;
+        }
+        self.syncing_volumes = true;
+        self.volumes_synced_at = Instant::now() + self.agent.config.volume_sync_period;
+        let (agent, pod, dir) = (self.agent.clone(), self.pod.clone(), self.dir.clone());
+        pending.push(
+            async move {
+                let ip = agent.node_ip.to_string();
+                let mut sources = env::Sources::new(&agent.client, &pod, ip.clone(), ip);
+                Step::VolumesSynced(crate::volumes::refresh(&mut sources, &dir, &pod).await)
+            }
+            .boxed(),
+        );
     }
 
     fn started(
@@ -651,6 +694,7 @@ impl Worker {
                         };
                     }
                     Step::Exited { which, exit } => self.exited(which, exit),
+                    Step::VolumesSynced(_) => self.syncing_volumes = false,
                 },
                 () = sleep_until(wake) => {}
             }
@@ -990,6 +1034,12 @@ async fn launch(
     let env = env::environment(&mut sources, container)
         .await
         .map_err(config_error)?;
+    let pod_dir = agent
+        .pods_dir
+        .join(pod.metadata.uid.as_deref().unwrap_or_default());
+    let mounts = crate::volumes::mounts(&mut sources, &pod_dir, pod, container)
+        .await
+        .map_err(config_error)?;
     let memory_limit = memory_limit(agent, pod, container)
         .await
         .map_err(config_error)?;
@@ -1006,7 +1056,7 @@ async fn launch(
         name: container.name.clone(),
         args: env::argv(container, &env),
         env,
-        mounts: Vec::new(),
+        mounts,
         log,
         memory_limit,
         cpu_limit_millis,

@@ -899,3 +899,65 @@ async fn volumes_are_the_directories_a_guest_sees() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// CPU time of the thread named `name` in process `pid`, from /proc (10 ms ticks).
+fn thread_cpu(pid: u32, name: &str) -> Option<Duration> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+            return Some(Duration::from_millis(ticks * 10));
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn memory_and_cpu_limits_hold_for_pods() {
+    let c = cluster("n9").await;
+    let bomb = c
+        .registry
+        .push("bomb:v1", command("(loop (drop (memory.grow (i32.const 1))) (br 0))"), Layout::ConfigV0)
+        .await;
+    let name = c
+        .create(pod(
+            "bomb",
+            &bomb,
+            json!({"spec": {"containers": [{"name": "main", "image": bomb,
+                "resources": {"limits": {"memory": "8Mi"}}}]}}),
+        ))
+        .await;
+    let done = c.wait(&name, "was killed", |p| phase(p) == "Failed").await;
+    let terminated = &container(&done)["state"]["terminated"];
+    assert_eq!(terminated["reason"], "OOMKilled", "{terminated}");
+    assert_eq!(terminated["exitCode"], 137);
+
+    // A busy loop limited to 250m, measured on its thread in the agent's process.
+    let busy = c.registry.push("busy:v1", command("(loop (br 0))"), Layout::ConfigV0).await;
+    let name = c
+        .create(pod(
+            "busy",
+            &busy,
+            json!({"spec": {"containers": [{"name": "busy", "image": busy,
+                "resources": {"limits": {"cpu": "250m"}}}]}}),
+        ))
+        .await;
+    c.wait(&name, "ran", |p| container(p)["state"]["running"].is_object())
+        .await;
+    let pid = c.node.child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = thread_cpu(pid, "wasm-busy").expect("the guest's thread in the agent");
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let used = thread_cpu(pid, "wasm-busy").unwrap() - before;
+    let share = used.as_secs_f64() / started.elapsed().as_secs_f64();
+    eprintln!("cpu: a 250m pod used {share:.3} CPU-seconds per second");
+    assert!(
+        (0.20..=0.30).contains(&share),
+        "a 250m pod used {share:.3} CPU-seconds per second"
+    );
+}

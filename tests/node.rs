@@ -599,6 +599,48 @@ async fn a_failing_container_restarts_with_growing_back_off_and_deletion_stops_a
     }
     let took = asked.elapsed();
     assert!(took < Duration::from_secs(6), "removed after {took:?}");
+
+    // A guest that watches bosun:lifecycle exits as soon as it is asked, long before its
+    // 30 s grace period ends.
+    let polite = wat::parse_str(
+        r#"(module
+            (import "bosun_lifecycle" "shutdown_requested" (func $requested (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (loop (br_if 0 (i32.eqz (call $requested))))
+                (call $proc_exit (i32.const 0))))"#,
+    )
+    .unwrap();
+    let image = c.registry.push("polite:v1", polite, Layout::ConfigV0).await;
+    let name = c
+        .create(pod(
+            "polite",
+            &image,
+            json!({"spec": {"restartPolicy": "Always", "terminationGracePeriodSeconds": 30}}),
+        ))
+        .await;
+    c.wait(&name, "ran", |p| {
+        container(p)["state"]["running"].is_object()
+    })
+    .await;
+    let asked = Instant::now();
+    c.pods
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    while c.pods.get_opt(&name).await.unwrap().is_some() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "the polite guest was not told"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -921,7 +963,11 @@ async fn memory_and_cpu_limits_hold_for_pods() {
     let c = cluster("n9").await;
     let bomb = c
         .registry
-        .push("bomb:v1", command("(loop (drop (memory.grow (i32.const 1))) (br 0))"), Layout::ConfigV0)
+        .push(
+            "bomb:v1",
+            command("(loop (drop (memory.grow (i32.const 1))) (br 0))"),
+            Layout::ConfigV0,
+        )
         .await;
     let name = c
         .create(pod(
@@ -937,7 +983,10 @@ async fn memory_and_cpu_limits_hold_for_pods() {
     assert_eq!(terminated["exitCode"], 137);
 
     // A busy loop limited to 250m, measured on its thread in the agent's process.
-    let busy = c.registry.push("busy:v1", command("(loop (br 0))"), Layout::ConfigV0).await;
+    let busy = c
+        .registry
+        .push("busy:v1", command("(loop (br 0))"), Layout::ConfigV0)
+        .await;
     let name = c
         .create(pod(
             "busy",
@@ -946,8 +995,10 @@ async fn memory_and_cpu_limits_hold_for_pods() {
                 "resources": {"limits": {"cpu": "250m"}}}]}}),
         ))
         .await;
-    c.wait(&name, "ran", |p| container(p)["state"]["running"].is_object())
-        .await;
+    c.wait(&name, "ran", |p| {
+        container(p)["state"]["running"].is_object()
+    })
+    .await;
     let pid = c.node.child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = thread_cpu(pid, "wasm-busy").expect("the guest's thread in the agent");

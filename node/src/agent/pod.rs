@@ -660,6 +660,12 @@ impl Worker {
         self.terminating = true;
         let deadline = Instant::now() + grace;
         let mut interrupted = false;
+        // Bosun's SIGTERM: guests that import bosun:lifecycle see it and can exit cleanly.
+        for slot in self.init.iter().chain(&self.apps) {
+            if let State::Running { stopper, .. } = &slot.state {
+                stopper.request_shutdown();
+            }
+        }
         loop {
             let running = self
                 .init
@@ -681,6 +687,7 @@ impl Worker {
             tokio::select! {
                 Some(step) = pending.next() => match step {
                     Step::Launched { which, result: Ok(launch) } => {
+                        launch.running.stopper().request_shutdown();
                         if interrupted {
                             launch.running.stop();
                         }

@@ -98,13 +98,22 @@ pub struct Running {
 
 /// Stops a running container from anywhere.
 #[derive(Clone, Debug)]
-pub struct Stopper(Arc<AtomicBool>);
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    shutdown: Arc<AtomicBool>,
+}
 
 impl Stopper {
-    /// Asks the guest to stop. It is interrupted at its next epoch tick (a few milliseconds),
-    /// wherever it is, even in a loop that never calls the host.
+    /// Interrupts the guest at its next epoch tick (a few milliseconds), wherever it is, even
+    /// in a loop that never calls the host.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Tells the guest that it is being stopped, through the `bosun:lifecycle` host
+    /// interface (`node/wit/lifecycle.wit`); a guest that looks can finish and exit.
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
     }
 }
 
@@ -112,11 +121,12 @@ impl Running {
     /// `thread` must hold `done`'s sender until it ends.
     pub(crate) fn new(
         stop: Arc<AtomicBool>,
+        shutdown: Arc<AtomicBool>,
         thread: JoinHandle<Exit>,
         done: tokio::sync::watch::Receiver<()>,
     ) -> Self {
         Self {
-            stop: Stopper(stop),
+            stop: Stopper { stop, shutdown },
             thread: Some(thread),
             done,
         }

@@ -226,3 +226,26 @@ fn bytes_that_are_not_wasm_are_refused_clearly() {
         "a module that is not a command says so"
     );
 }
+
+#[test]
+fn a_guest_that_watches_for_shutdown_exits_cleanly_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let polite = wat::parse_str(
+        r#"(module
+            (import "bosun_lifecycle" "shutdown_requested" (func $requested (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (loop (br_if 0 (i32.eqz (call $requested))))
+                (call $proc_exit (i32.const 0))))"#,
+    )
+    .unwrap();
+    let running = runtime().start(spec(&dir, "polite", polite)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!running.is_finished(), "it waits for the request");
+    running.stopper().request_shutdown();
+    let exit = running
+        .wait_timeout(Duration::from_secs(2))
+        .unwrap_or_else(|_| panic!("the guest ignored the request"));
+    assert_eq!(exit, bosun_node::runtime::Exit::completed());
+}

@@ -250,8 +250,10 @@ impl Runtime for WasmtimeRuntime {
         })?;
         let wasi = wasi_builder(&spec, &log)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let shutdown = Arc::new(AtomicBool::new(false));
         let guard = Guard {
             stop: stop.clone(),
+            shutdown: shutdown.clone(),
             throttle: spec.cpu_limit_millis.map(cpu::Throttle::new),
             memory_limit: spec.memory_limit,
             oom: false,
@@ -272,7 +274,7 @@ impl Runtime for WasmtimeRuntime {
                 exit
             })
             .map_err(|e| Error::Setup(format!("cannot start a thread: {e}")))?;
-        Ok(Running::new(stop, thread, done_rx))
+        Ok(Running::new(stop, shutdown, thread, done_rx))
     }
 }
 
@@ -305,6 +307,8 @@ fn wasi_builder(spec: &ContainerSpec, log: &LogFile) -> Result<WasiCtxBuilder> {
 /// Per-container limits and the stop flag, consulted by wasmtime.
 struct Guard {
     stop: Arc<AtomicBool>,
+    /// Set when the node asks the guest to shut down (`bosun:lifecycle`).
+    shutdown: Arc<AtomicBool>,
     throttle: Option<cpu::Throttle>,
     memory_limit: u64,
     oom: bool,
@@ -412,6 +416,14 @@ fn run(engine: &Engine, program: Program, mut wasi: WasiCtxBuilder, guard: Guard
 fn run_module(store: &mut Store<ModuleState>, module: &Module) -> wasmtime::Result<()> {
     let mut linker = Linker::new(store.engine());
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut ModuleState| &mut s.wasi)?;
+    // node/wit/lifecycle.wit, as a core function: 1 once the node asked the guest to stop.
+    linker.func_wrap(
+        "bosun_lifecycle",
+        "shutdown_requested",
+        |caller: wasmtime::Caller<'_, ModuleState>| -> i32 {
+            i32::from(caller.data().guard.shutdown.load(Ordering::Relaxed))
+        },
+    )?;
     let instance = linker.instantiate(&mut *store, module)?;
     let start = instance
         .get_typed_func::<(), ()>(&mut *store, "_start")

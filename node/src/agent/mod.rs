@@ -223,11 +223,13 @@ pub async fn run(
     node::register(&agent).await.map_err(AgentError::Register)?;
     let heartbeat = tokio::spawn(node::heartbeat(agent.clone()));
     let status = tokio::spawn(node::keep_status(agent.clone()));
+    let gc = tokio::spawn(collect_garbage(agent.clone()));
     let (stopping, stopping_rx) = watch::channel(false);
     let pods = tokio::spawn(watch_pods(agent.clone(), stopping_rx));
     shutdown.await;
     heartbeat.abort();
     status.abort();
+    gc.abort();
     // The workers stop their containers and return; the pod directories stay for the next
     // start, which adopts the pods again.
     stopping.send_replace(true);
@@ -236,6 +238,23 @@ pub async fn run(
     let _ = log_server.await;
     tracing::info!(node = %agent.config.name, "node agent stopped");
     Ok(())
+}
+
+/// Every minute: trims the image cache to `image_cache_max_bytes` and forgets compiled code,
+/// keeping what live pods use.
+async fn collect_garbage(agent: Arc<Agent>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let in_use = agent.images.in_use();
+        agent.runtime.retain_compiled(&in_use);
+        let freed = agent
+            .images
+            .collect_garbage(agent.config.image_cache_max_bytes, &in_use);
+        if freed > 0 {
+            tracing::info!(freed_bytes = freed, "trimmed the image cache");
+        }
+    }
 }
 
 /// A pod's worker and the channel that feeds it the pod's latest version.

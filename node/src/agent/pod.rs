@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{Agent, env};
-use crate::images::{Credential, PullPolicy, parse_docker_config};
+use crate::images::{Credential, Image, PullPolicy, parse_docker_config};
 use crate::runtime::{ContainerSpec, Exit, Running, Runtime, Stopper};
 
 /// Runs one pod until it is deleted (`pod`'s sender dropped or the pod marked for deletion and
@@ -119,7 +119,7 @@ struct Which {
 
 struct Launch {
     running: Running,
-    image_id: String,
+    image: Image,
     pulled: bool,
 }
 
@@ -168,6 +168,7 @@ struct Slot {
     /// Whether it ever ran (a later start is a restart).
     started_once: bool,
     pull_failures: u32,
+    image: Option<Image>,
 }
 
 impl Slot {
@@ -185,6 +186,7 @@ impl Slot {
             image_id: String::new(),
             started_once: false,
             pull_failures: 0,
+            image: None,
         }
     }
 
@@ -488,7 +490,9 @@ impl Worker {
         }
         slot.started_once = true;
         slot.pull_failures = 0;
-        slot.image_id = launch.image_id;
+        slot.image_id = launch.image.image_id.clone();
+        // Held for the pod's life: the image cache keeps what live pods use.
+        slot.image = Some(launch.image);
         let name = slot.spec.name.clone();
         let image = slot.spec.image.clone().unwrap_or_default();
         let container_id = format!("wasmtime://{uid}-{name}-{}", slot.restart_count);
@@ -1085,7 +1089,7 @@ async fn launch(
         })?;
     Ok(Launch {
         running,
-        image_id: image.image_id,
+        image,
         pulled: policy == PullPolicy::Always,
     })
 }

@@ -195,6 +195,7 @@ impl Images {
         let refs = dir.join("refs");
         std::fs::create_dir_all(&blobs)?;
         std::fs::create_dir_all(&refs)?;
+        install_crypto_provider();
         let client = Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
             connect_timeout: Some(std::time::Duration::from_secs(10)),
@@ -366,6 +367,14 @@ impl Images {
             .map_err(|e| PullError::Cache(format!("cannot write {}: {e}", path.display())))
     }
 
+    /// The digests of the layers some pod holds (pod workers keep their images while the pod
+    /// lives).
+    pub fn in_use(&self) -> HashSet<String> {
+        let mut loaded = self.loaded.lock().unwrap();
+        loaded.retain(|_, w| w.strong_count() > 0);
+        loaded.keys().cloned().collect()
+    }
+
     /// Deletes the least recently used blobs not in `in_use` until the cache holds at most
     /// `max_bytes`. Returns how many bytes it freed.
     pub fn collect_garbage(&self, max_bytes: u64, in_use: &HashSet<String>) -> u64 {
@@ -429,6 +438,7 @@ pub async fn push(
                 image: image.to_string(),
                 reason: e.to_string(),
             })?;
+    install_crypto_provider();
     let protocol = if insecure {
         ClientProtocol::Http
     } else {
@@ -483,6 +493,12 @@ pub async fn push(
             reason: e.to_string(),
         })?;
     Ok(response.manifest_url)
+}
+
+/// oci-client's reqwest is built without a default crypto provider (no C build): use ring,
+/// as the rest of Bosun does, unless the process chose one already.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 enum Download {
@@ -552,6 +568,39 @@ mod tests {
         assert_eq!(creds[0].registry, "other");
         assert!(parse_docker_config(b"{").is_err());
         assert!(parse_docker_config(br#"{"auths":{"x":{"auth":"!!"}}}"#).is_err());
+    }
+
+    #[test]
+    fn garbage_collection_frees_unused_blobs_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(dir.path(), &[]).unwrap();
+        let hex = |c: char| c.to_string().repeat(64);
+        for (i, c) in ['a', 'b', 'c'].into_iter().enumerate() {
+            let path = images.blob_path(&format!("sha256:{}", hex(c))).unwrap();
+            std::fs::write(&path, vec![0u8; 1000]).unwrap();
+            let when =
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 * (i as u64 + 1));
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_times(
+                std::fs::FileTimes::new()
+                    .set_accessed(when)
+                    .set_modified(when),
+            )
+            .unwrap();
+        }
+        // 'a' is the oldest but in use; 'b' goes first, then nothing more is needed.
+        let keep = [format!("sha256:{}", hex('a'))].into_iter().collect();
+        assert_eq!(images.collect_garbage(2000, &keep), 1000);
+        let left: HashSet<String> = std::fs::read_dir(&images.blobs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, [hex('a'), hex('c')].into_iter().collect());
+        // A held image counts as in use.
+        let held = images.load(&format!("sha256:{}", hex('c'))).unwrap();
+        assert!(images.in_use().contains(&format!("sha256:{}", hex('c'))));
+        drop(held);
+        assert!(images.in_use().is_empty());
     }
 
     fn descriptor(media_type: &str) -> OciDescriptor {

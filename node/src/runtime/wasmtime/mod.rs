@@ -172,6 +172,15 @@ impl WasmtimeRuntime {
         Ok(program)
     }
 
+    /// Forgets compiled programs (in memory) whose digest is not in `keep`; the disk cache
+    /// still has them.
+    pub fn retain_compiled(&self, keep: &std::collections::HashSet<String>) {
+        self.compiled
+            .lock()
+            .unwrap()
+            .retain(|digest, _| keep.contains(digest));
+    }
+
     fn deserialize(&self, file: &Path) -> Option<Program> {
         let bytes = std::fs::read(file).ok()?;
         // SAFETY: the file was written by `serialize` below for an engine with this very

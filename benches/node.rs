@@ -1,0 +1,280 @@
+//! Pod start latency on a real node: `bosun server` (SQLite), `bosun node` and a local
+//! registry (Debian's docker-registry), all on this machine.
+//!
+//! Run: `cargo bench --bench node` (about a minute). Prints a Markdown table for
+//! docs/benchmarks.md.
+//!
+//! Measures, in one run:
+//! 1. instantiate alone: the wasmtime runtime in this process starting a cached (already
+//!    compiled) module that exits at once, start to exit, 1000 times;
+//! 2. the baseline: create → the ADDED event of a watcher, through the API, for pods that no
+//!    node takes (`nodeName` of a node that does not exist), 200 times;
+//! 3. pod start: create → a watcher sees `phase: Running`, 200 pods one after another, each
+//!    scheduled onto the node, its module cached, started as a guest that sleeps.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bosun_node::images::Layout;
+use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
+use bosun_node::runtime::{ContainerSpec, Runtime};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use serde_json::json;
+
+const PODS: usize = 200;
+
+/// A preview 1 command that sleeps for an hour (poll_oneoff on the monotonic clock).
+const SLEEPER: &str = r#"(module
+    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "_start")
+        (i32.store8 (i32.const 8) (i32.const 0))
+        (i32.store (i32.const 16) (i32.const 1))
+        (i64.store (i32.const 24) (i64.const 3600000000000))
+        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn instantiate_alone() -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = WasmtimeRuntime::new(WasmtimeOptions {
+        max_instances: 16,
+        max_memory_size: 64 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let wasm: Arc<[u8]> =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .unwrap()
+            .into();
+    let spec = ContainerSpec {
+        name: "nop".to_string(),
+        wasm,
+        digest: Some("sha256:nop".to_string()),
+        args: vec!["nop".to_string()],
+        env: Vec::new(),
+        mounts: Vec::new(),
+        log: dir.path().join("nop.log"),
+        memory_limit: 16 << 20,
+        cpu_limit_millis: None,
+    };
+    runtime.start(spec.clone()).unwrap().wait();
+    let mut times = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        runtime.start(spec.clone()).unwrap().wait();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+fn spawn_lines(mut child: Child, prefix: &str) -> Child {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = lines
+        .by_ref()
+        .find(|l| l.as_ref().is_ok_and(|l| l.starts_with(prefix)));
+    assert!(started.is_some(), "the process did not start");
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn registry(dir: &Path) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("registry").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry (apt-get install docker-registry)");
+    (child, format!("127.0.0.1:{port}"))
+}
+
+async fn wait_registry(host: &str) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(host).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the registry did not start");
+}
+
+/// Creates `count` pods one at a time and times each from create to the first watch event
+/// that `done` accepts.
+async fn timed_creates(
+    pods: &Api<Pod>,
+    count: usize,
+    make: impl Fn(usize) -> serde_json::Value,
+    done: impl Fn(&Pod) -> bool,
+) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for i in 0..count {
+        let pod: Pod = serde_json::from_value(make(i)).unwrap();
+        let name = pod.metadata.name.clone().unwrap();
+        let list = pods.list(&ListParams::default().limit(1)).await.unwrap();
+        let rv = list.metadata.resource_version.unwrap();
+        let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+        let mut watch = pods.watch(&params, &rv).await.unwrap().boxed();
+        let t = Instant::now();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) if done(&p) => break,
+                Some(Ok(_)) => {}
+                other => panic!("watch ended: {other:?}"),
+            }
+        }
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (inst_p50, inst_p99) = instantiate_alone();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut registry, host) = registry(dir.path());
+    wait_registry(&host).await;
+    let bosun = env!("CARGO_BIN_EXE_bosun");
+    let mut server = spawn_lines(
+        Command::new(bosun)
+            .args([
+                "server",
+                "--bind-address",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("server"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        "kubeconfig: ",
+    );
+    let kubeconfig = dir.path().join("server/admin.kubeconfig");
+    let mut node = spawn_lines(
+        Command::new(bosun)
+            .args([
+                "node",
+                "--name",
+                "bench",
+                "--node-ip",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(["--max-pods", "1000", "--insecure-registry", &host])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.path().join("node"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        "bosun node",
+    );
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let image = format!("{host}/sleeper:v1");
+    bosun_node::images::push(
+        &image,
+        wat::parse_str(SLEEPER).unwrap(),
+        Layout::ConfigV0,
+        true,
+        None,
+    )
+    .await
+    .unwrap();
+    let pod = |name: String| {
+        json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "main", "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "resources": {"limits": {"memory": "16Mi"}}}]},
+        })
+    };
+    let running = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    // Warm up: the node registers, pulls and compiles the module once.
+    let warm = timed_creates(&pods, 1, |_| pod("warm".to_string()), running).await;
+
+    let baseline = timed_creates(
+        &pods,
+        PODS,
+        |i| {
+            let mut p = pod(format!("unbound-{i}"));
+            p["spec"]["nodeName"] = json!("nowhere");
+            p
+        },
+        |_| true,
+    )
+    .await;
+    let start = timed_creates(&pods, PODS, |i| pod(format!("p-{i}")), running).await;
+
+    println!("| measure | p50 | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| instantiate a cached module and run it to exit, in process (1000 runs) | {} | {} |",
+        ms(inst_p50),
+        ms(inst_p99)
+    );
+    println!(
+        "| baseline: create → ADDED seen by a watcher, pod not run ({PODS} pods) | {} | {} |",
+        ms(percentile(&baseline, 0.5)),
+        ms(percentile(&baseline, 0.99))
+    );
+    println!(
+        "| pod start: create → Running seen by a watcher, cached module ({PODS} pods) | {} | {} |",
+        ms(percentile(&start, 0.5)),
+        ms(percentile(&start, 0.99))
+    );
+    println!("(first pod, with pull and compile: {})", ms(warm[0]));
+
+    let _ = pods
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default(),
+        )
+        .await;
+    for child in [&mut node, &mut server, &mut registry] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

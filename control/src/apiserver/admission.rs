@@ -699,6 +699,18 @@ fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
                 ));
             }
             seen.push(name);
+            // A Wasm guest is no process tree: there is nothing to run a command in. Linux
+            // containers (the runc RuntimeClass) can have them.
+            let wasm = spec.get("runtimeClassName").and_then(Value::as_str) != Some("runc");
+            for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+                if wasm && container.pointer(&format!("/{probe}/exec")).is_some() {
+                    causes.push(cause(
+                        &format!("{at}.{probe}.exec"),
+                        "Forbidden: exec probes have no meaning for Wasm containers (there is \
+                         no process to run a command in); use httpGet or tcpSocket",
+                    ));
+                }
+            }
             if container
                 .get("image")
                 .and_then(Value::as_str)
@@ -737,6 +749,27 @@ mod tests {
 
     fn strict() -> FieldCheck {
         FieldCheck::new(FieldValidation::Strict)
+    }
+
+    #[test]
+    fn exec_probes_are_refused_for_wasm_pods() {
+        let pods = find("", "v1", "pods").unwrap();
+        let probe = json!({"exec": {"command": ["true"]}});
+        let body = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "livenessProbe": probe}]}});
+        let err =
+            prepare_create(pods, Some("default"), &mut body.clone(), &mut strict()).unwrap_err();
+        assert!(
+            err.message.contains("spec.containers[0].livenessProbe.exec: Forbidden: exec probes have no meaning for Wasm containers"),
+            "{}",
+            err.message
+        );
+        let mut runc = body.clone();
+        runc["spec"]["runtimeClassName"] = json!("runc");
+        prepare_create(pods, Some("default"), &mut runc, &mut strict()).unwrap();
+        let mut http = body;
+        http["spec"]["containers"][0]["livenessProbe"] = json!({"httpGet": {"port": 8080}});
+        prepare_create(pods, Some("default"), &mut http, &mut strict()).unwrap();
     }
 
     #[test]

@@ -249,3 +249,67 @@ fn a_guest_that_watches_for_shutdown_exits_cleanly_when_asked() {
         .unwrap_or_else(|_| panic!("the guest ignored the request"));
     assert_eq!(exit, bosun_node::runtime::Exit::completed());
 }
+
+/// A preview 2 component that imports bosun:lifecycle/shutdown (node/wit) and runs `body`;
+/// `$requested`, `$subscribe` and `$block` are the interface's functions as core imports.
+fn lifecycle_component(body: &str) -> Vec<u8> {
+    let mut module = wat::parse_str(format!(
+        r#"(module
+            (import "bosun:lifecycle/shutdown@0.1.0" "requested" (func $requested (result i32)))
+            (import "bosun:lifecycle/shutdown@0.1.0" "subscribe" (func $subscribe (result i32)))
+            (import "wasi:io/poll@0.2.0" "[method]pollable.block" (func $block (param i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start") {body}))"#
+    ))
+    .unwrap();
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/wit"))
+        .unwrap();
+    let world = resolve.select_world(&[package], Some("guest")).unwrap();
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+#[test]
+fn a_component_learns_of_shutdown_by_asking_or_by_waiting_on_a_pollable() {
+    for (how, body) in [
+        (
+            "requested",
+            "(loop (br_if 0 (i32.eqz (call $requested)))) (call $proc_exit (i32.const 0))",
+        ),
+        (
+            "pollable",
+            "(call $block (call $subscribe)) (call $proc_exit (i32.const 0))",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let running = runtime()
+            .start(spec(&dir, how, lifecycle_component(body)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!running.is_finished(), "{how}: it waits for the request");
+        running.stopper().request_shutdown();
+        let exit = running
+            .wait_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|_| panic!("{how}: the guest was not told"));
+        assert_eq!(exit, bosun_node::runtime::Exit::completed(), "{how}");
+    }
+}

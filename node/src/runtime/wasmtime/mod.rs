@@ -15,6 +15,7 @@
 //!   against its share ([`cpu::Throttle`]), sleeping off any excess.
 
 mod cpu;
+mod lifecycle;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -445,6 +446,7 @@ fn run_module(store: &mut Store<ModuleState>, module: &Module) -> wasmtime::Resu
 fn run_component(store: &mut Store<ComponentState>, component: &Component) -> wasmtime::Result<()> {
     let mut linker = ComponentLinker::new(store.engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    lifecycle::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
     let command =
         wasmtime_wasi::p2::bindings::sync::Command::instantiate(&mut *store, component, &linker)?;
     command

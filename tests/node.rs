@@ -162,6 +162,11 @@ async fn cluster(node: &str) -> Cluster {
 }
 
 impl Cluster {
+    /// Restarts the node agent with extra flags.
+    fn node_restart_with(&mut self, args: &[&str]) {
+        self.node.restart(&self.server, &self.registry, args);
+    }
+
     async fn create(&self, pod: Value) -> String {
         let pod: Pod = serde_json::from_value(pod).unwrap();
         let created = self
@@ -281,14 +286,31 @@ async fn node_registers_renews_its_lease_and_runs_a_pod_from_the_registry() {
     );
     assert_eq!(status["capacity"]["pods"], "110");
     let conditions = status["conditions"].as_array().unwrap();
-    for (kind, expected) in [
-        ("Ready", "True"),
-        ("MemoryPressure", "False"),
-        ("DiskPressure", "False"),
-        ("PIDPressure", "False"),
+    let condition = |kind: &str| conditions.iter().find(|c| c["type"] == kind).unwrap();
+    assert_eq!(condition("Ready")["status"], "True");
+    // The pressure conditions are real readings of this machine (a shared CI disk can be
+    // under 10% free), so only their form is checked here; the thresholds are unit-tested.
+    for (kind, ok, bad) in [
+        (
+            "MemoryPressure",
+            "KubeletHasSufficientMemory",
+            "KubeletHasInsufficientMemory",
+        ),
+        (
+            "DiskPressure",
+            "KubeletHasNoDiskPressure",
+            "KubeletHasDiskPressure",
+        ),
+        (
+            "PIDPressure",
+            "KubeletHasSufficientPID",
+            "KubeletHasInsufficientPID",
+        ),
     ] {
-        let c = conditions.iter().find(|c| c["type"] == kind).unwrap();
-        assert_eq!(c["status"], expected, "{kind}");
+        let c = condition(kind);
+        let expected = if c["status"] == "True" { bad } else { ok };
+        assert_eq!(c["reason"], expected, "{kind}: {c}");
+        assert!(c["lastHeartbeatTime"].is_string() && c["lastTransitionTime"].is_string());
     }
     assert!(
         status["nodeInfo"]["containerRuntimeVersion"]
@@ -1011,4 +1033,66 @@ async fn memory_and_cpu_limits_hold_for_pods() {
         (0.20..=0.30).contains(&share),
         "a 250m pod used {share:.3} CPU-seconds per second"
     );
+}
+
+#[tokio::test]
+async fn a_registry_that_wants_a_login_gets_the_pods_image_pull_secret() {
+    let mut c = cluster("n10").await;
+    let private = Registry::start_with_auth("robot", "hunter2").await;
+    let credential = bosun_node::images::Credential {
+        registry: private.host.clone(),
+        username: "robot".to_string(),
+        password: "hunter2".to_string(),
+    };
+    let image = private
+        .push_as(
+            "private:v1",
+            command("(call $hello)"),
+            Layout::ConfigV0,
+            Some(&credential),
+        )
+        .await;
+    // The node trusts this registry over plain HTTP too.
+    c.node_restart_with(&["--insecure-registry", &private.host]);
+
+    let name = c.create(pod("anonymous", &image, json!({}))).await;
+    let failed = c
+        .wait(&name, "was refused", |p| {
+            matches!(
+                container(p)["state"]["waiting"]["reason"].as_str(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+        })
+        .await;
+    let message = container(&failed)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.to_lowercase().contains("authorized"), "{message}");
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(c.client.clone(), "default");
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "robot:hunter2");
+    let config = json!({"auths": {private.host.clone(): {"auth": auth}}}).to_string();
+    let secret = serde_json::from_value(json!({
+        "metadata": {"name": "pull"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let name = c
+        .create(pod(
+            "with-secret",
+            &image,
+            json!({"spec": {"imagePullSecrets": [{"name": "pull"}]}}),
+        ))
+        .await;
+    let done = c
+        .wait(&name, "succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    let uid = done["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(node_logs(&c.node, uid, "main"), "hello from wasm\n");
 }

@@ -227,18 +227,33 @@ pub struct Registry {
 
 impl Registry {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A registry that wants HTTP basic auth as `user`/`password` (htpasswd, bcrypt).
+    pub async fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password))).await
+    }
+
+    async fn start_with(login: Option<(&str, &str)>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = login {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 4).unwrap();
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: bosun-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -251,8 +266,9 @@ impl Registry {
         let url = format!("http://{host}/v2/");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
+            // Up: 200, or 401 when it wants a login.
             if let Ok(r) = reqwest::get(&url).await
-                && r.status().is_success()
+                && (r.status().is_success() || r.status() == 401)
             {
                 break;
             }
@@ -276,8 +292,18 @@ impl Registry {
         wasm: Vec<u8>,
         layout: bosun_node::images::Layout,
     ) -> String {
+        self.push_as(name, wasm, layout, None).await
+    }
+
+    pub async fn push_as(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        layout: bosun_node::images::Layout,
+        credential: Option<&bosun_node::images::Credential>,
+    ) -> String {
         let image = format!("{}/{name}", self.host);
-        bosun_node::images::push(&image, wasm, layout, true, None)
+        bosun_node::images::push(&image, wasm, layout, true, credential)
             .await
             .unwrap();
         image

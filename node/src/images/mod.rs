@@ -180,7 +180,12 @@ struct RefRecord {
 
 /// The node's image store.
 pub struct Images {
+    /// For anonymous pulls.
     client: Client,
+    /// One client per credential: oci-client keeps the first login it is given for a
+    /// registry, so a shared client would lend one pod's credentials to the next.
+    logged_in: Mutex<HashMap<(String, String, String), Client>>,
+    insecure: Vec<String>,
     blobs: PathBuf,
     refs: PathBuf,
     /// Layers in memory while some container uses them.
@@ -196,19 +201,40 @@ impl Images {
         std::fs::create_dir_all(&blobs)?;
         std::fs::create_dir_all(&refs)?;
         install_crypto_provider();
-        let client = Client::new(ClientConfig {
+        Ok(Self {
+            client: Self::new_client(insecure),
+            logged_in: Mutex::new(HashMap::new()),
+            insecure: insecure.to_vec(),
+            blobs,
+            refs,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn new_client(insecure: &[String]) -> Client {
+        Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(60)),
             user_agent: concat!("bosun/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
-        });
-        Ok(Self {
-            client,
-            blobs,
-            refs,
-            loaded: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The client for `credential` (anonymous without one).
+    fn client_for(&self, credential: Option<&Credential>) -> Client {
+        let Some(c) = credential else {
+            return self.client.clone();
+        };
+        let key = (c.registry.clone(), c.username.clone(), c.password.clone());
+        let mut clients = self.logged_in.lock().unwrap();
+        if clients.len() > 256 {
+            clients.clear();
+        }
+        clients
+            .entry(key)
+            .or_insert_with(|| Self::new_client(&self.insecure))
+            .clone()
     }
 
     /// The image for `image` under `policy`, pulling it if needed with the first credential
@@ -235,18 +261,18 @@ impl Images {
             return Err(PullError::NeverPull(image.to_string()));
         }
         let registry = reference.resolve_registry().to_string();
-        let auth = credentials
+        let credential = credentials
             .iter()
-            .find(|c| c.registry == registry || c.registry == reference.registry())
-            .map_or(RegistryAuth::Anonymous, |c| {
-                RegistryAuth::Basic(c.username.clone(), c.password.clone())
-            });
+            .find(|c| c.registry == registry || c.registry == reference.registry());
+        let auth = credential.map_or(RegistryAuth::Anonymous, |c| {
+            RegistryAuth::Basic(c.username.clone(), c.password.clone())
+        });
+        let client = self.client_for(credential);
         let registry_error = |e: oci_client::errors::OciDistributionError| PullError::Registry {
             image: image.to_string(),
             reason: e.to_string(),
         };
-        let (manifest, manifest_digest) = self
-            .client
+        let (manifest, manifest_digest) = client
             .pull_image_manifest(&reference, &auth)
             .await
             .map_err(registry_error)?;
@@ -256,7 +282,7 @@ impl Images {
         })?;
         let path = self.blob_path(&layer.digest)?;
         if !path.exists() {
-            self.download(&reference, layer, &path)
+            Self::download(&client, &reference, layer, &path)
                 .await
                 .map_err(|e| match e {
                     Download::Registry(e) => registry_error(e),
@@ -303,7 +329,7 @@ impl Images {
     }
 
     async fn download(
-        &self,
+        client: &Client,
         reference: &Reference,
         layer: &OciDescriptor,
         path: &Path,
@@ -320,7 +346,7 @@ impl Images {
             .await
             .map_err(|e| io("cannot create a blob", e))?;
         // oci-client checks the bytes against the layer's digest as they arrive.
-        let result = self.client.pull_blob(reference, layer, file).await;
+        let result = client.pull_blob(reference, layer, file).await;
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(Download::Registry(e));

@@ -148,41 +148,32 @@ pub(super) async fn environment(
                         &resource.resource,
                         resource.divisor.as_ref(),
                     )?
-                } else if let Some(key) = &from.config_map_key_ref {
-                    let optional = key.optional.unwrap_or(false);
-                    let found = sources.configmap(&key.name).await?;
-                    let value = found.and_then(|cm| {
-                        configmap_data(cm)
-                            .into_iter()
-                            .find(|(k, _)| *k == key.key)
-                            .map(|(_, v)| lossy(v))
-                    });
-                    match value {
-                        Some(v) => v,
-                        None if optional => continue,
-                        None => {
-                            return Err(format!(
-                                "couldn't find key {} in ConfigMap {}/{}",
-                                key.key, sources.namespace, key.name
-                            ));
-                        }
+                } else if let Some((kind, name, key, optional, data)) =
+                    match (&from.config_map_key_ref, &from.secret_key_ref) {
+                        (Some(k), _) => Some((
+                            "ConfigMap",
+                            &k.name,
+                            &k.key,
+                            k.optional,
+                            sources.configmap(&k.name).await?.map(configmap_data),
+                        )),
+                        (None, Some(k)) => Some((
+                            "Secret",
+                            &k.name,
+                            &k.key,
+                            k.optional,
+                            sources.secret(&k.name).await?.map(secret_data),
+                        )),
+                        (None, None) => None,
                     }
-                } else if let Some(key) = &from.secret_key_ref {
-                    let optional = key.optional.unwrap_or(false);
-                    let found = sources.secret(&key.name).await?;
-                    let value = found.and_then(|s| {
-                        secret_data(s)
-                            .into_iter()
-                            .find(|(k, _)| *k == key.key)
-                            .map(|(_, v)| lossy(v))
-                    });
-                    match value {
-                        Some(v) => v,
-                        None if optional => continue,
+                {
+                    match data.and_then(|d| d.into_iter().find(|(k, _)| k == key)) {
+                        Some((_, v)) => lossy(v),
+                        None if optional.unwrap_or(false) => continue,
                         None => {
                             return Err(format!(
-                                "couldn't find key {} in Secret {}/{}",
-                                key.key, sources.namespace, key.name
+                                "couldn't find key {key} in {kind} {}/{name}",
+                                sources.namespace
                             ));
                         }
                     }

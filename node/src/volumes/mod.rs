@@ -15,9 +15,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
-};
+use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
 use crate::agent::env::{self, Sources};
 use crate::runtime::Mount;
@@ -261,19 +259,8 @@ impl Files {
         optional: Option<bool>,
         default_mode: Option<i32>,
     ) -> Result<(), String> {
-        let optional = optional.unwrap_or(false);
-        let found: Option<&ConfigMap> = sources.configmap(name).await?;
-        match found {
-            Some(cm) => self.keyed(
-                &format!("configmap {name:?}"),
-                env::configmap_data(cm),
-                items,
-                default_mode,
-                optional,
-            ),
-            None if optional => Ok(()),
-            None => Err(format!("configmap {name:?} not found")),
-        }
+        let data = sources.configmap(name).await?.map(env::configmap_data);
+        self.object("configmap", name, data, items, optional, default_mode)
     }
 
     async fn secret(
@@ -284,18 +271,31 @@ impl Files {
         optional: Option<bool>,
         default_mode: Option<i32>,
     ) -> Result<(), String> {
+        let data = sources.secret(name).await?.map(env::secret_data);
+        self.object("secret", name, data, items, optional, default_mode)
+    }
+
+    /// The files of a ConfigMap or Secret (`kind`), `None` when it does not exist.
+    fn object(
+        &mut self,
+        kind: &str,
+        name: &str,
+        data: Option<Vec<(String, Vec<u8>)>>,
+        items: Option<&[KeyToPath]>,
+        optional: Option<bool>,
+        default_mode: Option<i32>,
+    ) -> Result<(), String> {
         let optional = optional.unwrap_or(false);
-        let found: Option<&Secret> = sources.secret(name).await?;
-        match found {
-            Some(secret) => self.keyed(
-                &format!("secret {name:?}"),
-                env::secret_data(secret),
+        match data {
+            Some(data) => self.keyed(
+                &format!("{kind} {name:?}"),
+                data,
                 items,
                 default_mode,
                 optional,
             ),
             None if optional => Ok(()),
-            None => Err(format!("secret {name:?} not found")),
+            None => Err(format!("{kind} {name:?} not found")),
         }
     }
 

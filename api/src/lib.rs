@@ -1,5 +1,6 @@
 //! Bosun's shared API vocabulary: the pieces every other crate agrees on.
 //!
+//! - [`cidr`]: IPv4 blocks (`10.88.0.0/16`) for the pod and service ranges.
 //! - [`labels`]: Kubernetes label selectors (`app=web,tier in (a,b),!legacy`).
 //! - [`fields`]: field selectors (`spec.nodeName=n1,status.phase!=Failed`).
 //! - [`names`]: the DNS-1123 and label-key rules for object names.
@@ -10,6 +11,7 @@
 //! the command line can all use it cheaply. Kubernetes wire types come from `k8s-openapi`, not
 //! from here; this crate holds only what those types do not.
 
+pub mod cidr;
 pub mod duration;
 pub mod fields;
 pub mod labels;

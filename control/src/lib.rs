@@ -1,5 +1,5 @@
 //! Bosun's control plane: the state store, the Kubernetes API server on top of it, and the
-//! scheduler (the controllers follow), which is a client of that API.
+//! scheduler and the controllers, which are clients of that API.
 //!
 //! Entry point: [`server::run`] with a [`server::ServerConfig`], which is what `bosun server`
 //! calls. The parts:
@@ -8,7 +8,8 @@
 //! - [`apiserver`]: the Kubernetes API over HTTPS: discovery, the generic REST verbs for every
 //!   registered kind, admission, watch, Tables, event expiry.
 //! - [`scheduler`]: places pending pods on nodes through the API.
-//! - [`leader`]: leader election through a Lease, so one scheduler (and later one controller
+//! - [`controllers`]: the controller manager (for now node IPAM: each Node's podCIDR).
+//! - [`leader`]: leader election through a Lease, so one scheduler (and one controller
 //!   manager) is active per cluster.
 //! - [`events`]: a rate-limited, aggregating recorder of core/v1 Events.
 //! - [`pki`]: the cluster CA and the certificates it issues.
@@ -16,6 +17,7 @@
 //! Nothing here talks to a node agent's internals: nodes are API clients like everyone else.
 
 pub mod apiserver;
+pub mod controllers;
 pub mod events;
 pub mod leader;
 pub mod pki;

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::net::TcpListener;
 
 use crate::apiserver::{self, ApiState};
+use crate::controllers::{self, ControllersConfig};
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::scheduler::{self, SchedulerConfig};
 use crate::store::bootstrap::ClusterSecrets;
@@ -38,7 +39,9 @@ pub struct ServerConfig {
     pub bookmark_interval: Duration,
     /// The scheduler to run under leader election; `None` (`--disable-scheduler`) runs none.
     pub scheduler: Option<SchedulerConfig>,
-    /// Lease timings of the scheduler's (and later the controllers') leader election.
+    /// The controller manager to run under leader election; `None` runs none.
+    pub controllers: Option<ControllersConfig>,
+    /// Lease timings of the scheduler's and the controller manager's leader election.
     pub leader_election: LeaseTiming,
 }
 
@@ -175,11 +178,34 @@ pub async fn run(
         }
         None => None,
     };
+    let controller_manager = match config.controllers.clone() {
+        Some(controllers_config) => {
+            let client = api_client(&admin_kubeconfig).await?;
+            let elector = LeaderElector::new(
+                client.clone(),
+                "kube-system",
+                "bosun-controller-manager",
+                config.leader_election.clone(),
+            );
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(async move {
+                elector
+                    .run(
+                        || controllers::run(client.clone(), controllers_config.clone()),
+                        async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        },
+                    )
+                    .await
+            }))
+        }
+        None => None,
+    };
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
-        if let Some(scheduler) = scheduler {
-            let _ = tokio::time::timeout(Duration::from_secs(5), scheduler).await;
+        for task in [scheduler, controller_manager].into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     };
 

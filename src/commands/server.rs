@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bosun_api::cidr::Ipv4Cidr;
+use bosun_control::controllers::ControllersConfig;
 use bosun_control::leader::LeaseTiming;
 use bosun_control::scheduler::SchedulerConfig;
 use bosun_control::scheduler::queue::QueueOptions;
@@ -49,6 +51,15 @@ pub struct Args {
     /// Do not run the scheduler in this server (run it elsewhere, or not at all).
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
+    /// Controllers not to run, comma-separated (controllers: nodeipam); `*` disables all.
+    #[arg(long, env = "BOSUN_DISABLE_CONTROLLERS", value_delimiter = ',')]
+    disable_controllers: Vec<String>,
+    /// The block pod IPs come from; each node gets a /NODE_CIDR_MASK_SIZE of it as its podCIDR.
+    #[arg(long, env = "BOSUN_CLUSTER_CIDR", default_value = "10.88.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
+    /// The prefix length of each node's podCIDR.
+    #[arg(long, env = "BOSUN_NODE_CIDR_MASK_SIZE", default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// Score plugin weights, e.g. `spread=5,least-allocated=1` (plugins: least-allocated,
     /// balanced-allocation, node-affinity, taint-toleration, spread).
     #[arg(long, env = "BOSUN_SCHEDULER_SCORE_WEIGHTS", default_value = "")]
@@ -89,6 +100,18 @@ pub(crate) fn default_data_dir() -> PathBuf {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let controllers = if args.disable_controllers.iter().any(|n| n == "*") {
+        None
+    } else {
+        let config = ControllersConfig {
+            disabled: args.disable_controllers.into_iter().collect(),
+            cluster_cidr: args.cluster_cidr,
+            node_cidr_mask_size: args.node_cidr_mask_size,
+            ..ControllersConfig::default()
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Some(config)
+    };
     let config = ServerConfig {
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
         datastore_endpoint: args.datastore_endpoint,
@@ -110,6 +133,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
             ..SchedulerConfig::default()
         }),
+        controllers,
         leader_election: LeaseTiming {
             lease_duration: args.leader_elect_lease_duration,
             renew_deadline: args.leader_elect_renew_deadline,

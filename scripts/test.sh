@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing, starts a throwaway
-# PostgreSQL on a loopback port, then runs formatting, lints and every test of the workspace.
+# PostgreSQL on a loopback port, builds the Wasm guests the tests run (scripts/guests.sh), then
+# runs formatting, lints and every test of the workspace.
 # Prints how long each phase took. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,9 +39,13 @@ echo "PostgreSQL at $BOSUN_TEST_POSTGRES_URL"
 
 phase "cargo fmt --check"
 cargo fmt --all --check
+find guests -name '*.rs' -not -path '*/target/*' -print0 | xargs -0 rustfmt --edition 2024 --check
 
 phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+phase "building the guests (guests/, wasm32-wasip2)"
+"$root/scripts/guests.sh"
 
 phase "cargo test"
 cargo test --workspace --locked "$@"

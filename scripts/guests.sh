@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the guest workspace (guests/: Rust compiled to wasm32-wasip2) from a fresh machine,
+# installing what it needs:
+# - Debian's rustc-web with its std sources and LLVM tools, and lld-22 (rustup cannot download
+#   wasm targets here), linked into rustup as the `debian-web` toolchain;
+# - trixie's wasi-libc (bookworm's traps at the start of a wasip2 program with main()), fetched
+#   as one .deb and unpacked under target/guest-toolchain, never installed.
+# The modules end up in guests/target/wasm32-wasip2/release/*.wasm (the tests read them there).
+# Prints how long installing and building took. Usage: scripts/guests.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+toolchain="$root/target/guest-toolchain"
+start=$(date +%s)
+
+need_apt=()
+command -v /usr/bin/rustc >/dev/null && /usr/bin/rustc --version | grep -q '^rustc 1\.9[6-9]' || need_apt+=(rustc-web cargo-web)
+[ -d /usr/lib/rustlib/src/rust/library ] || need_apt+=(rust-web-src)
+[ -x /usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld ] || need_apt+=(rust-web-llvm)
+command -v ld.lld-22 >/dev/null || need_apt+=(lld-22)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing packages: ${need_apt[*]} (install them as root)" >&2; exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+libc="$toolchain/wasi-libc/usr/lib/wasm32-wasip2"
+if [ ! -f "$libc/libc.a" ]; then
+    apt_dir="$toolchain/apt"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+        > "$apt_dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir" -o "Dir::Cache::Archives=$apt_dir/archives"
+        -o APT::Sandbox::User=root)
+    apt-get -qq "${apt_opts[@]}" update
+    (cd "$apt_dir" && apt-get -qq "${apt_opts[@]}" download wasi-libc)
+    rm -rf "$toolchain/wasi-libc"
+    dpkg-deb -x "$apt_dir"/wasi-libc_*.deb "$toolchain/wasi-libc"
+fi
+
+rustup toolchain list | grep -q '^debian-web' || rustup toolchain link debian-web /usr
+installed=$(date +%s)
+echo "guest toolchain ready in $((installed - start))s"
+
+cd guests
+RUSTC_BOOTSTRAP=1 \
+CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-L native=$libc" \
+    cargo build --release --locked
+echo "guests built in $(($(date +%s) - installed))s: $(ls target/wasm32-wasip2/release/*.wasm | xargs -n1 basename | tr '\n' ' ')"

@@ -68,6 +68,7 @@ fn instantiate_alone() -> (Duration, Duration) {
         log: dir.path().join("nop.log"),
         memory_limit: 16 << 20,
         cpu_limit_millis: None,
+        network: None,
     };
     runtime.start(spec.clone()).unwrap().wait();
     let mut times = Vec::new();

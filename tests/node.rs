@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use bosun_node::images::Layout;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use serde_json::{Value, json};
-use support::{Node, Registry, Server};
+use serde_json::json;
+use support::cluster::{cluster, container, node_logs, phase, pod};
+use support::{Registry, Server};
 
 /// A WASI preview 1 command: "hello from wasm\n" at offset 16, `$hello` prints it, `_start`
 /// runs `body`.
@@ -125,130 +126,6 @@ fn component(body: &str) -> Vec<u8> {
         .validate(true)
         .encode()
         .unwrap()
-}
-
-/// Fields drop in order: the node stops before the server and the registry.
-struct Cluster {
-    node: Node,
-    server: Server,
-    registry: Registry,
-    pods: Api<Pod>,
-    client: kube::Client,
-}
-
-async fn cluster(node: &str) -> Cluster {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&[
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--pod-initial-backoff",
-        "100ms",
-        "--pod-max-backoff",
-        "1s",
-    ])
-    .await;
-    std::mem::forget(data);
-    let registry = Registry::start().await;
-    let node = Node::start(&server, node, &registry, &[]);
-    let client = server.client().await;
-    let pods = Api::namespaced(client.clone(), "default");
-    Cluster {
-        server,
-        registry,
-        node,
-        pods,
-        client,
-    }
-}
-
-impl Cluster {
-    /// Restarts the node agent with extra flags.
-    fn node_restart_with(&mut self, args: &[&str]) {
-        self.node.restart(&self.server, &self.registry, args);
-    }
-
-    async fn create(&self, pod: Value) -> String {
-        let pod: Pod = serde_json::from_value(pod).unwrap();
-        let created = self
-            .pods
-            .create(&PostParams::default(), &pod)
-            .await
-            .unwrap();
-        created.metadata.name.unwrap()
-    }
-
-    /// Waits (up to a minute) until `ok` holds for the pod; panics with its status if not.
-    async fn wait(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = Value::Null;
-        while Instant::now() < deadline {
-            if let Ok(pod) = self.pods.get(name).await {
-                last = serde_json::to_value(&pod).unwrap();
-                if ok(&last) {
-                    return last;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("pod {name} never {what}: {:#}", last["status"]);
-    }
-}
-
-fn pod(name: &str, image: &str, extra: Value) -> Value {
-    let mut pod = json!({
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": image}],
-        },
-    });
-    merge(&mut pod, extra);
-    pod
-}
-
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(b), Value::Object(e)) => {
-            for (k, v) in e {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, e) => *b = e,
-    }
-}
-
-fn phase(pod: &Value) -> &str {
-    pod["status"]["phase"].as_str().unwrap_or("")
-}
-
-fn container(pod: &Value) -> &Value {
-    &pod["status"]["containerStatuses"][0]
-}
-
-/// The contents (CRI log lines' messages) of every log the node keeps for `container` of the
-/// pod with `uid`, concatenated.
-fn node_logs(node: &Node, uid: &str, container: &str) -> String {
-    let dir = node
-        .dir
-        .path()
-        .join("pods")
-        .join(uid)
-        .join("logs")
-        .join(container);
-    let mut out = String::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for file in files {
-        for line in std::fs::read_to_string(file).unwrap().lines() {
-            let entry = bosun_node::logs::parse(line).expect("CRI log line");
-            out.push_str(entry.content);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@
 //! - [`runtime`]: the seam between the agent and what runs a container, with its wasmtime
 //!   implementation (WASI preview 1 modules and preview 2 command components, memory and CPU
 //!   limits, stop at any instruction);
+//! - [`network`]: a network namespace and an IP per pod, the bridge, routes to other nodes'
+//!   pods, and the rules for guests' sockets;
 //! - [`logs`]: container log files in the CRI format, and the log server;
 //! - [`volumes`]: emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes as
 //!   directories preopened in the guest.
@@ -16,5 +18,6 @@
 pub mod agent;
 pub mod images;
 pub mod logs;
+pub mod network;
 pub mod runtime;
 pub mod volumes;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bosun_api::cidr::Ipv4Cidr;
 use bosun_node::agent::{Backoff, NodeConfig, run as run_agent};
 
 use super::server::{default_data_dir, duration};
@@ -62,6 +63,29 @@ pub struct Args {
     /// The image cache is trimmed to this size, e.g. 10Gi.
     #[arg(long, env = "BOSUN_IMAGE_CACHE_SIZE", default_value = "10Gi", value_parser = quantity)]
     image_cache_size: u64,
+    /// The bridge the pods' network interfaces join (made if missing).
+    #[arg(long, env = "BOSUN_BRIDGE", default_value = "bosun0", value_parser = interface_name)]
+    bridge: String,
+    /// The cluster's pod block, as given to the server: pods may connect anywhere in it.
+    #[arg(long, env = "BOSUN_CLUSTER_CIDR", default_value = "10.88.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
+    /// The cluster's Service block, as given to the server: pods may connect anywhere in it.
+    #[arg(long, env = "BOSUN_SERVICE_CIDR", default_value = "10.89.0.0/16")]
+    service_cidr: Ipv4Cidr,
+}
+
+fn interface_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an interface name (1 to 15 letters, digits, '-' or '_')"
+        ))
+    }
 }
 
 fn quantity(s: &str) -> Result<u64, String> {
@@ -99,6 +123,9 @@ impl Args {
         };
         config.image_cache_max_bytes = self.image_cache_size;
         config.volume_sync_period = self.volume_sync_period;
+        config.bridge = self.bridge;
+        config.cluster_cidr = self.cluster_cidr;
+        config.service_cidr = self.service_cidr;
         config
     }
 

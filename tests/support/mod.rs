@@ -9,6 +9,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use sqlx::Connection;
 
+pub mod cluster;
+
 pub const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
 
 /// A running `bosun server`, stopped (SIGKILL) when dropped.
@@ -19,12 +21,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `bosun server ARGS --bind-address 127.0.0.1 --port 0` and waits until it listens.
+    /// Starts `bosun server ARGS --bind-address 127.0.0.1 --port 0` (unless ARGS has its own
+    /// `--bind-address`) and waits until it listens.
     pub async fn start(args: &[&str]) -> Self {
+        let bind = if args.contains(&"--bind-address") {
+            &[][..]
+        } else {
+            &["--bind-address", "127.0.0.1"][..]
+        };
         let mut child = Command::new(BOSUN)
             .arg("server")
             .args(args)
-            .args(["--bind-address", "127.0.0.1", "--port", "0"])
+            .args(bind)
+            .args(["--port", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -227,21 +236,26 @@ pub struct Registry {
 
 impl Registry {
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, "127.0.0.1").await
+    }
+
+    /// A registry listening on `ip` (an address other network namespaces can reach).
+    pub async fn start_on(ip: &str) -> Self {
+        Self::start_with(None, ip).await
     }
 
     /// A registry that wants HTTP basic auth as `user`/`password` (htpasswd, bcrypt).
     pub async fn start_with_auth(user: &str, password: &str) -> Self {
-        Self::start_with(Some((user, password))).await
+        Self::start_with(Some((user, password)), "127.0.0.1").await
     }
 
-    async fn start_with(login: Option<(&str, &str)>) -> Self {
+    async fn start_with(login: Option<(&str, &str)>, ip: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
         let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             dir.path().join("data").display()
         );
         if let Some((user, password)) = login {
@@ -262,7 +276,7 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry is not installed: apt-get install docker-registry");
-        let host = format!("127.0.0.1:{port}");
+        let host = format!("{ip}:{port}");
         let url = format!("http://{host}/v2/");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -317,41 +331,95 @@ impl Drop for Registry {
     }
 }
 
-/// A running `bosun node` against `server`, stopped (SIGKILL) when dropped.
+/// A running `bosun node` against `server`, stopped (SIGKILL) when dropped. Each has a bridge
+/// of its own (`--bridge`), and dropping it removes the bridge and its pods' network
+/// namespaces, which a killed agent leaves behind.
 pub struct Node {
     pub child: Child,
     pub name: String,
     pub dir: tempfile::TempDir,
+    pub bridge: String,
+    launch: Launch,
+}
+
+/// How a node's process is started.
+#[derive(Clone)]
+struct Launch {
+    kubeconfig: PathBuf,
+    registry: String,
+    node_ip: String,
+    /// A command the agent runs under (`ip netns exec HOST`, `setpriv …`).
+    wrapper: Vec<String>,
+    /// The flags it was started with (a restart keeps them).
+    args: Vec<String>,
 }
 
 impl Node {
     /// Starts `bosun node` named `name` with short back-offs and lease times (tests only),
     /// trusting `registry` over plain HTTP; `args` are added.
     pub fn start(server: &Server, name: &str, registry: &Registry, args: &[&str]) -> Self {
+        Self::start_under(
+            server.kubeconfig.clone(),
+            name,
+            &registry.host,
+            "127.0.0.1",
+            &[],
+            args,
+        )
+    }
+
+    /// Starts the agent under `wrapper` (a command prefix, such as `ip netns exec HOST`), with
+    /// its own kubeconfig and address.
+    pub fn start_under(
+        kubeconfig: PathBuf,
+        name: &str,
+        registry: &str,
+        node_ip: &str,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let child = Self::spawn(server, name, dir.path(), registry, args);
+        let launch = Launch {
+            kubeconfig,
+            registry: registry.to_string(),
+            node_ip: node_ip.to_string(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        let bridge = format!("bt{}x{}", std::process::id() % 100_000, unique());
+        let child = Self::spawn(&launch, name, dir.path(), &bridge, &[]);
         Self {
             child,
             name: name.to_string(),
             dir,
+            bridge,
+            launch,
         }
     }
 
     fn spawn(
-        server: &Server,
+        launch: &Launch,
         name: &str,
         dir: &std::path::Path,
-        registry: &Registry,
+        bridge: &str,
         args: &[&str],
     ) -> Child {
-        Command::new(BOSUN)
+        let mut command = match launch.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BOSUN);
+                c
+            }
+            None => Command::new(BOSUN),
+        };
+        command
             .arg("node")
             .arg("--kubeconfig")
-            .arg(&server.kubeconfig)
-            .args(["--name", name, "--node-ip", "127.0.0.1", "--port", "0"])
+            .arg(&launch.kubeconfig)
+            .args(["--name", name, "--node-ip", &launch.node_ip, "--port", "0"])
             .arg("--data-dir")
             .arg(dir)
-            .args(["--insecure-registry", &registry.host])
+            .args(["--insecure-registry", &launch.registry, "--bridge", bridge])
             .args([
                 "--lease-duration",
                 "4s",
@@ -360,6 +428,7 @@ impl Node {
             ])
             .args(["--backoff-initial", "1s", "--backoff-max", "8s"])
             .args(["--volume-sync-period", "1s"])
+            .args(&launch.args)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -367,20 +436,70 @@ impl Node {
             .expect("spawn bosun node")
     }
 
-    /// Kills the agent (its containers die with it) and starts it again on the same data.
-    pub fn restart(&mut self, server: &Server, registry: &Registry, args: &[&str]) {
+    /// Kills the agent (its containers die with it) and starts it again on the same data, with
+    /// the flags it had and `args`.
+    pub fn restart(&mut self, _server: &Server, _registry: &Registry, args: &[&str]) {
         self.kill();
-        self.child = Self::spawn(server, &self.name, self.dir.path(), registry, args);
+        self.child = Self::spawn(
+            &self.launch,
+            &self.name,
+            self.dir.path(),
+            &self.bridge,
+            args,
+        );
     }
 
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// The pod UIDs holding addresses on this node (its IPAM records).
+    pub fn address_records(&self) -> Vec<(String, String)> {
+        let dir = self.dir.path().join("network/ipam");
+        let mut records: Vec<(String, String)> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let ip = e.file_name().to_string_lossy().into_owned();
+                        ip.parse::<std::net::Ipv4Addr>().ok()?;
+                        Some((ip, std::fs::read_to_string(e.path()).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.sort();
+        records
+    }
+
+    /// The wrapper's `ip netns exec HOST` namespace, if the agent runs in one.
+    fn host_netns(&self) -> Option<&str> {
+        match self.launch.wrapper.as_slice() {
+            [ip, netns, exec, host, ..] if ip == "ip" && netns == "netns" && exec == "exec" => {
+                Some(host)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+        for (_, uid) in self.address_records() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("bosun-{uid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let mut del = Command::new("ip");
+        if let Some(host) = self.host_netns() {
+            del.args(["-n", host]);
+        }
+        let _ = del
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
     }
 }

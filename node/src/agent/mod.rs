@@ -13,21 +13,24 @@ pub(crate) mod env;
 mod node;
 mod pod;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bosun_api::cidr::Ipv4Cidr;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use crate::images::Images;
 use crate::logs::server::LogIndex;
+use crate::network::{Network, NetworkConfig};
 use crate::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 
 pub use node::NodeReadings;
@@ -60,6 +63,12 @@ pub struct NodeConfig {
     pub image_cache_max_bytes: u64,
     /// How often configMap, secret and downwardAPI volumes are rewritten from the objects.
     pub volume_sync_period: Duration,
+    /// The bridge the pods' veths join (made if missing).
+    pub bridge: String,
+    /// The cluster's pod block (the server's `--cluster-cidr`): guests may connect inside it.
+    pub cluster_cidr: Ipv4Cidr,
+    /// The cluster's Service block (the server's `--service-cidr`): guests may connect to it.
+    pub service_cidr: Ipv4Cidr,
     pub wasmtime: WasmtimeOptions,
 }
 
@@ -88,6 +97,9 @@ impl NodeConfig {
             },
             image_cache_max_bytes: 10 << 30,
             volume_sync_period: Duration::from_secs(10),
+            bridge: "bosun0".to_string(),
+            cluster_cidr: "10.88.0.0/16".parse().expect("a valid block"),
+            service_cidr: "10.89.0.0/16".parse().expect("a valid block"),
             wasmtime: WasmtimeOptions::default(),
         }
     }
@@ -117,7 +129,7 @@ pub(crate) struct Agent {
     pub config: NodeConfig,
     pub runtime: WasmtimeRuntime,
     pub images: Images,
-    pub node_ip: IpAddr,
+    pub node_ip: Ipv4Addr,
     pub recorder: Recorder,
     /// `<data_dir>/pods`: one directory per pod UID (logs, volumes).
     pub pods_dir: PathBuf,
@@ -125,6 +137,17 @@ pub(crate) struct Agent {
     pub serving_cert: Option<String>,
     /// What the log server can serve.
     pub logs: Arc<LogIndex>,
+    /// The pod network, set up once the node has its podCIDR (before any pod starts).
+    network: OnceLock<Network>,
+}
+
+impl Agent {
+    /// The pod network. Pod workers start only after it is set up.
+    pub fn network(&self) -> &Network {
+        self.network
+            .get()
+            .expect("the pod network is set up before pods start")
+    }
 }
 
 /// Runs the agent until `shutdown` resolves. Its containers stop with it: Wasm runs inside
@@ -163,7 +186,12 @@ pub async fn run(
         .get_or_insert_with(|| config.data_dir.join("compiled"));
     let runtime = WasmtimeRuntime::new(wasmtime)?;
     let node_ip = match config.address {
-        Some(ip) => ip,
+        Some(IpAddr::V4(ip)) => ip,
+        Some(IpAddr::V6(ip)) => {
+            return Err(AgentError::Address(format!(
+                "{ip} is IPv6; Bosun's pod network is IPv4 only for now"
+            )));
+        }
         None => node::host_address().map_err(AgentError::Address)?,
     };
     let listener = tokio::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), config.port))
@@ -208,6 +236,7 @@ pub async fn run(
         pods_dir,
         serving_cert: Some(serving_cert),
         logs: logs.clone(),
+        network: OnceLock::new(),
     });
     let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
     let log_server = tokio::spawn(crate::logs::server::serve(
@@ -222,13 +251,27 @@ pub async fn run(
 
     node::register(&agent).await.map_err(AgentError::Register)?;
     let heartbeat = tokio::spawn(node::heartbeat(agent.clone()));
+    tokio::pin!(shutdown);
+    let network = tokio::select! {
+        network = start_network(&agent) => network,
+        () = &mut shutdown => {
+            heartbeat.abort();
+            return Ok(());
+        }
+    };
+    let _ = agent.network.set(network);
+    if let Err(error) = node::write_status(&agent).await {
+        tracing::warn!(%error, "cannot update the node's status");
+    }
     let status = tokio::spawn(node::keep_status(agent.clone()));
+    let routes = tokio::spawn(keep_routes(agent.clone()));
     let gc = tokio::spawn(collect_garbage(agent.clone()));
     let (stopping, stopping_rx) = watch::channel(false);
     let pods = tokio::spawn(watch_pods(agent.clone(), stopping_rx));
     shutdown.await;
     heartbeat.abort();
     status.abort();
+    routes.abort();
     gc.abort();
     // The workers stop their containers and return; the pod directories stay for the next
     // start, which adopts the pods again.
@@ -238,6 +281,104 @@ pub async fn run(
     let _ = log_server.await;
     tracing::info!(node = %agent.config.name, "node agent stopped");
     Ok(())
+}
+
+/// Sets up the pod network on the node's podCIDR, waiting for the control plane to assign
+/// one; without the privileges for it, pods get the node's own network.
+async fn start_network(agent: &Agent) -> Network {
+    let config = NetworkConfig {
+        bridge: agent.config.bridge.clone(),
+        cluster_cidr: agent.config.cluster_cidr,
+        service_cidr: agent.config.service_cidr,
+        dir: agent.config.data_dir.join("network"),
+    };
+    let host = |reason: String| {
+        tracing::warn!(%reason, "no pod network: pods will share the node's network");
+        let node = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Node".to_string()),
+            name: Some(agent.config.name.clone()),
+            uid: Some(agent.config.name.clone()),
+            ..Default::default()
+        };
+        let (recorder, note) = (agent.recorder.clone(), reason.clone());
+        tokio::spawn(async move {
+            let event = kube::runtime::events::Event {
+                type_: kube::runtime::events::EventType::Warning,
+                reason: "HostNetworkFallback".to_string(),
+                note: Some(format!("pods share the node's network: {note}")),
+                action: "SetUpPodNetwork".to_string(),
+                secondary: None,
+            };
+            let _ = recorder.publish(&event, &node).await;
+        });
+        Network::host(config.clone(), agent.node_ip, reason)
+    };
+    let probed = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Network::probe(&config)).await
+    };
+    match probed {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => return host(reason),
+        Err(e) => return host(format!("the network check panicked: {e}")),
+    }
+    let pod_cidr = node::wait_for_pod_cidr(agent).await;
+    let node_ip = agent.node_ip;
+    let for_start = config.clone();
+    let started =
+        tokio::task::spawn_blocking(move || Network::start(for_start, node_ip, pod_cidr)).await;
+    match started {
+        Ok(Ok(network)) => network,
+        Ok(Err(reason)) => host(reason),
+        Err(e) => host(format!("the network setup panicked: {e}")),
+    }
+}
+
+/// Keeps a route to every other node's pods (its podCIDR via its InternalIP).
+async fn keep_routes(agent: Arc<Agent>) {
+    let api: Api<Node> = Api::all(agent.client.clone());
+    let mut nodes: HashMap<String, (Ipv4Cidr, Ipv4Addr)> = HashMap::new();
+    let mut listing: Option<HashMap<String, (Ipv4Cidr, Ipv4Addr)>> = None;
+    let mut ready = false;
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => listing = Some(HashMap::new()),
+            Ok(watcher::Event::InitApply(node)) => {
+                if let (Some(listing), Some(route)) = (listing.as_mut(), node::pod_route(&node)) {
+                    listing.insert(node.name_any(), route);
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                nodes = listing.take().unwrap_or_default();
+                ready = true;
+            }
+            Ok(watcher::Event::Apply(node)) => match node::pod_route(&node) {
+                Some(route) => {
+                    nodes.insert(node.name_any(), route);
+                }
+                None => {
+                    nodes.remove(&node.name_any());
+                }
+            },
+            Ok(watcher::Event::Delete(node)) => {
+                nodes.remove(&node.name_any());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "watching nodes for routes");
+                continue;
+            }
+        }
+        if ready {
+            let wanted: BTreeSet<(Ipv4Cidr, Ipv4Addr)> = nodes.values().copied().collect();
+            if let Err(error) = agent.network().sync_routes(&wanted).await {
+                tracing::warn!(%error, "cannot update the routes to other nodes' pods");
+            }
+        }
+    }
 }
 
 /// Every minute: trims the image cache to `image_cache_max_bytes` and forgets compiled code,
@@ -317,8 +458,11 @@ async fn watch_pods(agent: Arc<Agent>, mut stopping: watch::Receiver<bool>) {
                     if let Some(seen) = listed.take() {
                         workers.retain(|uid, _| seen.contains(uid));
                         if !cleaned {
-                            // Pods deleted while the agent was away leave directories.
+                            // Pods deleted while the agent was away leave directories,
+                            // namespaces and addresses.
                             pod::remove_orphans(&agent.pods_dir, &seen);
+                            let live: HashSet<String> = seen.iter().cloned().collect();
+                            agent.network().reconcile(&live).await;
                             cleaned = true;
                         }
                     }

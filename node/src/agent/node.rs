@@ -1,11 +1,12 @@
 //! The Node object and the node's Lease: registration, status from real readings, heartbeat.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bosun_api::cidr::Ipv4Cidr;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -109,15 +110,62 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
 
 /// The host's first non-loopback IPv4 address (from the kernel's routing choice: the source
 /// address of a UDP socket "connected" to a public address; nothing is sent).
-pub fn host_address() -> Result<IpAddr, String> {
+pub fn host_address() -> Result<Ipv4Addr, String> {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     if socket.connect("192.0.2.1:9").is_ok()
-        && let Ok(addr) = socket.local_addr()
+        && let Ok(std::net::SocketAddr::V4(addr)) = socket.local_addr()
         && !addr.ip().is_unspecified()
     {
-        return Ok(addr.ip());
+        return Ok(*addr.ip());
     }
-    Ok(IpAddr::from([127, 0, 0, 1]))
+    Ok(Ipv4Addr::LOCALHOST)
+}
+
+/// Waits until the control plane has given the node a podCIDR (the node IPAM controller does
+/// it within moments of registration).
+pub(super) async fn wait_for_pod_cidr(agent: &Agent) -> Ipv4Cidr {
+    let api: Api<Node> = Api::all(agent.client.clone());
+    let started = Instant::now();
+    let mut told = Instant::now();
+    loop {
+        match api.get(&agent.config.name).await {
+            Ok(node) => {
+                let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref());
+                match cidr.map(str::parse::<Ipv4Cidr>) {
+                    Some(Ok(cidr)) => return cidr,
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "the node's spec.podCIDR is not a usable IPv4 block")
+                    }
+                    None => {}
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the node"),
+        }
+        if told.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!(
+                waited_seconds = started.elapsed().as_secs(),
+                "still waiting for the control plane to give this node a podCIDR (is the server's nodeipam controller running?)"
+            );
+            told = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A node's pod block and the address its pods are reached through, if it has both.
+pub(super) fn pod_route(node: &Node) -> Option<(Ipv4Cidr, Ipv4Addr)> {
+    let cidr = node.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()?;
+    let ip = node
+        .status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")?
+        .address
+        .parse()
+        .ok()?;
+    Some((cidr, ip))
 }
 
 fn arch() -> &'static str {
@@ -140,6 +188,10 @@ fn labels(agent: &Agent) -> Value {
 }
 
 /// The status fields that change only with the machine, not with time.
+/// The node condition saying whether pods get their own network (`False`) or share the
+/// node's (`True`, for want of privileges). Not `NetworkUnavailable`: pods still run.
+pub const POD_NETWORK_CONDITION: &str = "bosun.dev/PodNetworkUnavailable";
+
 fn status(agent: &Agent, readings: &NodeReadings, previous: Option<&Value>) -> Value {
     let c = &agent.config;
     let resources = json!({
@@ -190,6 +242,28 @@ fn status(agent: &Agent, readings: &NodeReadings, previous: Option<&Value>) -> V
         json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
                "message": "bosun node is posting ready status"}),
     ];
+    if let Some(network) = agent.network.get() {
+        conditions.push(match network.fallback_reason() {
+            Some(reason) => condition(
+                POD_NETWORK_CONDITION,
+                true,
+                ("", ""),
+                (
+                    "HostNetworkFallback",
+                    &format!("pods share the node's network: {reason}"),
+                ),
+            ),
+            None => condition(
+                POD_NETWORK_CONDITION,
+                false,
+                (
+                    "PodNetworkReady",
+                    "each pod has its own network namespace and IP",
+                ),
+                ("", ""),
+            ),
+        });
+    }
     let now = Timestamp::now().to_string();
     for condition in &mut conditions {
         let before = previous
@@ -274,11 +348,15 @@ pub(super) async fn register(agent: &Agent) -> Result<(), kube::Error> {
             tracing::info!(node = %name, "adopted the existing node object");
         }
     }
-    write_status(agent, &NodeReadings::read(&agent.config.data_dir)).await?;
-    Ok(())
+    write_status(agent).await
 }
 
-async fn write_status(agent: &Agent, readings: &NodeReadings) -> Result<(), kube::Error> {
+/// Reads the node and writes its status.
+pub(super) async fn write_status(agent: &Agent) -> Result<(), kube::Error> {
+    write_readings(agent, &NodeReadings::read(&agent.config.data_dir)).await
+}
+
+async fn write_readings(agent: &Agent, readings: &NodeReadings) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(agent.client.clone());
     let current = api.get_status(&agent.config.name).await?;
     let previous = serde_json::to_value(&current.status).ok();
@@ -294,14 +372,14 @@ async fn write_status(agent: &Agent, readings: &NodeReadings) -> Result<(), kube
 
 /// What decides whether the Node's status needs writing: the conditions' verdicts and the
 /// advertised resources, not the exact readings.
-fn verdict(agent: &Agent, readings: &NodeReadings) -> (bool, bool, bool, u32, u64, IpAddr) {
+fn verdict(agent: &Agent, readings: &NodeReadings) -> (bool, bool, bool, u32, u64, Option<bool>) {
     (
         readings.memory_pressure(),
         readings.disk_pressure(),
         readings.pid_pressure(),
         readings.cpus,
         readings.memory_total >> 20,
-        agent.node_ip,
+        agent.network.get().map(|n| n.fallback_reason().is_some()),
     )
 }
 
@@ -321,7 +399,7 @@ pub(super) async fn keep_status(agent: Arc<Agent>) {
         if now == last && written.elapsed() < REPORT_AT_LEAST_EVERY {
             continue;
         }
-        match write_status(&agent, &readings).await {
+        match write_readings(&agent, &readings).await {
             Ok(()) => {
                 last = now;
                 written = Instant::now();

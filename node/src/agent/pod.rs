@@ -7,6 +7,7 @@
 //! future in `pending`; the task reacts to whichever finishes, to a new version of the pod,
 //! and to back-off timers, then writes the status if it changed.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,7 +23,8 @@ use tokio::sync::watch;
 
 use super::{Agent, env};
 use crate::images::{Credential, Image, PullPolicy, parse_docker_config};
-use crate::runtime::{ContainerSpec, Exit, Running, Runtime, Stopper};
+use crate::network::EGRESS_ANNOTATION;
+use crate::runtime::{ContainerSpec, Exit, NetworkAccess, Running, Runtime, Stopper};
 
 /// Runs one pod until it is deleted (`pod`'s sender dropped or the pod marked for deletion and
 /// stopped) or the agent stops.
@@ -83,6 +85,7 @@ pub(super) async fn run(
         "Stopping the pod's containers",
     );
     worker.stop_all(&mut pending, grace).await;
+    worker.agent.network().detach(&worker.uid).await;
     if !gone {
         worker.publish().await;
         worker.delete().await;
@@ -121,6 +124,8 @@ struct Launch {
     running: Running,
     image: Image,
     pulled: bool,
+    /// The pod's address (its own, or the node's for hostNetwork).
+    pod_ip: Ipv4Addr,
 }
 
 /// Why a container could not be started, as the kubelet words it.
@@ -275,6 +280,9 @@ struct Worker {
     published: Option<Value>,
     syncing_volumes: bool,
     volumes_synced_at: Instant,
+    /// The pod's address, once its network is set up (or from the status an earlier run of
+    /// the agent wrote).
+    pod_ip: Option<Ipv4Addr>,
 }
 
 impl Worker {
@@ -319,6 +327,9 @@ impl Worker {
             published: None,
             syncing_volumes: false,
             volumes_synced_at: Instant::now(),
+            pod_ip: status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok()),
             pod,
         };
         worker.resume();
@@ -466,10 +477,11 @@ impl Worker {
         self.syncing_volumes = true;
         self.volumes_synced_at = Instant::now() + self.agent.config.volume_sync_period;
         let (agent, pod, dir) = (self.agent.clone(), self.pod.clone(), self.dir.clone());
+        let pod_ip = self.pod_ip.unwrap_or(agent.node_ip).to_string();
         pending.push(
             async move {
-                let ip = agent.node_ip.to_string();
-                let mut sources = env::Sources::new(&agent.client, &pod, ip.clone(), ip);
+                let host_ip = agent.node_ip.to_string();
+                let mut sources = env::Sources::new(&agent.client, &pod, host_ip, pod_ip);
                 Step::VolumesSynced(crate::volumes::refresh(&mut sources, &dir, &pod).await)
             }
             .boxed(),
@@ -491,6 +503,28 @@ impl Worker {
         slot.started_once = true;
         slot.pull_failures = 0;
         slot.image_id = launch.image.image_id.clone();
+        let first_start = self.pod_ip.is_none();
+        self.pod_ip = Some(launch.pod_ip);
+        let host_network = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        if first_start
+            && !host_network
+            && let Some(reason) = self.agent.network().fallback_reason()
+        {
+            self.event(
+                EventType::Warning,
+                "HostNetworkFallback",
+                "SetUpNetwork",
+                &format!(
+                    "The pod shares the node's network (no network namespace of its own): {reason}"
+                ),
+            );
+        }
+        let slot = self.slot(which);
         // Held for the pod's life: the image cache keeps what live pods use.
         slot.image = Some(launch.image);
         let name = slot.spec.name.clone();
@@ -831,7 +865,7 @@ impl Worker {
     }
 
     fn status(&self) -> Value {
-        let ip = self.agent.node_ip.to_string();
+        let host_ip = self.agent.node_ip.to_string();
         let initialized = self.init.iter().all(Slot::succeeded);
         let unready: Vec<&str> = self
             .apps
@@ -913,17 +947,20 @@ impl Worker {
             .filter(|p| !ours.iter().any(|o| p["type"] == *o))
             .collect();
         all.extend(conditions);
-        json!({
+        let mut status = json!({
             "phase": phase,
             "conditions": all,
-            "hostIP": ip,
-            "hostIPs": [{"ip": ip}],
-            "podIP": ip,
-            "podIPs": [{"ip": ip}],
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
             "startTime": self.start_time,
             "initContainerStatuses": self.init.iter().map(|s| container_status(s, true)).collect::<Vec<_>>(),
             "containerStatuses": self.apps.iter().map(|s| container_status(s, false)).collect::<Vec<_>>(),
-        })
+        });
+        if let Some(ip) = self.pod_ip {
+            status["podIP"] = json!(ip.to_string());
+            status["podIPs"] = json!([{"ip": ip.to_string()}]);
+        }
+        status
     }
 }
 
@@ -1025,11 +1062,26 @@ async fn launch(
         message,
         pull: false,
     };
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let network = agent
+        .network()
+        .attach(uid, host_network)
+        .await
+        .map_err(|message| LaunchError {
+            reason: "CreateContainerError",
+            message,
+            pull: false,
+        })?;
     let mut sources = env::Sources::new(
         &agent.client,
         pod,
         agent.node_ip.to_string(),
-        agent.node_ip.to_string(),
+        network.ip.to_string(),
     );
     let credentials = pull_credentials(&mut sources, pod).await;
     let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image_name);
@@ -1071,6 +1123,10 @@ async fn launch(
         log,
         memory_limit,
         cpu_limit_millis,
+        network: Some(NetworkAccess {
+            netns: network.netns.clone(),
+            policy: agent.network().policy(network.ip, egress_allowed(pod)),
+        }),
         digest: Some(image.digest.clone()),
         wasm: image.wasm.clone(),
     };
@@ -1091,7 +1147,17 @@ async fn launch(
         running,
         image,
         pulled: policy == PullPolicy::Always,
+        pod_ip: network.ip,
     })
+}
+
+/// Whether the pod lets its guests connect outside the cluster (see [`crate::network::policy`]).
+fn egress_allowed(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EGRESS_ANNOTATION))
+        .is_some_and(|v| v == "allow")
 }
 
 fn limit(container: &Container, resource: &str) -> Option<String> {

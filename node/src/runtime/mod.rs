@@ -32,6 +32,17 @@ pub struct ContainerSpec {
     pub memory_limit: u64,
     /// CPU share in thousandths of a core (`250` = `250m`); `None` is unlimited.
     pub cpu_limit_millis: Option<u64>,
+    /// The guest's sockets; `None` gives it none.
+    pub network: Option<NetworkAccess>,
+}
+
+/// Where a guest's sockets live and what they may reach.
+#[derive(Debug, Clone)]
+pub struct NetworkAccess {
+    /// The pod's network namespace (a file such as `/run/netns/bosun-<uid>`); `None` is the
+    /// node's own.
+    pub netns: Option<PathBuf>,
+    pub policy: crate::network::SocketPolicy,
 }
 
 /// A host directory preopened in the guest.
@@ -100,14 +111,17 @@ pub struct Running {
 #[derive(Clone, Debug)]
 pub struct Stopper {
     stop: Arc<AtomicBool>,
+    /// Wakes a container blocked in a host call (accept, sleep, read) so that it stops too.
+    wake: Arc<tokio::sync::Notify>,
     shutdown: Arc<AtomicBool>,
 }
 
 impl Stopper {
-    /// Interrupts the guest at its next epoch tick (a few milliseconds), wherever it is, even
-    /// in a loop that never calls the host.
+    /// Interrupts the guest wherever it is: at its next epoch tick (a few milliseconds) in a
+    /// loop that never calls the host, at once when it waits in a host call.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     /// Tells the guest that it is being stopped, through the `bosun:lifecycle` host
@@ -121,12 +135,17 @@ impl Running {
     /// `thread` must hold `done`'s sender until it ends.
     pub(crate) fn new(
         stop: Arc<AtomicBool>,
+        wake: Arc<tokio::sync::Notify>,
         shutdown: Arc<AtomicBool>,
         thread: JoinHandle<Exit>,
         done: tokio::sync::watch::Receiver<()>,
     ) -> Self {
         Self {
-            stop: Stopper { stop, shutdown },
+            stop: Stopper {
+                stop,
+                wake,
+                shutdown,
+            },
             thread: Some(thread),
             done,
         }

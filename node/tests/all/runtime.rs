@@ -15,6 +15,7 @@ fn command(body: &str) -> Vec<u8> {
         r#"(module
             (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
             (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+            (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
             (memory (export "memory") 1)
             (data (i32.const 16) "hello from wasm\n")
             (func $hello
@@ -58,6 +59,7 @@ fn spec(dir: &tempfile::TempDir, name: &str, wasm: Vec<u8>) -> ContainerSpec {
         log: dir.path().join(format!("{name}.log")),
         memory_limit: 64 << 20,
         cpu_limit_millis: None,
+        network: None,
     }
 }
 
@@ -164,6 +166,33 @@ fn a_guest_that_never_calls_the_host_is_stopped() {
         "stopping took {:?}",
         asked.elapsed()
     );
+}
+
+#[test]
+fn a_guest_waiting_in_a_host_call_is_stopped_too() {
+    // poll_oneoff on the monotonic clock for an hour: the guest waits in the host, where no
+    // epoch tick reaches it. As a module and as a component (through the adapter).
+    let sleep = r#"
+        (i64.store (i32.const 256) (i64.const 0))
+        (i32.store8 (i32.const 264) (i32.const 0))
+        (i32.store (i32.const 272) (i32.const 1))
+        (i64.store (i32.const 280) (i64.const 3600000000000))
+        (i64.store (i32.const 288) (i64.const 0))
+        (i32.store16 (i32.const 296) (i32.const 0))
+        (drop (call $poll (i32.const 256) (i32.const 320) (i32.const 1) (i32.const 400)))"#;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    for wasm in [command(sleep), component(sleep)] {
+        let running = rt.start(spec(&dir, "sleeper", wasm)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!running.is_finished());
+        running.stop();
+        let exit = running
+            .wait_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("a sleeping guest did not stop"));
+        assert_eq!(exit.reason, "Stopped");
+        assert_eq!(exit.code, 137);
+    }
 }
 
 /// CPU time of the thread named `name`, from /proc (clock ticks of 10 ms).

@@ -16,7 +16,7 @@ wasmtime::component::bindgen!({
     path: "wit",
     world: "bosun:lifecycle/guest",
     with: {
-        "wasi:io/poll": wasmtime_wasi::p2::bindings::sync::io::poll,
+        "wasi:io/poll": wasmtime_wasi::p2::bindings::io::poll,
     },
     imports: { default: trappable },
     require_store_data_send: true,

@@ -5,7 +5,16 @@
 //! (`wasi:cli/command`), told apart by the binary's header. It gets exactly what its spec
 //! gives: argv, environment, preopened directories, stdout and stderr to its log file (CRI
 //! format, [`crate::logs`]). No
-//! ambient file system, no host environment, no network (the pod-network work adds that).
+//! ambient file system and no host environment. Sockets (wasi:sockets, TCP and UDP) only with
+//! a [`NetworkAccess`]: the container's thread first enters the pod's network namespace
+//! (`setns(2)` affects only the calling thread, and every socket the guest creates is made
+//! on it), and each address the guest uses is checked against the pod's
+//! [`SocketPolicy`](crate::network::SocketPolicy).
+//!
+//! Each container's thread runs its guest as a future on a current-thread tokio runtime of its
+//! own (wasmtime's async API, on a fiber): host calls that wait (accept, read, sleep) wait on
+//! that runtime, so a stop can drop the guest wherever it waits, and every socket is made on
+//! the thread that entered the pod's namespace.
 //!
 //! Limits:
 //! - memory: a [`ResourceLimiter`] refuses growth past the limit and marks the container
@@ -33,7 +42,7 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::{ContainerSpec, Error, Exit, Result, Running, Runtime};
+use super::{ContainerSpec, Error, Exit, NetworkAccess, Result, Running, Runtime};
 use crate::logs::{LogFile, Stream};
 
 /// The wasmtime release the runtime is built on (from Cargo.lock).
@@ -259,7 +268,22 @@ impl Runtime for WasmtimeRuntime {
             Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
         })?;
         let wasi = wasi_builder(&spec, &log)?;
+        // Opened here so that a missing namespace fails the start, not the guest.
+        let netns = spec
+            .network
+            .as_ref()
+            .and_then(|n| n.netns.as_ref())
+            .map(|path| {
+                std::fs::File::open(path).map_err(|e| {
+                    Error::Setup(format!(
+                        "cannot open the pod's network namespace {}: {e}",
+                        path.display()
+                    ))
+                })
+            })
+            .transpose()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
         let shutdown = Arc::new(AtomicBool::new(false));
         let guard = Guard {
             stop: stop.clone(),
@@ -272,10 +296,17 @@ impl Runtime for WasmtimeRuntime {
         let ticker = self.ticker.clone();
         let name = spec.name.clone();
         let (done, done_rx) = tokio::sync::watch::channel(());
+        let stop_wake = wake.clone();
         let thread = std::thread::Builder::new()
             .name(format!("wasm-{}", spec.name))
             .spawn(move || {
-                let exit = run(&engine, program, wasi, guard);
+                let exit = match netns.map(|ns| enter_netns(&ns)).transpose() {
+                    Ok(_) => run(&engine, program, wasi, guard, &stop_wake),
+                    Err(e) => Exit::error(
+                        128,
+                        format!("cannot enter the pod's network namespace: {e}"),
+                    ),
+                };
                 if let Err(error) = log.finish() {
                     tracing::warn!(container = %name, %error, "cannot finish the log");
                 }
@@ -284,7 +315,19 @@ impl Runtime for WasmtimeRuntime {
                 exit
             })
             .map_err(|e| Error::Setup(format!("cannot start a thread: {e}")))?;
-        Ok(Running::new(stop, shutdown, thread, done_rx))
+        Ok(Running::new(stop, wake, shutdown, thread, done_rx))
+    }
+}
+
+/// Moves the calling thread (only it) into the network namespace `ns`.
+fn enter_netns(ns: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns takes a file descriptor that `ns` keeps open for the call; it changes
+    // the namespace of this thread alone, which then runs only this container's guest.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -295,6 +338,9 @@ fn wasi_builder(spec: &ContainerSpec, log: &LogFile) -> Result<WasiCtxBuilder> {
         .envs(&spec.env)
         .stdout(log.stream(Stream::Stdout))
         .stderr(log.stream(Stream::Stderr));
+    if let Some(network) = &spec.network {
+        allow_sockets(&mut builder, network, &spec.name);
+    }
     for mount in &spec.mounts {
         let perms = if mount.read_only {
             FsPerms::ReadOnly
@@ -312,6 +358,32 @@ fn wasi_builder(spec: &ContainerSpec, log: &LogFile) -> Result<WasiCtxBuilder> {
             })?;
     }
     Ok(builder)
+}
+
+/// Lets the guest use TCP and UDP sockets for the addresses its pod's policy allows; a denied
+/// address gets `access-denied` in the guest and a line in the node's log.
+fn allow_sockets(builder: &mut WasiCtxBuilder, network: &NetworkAccess, container: &str) {
+    use crate::network::policy::Use;
+    use wasmtime_wasi::sockets::SocketAddrUse;
+    let policy = network.policy.clone();
+    let container = container.to_string();
+    builder
+        .allow_tcp(true)
+        .allow_udp(true)
+        .socket_addr_check(move |addr, use_| {
+            let use_ = match use_ {
+                SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => Use::Bind,
+                SocketAddrUse::TcpListen => Use::Listen,
+                SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => Use::Accept,
+                SocketAddrUse::TcpConnect => Use::Connect,
+                SocketAddrUse::UdpSend => Use::Send,
+            };
+            let verdict = policy.check(addr, use_);
+            if let Err(reason) = &verdict {
+                tracing::info!(%container, %addr, ?use_, %reason, "socket denied by the pod's network policy");
+            }
+            Box::pin(std::future::ready(verdict.is_ok()))
+        });
 }
 
 /// Per-container limits and the stop flag, consulted by wasmtime.
@@ -388,7 +460,26 @@ impl WasiView for ComponentState {
 }
 
 /// Runs a container to its end on the current thread.
-fn run(engine: &Engine, program: Program, mut wasi: WasiCtxBuilder, guard: Guard) -> Exit {
+fn run(
+    engine: &Engine,
+    program: Program,
+    mut wasi: WasiCtxBuilder,
+    guard: Guard,
+    wake: &tokio::sync::Notify,
+) -> Exit {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return Exit::error(128, format!("cannot start the container's runtime: {e}")),
+    };
+    // A stop drops the guest's future wherever it waits; one that computes is interrupted by
+    // its epoch callback.
+    let stopped = || async {
+        wake.notified().await;
+        Err(wasmtime::format_err!("stopped"))
+    };
     let (result, guard) = match program {
         Program::Module(module) => {
             let mut store = Store::new(
@@ -401,7 +492,12 @@ fn run(engine: &Engine, program: Program, mut wasi: WasiCtxBuilder, guard: Guard
             store.limiter(|s| &mut s.guard);
             store.epoch_deadline_callback(|mut ctx| ctx.data_mut().guard.on_tick());
             store.set_epoch_deadline(1);
-            let result = run_module(&mut store, &module);
+            let result = runtime.block_on(async {
+                tokio::select! {
+                    result = run_module(&mut store, &module) => result,
+                    result = stopped() => result,
+                }
+            });
             (result, store.into_data().guard)
         }
         Program::Component(component) => {
@@ -416,16 +512,21 @@ fn run(engine: &Engine, program: Program, mut wasi: WasiCtxBuilder, guard: Guard
             store.limiter(|s| &mut s.guard);
             store.epoch_deadline_callback(|mut ctx| ctx.data_mut().guard.on_tick());
             store.set_epoch_deadline(1);
-            let result = run_component(&mut store, &component);
+            let result = runtime.block_on(async {
+                tokio::select! {
+                    result = run_component(&mut store, &component) => result,
+                    result = stopped() => result,
+                }
+            });
             (result, store.into_data().guard)
         }
     };
     exit_of(result, &guard)
 }
 
-fn run_module(store: &mut Store<ModuleState>, module: &Module) -> wasmtime::Result<()> {
+async fn run_module(store: &mut Store<ModuleState>, module: &Module) -> wasmtime::Result<()> {
     let mut linker = Linker::new(store.engine());
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut ModuleState| &mut s.wasi)?;
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut ModuleState| &mut s.wasi)?;
     // node/wit/lifecycle.wit, as a core function: 1 once the node asked the guest to stop.
     linker.func_wrap(
         "bosun_lifecycle",
@@ -434,24 +535,29 @@ fn run_module(store: &mut Store<ModuleState>, module: &Module) -> wasmtime::Resu
             i32::from(caller.data().guard.shutdown.load(Ordering::Relaxed))
         },
     )?;
-    let instance = linker.instantiate(&mut *store, module)?;
+    let instance = linker.instantiate_async(&mut *store, module).await?;
     let start = instance
         .get_typed_func::<(), ()>(&mut *store, "_start")
         .map_err(|_| {
             wasmtime::format_err!("the module exports no _start function (not a WASI command)")
         })?;
-    start.call(&mut *store, ())
+    start.call_async(&mut *store, ()).await
 }
 
-fn run_component(store: &mut Store<ComponentState>, component: &Component) -> wasmtime::Result<()> {
+async fn run_component(
+    store: &mut Store<ComponentState>,
+    component: &Component,
+) -> wasmtime::Result<()> {
     let mut linker = ComponentLinker::new(store.engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     lifecycle::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
     let command =
-        wasmtime_wasi::p2::bindings::sync::Command::instantiate(&mut *store, component, &linker)?;
+        wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut *store, component, &linker)
+            .await?;
     command
         .wasi_cli_run()
-        .call_run(&mut *store)?
+        .call_run(&mut *store)
+        .await?
         .map_err(|()| wasmtime::format_err!("the component's run returned an error"))
 }
 

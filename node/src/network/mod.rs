@@ -1,0 +1,356 @@
+//! Pod networks: one Linux network namespace and one IP per pod, shared by its containers.
+//!
+//! Each pod gets a namespace `bosun-<pod UID>` (under `/run/netns`, so `ip netns exec` works
+//! on it), loopback up, and a veth pair: `eth0` inside with an address from the node's
+//! `spec.podCIDR` ([`ipam`]), its peer on the node's bridge (`bosun0`, holding the block's
+//! first address, which is the pods' default gateway). The wasmtime runtime starts each
+//! container's thread inside the namespace, so every socket a guest opens lives there
+//! ([`policy`] decides which addresses it may use). Pods on other nodes are reached by a
+//! route per node (its podCIDR via its address), kept from the Node objects
+//! ([`Network::sync_routes`]).
+//!
+//! Without the privileges to make namespaces (not root, no CAP_NET_ADMIN) the node still
+//! runs pods, on its own network: [`Network::host`], with the reason for the node's
+//! condition and the pods' events.
+//!
+//! Changes go through the `ip` command ([`ip`]); every step is idempotent, so a restarted
+//! agent (even after `kill -9`) finds a pod's namespace and address again or repairs them,
+//! and [`Network::reconcile`] removes what belongs to pods that are gone.
+
+pub mod ip;
+pub mod ipam;
+pub mod policy;
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bosun_api::cidr::Ipv4Cidr;
+use sha2::{Digest, Sha256};
+
+use ip::IpError;
+use ipam::Ipam;
+pub use policy::{EGRESS_ANNOTATION, SocketPolicy};
+
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The routing protocol number marking the routes this agent owns (to other nodes' pods),
+/// so it can tell them from anyone else's.
+const ROUTE_PROTO: &str = "98";
+
+/// How the node's pod network is set up.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The bridge the pods' veths join.
+    pub bridge: String,
+    /// The cluster's pod block (every node's podCIDR is inside it).
+    pub cluster_cidr: Ipv4Cidr,
+    /// The cluster's Service block.
+    pub service_cidr: Ipv4Cidr,
+    /// Where address records are kept.
+    pub dir: PathBuf,
+}
+
+/// A pod's place on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetwork {
+    pub ip: Ipv4Addr,
+    /// The pod's namespace; `None` for the node's own (hostNetwork, or no privileges).
+    pub netns: Option<PathBuf>,
+}
+
+/// The node's pod network.
+pub struct Network {
+    config: NetworkConfig,
+    node_ip: Ipv4Addr,
+    mode: Mode,
+    /// One change at a time: two containers of a pod start together and must not both make
+    /// its namespace.
+    lock: tokio::sync::Mutex<()>,
+}
+
+enum Mode {
+    Pods(Arc<Ipam>),
+    Host { reason: String },
+}
+
+impl Network {
+    /// Checks that this process may change the network, by making (or finding) the bridge.
+    /// `Err` says why not, for [`Network::host`].
+    pub fn probe(config: &NetworkConfig) -> Result<(), String> {
+        match ip::ip(&["link", "add", &config.bridge, "type", "bridge"]) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_exists() => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Sets up the bridge with the block's gateway address and turns on forwarding; pods get
+    /// addresses from `pod_cidr`.
+    pub fn start(
+        config: NetworkConfig,
+        node_ip: Ipv4Addr,
+        pod_cidr: Ipv4Cidr,
+    ) -> Result<Self, String> {
+        if pod_cidr.size() < 4 {
+            return Err(format!("the podCIDR {pod_cidr} is too small for pods"));
+        }
+        let ipam = Ipam::open(&config.dir.join("ipam"), pod_cidr)
+            .map_err(|e| format!("cannot open {}: {e}", config.dir.display()))?;
+        let gateway = format!("{}/{}", ipam.gateway(), pod_cidr.prefix());
+        Self::probe(&config)?;
+        let current = ip::ip(&["-o", "-4", "addr", "show", "dev", &config.bridge])
+            .map_err(|e| e.to_string())?;
+        let mut commands = Vec::new();
+        if !current.contains(&format!("inet {gateway} ")) {
+            // A bridge left from another podCIDR: its old address must go.
+            commands.push(format!("addr flush dev {}", config.bridge));
+            commands.push(format!("addr add {gateway} dev {}", config.bridge));
+        }
+        commands.push(format!("link set {} up", config.bridge));
+        ip::batch(None, &commands).map_err(|e| e.to_string())?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| format!("cannot turn on IPv4 forwarding: {e}"))?;
+        tracing::info!(bridge = %config.bridge, %pod_cidr, "pod network ready");
+        Ok(Self {
+            config,
+            node_ip,
+            mode: Mode::Pods(Arc::new(ipam)),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Pods share the node's network (and its address); `reason` says why.
+    pub fn host(config: NetworkConfig, node_ip: Ipv4Addr, reason: String) -> Self {
+        Self {
+            config,
+            node_ip,
+            mode: Mode::Host { reason },
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Why pods run on the node's network, if they do.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Host { reason } => Some(reason),
+            Mode::Pods(_) => None,
+        }
+    }
+
+    /// The node's pod block, if it has its own pod network.
+    pub fn pod_cidr(&self) -> Option<Ipv4Cidr> {
+        match &self.mode {
+            Mode::Pods(ipam) => Some(ipam.block()),
+            Mode::Host { .. } => None,
+        }
+    }
+
+    /// The socket rules of a pod at `pod_ip`.
+    pub fn policy(&self, pod_ip: Ipv4Addr, egress: bool) -> SocketPolicy {
+        SocketPolicy {
+            pod_ip,
+            cluster_cidr: self.config.cluster_cidr,
+            service_cidr: self.config.service_cidr,
+            egress,
+        }
+    }
+
+    /// The pod's namespace and address, made if missing (idempotent: the same pod gets the
+    /// same ones, also after an agent restart).
+    pub async fn attach(&self, uid: &str, host_network: bool) -> Result<PodNetwork, String> {
+        let ipam = match &self.mode {
+            Mode::Pods(ipam) if !host_network => ipam.clone(),
+            _ => {
+                return Ok(PodNetwork {
+                    ip: self.node_ip,
+                    netns: None,
+                });
+            }
+        };
+        let _one_at_a_time = self.lock.lock().await;
+        let bridge = self.config.bridge.clone();
+        let uid = uid.to_string();
+        tokio::task::spawn_blocking(move || attach(&ipam, &bridge, &uid))
+            .await
+            .map_err(|e| format!("the network setup panicked: {e}"))?
+    }
+
+    /// Removes the pod's namespace and frees its address (nothing if it has none).
+    pub async fn detach(&self, uid: &str) {
+        let Mode::Pods(ipam) = &self.mode else {
+            return;
+        };
+        let _one_at_a_time = self.lock.lock().await;
+        let (ipam, uid) = (ipam.clone(), uid.to_string());
+        let _ = tokio::task::spawn_blocking(move || {
+            teardown(&uid);
+            if let Some(ip) = ipam.find(&uid) {
+                ipam.release(ip);
+            }
+        })
+        .await;
+    }
+
+    /// Removes the namespaces and addresses of pods not in `live` (after an agent restart).
+    pub async fn reconcile(&self, live: &HashSet<String>) {
+        let Mode::Pods(ipam) = &self.mode else {
+            return;
+        };
+        let _one_at_a_time = self.lock.lock().await;
+        let (ipam, live) = (ipam.clone(), live.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for (ip, uid) in ipam.records() {
+                if !live.contains(&uid) {
+                    tracing::info!(pod_uid = %uid, %ip, "removing the network of a pod that is gone");
+                    teardown(&uid);
+                    ipam.release(ip);
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Routes each other node's pod block via that node's address, and removes the routes
+    /// this agent made for nodes no longer in `nodes`.
+    pub async fn sync_routes(&self, nodes: &BTreeSet<(Ipv4Cidr, Ipv4Addr)>) -> Result<(), String> {
+        let Some(own) = self.pod_cidr() else {
+            return Ok(());
+        };
+        let wanted: BTreeSet<(Ipv4Cidr, Ipv4Addr)> = nodes
+            .iter()
+            .filter(|(cidr, via)| *cidr != own && *via != self.node_ip)
+            .copied()
+            .collect();
+        let _one_at_a_time = self.lock.lock().await;
+        tokio::task::spawn_blocking(move || sync_routes(&wanted))
+            .await
+            .map_err(|e| format!("the route update panicked: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The namespace's name for a pod.
+pub fn netns_name(uid: &str) -> String {
+    format!("bosun-{uid}")
+}
+
+/// The node end of a pod's veth pair: `bv` and 12 hex digits of the UID's hash (interface
+/// names have at most 15 characters).
+fn host_veth(uid: &str) -> String {
+    let hash = Sha256::digest(uid.as_bytes());
+    let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("bv{hex}")
+}
+
+fn attach(ipam: &Ipam, bridge: &str, uid: &str) -> Result<PodNetwork, String> {
+    let address = ipam
+        .allocate(uid)
+        .map_err(|e| format!("cannot get a pod address: {e}"))?;
+    let netns = netns_name(uid);
+    let path = PathBuf::from(NETNS_DIR).join(&netns);
+    let veth = host_veth(uid);
+    let done = PodNetwork {
+        ip: address,
+        netns: Some(path.clone()),
+    };
+    if path.exists() {
+        if is_configured(&netns, &veth, bridge, address) {
+            return Ok(done);
+        }
+        // Half made (the agent died during a setup): start again.
+        teardown(uid);
+    }
+    let prefix = ipam.block().prefix();
+    let setup = ip::batch(
+        None,
+        &[
+            format!("netns add {netns}"),
+            format!("link add {veth} type veth peer name eth0 netns {netns}"),
+            format!("link set {veth} master {bridge} up"),
+        ],
+    )
+    .and_then(|()| {
+        ip::batch(
+            Some(&netns),
+            &[
+                "link set lo up".to_string(),
+                format!("addr add {address}/{prefix} dev eth0"),
+                "link set eth0 up".to_string(),
+                format!("route add default via {}", ipam.gateway()),
+            ],
+        )
+    });
+    match setup {
+        Ok(()) => {
+            tracing::debug!(pod_uid = %uid, ip = %address, "pod network made");
+            Ok(done)
+        }
+        Err(error) => {
+            teardown(uid);
+            Err(format!("cannot set up the pod network: {error}"))
+        }
+    }
+}
+
+fn is_configured(netns: &str, veth: &str, bridge: &str, address: Ipv4Addr) -> bool {
+    let inside = ip::ip(&["-n", netns, "-o", "-4", "addr", "show", "dev", "eth0"]);
+    let outside = ip::ip(&["-o", "link", "show", "dev", veth]);
+    matches!((inside, outside), (Ok(i), Ok(o))
+        if i.contains(&format!("inet {address}/")) && o.contains(&format!("master {bridge} ")))
+}
+
+/// Removes a pod's veth and namespace, whatever of them is there.
+fn teardown(uid: &str) {
+    let ignore_missing = |result: Result<String, IpError>| match result {
+        Err(e) if !e.is_missing() => tracing::warn!(pod_uid = %uid, error = %e, "network teardown"),
+        _ => {}
+    };
+    // Deleting the veth takes its peer with it at once (a namespace's interfaces go only when
+    // the kernel gets round to destroying it).
+    ignore_missing(ip::ip(&["link", "del", &host_veth(uid)]));
+    ignore_missing(ip::ip(&["netns", "del", &netns_name(uid)]));
+}
+
+fn sync_routes(wanted: &BTreeSet<(Ipv4Cidr, Ipv4Addr)>) -> Result<(), IpError> {
+    let current: BTreeSet<(Ipv4Cidr, Ipv4Addr)> =
+        ip::ip(&["-4", "route", "show", "proto", ROUTE_PROTO])?
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let cidr: Ipv4Cidr = words.next()?.parse().ok()?;
+                let via: Ipv4Addr = words.skip_while(|w| *w != "via").nth(1)?.parse().ok()?;
+                Some((cidr, via))
+            })
+            .collect();
+    let mut commands = Vec::new();
+    for (cidr, via) in current.difference(wanted) {
+        commands.push(format!("route del {cidr} via {via} proto {ROUTE_PROTO}"));
+    }
+    for (cidr, via) in wanted.difference(&current) {
+        commands.push(format!(
+            "route replace {cidr} via {via} proto {ROUTE_PROTO}"
+        ));
+    }
+    if commands.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(routes = ?wanted, "updating the routes to other nodes' pods");
+    ip::batch(None, &commands)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_fit_and_differ() {
+        let a = host_veth("0a6a3c1e-7f56-4c9b-9d59-1b2f1d3e4f50");
+        let b = host_veth("0a6a3c1e-7f56-4c9b-9d59-1b2f1d3e4f51");
+        assert!(a.len() <= 15 && a.starts_with("bv"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(netns_name("u1"), "bosun-u1");
+    }
+}

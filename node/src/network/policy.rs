@@ -1,0 +1,143 @@
+//! Which addresses a guest's sockets may use: [`SocketPolicy`], consulted by the wasmtime
+//! runtime for every bind, connect and datagram (wasi:sockets' address check).
+//!
+//! The rules (ARCHITECTURE.md, "Pod network"):
+//! - bind: the wildcard address, loopback, or the pod's own IP (a port of its own namespace);
+//! - listen, accept and receive: always (who may reach the pod is ingress policy, not the
+//!   guest's);
+//! - connect and send: loopback, the pod's own IP, the cluster's pod CIDR and service CIDR;
+//!   anything else only when the pod allows egress (the `bosun.dev/egress: allow` annotation).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use bosun_api::cidr::Ipv4Cidr;
+
+/// The pod annotation that lets a pod's guests connect outside the cluster.
+pub const EGRESS_ANNOTATION: &str = "bosun.dev/egress";
+
+/// What a socket address is used for (wasmtime-wasi's `SocketAddrUse`, without the
+/// dependency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Bind,
+    Listen,
+    /// Accepting a connection or receiving a datagram from the address.
+    Accept,
+    Connect,
+    Send,
+}
+
+/// One pod's socket rules.
+#[derive(Debug, Clone)]
+pub struct SocketPolicy {
+    pub pod_ip: Ipv4Addr,
+    pub cluster_cidr: Ipv4Cidr,
+    pub service_cidr: Ipv4Cidr,
+    /// Whether the pod may connect outside the cluster.
+    pub egress: bool,
+}
+
+impl SocketPolicy {
+    /// `Ok` if the guest may use `addr` this way, else why not (for the node's log).
+    pub fn check(&self, addr: SocketAddr, use_: Use) -> Result<(), String> {
+        let ip = match addr.ip() {
+            IpAddr::V4(ip) => ip,
+            // An IPv4-mapped IPv6 address is its IPv4 address; other IPv6 is outside the
+            // pod network (IPv4 only for now), so it is egress (except loopback).
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(ip) => ip,
+                None if v6.is_loopback() || (v6.is_unspecified() && use_ == Use::Bind) => {
+                    return Ok(());
+                }
+                None if self.egress && matches!(use_, Use::Connect | Use::Send) => return Ok(()),
+                None => return Err(format!("{addr} is outside the pod network")),
+            },
+        };
+        match use_ {
+            Use::Listen | Use::Accept => Ok(()),
+            Use::Bind if ip.is_unspecified() || ip.is_loopback() || ip == self.pod_ip => Ok(()),
+            Use::Bind => Err(format!(
+                "cannot bind {addr}: a pod binds only its own IP {}, loopback or 0.0.0.0",
+                self.pod_ip
+            )),
+            Use::Connect | Use::Send => {
+                if ip.is_loopback()
+                    || ip == self.pod_ip
+                    || self.cluster_cidr.contains(ip)
+                    || self.service_cidr.contains(ip)
+                    || self.egress
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{addr} is outside the cluster ({} pods, {} services) and the pod does not allow egress (annotation {EGRESS_ANNOTATION}: allow)",
+                        self.cluster_cidr, self.service_cidr
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(egress: bool) -> SocketPolicy {
+        SocketPolicy {
+            pod_ip: "10.88.0.5".parse().unwrap(),
+            cluster_cidr: "10.88.0.0/16".parse().unwrap(),
+            service_cidr: "10.89.0.0/16".parse().unwrap(),
+            egress,
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn binds_only_its_own_addresses() {
+        let p = policy(true);
+        for ok in [
+            "0.0.0.0:80",
+            "127.0.0.1:8080",
+            "10.88.0.5:80",
+            "[::]:80",
+            "[::1]:80",
+        ] {
+            assert!(p.check(addr(ok), Use::Bind).is_ok(), "{ok}");
+        }
+        for denied in ["10.88.0.6:80", "192.168.1.1:80", "[2001:db8::1]:80"] {
+            assert!(p.check(addr(denied), Use::Bind).is_err(), "{denied}");
+        }
+    }
+
+    #[test]
+    fn connects_inside_the_cluster_and_outside_only_with_egress() {
+        let closed = policy(false);
+        for ok in [
+            "127.0.0.1:1",
+            "10.88.0.5:1",
+            "10.88.7.9:80",
+            "10.89.0.1:443",
+            "[::1]:80",
+            "[::ffff:10.88.1.2]:80",
+        ] {
+            assert!(closed.check(addr(ok), Use::Connect).is_ok(), "{ok}");
+            assert!(closed.check(addr(ok), Use::Send).is_ok(), "{ok}");
+        }
+        for outside in ["192.168.77.2:80", "8.8.8.8:53", "[2001:db8::1]:80"] {
+            let error = closed.check(addr(outside), Use::Connect).unwrap_err();
+            assert!(error.contains("outside"), "{error}");
+            assert!(policy(true).check(addr(outside), Use::Connect).is_ok());
+        }
+    }
+
+    #[test]
+    fn listening_and_accepting_are_not_the_guests_choice() {
+        let p = policy(false);
+        assert!(p.check(addr("192.168.77.2:5000"), Use::Accept).is_ok());
+        assert!(p.check(addr("0.0.0.0:80"), Use::Listen).is_ok());
+    }
+}

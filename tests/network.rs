@@ -1,0 +1,737 @@
+//! Pod networking end to end, with real network namespaces (the suite runs as root): a real
+//! `bosun server` and `bosun node`, a real registry, and the `netcheck` guest
+//! (guests/netcheck, built by scripts/guests.sh) talking TCP over wasi:sockets.
+//!
+//! Traffic goes only over loopback and namespaces these tests make themselves. Every cluster
+//! has a pod block of its own (`--cluster-cidr`), and every node a bridge of its own.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bosun_node::images::Layout;
+use k8s_openapi::api::core::v1::{Namespace, Node as NodeObject, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::{Value, json};
+use support::cluster::{Cluster, cluster_with, node_logs, phase};
+use support::{Node, Registry, Server};
+
+/// The netcheck guest, a wasm32-wasip2 command component.
+fn netcheck() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/target/wasm32-wasip2/release/netcheck.wasm"
+    );
+    std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{path}: {e} (build the guests first: scripts/guests.sh, which scripts/test.sh runs)"
+        )
+    })
+}
+
+/// A number of this test's own, for blocks and names that must not collide.
+fn unique() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    (std::process::id() % 40) * 4 + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A cluster with a pod block of its own, and the netcheck image pushed.
+async fn network_cluster(node: &str) -> (Cluster, String, String) {
+    let block = format!("10.{}.0.0/16", 100 + unique() % 150);
+    let c = cluster_with(
+        node,
+        &["--cluster-cidr", &block],
+        &["--cluster-cidr", &block],
+    )
+    .await;
+    let image = c
+        .registry
+        .push("netcheck:v1", netcheck(), Layout::ComponentV0)
+        .await;
+    (c, image, block)
+}
+
+fn netcheck_pod(name: &str, image: &str, containers: &[(&str, &[&str])], extra: Value) -> Value {
+    let containers: Vec<Value> = containers
+        .iter()
+        .map(|(name, args)| json!({"name": name, "image": image, "args": args}))
+        .collect();
+    let mut pod = json!({
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": containers},
+    });
+    support::cluster::merge(&mut pod, extra);
+    pod
+}
+
+fn status_of<'a>(pod: &'a Value, container: &str) -> &'a Value {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == container))
+        .unwrap_or(&Value::Null)
+}
+
+fn uid(pod: &Value) -> String {
+    pod["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+fn pod_ip(pod: &Value) -> String {
+    pod["status"]["podIP"].as_str().unwrap_or("").to_string()
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn netns_exists(uid: &str) -> bool {
+    std::path::Path::new(&format!("/run/netns/bosun-{uid}")).exists()
+}
+
+/// The interfaces on a node's bridge (in `host`, or in this namespace).
+fn bridge_ports(bridge: &str, host: Option<&str>) -> usize {
+    let mut args = vec![];
+    if let Some(host) = host {
+        args.extend(["-n", host]);
+    }
+    args.extend(["-o", "link", "show", "master", bridge]);
+    run("ip", &args).lines().count()
+}
+
+async fn eventually(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_containers_of_a_pod_share_localhost_and_the_pods_namespace() {
+    let (c, image, block) = network_cluster("net-pair").await;
+    let name = c
+        .create(netcheck_pod(
+            "pair",
+            &image,
+            &[
+                ("server", &["listen", "127.0.0.1:18731"]),
+                ("client", &["connect", "127.0.0.1:18731", "hi"]),
+            ],
+            json!({}),
+        ))
+        .await;
+    let p = c
+        .wait(&name, "had its client finish", |p| {
+            status_of(p, "client")["state"]["terminated"].is_object()
+        })
+        .await;
+    let uid = uid(&p);
+    assert_eq!(
+        status_of(&p, "client")["state"]["terminated"]["exitCode"],
+        0,
+        "client log: {}",
+        node_logs(&c.node, &uid, "client")
+    );
+    assert!(node_logs(&c.node, &uid, "client").contains("answer: pong hi"));
+    assert!(node_logs(&c.node, &uid, "server").contains("listening on 127.0.0.1:18731"));
+
+    // The pod has an address of the node's block, and the listener lives in its namespace.
+    let ip: std::net::Ipv4Addr = pod_ip(&p).parse().unwrap();
+    let block: bosun_api::cidr::Ipv4Cidr = block.parse().unwrap();
+    assert!(block.contains(ip), "{ip} is not in {block}");
+    assert_ne!(p["status"]["podIP"], p["status"]["hostIP"]);
+    let inside = run(
+        "ip",
+        &["netns", "exec", &format!("bosun-{uid}"), "ss", "-ltn"],
+    );
+    assert!(inside.contains("127.0.0.1:18731"), "{inside}");
+    assert!(!run("ss", &["-ltn"]).contains("127.0.0.1:18731"));
+    let eth0 = run(
+        "ip",
+        &[
+            "-n",
+            &format!("bosun-{uid}"),
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ],
+    );
+    assert!(eth0.contains(&format!("inet {ip}/24")), "{eth0}");
+
+    // Deleting the pod removes its namespace, its veth and its address.
+    c.pods
+        .delete(&name, &DeleteParams::default().grace_period(1))
+        .await
+        .unwrap();
+    eventually("the pod's namespace is gone", || !netns_exists(&uid)).await;
+    eventually("its address is free", || {
+        c.node.address_records().is_empty()
+    })
+    .await;
+    assert_eq!(bridge_ports(&c.node.bridge, None), 0);
+}
+
+#[tokio::test]
+async fn pods_reach_each_other_by_ip_also_from_another_namespace() {
+    let (c, image, _) = network_cluster("net-pods").await;
+    let b = c
+        .create(netcheck_pod(
+            "b",
+            &image,
+            &[("main", &["listen", "0.0.0.0:8080"])],
+            json!({}),
+        ))
+        .await;
+    let pb = c
+        .wait(&b, "listened", |p| {
+            status_of(p, "main")["state"]["running"].is_object() && !pod_ip(p).is_empty()
+        })
+        .await;
+    let target = format!("{}:8080", pod_ip(&pb));
+
+    let a = c
+        .create(netcheck_pod(
+            "a",
+            &image,
+            &[("main", &["connect", &target, "from-a"])],
+            json!({}),
+        ))
+        .await;
+    let pa = c
+        .wait(&a, "finished", |p| {
+            phase(p) == "Succeeded" || phase(p) == "Failed"
+        })
+        .await;
+    let log_a = node_logs(&c.node, &uid(&pa), "main");
+    assert_eq!(phase(&pa), "Succeeded", "{log_a}");
+    assert!(log_a.contains("answer: pong from-a"), "{log_a}");
+    assert_ne!(pod_ip(&pa), pod_ip(&pb));
+
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let other: Api<Pod> = Api::namespaced(c.client.clone(), "other");
+    let pod: Pod = serde_json::from_value(netcheck_pod(
+        "c",
+        &image,
+        &[("main", &["connect", &target, "from-c"])],
+        json!({}),
+    ))
+    .unwrap();
+    other.create(&PostParams::default(), &pod).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pc = loop {
+        let p = serde_json::to_value(other.get("c").await.unwrap()).unwrap();
+        if phase(&p) == "Succeeded" || phase(&p) == "Failed" {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod c never finished: {:#}",
+            p["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log_c = node_logs(&c.node, &uid(&pc), "main");
+    assert!(log_c.contains("answer: pong from-c"), "{log_c}");
+
+    // The listener saw both by their own addresses.
+    let log_b = node_logs(&c.node, &uid(&pb), "main");
+    assert!(log_b.contains(&format!("from {}:", pod_ip(&pa))), "{log_b}");
+    assert!(log_b.contains(&format!("from {}:", pod_ip(&pc))), "{log_b}");
+}
+
+#[tokio::test]
+async fn a_killed_agent_finds_its_pods_networks_again_and_removes_the_gone_ones() {
+    let (mut c, image, _) = network_cluster("net-restart").await;
+    let keep = c
+        .create(netcheck_pod(
+            "keep",
+            &image,
+            &[("main", &["listen", "0.0.0.0:8080"])],
+            json!({"spec": {"restartPolicy": "Always"}}),
+        ))
+        .await;
+    let gone = c
+        .create(netcheck_pod(
+            "gone",
+            &image,
+            &[("main", &["listen", "0.0.0.0:8080"])],
+            json!({}),
+        ))
+        .await;
+    let running = |p: &Value| status_of(p, "main")["state"]["running"].is_object();
+    let before = c.wait(&keep, "ran", running).await;
+    let gone_pod = c.wait(&gone, "ran", running).await;
+    let (keep_uid, gone_uid) = (uid(&before), uid(&gone_pod));
+    assert_eq!(c.node.address_records().len(), 2);
+
+    // kill -9; a pod is deleted for good while the agent is away.
+    c.node.kill();
+    c.pods
+        .delete(&gone, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    c.node_restart_with(&[]);
+
+    let after = c
+        .wait(&keep, "restarted by the new agent", |p| {
+            status_of(p, "main")["restartCount"] == 1 && running(p)
+        })
+        .await;
+    assert_eq!(pod_ip(&after), pod_ip(&before), "the same address");
+    eventually("the gone pod's namespace is removed", || {
+        !netns_exists(&gone_uid)
+    })
+    .await;
+    assert!(netns_exists(&keep_uid), "the live pod keeps its namespace");
+    let records = c.node.address_records();
+    assert_eq!(records, vec![(pod_ip(&before), keep_uid.clone())]);
+    assert_eq!(
+        bridge_ports(&c.node.bridge, None),
+        1,
+        "one veth, no leftovers"
+    );
+
+    // The restarted listener answers on the same address.
+    let client = c
+        .create(netcheck_pod(
+            "client",
+            &image,
+            &[(
+                "main",
+                &["connect", &format!("{}:8080", pod_ip(&after)), "again"],
+            )],
+            json!({}),
+        ))
+        .await;
+    let p = c
+        .wait(&client, "finished", |p| {
+            phase(p) == "Succeeded" || phase(p) == "Failed"
+        })
+        .await;
+    let log = node_logs(&c.node, &uid(&p), "main");
+    assert!(log.contains("answer: pong again"), "{log}");
+}
+
+/// A network namespace of the test's own, joined to this one by a veth: `198.18.N.1` inside,
+/// `198.18.N.254` here (198.18.0.0/15 is set aside for tests like these, RFC 2544); removed
+/// when dropped.
+struct Outside {
+    name: String,
+    ip: String,
+}
+
+impl Outside {
+    fn new() -> Self {
+        let n = unique() % 250;
+        let name = format!("bosun-test-out{n}");
+        let (inner, outer) = (format!("bto{n}i"), format!("bto{n}o"));
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip").args(["link", "del", &outer]).status();
+        run("ip", &["netns", "add", &name]);
+        run(
+            "ip",
+            &[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &name,
+            ],
+        );
+        run(
+            "ip",
+            &["addr", "add", &format!("198.18.{n}.254/24"), "dev", &outer],
+        );
+        run("ip", &["link", "set", &outer, "up"]);
+        for cmd in [
+            vec!["link", "set", "lo", "up"],
+            vec!["addr", "add", &format!("198.18.{n}.1/24"), "dev", &inner],
+            vec!["link", "set", &inner, "up"],
+            vec!["route", "add", "default", "via", &format!("198.18.{n}.254")],
+        ] {
+            let mut args = vec!["-n", name.as_str()];
+            args.extend(cmd);
+            run("ip", &args);
+        }
+        Self {
+            name,
+            ip: format!("198.18.{n}.1"),
+        }
+    }
+
+    /// A TCP listener inside that answers each line and prints where each connection came
+    /// from.
+    fn listen(&self, port: u16) -> Child {
+        let script = format!(
+            "import socket, sys\n\
+             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{ip}', {port})); s.listen(); print('ready', flush=True)\n\
+             while True:\n\
+             \x20   c, addr = s.accept(); print('from', addr[0], flush=True)\n\
+             \x20   line = c.makefile().readline(); c.sendall(b'pong ' + line.encode()); c.close()\n",
+            ip = self.ip
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        let mut out = BufReader::new(child.stdout.as_mut().unwrap());
+        out.read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready");
+        child
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn guests_reach_outside_the_cluster_only_when_the_pod_allows_egress() {
+    let (c, image, block) = network_cluster("net-policy").await;
+    let outside = Outside::new();
+    let mut listener = outside.listen(9000);
+    let target = format!("{}:9000", outside.ip);
+    let finished = |p: &Value| phase(p) == "Succeeded" || phase(p) == "Failed";
+
+    let closed = c
+        .create(netcheck_pod(
+            "closed",
+            &image,
+            &[("main", &["connect", &target, "closed"])],
+            json!({}),
+        ))
+        .await;
+    let p = c.wait(&closed, "finished", finished).await;
+    let log = node_logs(&c.node, &uid(&p), "main");
+    assert_eq!(phase(&p), "Failed", "{log}");
+    assert!(log.contains("PermissionDenied"), "{log}");
+
+    // Binding an address that is not the pod's own is refused by the policy too (not by the
+    // kernel, which would say the address is not available).
+    let foreign = block.replace(".0.0/16", ".0.250:80");
+    let bind = c
+        .create(netcheck_pod(
+            "bind",
+            &image,
+            &[("main", &["bind", &foreign])],
+            json!({}),
+        ))
+        .await;
+    let p = c.wait(&bind, "finished", finished).await;
+    let log = node_logs(&c.node, &uid(&p), "main");
+    assert_eq!(phase(&p), "Failed", "{log}");
+    assert!(log.contains("PermissionDenied"), "{log}");
+
+    let open = c
+        .create(netcheck_pod(
+            "open",
+            &image,
+            &[("main", &["connect", &target, "open"])],
+            json!({"metadata": {"annotations": {"bosun.dev/egress": "allow"}}}),
+        ))
+        .await;
+    let p = c.wait(&open, "finished", finished).await;
+    let log = node_logs(&c.node, &uid(&p), "main");
+    assert!(log.contains("answer: pong open"), "{log}");
+
+    // The listener saw exactly one connection: the allowed pod's.
+    let _ = listener.kill();
+    let mut seen = String::new();
+    let mut out = BufReader::new(listener.stdout.take().unwrap());
+    while out.read_line(&mut seen).unwrap_or(0) > 0 {}
+    let _ = listener.wait();
+    assert_eq!(seen.trim(), format!("from {}", pod_ip(&p)), "{seen}");
+}
+
+#[tokio::test]
+async fn without_network_privileges_pods_share_the_nodes_network_and_the_node_says_so() {
+    let block = format!("10.{}.0.0/16", 100 + unique() % 150);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--cluster-cidr",
+        &block,
+    ])
+    .await;
+    let registry = Registry::start().await;
+    let image = registry
+        .push("netcheck:v1", netcheck(), Layout::ComponentV0)
+        .await;
+    let node = Node::start_under(
+        server.kubeconfig.clone(),
+        "net-unprivileged",
+        &registry.host,
+        "127.0.0.1",
+        &[
+            "setpriv",
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+        ],
+        &["--cluster-cidr", &block],
+    );
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(netcheck_pod(
+        "shared",
+        &image,
+        &[("main", &["bind", "127.0.0.1:0"])],
+        json!({}),
+    ))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let p = loop {
+        let p = serde_json::to_value(pods.get("shared").await.unwrap()).unwrap();
+        if phase(&p) == "Succeeded" || phase(&p) == "Failed" {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never finished: {:#}",
+            p["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = node_logs(&node, &uid(&p), "main");
+    assert_eq!(phase(&p), "Succeeded", "{log}");
+    assert!(log.contains("bound 127.0.0.1:"), "{log}");
+    assert_eq!(pod_ip(&p), "127.0.0.1", "the node's address");
+    assert!(node.address_records().is_empty());
+
+    let nodes: Api<NodeObject> = Api::all(client.clone());
+    let n = serde_json::to_value(nodes.get("net-unprivileged").await.unwrap()).unwrap();
+    let condition = n["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "bosun.dev/PodNetworkUnavailable")
+        .cloned()
+        .unwrap_or_else(|| panic!("no pod network condition: {:#}", n["status"]));
+    assert_eq!(condition["status"], "True");
+    assert_eq!(condition["reason"], "HostNetworkFallback");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("Operation not permitted"),
+        "{condition}"
+    );
+    let ready = n["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "the node is still Ready");
+
+    let events = run_kubectl(&server, &["get", "events", "-A", "-o", "json"]);
+    assert!(events.contains("HostNetworkFallback"), "{events}");
+    drop(node);
+}
+
+fn run_kubectl(server: &Server, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", &server.kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two "hosts" (network namespaces joined by a bridge here, `198.19.N.0/24`), each running a
+/// node agent; the server and the registry listen where both can reach them.
+struct TwoHosts {
+    lan: String,
+    hosts: [String; 2],
+    gateway: String,
+    ips: [String; 2],
+}
+
+impl TwoHosts {
+    fn new() -> Self {
+        let n = unique() % 250;
+        let lan = format!("btlan{n}");
+        let gateway = format!("198.19.{n}.254");
+        let _ = Command::new("ip").args(["link", "del", &lan]).status();
+        run("ip", &["link", "add", &lan, "type", "bridge"]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{gateway}/24"), "dev", &lan],
+        );
+        run("ip", &["link", "set", &lan, "up"]);
+        let mut hosts = [String::new(), String::new()];
+        let mut ips = [String::new(), String::new()];
+        for i in 0..2 {
+            let host = format!("bosun-test-host{n}-{i}");
+            let ip = format!("198.19.{n}.{}", i + 1);
+            let outer = format!("bth{n}x{i}");
+            let _ = Command::new("ip").args(["netns", "del", &host]).status();
+            run("ip", &["netns", "add", &host]);
+            run(
+                "ip",
+                &[
+                    "link", "add", &outer, "type", "veth", "peer", "name", "lan0", "netns", &host,
+                ],
+            );
+            run("ip", &["link", "set", &outer, "master", &lan, "up"]);
+            for cmd in [
+                vec!["link", "set", "lo", "up"],
+                vec!["addr", "add", &format!("{ip}/24"), "dev", "lan0"],
+                vec!["link", "set", "lan0", "up"],
+            ] {
+                let mut args = vec!["-n", host.as_str()];
+                args.extend(cmd);
+                run("ip", &args);
+            }
+            hosts[i] = host;
+            ips[i] = ip;
+        }
+        Self {
+            lan,
+            hosts,
+            gateway,
+            ips,
+        }
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", host]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.lan]).status();
+    }
+}
+
+#[tokio::test]
+async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() {
+    let lan = TwoHosts::new();
+    let block = format!("10.{}.0.0/16", 100 + unique() % 150);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--cluster-cidr",
+        &block,
+        "--bind-address",
+        "0.0.0.0",
+        "--tls-san",
+        &lan.gateway,
+    ])
+    .await;
+    // The agents reach the server and the registry over the hosts' network.
+    let port = server.addr.rsplit_once(':').unwrap().1.to_string();
+    let kubeconfig = data.path().join("lan.kubeconfig");
+    let text = std::fs::read_to_string(&server.kubeconfig).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| match l.split_once("server: ") {
+            Some((indent, _)) => format!("{indent}server: https://{}:{port}\n", lan.gateway),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&kubeconfig, text).unwrap();
+    let registry = Registry::start_on(&lan.gateway).await;
+    let image = registry
+        .push("netcheck:v1", netcheck(), Layout::ComponentV0)
+        .await;
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            Node::start_under(
+                kubeconfig.clone(),
+                &format!("host{i}"),
+                &registry.host,
+                &lan.ips[i],
+                &["ip", "netns", "exec", &lan.hosts[i]],
+                &["--cluster-cidr", &block],
+            )
+        })
+        .collect();
+
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let wait = |name: &'static str, ok: fn(&Value) -> bool| {
+        let pods = pods.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(p) = pods.get(name).await {
+                    let p = serde_json::to_value(p).unwrap();
+                    if ok(&p) {
+                        return p;
+                    }
+                    assert!(Instant::now() < deadline, "{name}: {:#}", p["status"]);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let server_pod: Pod = serde_json::from_value(netcheck_pod(
+        "far",
+        &image,
+        &[("main", &["listen", "0.0.0.0:8080"])],
+        json!({"spec": {"nodeName": "host1"}}),
+    ))
+    .unwrap();
+    pods.create(&PostParams::default(), &server_pod)
+        .await
+        .unwrap();
+    let far = wait("far", |p| {
+        status_of(p, "main")["state"]["running"].is_object() && !pod_ip(p).is_empty()
+    })
+    .await;
+    let target = format!("{}:8080", pod_ip(&far));
+    let client_pod: Pod = serde_json::from_value(netcheck_pod(
+        "near",
+        &image,
+        &[("main", &["connect", &target, "across"])],
+        json!({"spec": {"nodeName": "host0"}}),
+    ))
+    .unwrap();
+    pods.create(&PostParams::default(), &client_pod)
+        .await
+        .unwrap();
+    let near = wait("near", |p| phase(p) == "Succeeded" || phase(p) == "Failed").await;
+    let log = node_logs(&nodes[0], &uid(&near), "main");
+    assert!(log.contains("answer: pong across"), "{log}");
+    // Different blocks, and each host routes the other's block via the other's address.
+    let (near_ip, far_ip) = (pod_ip(&near), pod_ip(&far));
+    assert_ne!(
+        near_ip.rsplit_once('.').unwrap().0,
+        far_ip.rsplit_once('.').unwrap().0
+    );
+    let routes = run("ip", &["-n", &lan.hosts[0], "route", "show", "proto", "98"]);
+    assert!(routes.contains(&format!("via {}", lan.ips[1])), "{routes}");
+    assert_eq!(bridge_ports(&nodes[0].bridge, Some(&lan.hosts[0])), 1);
+    drop(nodes);
+}

@@ -1,0 +1,142 @@
+//! A one-node cluster for end-to-end tests: a server, a registry and a node, with helpers to
+//! create pods and wait for their status.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+
+use super::{Node, Registry, Server};
+
+/// Fields drop in order: the node stops before the server and the registry.
+pub struct Cluster {
+    pub node: Node,
+    pub server: Server,
+    pub registry: Registry,
+    pub pods: Api<Pod>,
+    pub client: kube::Client,
+}
+
+/// A server, a registry and one node named `node`.
+pub async fn cluster(node: &str) -> Cluster {
+    cluster_with(node, &[], &[]).await
+}
+
+/// The same with extra flags for the server and the node.
+pub async fn cluster_with(node: &str, server_args: &[&str], node_args: &[&str]) -> Cluster {
+    let data = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--pod-initial-backoff",
+        "100ms",
+        "--pod-max-backoff",
+        "1s",
+    ];
+    args.extend(server_args);
+    let server = Server::start(&args).await;
+    std::mem::forget(data);
+    let registry = Registry::start().await;
+    let node = Node::start(&server, node, &registry, node_args);
+    let client = server.client().await;
+    let pods = Api::namespaced(client.clone(), "default");
+    Cluster {
+        server,
+        registry,
+        node,
+        pods,
+        client,
+    }
+}
+
+impl Cluster {
+    /// Restarts the node agent with extra flags.
+    pub fn node_restart_with(&mut self, args: &[&str]) {
+        self.node.restart(&self.server, &self.registry, args);
+    }
+
+    pub async fn create(&self, pod: Value) -> String {
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        let created = self
+            .pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap();
+        created.metadata.name.unwrap()
+    }
+
+    /// Waits (up to a minute) until `ok` holds for the pod; panics with its status if not.
+    pub async fn wait(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Ok(pod) = self.pods.get(name).await {
+                last = serde_json::to_value(&pod).unwrap();
+                if ok(&last) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("pod {name} never {what}: {:#}", last["status"]);
+    }
+}
+
+pub fn pod(name: &str, image: &str, extra: Value) -> Value {
+    let mut pod = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": image}],
+        },
+    });
+    merge(&mut pod, extra);
+    pod
+}
+
+pub fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+pub fn phase(pod: &Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or("")
+}
+
+pub fn container(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+/// The contents (CRI log lines' messages) of every log the node keeps for `container` of the
+/// pod with `uid`, concatenated.
+pub fn node_logs(node: &Node, uid: &str, container: &str) -> String {
+    let dir = node
+        .dir
+        .path()
+        .join("pods")
+        .join(uid)
+        .join("logs")
+        .join(container);
+    let mut out = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let entry = bosun_node::logs::parse(line).expect("CRI log line");
+            out.push_str(entry.content);
+            out.push('\n');
+        }
+    }
+    out
+}

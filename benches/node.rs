@@ -10,7 +10,10 @@
 //! 2. the baseline: create → the ADDED event of a watcher, through the API, for pods that no
 //!    node takes (`nodeName` of a node that does not exist), 200 times;
 //! 3. pod start: create → a watcher sees `phase: Running`, 200 pods one after another, each
-//!    scheduled onto the node, its module cached, started as a guest that sleeps.
+//!    scheduled onto the node, its module cached, given its network namespace and IP, and
+//!    started as a guest that sleeps.
+//!
+//! Needs root (the pods' network namespaces).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -27,6 +30,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchPara
 use serde_json::json;
 
 const PODS: usize = 200;
+/// The node's bridge, removed at the end.
+const BRIDGE: &str = "bpbench0";
 
 /// A preview 1 command that sleeps for an hour (poll_oneoff on the monotonic clock).
 const SLEEPER: &str = r#"(module
@@ -196,6 +201,7 @@ async fn main() {
                 "0",
             ])
             .args(["--max-pods", "1000", "--insecure-registry", &host])
+            .args(["--bridge", BRIDGE])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--data-dir")
@@ -274,8 +280,31 @@ async fn main() {
             &ListParams::default(),
         )
         .await;
+    // The node removes the pods' network namespaces as their containers stop.
+    let ipam = dir.path().join("node/network/ipam");
+    let addresses_in_use = || {
+        std::fs::read_dir(&ipam)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .parse::<std::net::Ipv4Addr>()
+                            .is_ok()
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    for _ in 0..600 {
+        if addresses_in_use() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for child in [&mut node, &mut server, &mut registry] {
         let _ = child.kill();
         let _ = child.wait();
     }
+    let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
 }

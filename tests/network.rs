@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -734,4 +734,81 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
     assert!(routes.contains(&format!("via {}", lan.ips[1])), "{routes}");
     assert_eq!(bridge_ports(&nodes[0].bridge, Some(&lan.hosts[0])), 1);
     drop(nodes);
+}
+
+#[tokio::test]
+async fn host_ports_are_forwarded_from_the_node_and_host_network_pods_use_the_nodes() {
+    let (c, image, _) = network_cluster("net-ports").await;
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = c
+        .create(netcheck_pod(
+            "web",
+            &image,
+            &[("main", &["listen", "0.0.0.0:8080"])],
+            json!({"spec": {"containers": [{"name": "main", "image": image,
+                "args": ["listen", "0.0.0.0:8080"],
+                "ports": [{"containerPort": 8080, "hostPort": host_port}]}]}}),
+        ))
+        .await;
+    let p = c
+        .wait(&name, "listened", |p| {
+            status_of(p, "main")["state"]["running"].is_object()
+        })
+        .await;
+    // From this (the node's) namespace, through the node's port, to the pod's.
+    let answer = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempt = (|| -> std::io::Result<String> {
+                let stream = std::net::TcpStream::connect(("127.0.0.1", host_port))?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                (&stream).write_all(b"through the node\n")?;
+                let mut answer = String::new();
+                BufReader::new(&stream).read_line(&mut answer)?;
+                Ok(answer)
+            })();
+            match attempt {
+                Ok(answer) if !answer.is_empty() => return answer,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                other => panic!("no answer through hostPort {host_port}: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.trim(), "pong through the node");
+    let log = node_logs(&c.node, &uid(&p), "main");
+    assert!(
+        log.contains("from 10."),
+        "the node's forwarder connected to the pod IP: {log}"
+    );
+    c.pods
+        .delete(&name, &DeleteParams::default().grace_period(1))
+        .await
+        .unwrap();
+    eventually("the node's port is free again", || {
+        std::net::TcpListener::bind(("0.0.0.0", host_port)).is_ok()
+    })
+    .await;
+
+    let host = c
+        .create(netcheck_pod(
+            "on-the-node",
+            &image,
+            &[("main", &["bind", "127.0.0.1:0"])],
+            json!({"spec": {"hostNetwork": true}}),
+        ))
+        .await;
+    let p = c
+        .wait(&host, "finished", |p| {
+            phase(p) == "Succeeded" || phase(p) == "Failed"
+        })
+        .await;
+    assert_eq!(phase(&p), "Succeeded");
+    assert_eq!(p["status"]["podIP"], p["status"]["hostIP"]);
+    assert!(!netns_exists(&uid(&p)));
 }

@@ -1,9 +1,12 @@
 //! A test guest for the pod-network tests: TCP over wasi:sockets through std.
 //!
 //! ```text
-//! netcheck listen ADDR            accept connections; answer each line L with "pong L"
+//! netcheck listen ADDR            accept connections (printing `from PEER`); answer each line
+//!                                 L with "pong L"
 //! netcheck connect ADDR MESSAGE   send MESSAGE, print the answer; retries while refused
 //! netcheck bind ADDR              bind and report, then exit
+//! netcheck ping ADDR COUNT        COUNT round trips of one line to a listener; prints
+//!                                 `rtt_ns p50=… p99=…` (the network benchmark)
 //! ```
 //! Every outcome is one line on stdout (`listening on …`, `answer: …`, `bound …`), and every
 //! failure one line on stderr with exit code 1, so the tests read the container log.
@@ -17,11 +20,20 @@ fn main() {
     let result = match args.get(1).map(String::as_str) {
         Some("listen") if args.len() == 3 => listen(&args[2]),
         Some("connect") if args.len() == 4 => connect(&args[2], &args[3]),
+        Some("ping") if args.len() == 4 => match args[3].parse() {
+            Ok(count) => ping(&args[2], count),
+            Err(_) => Err(std::io::Error::other(format!(
+                "{:?} is not a count",
+                args[3]
+            ))),
+        },
         Some("bind") if args.len() == 3 => {
             TcpListener::bind(&args[2]).map(|l| println!("bound {}", l.local_addr().unwrap()))
         }
         _ => {
-            eprintln!("usage: netcheck listen ADDR | connect ADDR MESSAGE | bind ADDR");
+            eprintln!(
+                "usage: netcheck listen ADDR | connect ADDR MESSAGE | bind ADDR | ping ADDR COUNT"
+            );
             std::process::exit(2);
         }
     };
@@ -37,11 +49,11 @@ fn listen(addr: &str) -> std::io::Result<()> {
     for stream in listener.incoming() {
         let stream = stream?;
         let peer = stream.peer_addr()?;
+        println!("from {peer}");
         // `&TcpStream` reads and writes, so no `try_clone` (which needs `dup`) is needed.
         let mut reader = BufReader::new(&stream);
         let mut line = String::new();
         while reader.read_line(&mut line)? > 0 {
-            println!("from {peer}: {}", line.trim_end());
             (&stream).write_all(format!("pong {line}").as_bytes())?;
             line.clear();
         }
@@ -50,12 +62,46 @@ fn listen(addr: &str) -> std::io::Result<()> {
 }
 
 fn connect(addr: &str, message: &str) -> std::io::Result<()> {
-    // The listener may be a sibling container that has not bound yet: retry refusals for a
-    // while, and fail on anything else at once.
+    let stream = connect_retrying(addr)?;
+    (&stream).write_all(format!("{message}\n").as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    println!("answer: {}", answer.trim_end());
+    Ok(())
+}
+
+fn ping(addr: &str, count: usize) -> std::io::Result<()> {
+    let stream = connect_retrying(addr)?;
+    let mut reader = BufReader::new(&stream);
+    let mut answer = String::new();
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let start = Instant::now();
+        (&stream).write_all(b"p\n")?;
+        answer.clear();
+        if reader.read_line(&mut answer)? == 0 {
+            return Err(std::io::Error::other("the listener closed the connection"));
+        }
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let at = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
+    println!(
+        "rtt_ns p50={} p99={} count={}",
+        at(0.5).as_nanos(),
+        at(0.99).as_nanos(),
+        times.len()
+    );
+    Ok(())
+}
+
+/// Connects, retrying refusals for a while: the listener may be a sibling container that has
+/// not bound yet. Anything else fails at once.
+fn connect_retrying(addr: &str) -> std::io::Result<TcpStream> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let stream = loop {
+    loop {
         match TcpStream::connect(addr) {
-            Ok(stream) => break stream,
+            Ok(stream) => return Ok(stream),
             Err(e)
                 if e.kind() == std::io::ErrorKind::ConnectionRefused
                     && Instant::now() < deadline =>
@@ -64,10 +110,5 @@ fn connect(addr: &str, message: &str) -> std::io::Result<()> {
             }
             Err(e) => return Err(e),
         }
-    };
-    (&stream).write_all(format!("{message}\n").as_bytes())?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer)?;
-    println!("answer: {}", answer.trim_end());
-    Ok(())
+    }
 }

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::{Agent, env};
 use crate::images::{Credential, Image, PullPolicy, parse_docker_config};
-use crate::network::EGRESS_ANNOTATION;
+use crate::network::{EGRESS_ANNOTATION, HostPort};
 use crate::runtime::{ContainerSpec, Exit, NetworkAccess, Running, Runtime, Stopper};
 
 /// Runs one pod until it is deleted (`pod`'s sender dropped or the pod marked for deletion and
@@ -1070,7 +1070,7 @@ async fn launch(
         .unwrap_or(false);
     let network = agent
         .network()
-        .attach(uid, host_network)
+        .attach(uid, host_network, &host_ports(pod))
         .await
         .map_err(|message| LaunchError {
             reason: "CreateContainerError",
@@ -1149,6 +1149,27 @@ async fn launch(
         pulled: policy == PullPolicy::Always,
         pod_ip: network.ip,
     })
+}
+
+/// The TCP ports of the pod's containers that ask for a node port (`hostPort`).
+fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let spec = pod.spec.as_ref();
+    spec.into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| {
+            Some(HostPort {
+                host_ip: p
+                    .host_ip
+                    .as_deref()
+                    .and_then(|ip| ip.parse().ok())
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                host_port: u16::try_from(p.host_port?).ok().filter(|p| *p > 0)?,
+                container_port: u16::try_from(p.container_port).ok()?,
+            })
+        })
+        .collect()
 }
 
 /// Whether the pod lets its guests connect outside the cluster (see [`crate::network::policy`]).

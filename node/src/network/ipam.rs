@@ -84,9 +84,10 @@ impl Ipam {
                 .create_new(true)
                 .open(self.dir.join(ip.to_string()))
             {
+                // No fsync: the records must survive the agent (a `kill -9` leaves the page
+                // cache), not the machine, whose restart takes every namespace with it.
                 Ok(mut file) => {
                     file.write_all(uid.as_bytes())?;
-                    file.sync_all()?;
                     let _ = std::fs::write(self.dir.join("last_reserved"), ip.to_string());
                     return Ok(ip);
                 }

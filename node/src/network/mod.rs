@@ -20,8 +20,9 @@
 pub mod ip;
 pub mod ipam;
 pub mod policy;
+pub mod ports;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use sha2::{Digest, Sha256};
 use ip::IpError;
 use ipam::Ipam;
 pub use policy::{EGRESS_ANNOTATION, SocketPolicy};
+pub use ports::HostPort;
 
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -69,6 +71,8 @@ pub struct Network {
     /// One change at a time: two containers of a pod start together and must not both make
     /// its namespace.
     lock: tokio::sync::Mutex<()>,
+    /// The hostPort forwarders of each pod (by UID) that has any.
+    forwarders: std::sync::Mutex<HashMap<String, ports::Forwarders>>,
 }
 
 enum Mode {
@@ -119,6 +123,7 @@ impl Network {
             node_ip,
             mode: Mode::Pods(Arc::new(ipam)),
             lock: tokio::sync::Mutex::new(()),
+            forwarders: Default::default(),
         })
     }
 
@@ -129,6 +134,7 @@ impl Network {
             node_ip,
             mode: Mode::Host { reason },
             lock: tokio::sync::Mutex::new(()),
+            forwarders: Default::default(),
         }
     }
 
@@ -159,10 +165,16 @@ impl Network {
     }
 
     /// The pod's namespace and address, made if missing (idempotent: the same pod gets the
-    /// same ones, also after an agent restart).
-    pub async fn attach(&self, uid: &str, host_network: bool) -> Result<PodNetwork, String> {
+    /// same ones, also after an agent restart), and its `host_ports` forwarded to it.
+    pub async fn attach(
+        &self,
+        uid: &str,
+        host_network: bool,
+        host_ports: &[HostPort],
+    ) -> Result<PodNetwork, String> {
         let ipam = match &self.mode {
             Mode::Pods(ipam) if !host_network => ipam.clone(),
+            // On the node's network a pod's ports are the node's already.
             _ => {
                 return Ok(PodNetwork {
                     ip: self.node_ip,
@@ -172,10 +184,19 @@ impl Network {
         };
         let _one_at_a_time = self.lock.lock().await;
         let bridge = self.config.bridge.clone();
-        let uid = uid.to_string();
-        tokio::task::spawn_blocking(move || attach(&ipam, &bridge, &uid))
+        let owner = uid.to_string();
+        let pod = tokio::task::spawn_blocking(move || attach(&ipam, &bridge, &owner))
             .await
-            .map_err(|e| format!("the network setup panicked: {e}"))?
+            .map_err(|e| format!("the network setup panicked: {e}"))??;
+        let forwarding = self.forwarders.lock().unwrap().contains_key(uid);
+        if !host_ports.is_empty() && !forwarding {
+            let forwarders = ports::Forwarders::start(pod.ip, host_ports).await?;
+            self.forwarders
+                .lock()
+                .unwrap()
+                .insert(uid.to_string(), forwarders);
+        }
+        Ok(pod)
     }
 
     /// Removes the pod's namespace and frees its address (nothing if it has none).
@@ -183,6 +204,7 @@ impl Network {
         let Mode::Pods(ipam) = &self.mode else {
             return;
         };
+        self.forwarders.lock().unwrap().remove(uid);
         let _one_at_a_time = self.lock.lock().await;
         let (ipam, uid) = (ipam.clone(), uid.to_string());
         let _ = tokio::task::spawn_blocking(move || {

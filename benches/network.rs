@@ -1,0 +1,246 @@
+//! The pod network: setup time per pod, and TCP round trips between Wasm guests, beside a
+//! plain loopback round trip between two host processes, all in one run. Needs root (it makes
+//! network namespaces) and the guests (`scripts/guests.sh`).
+//!
+//! Run: `cargo bench --bench network` (about a minute after the build). Prints a Markdown
+//! table for docs/benchmarks.md.
+//!
+//! 1. setup: `Network::attach` for a new pod (address, namespace, veth pair) and
+//!    `detach`, 100 pods one after another, on a bridge of the benchmark's own;
+//! 2. round trips of one line over TCP, 5000 per run, measured inside the client:
+//!    - baseline: two host processes on 127.0.0.1 (this benchmark and a copy of itself, the
+//!      same Rust code as the guest compiled for the host);
+//!    - two Wasm containers of one pod over the pod's `localhost`;
+//!    - two Wasm pods on one node, pod IP to pod IP through the bridge.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bosun_node::network::{Network, NetworkConfig, PodNetwork};
+use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
+use bosun_node::runtime::{ContainerSpec, NetworkAccess, Runtime};
+
+const SETUPS: usize = 100;
+const ROUND_TRIPS: usize = 5000;
+const BRIDGE: &str = "bnbench0";
+const ECHO_ENV: &str = "BOSUN_BENCH_ECHO";
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn us(ns: u128) -> String {
+    format!("{:.1} µs", ns as f64 / 1000.0)
+}
+
+/// The echo server of the baseline, in the child process: answers each line with "pong …",
+/// as the guest's `listen` does.
+fn echo_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    let (stream, _) = listener.accept().unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        (&stream)
+            .write_all(format!("pong {line}").as_bytes())
+            .unwrap();
+        line.clear();
+    }
+}
+
+/// p50 and p99 of `ROUND_TRIPS` round trips between this process and a copy of it.
+fn host_round_trips() -> (u128, u128) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(ECHO_ENV, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", port.trim().parse::<u16>().unwrap())).unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut answer = String::new();
+    let mut times = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let start = Instant::now();
+        (&stream).write_all(b"p\n").unwrap();
+        answer.clear();
+        reader.read_line(&mut answer).unwrap();
+        times.push(start.elapsed());
+    }
+    drop(reader);
+    drop(stream);
+    let _ = child.wait();
+    times.sort();
+    (
+        percentile(&times, 0.5).as_nanos(),
+        percentile(&times, 0.99).as_nanos(),
+    )
+}
+
+struct Guests {
+    runtime: WasmtimeRuntime,
+    wasm: Arc<[u8]>,
+    dir: tempfile::TempDir,
+}
+
+impl Guests {
+    fn start(
+        &self,
+        name: &str,
+        args: &[&str],
+        pod: &PodNetwork,
+        network: &Network,
+    ) -> bosun_node::runtime::Running {
+        let mut argv = vec!["netcheck".to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        self.runtime
+            .start(ContainerSpec {
+                name: name.to_string(),
+                wasm: self.wasm.clone(),
+                digest: Some("sha256:netcheck".to_string()),
+                args: argv,
+                env: Vec::new(),
+                mounts: Vec::new(),
+                log: self.dir.path().join(format!("{name}.log")),
+                memory_limit: 64 << 20,
+                cpu_limit_millis: None,
+                network: Some(NetworkAccess {
+                    netns: pod.netns.clone(),
+                    policy: network.policy(pod.ip, false),
+                }),
+            })
+            .unwrap()
+    }
+
+    /// The client's `rtt_ns p50=… p99=…` line, as (p50, p99).
+    fn round_trips(&self, client: &str) -> (u128, u128) {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{client}.log"))).unwrap();
+        let line = text
+            .lines()
+            .filter_map(bosun_node::logs::parse)
+            .map(|e| e.content.to_string())
+            .find(|c| c.starts_with("rtt_ns"))
+            .unwrap_or_else(|| panic!("no round trips in the log: {text}"));
+        let field = |name: &str| -> u128 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (field("p50="), field("p99="))
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::var_os(ECHO_ENV).is_some() {
+        echo_server();
+        return;
+    }
+    let wasm: Arc<[u8]> = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/target/wasm32-wasip2/release/netcheck.wasm"
+    ))
+    .expect("the guests (scripts/guests.sh)")
+    .into();
+    let dir = tempfile::tempdir().unwrap();
+    let config = NetworkConfig {
+        bridge: BRIDGE.to_string(),
+        cluster_cidr: "10.199.0.0/16".parse().unwrap(),
+        service_cidr: "10.198.0.0/16".parse().unwrap(),
+        dir: dir.path().join("network"),
+    };
+    let network = Network::start(
+        config,
+        Ipv4Addr::LOCALHOST,
+        "10.199.0.0/24".parse().unwrap(),
+    )
+    .expect("the pod network (run as root)");
+
+    let mut attach = Vec::new();
+    let mut detach = Vec::new();
+    for i in 0..SETUPS {
+        let uid = format!("bench-{}-{i}", std::process::id());
+        let t = Instant::now();
+        network.attach(&uid, false, &[]).await.unwrap();
+        attach.push(t.elapsed());
+        let t = Instant::now();
+        network.detach(&uid).await;
+        detach.push(t.elapsed());
+    }
+    attach.sort();
+    detach.sort();
+
+    let host = host_round_trips();
+    let guests = Guests {
+        runtime: WasmtimeRuntime::new(WasmtimeOptions::default()).unwrap(),
+        wasm,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let count = ROUND_TRIPS.to_string();
+    let (a, b) = (
+        network.attach("bench-a", false, &[]).await.unwrap(),
+        network.attach("bench-b", false, &[]).await.unwrap(),
+    );
+    let server = guests.start("local-server", &["listen", "127.0.0.1:7000"], &a, &network);
+    let client = guests.start(
+        "local-client",
+        &["ping", "127.0.0.1:7000", &count],
+        &a,
+        &network,
+    );
+    assert_eq!(client.wait().code, 0);
+    server.stop();
+    let local = guests.round_trips("local-client");
+    let server = guests.start("pod-server", &["listen", "0.0.0.0:7001"], &b, &network);
+    let target = format!("{}:7001", b.ip);
+    let client = guests.start("pod-client", &["ping", &target, &count], &a, &network);
+    assert_eq!(client.wait().code, 0);
+    server.stop();
+    let pods = guests.round_trips("pod-client");
+    network.detach("bench-a").await;
+    network.detach("bench-b").await;
+    let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+
+    println!("| measure | p50 | p99 | p50 / baseline |");
+    println!("|---|---|---|---|");
+    println!(
+        "| pod network setup: address, namespace, veth pair ({SETUPS} pods) | {} | {} | |",
+        ms(percentile(&attach, 0.5)),
+        ms(percentile(&attach, 0.99))
+    );
+    println!(
+        "| pod network teardown ({SETUPS} pods) | {} | {} | |",
+        ms(percentile(&detach, 0.5)),
+        ms(percentile(&detach, 0.99))
+    );
+    println!(
+        "| baseline: TCP round trip, two host processes on 127.0.0.1 ({ROUND_TRIPS}) | {} | {} | 1 |",
+        us(host.0),
+        us(host.1)
+    );
+    println!(
+        "| TCP round trip, two Wasm containers of one pod over localhost ({ROUND_TRIPS}) | {} | {} | {:.2} |",
+        us(local.0),
+        us(local.1),
+        local.0 as f64 / host.0 as f64
+    );
+    println!(
+        "| TCP round trip, two Wasm pods on one node, pod IP to pod IP ({ROUND_TRIPS}) | {} | {} | {:.2} |",
+        us(pods.0),
+        us(pods.1),
+        pods.0 as f64 / host.0 as f64
+    );
+}

@@ -439,9 +439,17 @@ impl Worker {
             .join(format!("{attempt}.log"));
         let agent = self.agent.clone();
         let pod = self.pod.clone();
+        // A task of its own, so that the launch goes on while the worker writes the status.
+        let task = tokio::spawn(async move { launch(&agent, &pod, &container, log).await });
         pending.push(
             async move {
-                let result = launch(&agent, &pod, &container, log).await;
+                let result = task.await.unwrap_or_else(|e| {
+                    Err(LaunchError {
+                        reason: "CreateContainerError",
+                        message: format!("the start failed: {e}"),
+                        pull: false,
+                    })
+                });
                 Step::Launched { which, result }
             }
             .boxed(),
@@ -1068,32 +1076,33 @@ async fn launch(
         .as_ref()
         .and_then(|s| s.host_network)
         .unwrap_or(false);
-    let network = agent
-        .network()
-        .attach(uid, host_network, &host_ports(pod))
-        .await
-        .map_err(|message| LaunchError {
-            reason: "CreateContainerError",
-            message,
-            pull: false,
-        })?;
+    // The pod's network and the image, at the same time.
+    let host_ports = host_ports(pod);
+    let attach = agent.network().attach(uid, host_network, &host_ports);
+    let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image_name);
+    let pull = async {
+        let mut secrets =
+            env::Sources::new(&agent.client, pod, agent.node_ip.to_string(), String::new());
+        let credentials = pull_credentials(&mut secrets, pod).await;
+        agent.images.ensure(&image_name, policy, &credentials).await
+    };
+    let (network, image) = tokio::join!(attach, pull);
+    let image = image.map_err(|e| LaunchError {
+        reason: e.reason(),
+        message: e.to_string(),
+        pull: true,
+    })?;
+    let network = network.map_err(|message| LaunchError {
+        reason: "CreateContainerError",
+        message,
+        pull: false,
+    })?;
     let mut sources = env::Sources::new(
         &agent.client,
         pod,
         agent.node_ip.to_string(),
         network.ip.to_string(),
     );
-    let credentials = pull_credentials(&mut sources, pod).await;
-    let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image_name);
-    let image = agent
-        .images
-        .ensure(&image_name, policy, &credentials)
-        .await
-        .map_err(|e| LaunchError {
-            reason: e.reason(),
-            message: e.to_string(),
-            pull: true,
-        })?;
     let env = env::environment(&mut sources, container)
         .await
         .map_err(config_error)?;

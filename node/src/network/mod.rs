@@ -73,6 +73,9 @@ pub struct Network {
     lock: tokio::sync::Mutex<()>,
     /// The hostPort forwarders of each pod (by UID) that has any.
     forwarders: std::sync::Mutex<HashMap<String, ports::Forwarders>>,
+    /// Pods whose network this process has set up or checked, by UID: their next containers
+    /// need no `ip` calls.
+    attached: std::sync::Mutex<HashMap<String, PodNetwork>>,
 }
 
 enum Mode {
@@ -124,6 +127,7 @@ impl Network {
             mode: Mode::Pods(Arc::new(ipam)),
             lock: tokio::sync::Mutex::new(()),
             forwarders: Default::default(),
+            attached: Default::default(),
         })
     }
 
@@ -135,6 +139,7 @@ impl Network {
             mode: Mode::Host { reason },
             lock: tokio::sync::Mutex::new(()),
             forwarders: Default::default(),
+            attached: Default::default(),
         }
     }
 
@@ -183,11 +188,22 @@ impl Network {
             }
         };
         let _one_at_a_time = self.lock.lock().await;
-        let bridge = self.config.bridge.clone();
-        let owner = uid.to_string();
-        let pod = tokio::task::spawn_blocking(move || attach(&ipam, &bridge, &owner))
-            .await
-            .map_err(|e| format!("the network setup panicked: {e}"))??;
+        let known = self.attached.lock().unwrap().get(uid).cloned();
+        let pod = match known {
+            Some(pod) => pod,
+            None => {
+                let bridge = self.config.bridge.clone();
+                let owner = uid.to_string();
+                let pod = tokio::task::spawn_blocking(move || attach(&ipam, &bridge, &owner))
+                    .await
+                    .map_err(|e| format!("the network setup panicked: {e}"))??;
+                self.attached
+                    .lock()
+                    .unwrap()
+                    .insert(uid.to_string(), pod.clone());
+                pod
+            }
+        };
         let forwarding = self.forwarders.lock().unwrap().contains_key(uid);
         if !host_ports.is_empty() && !forwarding {
             let forwarders = ports::Forwarders::start(pod.ip, host_ports).await?;
@@ -206,6 +222,7 @@ impl Network {
         };
         self.forwarders.lock().unwrap().remove(uid);
         let _one_at_a_time = self.lock.lock().await;
+        self.attached.lock().unwrap().remove(uid);
         let (ipam, uid) = (ipam.clone(), uid.to_string());
         let _ = tokio::task::spawn_blocking(move || {
             teardown(&uid);

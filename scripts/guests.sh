@@ -30,7 +30,13 @@ libc="$toolchain/wasi-libc/usr/lib/wasm32-wasip2"
 if [ ! -f "$libc/libc.a" ]; then
     apt_dir="$toolchain/apt"
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+    # The same mirror as this machine's own Debian sources, with the trixie suite.
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    mirror_of() { apt-get indextargets --format '$(SITE) $(RELEASE)' | awk -v c="$codename" '$2 == c { print $1; exit }'; }
+    mirror=$(mirror_of)
+    [ -n "$mirror" ] || { apt-get update -qq; mirror=$(mirror_of); }
+    [ -n "$mirror" ] || { echo "no Debian mirror for $codename in the apt sources" >&2; exit 1; }
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" \
         > "$apt_dir/sources.list"
     apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
         -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir" -o "Dir::Cache::Archives=$apt_dir/archives"

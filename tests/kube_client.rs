@@ -218,3 +218,53 @@ async fn idle_watches_get_bookmarks_at_the_configured_interval() {
         other => panic!("expected a bookmark, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_read_the_same_through_core_v1_and_events_k8s_io_v1() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().to_str().unwrap()]).await;
+    let client = client(&server).await;
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let new: Api<NewEvent> = Api::namespaced(client.clone(), "default");
+    let regarding =
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "p1", "namespace": "default"});
+    let written_new: NewEvent = serde_json::from_value(json!({
+        "metadata": {"name": "by-new"}, "eventTime": "2026-11-30T00:00:00.000000Z",
+        "reason": "Started", "note": "Started container main", "type": "Normal",
+        "action": "Start", "reportingController": "bosun-node", "reportingInstance": "n1",
+        "regarding": regarding,
+    }))
+    .unwrap();
+    new.create(&PostParams::default(), &written_new)
+        .await
+        .unwrap();
+    let written_core: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "by-core"}, "reason": "Scheduled", "message": "assigned",
+        "type": "Normal", "involvedObject": regarding, "count": 2,
+        "source": {"component": "default-scheduler"},
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &written_core)
+        .await
+        .unwrap();
+
+    let as_core = core.get("by-new").await.unwrap();
+    assert_eq!(as_core.involved_object.name.as_deref(), Some("p1"));
+    assert_eq!(as_core.message.as_deref(), Some("Started container main"));
+    assert_eq!(as_core.reporting_component.as_deref(), Some("bosun-node"));
+    let as_new = new.get("by-core").await.unwrap();
+    assert_eq!(as_new.regarding.and_then(|r| r.name).as_deref(), Some("p1"));
+    assert_eq!(as_new.note.as_deref(), Some("assigned"));
+    assert_eq!(as_new.deprecated_count, Some(2));
+    let listed: Vec<String> = core
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+}

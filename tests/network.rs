@@ -17,21 +17,8 @@ use k8s_openapi::api::core::v1::{Namespace, Node as NodeObject, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
-use support::cluster::{Cluster, cluster_with, node_logs, phase};
+use support::cluster::{Cluster, cluster_with, netcheck, node_logs, own_block, phase};
 use support::{Node, Registry, Server};
-
-/// The netcheck guest, a wasm32-wasip2 command component.
-fn netcheck() -> Vec<u8> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/guests/target/wasm32-wasip2/release/netcheck.wasm"
-    );
-    std::fs::read(path).unwrap_or_else(|e| {
-        panic!(
-            "{path}: {e} (build the guests first: scripts/guests.sh, which scripts/test.sh runs)"
-        )
-    })
-}
 
 /// A number of this test's own, for blocks and names that must not collide.
 fn unique() -> u32 {
@@ -41,7 +28,7 @@ fn unique() -> u32 {
 
 /// A cluster with a pod block of its own, and the netcheck image pushed.
 async fn network_cluster(node: &str) -> (Cluster, String, String) {
-    let block = format!("10.{}.0.0/16", 100 + unique() % 150);
+    let block = own_block();
     let c = cluster_with(
         node,
         &["--cluster-cidr", &block],
@@ -467,7 +454,7 @@ async fn guests_reach_outside_the_cluster_only_when_the_pod_allows_egress() {
 
 #[tokio::test]
 async fn without_network_privileges_pods_share_the_nodes_network_and_the_node_says_so() {
-    let block = format!("10.{}.0.0/16", 100 + unique() % 150);
+    let block = own_block();
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(&[
         "--data-dir",
@@ -636,7 +623,7 @@ impl Drop for TwoHosts {
 #[tokio::test]
 async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() {
     let lan = TwoHosts::new();
-    let block = format!("10.{}.0.0/16", 100 + unique() % 150);
+    let block = own_block();
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(&[
         "--data-dir",

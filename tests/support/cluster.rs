@@ -140,3 +140,28 @@ pub fn node_logs(node: &Node, uid: &str, container: &str) -> String {
     }
     out
 }
+
+/// The netcheck guest (guests/netcheck, a wasm32-wasip2 command component built by
+/// scripts/guests.sh): TCP listen, connect, bind, ping and a small HTTP server.
+pub fn netcheck() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/target/wasm32-wasip2/release/netcheck.wasm"
+    );
+    std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{path}: {e} (build the guests first: scripts/guests.sh, which scripts/test.sh runs)"
+        )
+    })
+}
+
+/// A pod block (`--cluster-cidr`) no other cluster of this test process has, so that the
+/// host's routes to the pods of concurrent tests never overlap.
+pub fn own_block() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "10.{}.0.0/16",
+        100 + (std::process::id() % 25 * 6 + n) % 150
+    )
+}

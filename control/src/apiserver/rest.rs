@@ -442,7 +442,38 @@ pub(super) async fn list(
 pub(super) fn presented(resource: &Resource, mut value: Value) -> Value {
     value["apiVersion"] = json!(resource.api_version());
     value["kind"] = json!(resource.kind);
+    if resource.kind == "Event" {
+        convert_event(&mut value, resource.group.is_empty());
+    }
     value
+}
+
+/// The fields core/v1 and events.k8s.io/v1 Events name differently, as (core, events.k8s.io).
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
+
+/// Renames an Event's fields to those of core/v1 (`to_core`) or of events.k8s.io/v1, as the
+/// Kubernetes API server converts between the two; the writer's version decides how it is
+/// stored, so either may come out of the store.
+fn convert_event(value: &mut Value, to_core: bool) {
+    let Some(object) = value.as_object_mut() else {
+        return;
+    };
+    for (core, new) in EVENT_FIELDS {
+        let (from, to) = if to_core { (new, core) } else { (core, new) };
+        if let Some(v) = object.remove(*from)
+            && !object.contains_key(*to)
+        {
+            object.insert(to.to_string(), v);
+        }
+    }
 }
 
 async fn get(state: &ApiState, target: &Target) -> ApiResult<Object> {

@@ -5,6 +5,8 @@
 //!                                 L with "pong L"
 //! netcheck connect ADDR MESSAGE   send MESSAGE, print the answer; retries while refused
 //! netcheck bind ADDR              bind and report, then exit
+//! netcheck http ADDR HEALTHY      serve HTTP: `/ready` answers 200; `/live` answers 200 the
+//!                                 first HEALTHY times, then 500 (for the probe tests)
 //! netcheck ping ADDR COUNT        COUNT round trips of one line to a listener; prints
 //!                                 `rtt_ns p50=… p99=…` (the network benchmark)
 //! ```
@@ -27,12 +29,19 @@ fn main() {
                 args[3]
             ))),
         },
+        Some("http") if args.len() == 4 => match args[3].parse() {
+            Ok(healthy) => http(&args[2], healthy),
+            Err(_) => Err(std::io::Error::other(format!(
+                "{:?} is not a count",
+                args[3]
+            ))),
+        },
         Some("bind") if args.len() == 3 => {
             TcpListener::bind(&args[2]).map(|l| println!("bound {}", l.local_addr().unwrap()))
         }
         _ => {
             eprintln!(
-                "usage: netcheck listen ADDR | connect ADDR MESSAGE | bind ADDR | ping ADDR COUNT"
+                "usage: netcheck listen ADDR | connect ADDR MESSAGE | bind ADDR | ping ADDR COUNT | http ADDR HEALTHY"
             );
             std::process::exit(2);
         }
@@ -57,6 +66,49 @@ fn listen(addr: &str) -> std::io::Result<()> {
             (&stream).write_all(format!("pong {line}").as_bytes())?;
             line.clear();
         }
+    }
+    Ok(())
+}
+
+fn http(addr: &str, healthy: u64) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    println!("serving http on {}", listener.local_addr()?);
+    let mut live_checks = 0u64;
+    for stream in listener.incoming() {
+        let stream = stream?;
+        let mut reader = BufReader::new(&stream);
+        let mut request = String::new();
+        reader.read_line(&mut request)?;
+        // The headers, up to the empty line.
+        let mut line = String::new();
+        while reader.read_line(&mut line)? > 2 {
+            line.clear();
+        }
+        let path = request.split_whitespace().nth(1).unwrap_or("");
+        let status = match path {
+            "/ready" => "200 OK",
+            "/live" => {
+                live_checks += 1;
+                if live_checks <= healthy {
+                    "200 OK"
+                } else {
+                    "500 Internal Server Error"
+                }
+            }
+            _ => "404 Not Found",
+        };
+        println!(
+            "{} {path} -> {status}",
+            request.split_whitespace().next().unwrap_or("")
+        );
+        let body = format!("{status}\n");
+        (&stream).write_all(
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@
 pub(crate) mod env;
 mod node;
 mod pod;
+mod probe;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};

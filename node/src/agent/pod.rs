@@ -21,6 +21,7 @@ use kube::runtime::events::{Event, EventType};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::probe::{self, Probes, Verdict};
 use super::{Agent, env};
 use crate::images::{Credential, Image, PullPolicy, parse_docker_config};
 use crate::network::{EGRESS_ANNOTATION, HostPort};
@@ -44,6 +45,7 @@ pub(super) async fn run(
         }
         worker.advance(&mut pending);
         worker.sync_volumes(&mut pending);
+        worker.probe(&mut pending);
         let retry_publish = !worker.publish().await;
         let mut wake = worker.next_wake();
         if retry_publish {
@@ -112,6 +114,13 @@ enum Step {
     },
     /// The file volumes were rewritten from their objects.
     VolumesSynced(Result<(), String>),
+    /// A probe of the container's run number `run` ended.
+    Probed {
+        which: Which,
+        run: u64,
+        kind: probe::Kind,
+        result: Result<(), String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +183,10 @@ struct Slot {
     started_once: bool,
     pull_failures: u32,
     image: Option<Image>,
+    /// The probes of the current run (while it runs).
+    probes: Option<Probes>,
+    /// Counts the container's runs, so that a late probe result of an earlier one is ignored.
+    run: u64,
 }
 
 impl Slot {
@@ -192,7 +205,15 @@ impl Slot {
             started_once: false,
             pull_failures: 0,
             image: None,
+            probes: None,
+            run: 0,
         }
+    }
+
+    /// Running, started (its startup probe passed) and ready (its readiness probe passed).
+    fn ready(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+            && self.probes.as_ref().is_none_or(|p| p.started && p.ready)
     }
 
     fn succeeded(&self) -> bool {
@@ -416,6 +437,10 @@ impl Worker {
             .chain(&self.apps)
             .any(|s| matches!(s.state, State::Running { .. }));
         let sync = (running && !self.syncing_volumes).then_some(self.volumes_synced_at);
+        let probes = self
+            .apps
+            .iter()
+            .filter_map(|s| s.probes.as_ref()?.next_due());
         self.init
             .iter()
             .chain(&self.apps)
@@ -424,6 +449,7 @@ impl Worker {
                 _ => None,
             })
             .chain(sync)
+            .chain(probes)
             .min()
     }
 
@@ -468,6 +494,82 @@ impl Worker {
                 if let Err(error) = result {
                     tracing::warn!(pod = %self.name, %error, "cannot update the pod's volumes");
                 }
+            }
+            Step::Probed {
+                which,
+                run,
+                kind,
+                result,
+            } => self.probed(which, run, kind, result),
+        }
+    }
+
+    /// Starts the probes that are due, for the app containers that run.
+    fn probe(&mut self, pending: &mut FuturesUnordered<BoxFuture<'static, Step>>) {
+        let now = Instant::now();
+        let pod_ip = self.pod_ip.unwrap_or(self.agent.node_ip);
+        for index in 0..self.apps.len() {
+            let slot = &mut self.apps[index];
+            if !matches!(slot.state, State::Running { .. }) {
+                continue;
+            }
+            let Some(probes) = slot.probes.as_mut() else {
+                continue;
+            };
+            for (kind, spec) in probes.due(now) {
+                let (container, run) = (slot.spec.clone(), slot.run);
+                let which = Which { init: false, index };
+                pending.push(
+                    async move {
+                        let result = probe::check(&spec, &container, pod_ip).await;
+                        Step::Probed {
+                            which,
+                            run,
+                            kind,
+                            result,
+                        }
+                    }
+                    .boxed(),
+                );
+            }
+        }
+    }
+
+    /// Takes a probe's result: readiness, or a kill after too many failures.
+    fn probed(&mut self, which: Which, run: u64, kind: probe::Kind, result: Result<(), String>) {
+        let slot = self.slot(which);
+        if slot.run != run || !matches!(slot.state, State::Running { .. }) {
+            return;
+        }
+        let Some(probes) = slot.probes.as_mut() else {
+            return;
+        };
+        let verdict = probes.record(kind, result.is_ok(), Instant::now());
+        let name = slot.spec.name.clone();
+        let stopper = match &slot.state {
+            State::Running { stopper, .. } => Some(stopper.clone()),
+            _ => None,
+        };
+        if let Err(message) = &result {
+            self.event(
+                EventType::Warning,
+                "Unhealthy",
+                "Probe",
+                &format!("{} probe failed: {message}", kind.name()),
+            );
+        }
+        if verdict == Verdict::Kill {
+            self.event(
+                EventType::Normal,
+                "Killing",
+                "Kill",
+                &format!(
+                    "Container {name} failed {} probe, will be restarted",
+                    kind.name().to_lowercase()
+                ),
+            );
+            if let Some(stopper) = stopper {
+                stopper.stop();
             }
         }
     }
@@ -546,6 +648,9 @@ impl Worker {
         if terminating {
             stopper.stop();
         }
+        slot.run += 1;
+        // Init containers are not probed (sidecars aside, which run as init containers here).
+        slot.probes = (!which.init).then(|| Probes::new(&slot.spec, Instant::now()));
         slot.state = State::Running {
             started_at: now_rfc3339(),
             since: Instant::now(),
@@ -624,6 +729,7 @@ impl Worker {
         let backoff = self.agent.config.backoff;
         let agent = self.agent.clone();
         let slot = self.slot(which);
+        slot.probes = None;
         agent
             .logs
             .set_running(&namespace, &pod_name, &slot.spec.name, false);
@@ -748,6 +854,7 @@ impl Worker {
                     }
                     Step::Exited { which, exit } => self.exited(which, exit),
                     Step::VolumesSynced(_) => self.syncing_volumes = false,
+                    Step::Probed { .. } => {}
                 },
                 () = sleep_until(wake) => {}
             }
@@ -878,7 +985,7 @@ impl Worker {
         let unready: Vec<&str> = self
             .apps
             .iter()
-            .filter(|s| !matches!(s.state, State::Running { .. }))
+            .filter(|s| !s.ready())
             .map(|s| s.spec.name.as_str())
             .collect();
         let phase = self.phase();
@@ -1022,7 +1129,7 @@ fn container_status(slot: &Slot, init: bool) -> Value {
             ..
         } => (
             json!({"running": {"startedAt": started_at}}),
-            !init,
+            !init && slot.ready(),
             Some(container_id.clone()),
         ),
         State::Terminated(f) => (
@@ -1037,7 +1144,8 @@ fn container_status(slot: &Slot, init: bool) -> Value {
         "imageID": slot.image_id,
         "ready": ready,
         "restartCount": slot.restart_count,
-        "started": matches!(slot.state, State::Running { .. }),
+        "started": matches!(slot.state, State::Running { .. })
+            && slot.probes.as_ref().is_none_or(|p| p.started),
         "state": state,
         "lastState": slot.last.as_ref().map_or(json!({}), terminated),
     });

@@ -973,3 +973,53 @@ async fn a_registry_that_wants_a_login_gets_the_pods_image_pull_secret() {
     let uid = done["metadata"]["uid"].as_str().unwrap();
     assert_eq!(node_logs(&c.node, uid, "main"), "hello from wasm\n");
 }
+
+#[tokio::test]
+async fn a_sidecar_starts_first_restarts_when_it_stops_and_stops_when_the_app_is_done() {
+    let c = cluster("n-sidecar").await;
+    // The sidecar lives 300 ms and fails; the app sleeps 3 s and completes.
+    let sidecar = c
+        .registry
+        .push(
+            "sidecar:v1",
+            command("(call $sleep) (call $proc_exit (i32.const 1))"),
+            Layout::ConfigV0,
+        )
+        .await;
+    let app = c
+        .registry
+        .push(
+            "app:v1",
+            command("(call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $hello)"),
+            Layout::ConfigV0,
+        )
+        .await;
+    let name = c
+        .create(pod(
+            "with-sidecar",
+            &app,
+            json!({"spec": {"initContainers": [
+                {"name": "helper", "image": sidecar, "restartPolicy": "Always"}]}}),
+        ))
+        .await;
+    let running = c
+        .wait(&name, "ran its app beside the sidecar", |p| {
+            container(p)["state"]["running"].is_object()
+        })
+        .await;
+    assert_eq!(phase(&running), "Running");
+    let p = c
+        .wait(&name, "finished", |p| {
+            phase(p) == "Succeeded" || phase(p) == "Failed"
+        })
+        .await;
+    assert_eq!(phase(&p), "Succeeded", "{:#}", p["status"]);
+    let helper = &p["status"]["initContainerStatuses"][0];
+    assert!(
+        helper["restartCount"].as_i64() >= Some(1),
+        "the sidecar was restarted while the app ran: {helper:#}"
+    );
+    assert_eq!(container(&p)["state"]["terminated"]["exitCode"], 0);
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    assert!(node_logs(&c.node, uid, "main").contains("hello from wasm"));
+}

@@ -187,10 +187,15 @@ struct Slot {
     probes: Option<Probes>,
     /// Counts the container's runs, so that a late probe result of an earlier one is ignored.
     run: u64,
+    /// An init container with `restartPolicy: Always`: a sidecar that runs for the pod's life.
+    sidecar: bool,
+    /// A sidecar that has started (its startup probe passed): the next init container may go.
+    sidecar_started: bool,
 }
 
 impl Slot {
     fn new(spec: Container, waiting_reason: &str) -> Self {
+        let spec_is_sidecar = spec.restart_policy.as_deref() == Some("Always");
         Self {
             spec,
             state: State::Waiting {
@@ -207,7 +212,14 @@ impl Slot {
             image: None,
             probes: None,
             run: 0,
+            sidecar: spec_is_sidecar,
+            sidecar_started: false,
         }
+    }
+
+    /// Done as far as the init sequence is concerned: completed, or a sidecar that started.
+    fn init_done(&self) -> bool {
+        self.succeeded() || (self.sidecar && self.sidecar_started)
     }
 
     /// Running, started (its startup probe passed) and ready (its readiness probe passed).
@@ -295,6 +307,9 @@ struct Worker {
     apps: Vec<Slot>,
     /// Set when an init container failed for good: the pod is Failed.
     init_failed: bool,
+    /// Set when every app container has finished for good: the sidecars are stopped and not
+    /// restarted.
+    apps_done: bool,
     /// The pod had finished (Succeeded or Failed) before this worker: nothing runs again.
     finished_before: bool,
     terminating: bool,
@@ -343,6 +358,7 @@ impl Worker {
             init,
             apps,
             init_failed: false,
+            apps_done: false,
             finished_before: matches!(phase, Some("Succeeded" | "Failed")),
             terminating: false,
             published: None,
@@ -377,7 +393,9 @@ impl Worker {
         let policy = self.restart_policy().to_string();
         for previous in status.init_container_statuses.iter().flatten() {
             if let Some(slot) = self.init.iter_mut().find(|s| s.spec.name == previous.name) {
-                slot.resume(previous, |code| code == 0);
+                let sidecar = slot.sidecar;
+                slot.resume(previous, |code| code == 0 && !sidecar);
+                slot.sidecar_started = sidecar && slot.started_once;
             }
         }
         for previous in status.container_statuses.iter().flatten() {
@@ -389,7 +407,7 @@ impl Worker {
                 });
             }
         }
-        if self.init.iter().all(Slot::succeeded) {
+        if self.init.iter().all(Slot::init_done) {
             for slot in &mut self.apps {
                 if let State::Waiting { reason, .. } = &mut slot.state {
                     *reason = "ContainerCreating".to_string();
@@ -412,7 +430,33 @@ impl Worker {
             return;
         }
         let now = Instant::now();
-        if let Some(index) = self.init.iter().position(|s| !s.succeeded()) {
+        if self.apps_done {
+            return;
+        }
+        // Every app container has finished for good: the sidecars stop too.
+        if !self.apps.is_empty()
+            && self
+                .apps
+                .iter()
+                .all(|s| matches!(s.state, State::Terminated(_)))
+        {
+            self.apps_done = true;
+            for slot in self.init.iter().filter(|s| s.sidecar) {
+                if let State::Running { stopper, .. } = &slot.state {
+                    stopper.request_shutdown();
+                    stopper.stop();
+                }
+            }
+            return;
+        }
+        // Sidecars that started once are restarted whenever they stop, like app containers.
+        for index in 0..self.init.len() {
+            let slot = &self.init[index];
+            if slot.sidecar && slot.sidecar_started && slot.due(now) {
+                self.launch(Which { init: true, index }, pending);
+            }
+        }
+        if let Some(index) = self.init.iter().position(|s| !s.init_done()) {
             if self.init[index].due(now) {
                 self.launch(Which { init: true, index }, pending);
             }
@@ -438,8 +482,9 @@ impl Worker {
             .any(|s| matches!(s.state, State::Running { .. }));
         let sync = (running && !self.syncing_volumes).then_some(self.volumes_synced_at);
         let probes = self
-            .apps
+            .init
             .iter()
+            .chain(&self.apps)
             .filter_map(|s| s.probes.as_ref()?.next_due());
         self.init
             .iter()
@@ -508,8 +553,11 @@ impl Worker {
     fn probe(&mut self, pending: &mut FuturesUnordered<BoxFuture<'static, Step>>) {
         let now = Instant::now();
         let pod_ip = self.pod_ip.unwrap_or(self.agent.node_ip);
-        for index in 0..self.apps.len() {
-            let slot = &mut self.apps[index];
+        let all = (0..self.init.len())
+            .map(|index| Which { init: true, index })
+            .chain((0..self.apps.len()).map(|index| Which { init: false, index }));
+        for which in all.collect::<Vec<_>>() {
+            let slot = self.slot(which);
             if !matches!(slot.state, State::Running { .. }) {
                 continue;
             }
@@ -518,7 +566,6 @@ impl Worker {
             };
             for (kind, spec) in probes.due(now) {
                 let (container, run) = (slot.spec.clone(), slot.run);
-                let which = Which { init: false, index };
                 pending.push(
                     async move {
                         let result = probe::check(&spec, &container, pod_ip).await;
@@ -545,6 +592,9 @@ impl Worker {
             return;
         };
         let verdict = probes.record(kind, result.is_ok(), Instant::now());
+        if verdict == Verdict::Started && slot.sidecar {
+            slot.sidecar_started = true;
+        }
         let name = slot.spec.name.clone();
         let stopper = match &slot.state {
             State::Running { stopper, .. } => Some(stopper.clone()),
@@ -649,8 +699,12 @@ impl Worker {
             stopper.stop();
         }
         slot.run += 1;
-        // Init containers are not probed (sidecars aside, which run as init containers here).
-        slot.probes = (!which.init).then(|| Probes::new(&slot.spec, Instant::now()));
+        // Init containers are not probed, sidecars are.
+        slot.probes =
+            (!which.init || slot.sidecar).then(|| Probes::new(&slot.spec, Instant::now()));
+        if slot.sidecar && slot.probes.as_ref().is_none_or(|p| p.started) {
+            slot.sidecar_started = true;
+        }
         slot.state = State::Running {
             started_at: now_rfc3339(),
             since: Instant::now(),
@@ -749,14 +803,20 @@ impl Worker {
             container_id,
         };
         let code = finished.exit.code;
+        let sidecar = slot.sidecar;
         let restart = !terminating
-            && match policy.as_str() {
-                "Never" => false,
-                "OnFailure" => code != 0,
-                _ => !which.init || code != 0,
+            && if sidecar {
+                !self.apps_done
+            } else {
+                match policy.as_str() {
+                    "Never" => false,
+                    "OnFailure" => code != 0,
+                    _ => !which.init || code != 0,
+                }
             };
+        let slot = self.slot(which);
         if !restart {
-            let failed_init = which.init && code != 0;
+            let failed_init = which.init && code != 0 && !sidecar;
             slot.state = State::Terminated(finished);
             if failed_init && !terminating {
                 self.init_failed = true;
@@ -949,7 +1009,7 @@ impl Worker {
         if self.init_failed {
             return "Failed";
         }
-        if !self.init.iter().all(Slot::succeeded) {
+        if !self.init.iter().all(Slot::init_done) {
             return "Pending";
         }
         let mut waiting_first = 0;
@@ -981,10 +1041,13 @@ impl Worker {
 
     fn status(&self) -> Value {
         let host_ip = self.agent.node_ip.to_string();
-        let initialized = self.init.iter().all(Slot::succeeded);
+        let initialized = self.init.iter().all(Slot::init_done);
+        // Sidecars count for readiness (until the app containers are done).
         let unready: Vec<&str> = self
-            .apps
+            .init
             .iter()
+            .filter(|s| s.sidecar && !self.apps_done)
+            .chain(&self.apps)
             .filter(|s| !s.ready())
             .map(|s| s.spec.name.as_str())
             .collect();
@@ -992,7 +1055,7 @@ impl Worker {
         let incomplete: Vec<&str> = self
             .init
             .iter()
-            .filter(|s| !s.succeeded())
+            .filter(|s| !s.init_done())
             .map(|s| s.spec.name.as_str())
             .collect();
         let ready = unready.is_empty();
@@ -1129,7 +1192,7 @@ fn container_status(slot: &Slot, init: bool) -> Value {
             ..
         } => (
             json!({"running": {"startedAt": started_at}}),
-            !init && slot.ready(),
+            (!init || slot.sidecar) && slot.ready(),
             Some(container_id.clone()),
         ),
         State::Terminated(f) => (

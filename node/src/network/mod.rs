@@ -108,6 +108,9 @@ impl Network {
             .map_err(|e| format!("cannot open {}: {e}", config.dir.display()))?;
         let gateway = format!("{}/{}", ipam.gateway(), pod_cidr.prefix());
         Self::probe(&config)?;
+        if let Some(clash) = clashing_route(&config.bridge, pod_cidr) {
+            tracing::warn!(%pod_cidr, route = %clash, "the podCIDR overlaps a route of this host: pods may not reach that network (choose another --cluster-cidr)");
+        }
         let current = ip::ip(&["-o", "-4", "addr", "show", "dev", &config.bridge])
             .map_err(|e| e.to_string())?;
         let mut commands = Vec::new();
@@ -269,6 +272,31 @@ impl Network {
             .map_err(|e| format!("the route update panicked: {e}"))?
             .map_err(|e| e.to_string())
     }
+}
+
+/// A route of the host (not the bridge's, not ours) whose destination overlaps `pod_cidr`.
+fn clashing_route(bridge: &str, pod_cidr: Ipv4Cidr) -> Option<String> {
+    let routes = ip::ip(&["-4", "route", "show"]).ok()?;
+    routes
+        .lines()
+        .filter(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let on_bridge = words.windows(2).any(|w| w == ["dev", bridge]);
+            let ours = words.windows(2).any(|w| w == ["proto", ROUTE_PROTO]);
+            !on_bridge && !ours
+        })
+        .find(|line| {
+            let destination = line.split_whitespace().next().unwrap_or("");
+            let block = match destination.parse::<Ipv4Cidr>() {
+                Ok(block) => Some(block),
+                Err(_) => destination
+                    .parse::<Ipv4Addr>()
+                    .ok()
+                    .and_then(|ip| Ipv4Cidr::new(ip, 32).ok()),
+            };
+            block.is_some_and(|b| b.overlaps(&pod_cidr))
+        })
+        .map(str::to_string)
 }
 
 /// The namespace's name for a pod.

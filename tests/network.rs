@@ -17,29 +17,15 @@ use k8s_openapi::api::core::v1::{Namespace, Node as NodeObject, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
-use support::cluster::{Cluster, cluster_with, netcheck, node_logs, own_block, phase};
+use support::cluster::{
+    finished, netcheck, netcheck_cluster, node_logs, own_block, phase, wait_for,
+};
 use support::{Node, Registry, Server};
 
 /// A number of this test's own, for blocks and names that must not collide.
 fn unique() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     (std::process::id() % 40) * 4 + NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A cluster with a pod block of its own, and the netcheck image pushed.
-async fn network_cluster(node: &str) -> (Cluster, String, String) {
-    let block = own_block();
-    let c = cluster_with(
-        node,
-        &["--cluster-cidr", &block],
-        &["--cluster-cidr", &block],
-    )
-    .await;
-    let image = c
-        .registry
-        .push("netcheck:v1", netcheck(), Layout::ComponentV0)
-        .await;
-    (c, image, block)
 }
 
 fn netcheck_pod(name: &str, image: &str, containers: &[(&str, &[&str])], extra: Value) -> Value {
@@ -104,7 +90,7 @@ async fn eventually(what: &str, ok: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn two_containers_of_a_pod_share_localhost_and_the_pods_namespace() {
-    let (c, image, block) = network_cluster("net-pair").await;
+    let (c, image, block) = netcheck_cluster("net-pair").await;
     let name = c
         .create(netcheck_pod(
             "pair",
@@ -172,7 +158,7 @@ async fn two_containers_of_a_pod_share_localhost_and_the_pods_namespace() {
 
 #[tokio::test]
 async fn pods_reach_each_other_by_ip_also_from_another_namespace() {
-    let (c, image, _) = network_cluster("net-pods").await;
+    let (c, image, _) = netcheck_cluster("net-pods").await;
     let b = c
         .create(netcheck_pod(
             "b",
@@ -196,11 +182,7 @@ async fn pods_reach_each_other_by_ip_also_from_another_namespace() {
             json!({}),
         ))
         .await;
-    let pa = c
-        .wait(&a, "finished", |p| {
-            phase(p) == "Succeeded" || phase(p) == "Failed"
-        })
-        .await;
+    let pa = c.wait(&a, "finished", finished).await;
     let log_a = node_logs(&c.node, &uid(&pa), "main");
     assert_eq!(phase(&pa), "Succeeded", "{log_a}");
     assert!(log_a.contains("answer: pong from-a"), "{log_a}");
@@ -223,19 +205,7 @@ async fn pods_reach_each_other_by_ip_also_from_another_namespace() {
     ))
     .unwrap();
     other.create(&PostParams::default(), &pod).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let pc = loop {
-        let p = serde_json::to_value(other.get("c").await.unwrap()).unwrap();
-        if phase(&p) == "Succeeded" || phase(&p) == "Failed" {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod c never finished: {:#}",
-            p["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let pc = wait_for(&other, "c", "finished", finished).await;
     let log_c = node_logs(&c.node, &uid(&pc), "main");
     assert!(log_c.contains("answer: pong from-c"), "{log_c}");
 
@@ -247,7 +217,7 @@ async fn pods_reach_each_other_by_ip_also_from_another_namespace() {
 
 #[tokio::test]
 async fn a_killed_agent_finds_its_pods_networks_again_and_removes_the_gone_ones() {
-    let (mut c, image, _) = network_cluster("net-restart").await;
+    let (mut c, image, _) = netcheck_cluster("net-restart").await;
     let keep = c
         .create(netcheck_pod(
             "keep",
@@ -309,11 +279,7 @@ async fn a_killed_agent_finds_its_pods_networks_again_and_removes_the_gone_ones(
             json!({}),
         ))
         .await;
-    let p = c
-        .wait(&client, "finished", |p| {
-            phase(p) == "Succeeded" || phase(p) == "Failed"
-        })
-        .await;
+    let p = c.wait(&client, "finished", finished).await;
     let log = node_logs(&c.node, &uid(&p), "main");
     assert!(log.contains("answer: pong again"), "{log}");
 }
@@ -396,11 +362,10 @@ impl Drop for Outside {
 
 #[tokio::test]
 async fn guests_reach_outside_the_cluster_only_when_the_pod_allows_egress() {
-    let (c, image, block) = network_cluster("net-policy").await;
+    let (c, image, block) = netcheck_cluster("net-policy").await;
     let outside = Outside::new();
     let mut listener = outside.listen(9000);
     let target = format!("{}:9000", outside.ip);
-    let finished = |p: &Value| phase(p) == "Succeeded" || phase(p) == "Failed";
 
     let closed = c
         .create(netcheck_pod(
@@ -491,19 +456,7 @@ async fn without_network_privileges_pods_share_the_nodes_network_and_the_node_sa
     ))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let p = loop {
-        let p = serde_json::to_value(pods.get("shared").await.unwrap()).unwrap();
-        if phase(&p) == "Succeeded" || phase(&p) == "Failed" {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never finished: {:#}",
-            p["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let p = wait_for(&pods, "shared", "finished", finished).await;
     let log = node_logs(&node, &uid(&p), "main");
     assert_eq!(phase(&p), "Succeeded", "{log}");
     assert!(log.contains("bound 127.0.0.1:"), "{log}");
@@ -535,23 +488,11 @@ async fn without_network_privileges_pods_share_the_nodes_network_and_the_node_sa
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
     assert!(ready, "the node is still Ready");
 
-    let events = run_kubectl(&server, &["get", "events", "-A", "-o", "json"]);
+    let events = server
+        .kubectl(&["get", "events", "-A", "-o", "json"])
+        .unwrap();
     assert!(events.contains("HostNetworkFallback"), "{events}");
     drop(node);
-}
-
-fn run_kubectl(server: &Server, args: &[&str]) -> String {
-    let out = Command::new("kubectl")
-        .env("KUBECONFIG", &server.kubeconfig)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Two "hosts" (network namespaces joined by a bridge here, `198.19.N.0/24`), each running a
@@ -667,22 +608,6 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
 
     let client = server.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let wait = |name: &'static str, ok: fn(&Value) -> bool| {
-        let pods = pods.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Ok(p) = pods.get(name).await {
-                    let p = serde_json::to_value(p).unwrap();
-                    if ok(&p) {
-                        return p;
-                    }
-                    assert!(Instant::now() < deadline, "{name}: {:#}", p["status"]);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
     let server_pod: Pod = serde_json::from_value(netcheck_pod(
         "far",
         &image,
@@ -693,7 +618,7 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
     pods.create(&PostParams::default(), &server_pod)
         .await
         .unwrap();
-    let far = wait("far", |p| {
+    let far = wait_for(&pods, "far", "listened", |p| {
         status_of(p, "main")["state"]["running"].is_object() && !pod_ip(p).is_empty()
     })
     .await;
@@ -708,7 +633,7 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
     pods.create(&PostParams::default(), &client_pod)
         .await
         .unwrap();
-    let near = wait("near", |p| phase(p) == "Succeeded" || phase(p) == "Failed").await;
+    let near = wait_for(&pods, "near", "finished", finished).await;
     let log = node_logs(&nodes[0], &uid(&near), "main");
     assert!(log.contains("answer: pong across"), "{log}");
     // Different blocks, and each host routes the other's block via the other's address.
@@ -725,7 +650,7 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
 
 #[tokio::test]
 async fn host_ports_are_forwarded_from_the_node_and_host_network_pods_use_the_nodes() {
-    let (c, image, _) = network_cluster("net-ports").await;
+    let (c, image, _) = netcheck_cluster("net-ports").await;
     let host_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -790,11 +715,7 @@ async fn host_ports_are_forwarded_from_the_node_and_host_network_pods_use_the_no
             json!({"spec": {"hostNetwork": true}}),
         ))
         .await;
-    let p = c
-        .wait(&host, "finished", |p| {
-            phase(p) == "Succeeded" || phase(p) == "Failed"
-        })
-        .await;
+    let p = c.wait(&host, "finished", finished).await;
     assert_eq!(phase(&p), "Succeeded");
     assert_eq!(p["status"]["podIP"], p["status"]["hostIP"]);
     assert!(!netns_exists(&uid(&p)));

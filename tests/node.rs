@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bosun_node::images::Layout;
@@ -13,8 +12,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use support::cluster::{cluster, container, node_logs, phase, pod};
-use support::{Registry, Server};
+use support::Registry;
+use support::cluster::{cluster, container, finished, node_logs, phase, pod};
 
 /// A WASI preview 1 command: "hello from wasm\n" at offset 16, `$hello` prints it, `_start`
 /// runs `body`.
@@ -273,11 +272,7 @@ async fn all_four_wasm_artifact_families_run() {
         );
     }
     for name in names {
-        let done = c
-            .wait(&name, "succeeded", |p| {
-                phase(p) == "Succeeded" || phase(p) == "Failed"
-            })
-            .await;
+        let done = c.wait(&name, "succeeded", finished).await;
         assert_eq!(phase(&done), "Succeeded", "{name}: {:#}", done["status"]);
         let uid = done["metadata"]["uid"].as_str().unwrap();
         assert_eq!(
@@ -560,7 +555,7 @@ async fn a_restarted_agent_restarts_the_containers_of_its_pods() {
         container(p)["state"]["running"].is_object()
     })
     .await;
-    c.node.restart(&c.server, &c.registry, &[]);
+    c.node.restart(&[]);
     let p = c
         .wait(&name, "restarted by the new agent", |p| {
             container(p)["restartCount"] == 1 && container(p)["state"]["running"].is_object()
@@ -570,20 +565,6 @@ async fn a_restarted_agent_restarts_the_containers_of_its_pods() {
         container(&p)["lastState"]["terminated"]["reason"],
         "ContainerStatusUnknown"
     );
-}
-
-fn kubectl(server: &Server, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("kubectl")
-        .env("KUBECONFIG", &server.kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
-    }
 }
 
 #[tokio::test]
@@ -604,7 +585,7 @@ async fn kubectl_logs_reads_the_nodes_log_server_through_the_api() {
     .await;
     // -f streams until the container ends.
     let server = &c.server;
-    let followed = kubectl(server, &["logs", "-f", "ticker"]).unwrap();
+    let followed = server.kubectl(&["logs", "-f", "ticker"]).unwrap();
     assert_eq!(
         followed,
         "oops\n".to_string() + &"hello from wasm\n".repeat(4)
@@ -612,19 +593,19 @@ async fn kubectl_logs_reads_the_nodes_log_server_through_the_api() {
     c.wait(&name, "succeeded", |p| phase(p) == "Succeeded")
         .await;
     assert_eq!(
-        kubectl(server, &["logs", "ticker", "--tail", "2"]).unwrap(),
+        server.kubectl(&["logs", "ticker", "--tail", "2"]).unwrap(),
         "hello from wasm\n".repeat(2)
     );
-    let stamped = kubectl(server, &["logs", "ticker", "--timestamps", "--tail", "1"]).unwrap();
+    let stamped = server
+        .kubectl(&["logs", "ticker", "--timestamps", "--tail", "1"])
+        .unwrap();
     let (time, line) = stamped.split_once(' ').unwrap();
     assert!(time.starts_with("20") && time.ends_with('Z'), "{stamped}");
     assert_eq!(line, "hello from wasm\n");
     assert_eq!(
-        kubectl(
-            server,
-            &["logs", "ticker", "--since", "1h", "--limit-bytes", "7"]
-        )
-        .unwrap(),
+        server
+            .kubectl(&["logs", "ticker", "--since", "1h", "--limit-bytes", "7"])
+            .unwrap(),
         "oops\nhe"
     );
 
@@ -656,7 +637,9 @@ async fn kubectl_logs_reads_the_nodes_log_server_through_the_api() {
     })
     .await;
     assert_eq!(
-        kubectl(server, &["logs", "two", "-c", "crash", "--previous"]).unwrap(),
+        server
+            .kubectl(&["logs", "two", "-c", "crash", "--previous"])
+            .unwrap(),
         "hello from wasm\n"
     );
     // kubectl picks the first container itself; the API asks for one, as Kubernetes does.
@@ -670,7 +653,7 @@ async fn kubectl_logs_reads_the_nodes_log_server_through_the_api() {
         err.contains("a container name must be specified for pod two, choose one of: [crash tick]"),
         "{err}"
     );
-    let err = kubectl(server, &["logs", "two", "-c", "nope"]).unwrap_err();
+    let err = server.kubectl(&["logs", "two", "-c", "nope"]).unwrap_err();
     assert!(
         err.contains("container nope is not valid for pod two"),
         "{err}"
@@ -1008,11 +991,7 @@ async fn a_sidecar_starts_first_restarts_when_it_stops_and_stops_when_the_app_is
         })
         .await;
     assert_eq!(phase(&running), "Running");
-    let p = c
-        .wait(&name, "finished", |p| {
-            phase(p) == "Succeeded" || phase(p) == "Failed"
-        })
-        .await;
+    let p = c.wait(&name, "finished", finished).await;
     assert_eq!(phase(&p), "Succeeded", "{:#}", p["status"]);
     let helper = &p["status"]["initContainerStatuses"][0];
     assert!(

@@ -3,27 +3,11 @@
 
 mod support;
 
-use bosun_node::images::Layout;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
-use support::cluster::{Cluster, cluster_with, netcheck, own_block};
-
-async fn probe_cluster(node: &str) -> (Cluster, String) {
-    let block = own_block();
-    let c = cluster_with(
-        node,
-        &["--cluster-cidr", &block],
-        &["--cluster-cidr", &block],
-    )
-    .await;
-    let image = c
-        .registry
-        .push("netcheck:v1", netcheck(), Layout::ComponentV0)
-        .await;
-    (c, image)
-}
+use support::cluster::{Cluster, netcheck_cluster};
 
 fn condition<'a>(pod: &'a Value, kind: &str) -> &'a Value {
     pod["status"]["conditions"]
@@ -51,7 +35,7 @@ async fn events_of(c: &Cluster, pod: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn readiness_follows_the_probe_and_a_failing_liveness_probe_restarts_the_container() {
-    let (c, image) = probe_cluster("probes").await;
+    let (c, image, _) = netcheck_cluster("probes").await;
     let pod = |name: &str, probes: Value| {
         let mut container = json!({"name": "main", "image": image,
             "args": ["http", "0.0.0.0:8080", "3"],

@@ -152,52 +152,32 @@ pub async fn run(
         authenticator,
     );
 
-    // The scheduler is a client of this server like any other; on shutdown it releases its
-    // lease (while the server still answers) before the server stops.
+    // The scheduler and the controller manager are clients of this server like any other; on
+    // shutdown they release their leases (while the server still answers) before it stops.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheduler = match config.scheduler.clone() {
         Some(scheduler_config) => {
             let client = api_client(&admin_kubeconfig).await?;
-            let elector = LeaderElector::new(
+            Some(spawn_elected(
                 client.clone(),
-                "kube-system",
                 "bosun-scheduler",
                 config.leader_election.clone(),
-            );
-            let mut stopped = stopped.clone();
-            Some(tokio::spawn(async move {
-                elector
-                    .run(
-                        || scheduler::run(client.clone(), scheduler_config.clone()),
-                        async move {
-                            let _ = stopped.wait_for(|s| *s).await;
-                        },
-                    )
-                    .await
-            }))
+                stopped.clone(),
+                move || scheduler::run(client.clone(), scheduler_config.clone()),
+            ))
         }
         None => None,
     };
     let controller_manager = match config.controllers.clone() {
         Some(controllers_config) => {
             let client = api_client(&admin_kubeconfig).await?;
-            let elector = LeaderElector::new(
+            Some(spawn_elected(
                 client.clone(),
-                "kube-system",
                 "bosun-controller-manager",
                 config.leader_election.clone(),
-            );
-            let mut stopped = stopped.clone();
-            Some(tokio::spawn(async move {
-                elector
-                    .run(
-                        || controllers::run(client.clone(), controllers_config.clone()),
-                        async move {
-                            let _ = stopped.wait_for(|s| *s).await;
-                        },
-                    )
-                    .await
-            }))
+                stopped.clone(),
+                move || controllers::run(client.clone(), controllers_config.clone()),
+            ))
         }
         None => None,
     };
@@ -218,6 +198,29 @@ pub async fn run(
     compactor.abort();
     expirer.abort();
     Ok(())
+}
+
+/// Runs `work` while this server holds the Lease `kube-system/<lease>`, until `stopped`
+/// turns true.
+fn spawn_elected<W, F>(
+    client: kube::Client,
+    lease: &str,
+    timing: LeaseTiming,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    work: W,
+) -> tokio::task::JoinHandle<()>
+where
+    W: FnMut() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
+    let elector = LeaderElector::new(client, "kube-system", lease, timing);
+    tokio::spawn(async move {
+        elector
+            .run(work, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    })
 }
 
 /// A Kubernetes client for the components that run inside the server process.

@@ -54,7 +54,7 @@ pub async fn cluster_with(node: &str, server_args: &[&str], node_args: &[&str]) 
 impl Cluster {
     /// Restarts the node agent with extra flags.
     pub fn node_restart_with(&mut self, args: &[&str]) {
-        self.node.restart(&self.server, &self.registry, args);
+        self.node.restart(args);
     }
 
     pub async fn create(&self, pod: Value) -> String {
@@ -69,19 +69,35 @@ impl Cluster {
 
     /// Waits (up to a minute) until `ok` holds for the pod; panics with its status if not.
     pub async fn wait(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = Value::Null;
-        while Instant::now() < deadline {
-            if let Ok(pod) = self.pods.get(name).await {
-                last = serde_json::to_value(&pod).unwrap();
-                if ok(&last) {
-                    return last;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("pod {name} never {what}: {:#}", last["status"]);
+        wait_for(&self.pods, name, what, ok).await
     }
+}
+
+/// Waits (up to a minute) until `ok` holds for the pod `name` of `pods`; panics with its
+/// status if not.
+pub async fn wait_for(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(pod) = pods.get(name).await {
+            last = serde_json::to_value(&pod).unwrap();
+            if ok(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("pod {name} never {what}: {:#}", last["status"]);
+}
+
+/// Whether the pod has finished (Succeeded or Failed).
+pub fn finished(pod: &Value) -> bool {
+    matches!(phase(pod), "Succeeded" | "Failed")
 }
 
 pub fn pod(name: &str, image: &str, extra: Value) -> Value {
@@ -164,4 +180,25 @@ pub fn own_block() -> String {
         "10.{}.0.0/16",
         100 + (std::process::id() % 25 * 6 + n) % 150
     )
+}
+
+/// A cluster with a pod block of its own ([`own_block`], given to the server and the node),
+/// and the netcheck image pushed: (cluster, image, block).
+pub async fn netcheck_cluster(node: &str) -> (Cluster, String, String) {
+    let block = own_block();
+    let c = cluster_with(
+        node,
+        &["--cluster-cidr", &block],
+        &["--cluster-cidr", &block],
+    )
+    .await;
+    let image = c
+        .registry
+        .push(
+            "netcheck:v1",
+            netcheck(),
+            bosun_node::images::Layout::ComponentV0,
+        )
+        .await;
+    (c, image, block)
 }

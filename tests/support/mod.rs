@@ -115,6 +115,21 @@ impl Server {
         kube::Client::try_from(config).unwrap()
     }
 
+    /// Runs the real kubectl with the admin kubeconfig; `Err` has what it printed.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl is installed");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -438,7 +453,7 @@ impl Node {
 
     /// Kills the agent (its containers die with it) and starts it again on the same data, with
     /// the flags it had and `args`.
-    pub fn restart(&mut self, _server: &Server, _registry: &Registry, args: &[&str]) {
+    pub fn restart(&mut self, args: &[&str]) {
         self.kill();
         self.child = Self::spawn(
             &self.launch,

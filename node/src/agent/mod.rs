@@ -25,7 +25,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
@@ -143,6 +143,31 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
+    /// Records an event about `regarding` in the background (a failure only goes to the
+    /// debug log: events are best effort).
+    pub fn event(
+        &self,
+        regarding: k8s_openapi::api::core::v1::ObjectReference,
+        kind: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let recorder = self.recorder.clone();
+        let event = Event {
+            type_: kind,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_string(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &regarding).await {
+                tracing::debug!(%error, "cannot record an event");
+            }
+        });
+    }
+
     /// The pod network. Pod workers start only after it is set up.
     pub fn network(&self) -> &Network {
         self.network
@@ -299,20 +324,15 @@ async fn start_network(agent: &Agent) -> Network {
             api_version: Some("v1".to_string()),
             kind: Some("Node".to_string()),
             name: Some(agent.config.name.clone()),
-            uid: Some(agent.config.name.clone()),
             ..Default::default()
         };
-        let (recorder, note) = (agent.recorder.clone(), reason.clone());
-        tokio::spawn(async move {
-            let event = kube::runtime::events::Event {
-                type_: kube::runtime::events::EventType::Warning,
-                reason: "HostNetworkFallback".to_string(),
-                note: Some(format!("pods share the node's network: {note}")),
-                action: "SetUpPodNetwork".to_string(),
-                secondary: None,
-            };
-            let _ = recorder.publish(&event, &node).await;
-        });
+        agent.event(
+            node,
+            EventType::Warning,
+            "HostNetworkFallback",
+            "SetUpPodNetwork",
+            &format!("pods share the node's network: {reason}"),
+        );
         Network::host(config.clone(), agent.node_ip, reason)
     };
     let probed = {

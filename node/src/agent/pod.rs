@@ -17,7 +17,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, LimitRange, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -665,14 +665,8 @@ impl Worker {
         slot.image_id = launch.image.image_id.clone();
         let first_start = self.pod_ip.is_none();
         self.pod_ip = Some(launch.pod_ip);
-        let host_network = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false);
         if first_start
-            && !host_network
+            && !uses_host_network(&self.pod)
             && let Some(reason) = self.agent.network().fallback_reason()
         {
             self.event(
@@ -952,7 +946,6 @@ impl Worker {
     }
 
     fn event(&self, kind: EventType, reason: &str, action: &str, note: &str) {
-        let recorder = self.agent.recorder.clone();
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("v1".to_string()),
             kind: Some("Pod".to_string()),
@@ -961,18 +954,7 @@ impl Worker {
             uid: Some(self.uid.clone()),
             ..Default::default()
         };
-        let event = Event {
-            type_: kind,
-            reason: reason.to_string(),
-            note: Some(note.chars().take(1000).collect()),
-            action: action.to_string(),
-            secondary: None,
-        };
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                tracing::debug!(%error, "cannot record an event");
-            }
-        });
+        self.agent.event(reference, kind, reason, action, note);
     }
 
     /// Writes the status if it changed; false if that failed (to be retried).
@@ -1242,14 +1224,11 @@ async fn launch(
         pull: false,
     };
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let host_network = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false);
     // The pod's network and the image, at the same time.
     let host_ports = host_ports(pod);
-    let attach = agent.network().attach(uid, host_network, &host_ports);
+    let attach = agent
+        .network()
+        .attach(uid, uses_host_network(pod), &host_ports);
     let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image_name);
     let pull = async {
         let mut secrets =
@@ -1329,6 +1308,13 @@ async fn launch(
         pulled: policy == PullPolicy::Always,
         pod_ip: network.ip,
     })
+}
+
+fn uses_host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
 
 /// The TCP ports of the pod's containers that ask for a node port (`hostPort`).

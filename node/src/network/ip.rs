@@ -14,15 +14,6 @@ pub struct IpError {
 }
 
 impl IpError {
-    /// Whether it failed for want of privileges (not root, no CAP_NET_ADMIN), or because the
-    /// `ip` tool is missing: either way the node cannot make pod networks.
-    pub fn is_unprivileged(&self) -> bool {
-        let m = self.message.to_ascii_lowercase();
-        m.contains("operation not permitted")
-            || m.contains("permission denied")
-            || m.contains("cannot run")
-    }
-
     /// Whether `ip` said the object is already there (or, on delete, not there).
     pub fn is_exists(&self) -> bool {
         self.message.contains("File exists")

@@ -11,6 +11,8 @@
 //! - [`controllers`]: the controller manager (for now node IPAM: each Node's podCIDR).
 //! - [`leader`]: leader election through a Lease, so one scheduler (and one controller
 //!   manager) is active per cluster.
+//! - [`objects`]: what the scheduler and the controllers read alike from objects: label
+//!   selectors, controller references, pod readiness.
 //! - [`events`]: a rate-limited, aggregating recorder of core/v1 Events.
 //! - [`pki`]: the cluster CA and the certificates it issues.
 //!
@@ -20,6 +22,7 @@ pub mod apiserver;
 pub mod controllers;
 pub mod events;
 pub mod leader;
+pub mod objects;
 pub mod pki;
 pub mod scheduler;
 pub mod server;

@@ -2,17 +2,22 @@
 //! run together as one controller manager under leader election (one active per cluster).
 //!
 //! - [`nodeipam`]: gives each Node a `spec.podCIDR` out of the cluster CIDR.
+//! - [`replicaset`]: keeps each ReplicaSet's pods at `spec.replicas`.
+//! - [`deployment`]: rolls Deployments out through ReplicaSets.
 
+pub mod deployment;
 pub mod nodeipam;
+pub mod replicaset;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use bosun_api::cidr::Ipv4Cidr;
 
 use crate::events::RecorderOptions;
 
 /// The controllers' names, as `--disable-controllers` takes them.
-pub const ALL: &[&str] = &["nodeipam"];
+pub const ALL: &[&str] = &["deployment", "nodeipam", "replicaset"];
 
 /// What the controller manager runs and how.
 #[derive(Debug, Clone)]
@@ -24,6 +29,8 @@ pub struct ControllersConfig {
     /// The prefix length of each node's block (24: 254 pods per node).
     pub node_cidr_mask_size: u8,
     pub events: RecorderOptions,
+    /// How long a controller waits before retrying a reconcile that failed.
+    pub retry: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -33,6 +40,7 @@ impl Default for ControllersConfig {
             cluster_cidr: "10.88.0.0/16".parse().expect("a valid block"),
             node_cidr_mask_size: 24,
             events: RecorderOptions::default(),
+            retry: Duration::from_secs(5),
         }
     }
 }
@@ -58,11 +66,37 @@ impl ControllersConfig {
     }
 }
 
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// When to try again: at once after a conflict (someone else wrote first, and the next
+    /// read sees it), else after `retry`.
+    pub fn retry_after(&self, retry: Duration) -> Duration {
+        match self {
+            Error::Api(kube::Error::Api(e)) if e.code == 409 => Duration::from_millis(50),
+            _ => retry,
+        }
+    }
+}
+
 /// Runs every enabled controller until they all end (they end only if the client is gone).
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     let mut tasks = tokio::task::JoinSet::new();
     if !config.disabled.contains("nodeipam") {
         tasks.spawn(nodeipam::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("deployment") {
+        tasks.spawn(deployment::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("replicaset") {
+        tasks.spawn(replicaset::run(client.clone(), config.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bosun_api::labels::{Requirement, Selector};
+
+use crate::objects::label_selector;
 use k8s_openapi::api::core::v1::{
     Container, NodeSelectorTerm, Pod, PodAffinityTerm, ResourceRequirements, Toleration,
 };
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// `namespace/name`.
 pub type PodKey = String;
@@ -389,31 +390,6 @@ fn node_term(term: &NodeSelectorTerm) -> Result<NodeTerm, String> {
             ));
         }
         out.names.push(Requirement::from_operator(
-            &e.key,
-            &e.operator,
-            e.values.as_deref().unwrap_or_default(),
-        )?);
-    }
-    Ok(out)
-}
-
-/// A metav1.LabelSelector as a [`Selector`].
-pub fn label_selector(selector: &LabelSelector) -> Result<Selector, String> {
-    let mut out = Selector::from_match_labels(
-        selector
-            .match_labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    for e in selector.match_expressions.iter().flatten() {
-        if matches!(e.operator.as_str(), "Gt" | "Lt") {
-            return Err(format!(
-                "{}: {} is not a label selector operator",
-                e.key, e.operator
-            ));
-        }
-        out.push(Requirement::from_operator(
             &e.key,
             &e.operator,
             e.values.as_deref().unwrap_or_default(),

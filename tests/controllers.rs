@@ -1,0 +1,531 @@
+//! The controllers end to end: a real `bosun server` (whose controller manager runs the
+//! ReplicaSet and Deployment controllers), a real node running the pods, and the real kubectl
+//! driving rollouts as a user would.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bosun_node::images::Layout;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use support::Server;
+use support::cluster::cluster;
+
+/// A WASI preview 1 command that sleeps forever, 10 s at a time; `tag` goes into a data
+/// segment so that every version is a different image.
+fn sleeper(tag: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 512) "{tag}")
+            (func (export "_start")
+                (loop $forever
+                    (i64.store (i32.const 0) (i64.const 0))
+                    (i32.store8 (i32.const 8) (i32.const 0))
+                    (i32.store (i32.const 16) (i32.const 1))
+                    (i64.store (i32.const 24) (i64.const 10000000000))
+                    (i64.store (i32.const 32) (i64.const 0))
+                    (i32.store16 (i32.const 40) (i32.const 0))
+                    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+                    (br $forever))))"#
+    ))
+    .expect("valid WAT")
+}
+
+fn deployment(name: &str, image: &str, replicas: i32, extra: Value) -> Deployment {
+    let mut d = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "main", "image": image}],
+                },
+            },
+        },
+    });
+    support::cluster::merge(&mut d, extra);
+    serde_json::from_value(d).unwrap()
+}
+
+/// Waits until `ok` holds, polling every 100 ms; panics with `what` after `secs`.
+async fn until<F, Fut>(secs: u64, what: &str, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if ok().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn image_of(pod: &Pod) -> String {
+    pod.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap_or_default()
+}
+
+/// What a watch of a deployment's pods saw: the fewest ready pods at any moment once `floor`
+/// was first reached, and every (image → live pod names) overlap of two images.
+#[derive(Default)]
+struct Watched {
+    pods: BTreeMap<String, Pod>,
+    armed: bool,
+    fewest_ready: Option<usize>,
+    /// Moments at which pods of more than one image existed (for Recreate).
+    mixed: usize,
+}
+
+/// Follows the pods labelled `app=<name>` from a watch stream, event by event.
+fn watch_pods(client: kube::Client, name: &str, floor: usize) -> Arc<Mutex<Watched>> {
+    let watched = Arc::new(Mutex::new(Watched::default()));
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let config = watcher::Config::default().labels(&format!("app={name}"));
+    let state = watched.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(pods, config).default_backoff().boxed();
+        while let Some(event) = stream.next().await {
+            let mut w = state.lock().unwrap();
+            match event {
+                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                    w.pods.insert(pod.metadata.name.clone().unwrap(), pod);
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    w.pods.remove(pod.metadata.name.as_deref().unwrap());
+                }
+                _ => continue,
+            }
+            let count = w.pods.values().filter(|p| ready(p)).count();
+            if count >= floor {
+                w.armed = true;
+            }
+            if w.armed {
+                w.fewest_ready = Some(w.fewest_ready.map_or(count, |f| f.min(count)));
+            }
+            let images: BTreeSet<String> = w.pods.values().map(image_of).collect();
+            if images.len() > 1 {
+                w.mixed += 1;
+            }
+        }
+    });
+    watched
+}
+
+async fn replica_sets(client: &kube::Client, app: &str) -> Vec<ReplicaSet> {
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    api.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+}
+
+fn revision(rs: &ReplicaSet) -> String {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn rs_image(rs: &ReplicaSet) -> String {
+    rs.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .as_ref()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+async fn running_images(pods: &Api<Pod>, app: &str) -> Vec<String> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap();
+    let mut images: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| ready(p))
+        .map(image_of)
+        .collect();
+    images.sort();
+    images
+}
+
+#[tokio::test]
+async fn rolling_update_keeps_every_replica_ready_rolls_back_and_stalls_on_a_broken_image() {
+    let c = cluster("ctl-roll").await;
+    let v1 = c
+        .registry
+        .push("app:v1", sleeper("v1"), Layout::ConfigV0)
+        .await;
+    let v2 = c
+        .registry
+        .push("app:v2", sleeper("v2"), Layout::ConfigV0)
+        .await;
+    // A tag that was never pushed: its pods never start (ErrImagePull).
+    let broken = format!("{}/app:missing", c.registry.host);
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let d = deployment(
+        "web",
+        &v1,
+        3,
+        json!({"spec": {
+            "progressDeadlineSeconds": 6,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        }}),
+    );
+    let watched = watch_pods(c.client.clone(), "web", 3);
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let status = c
+        .server
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .unwrap();
+    assert!(status.contains("successfully rolled out"), "{status}");
+    assert_eq!(running_images(&c.pods, "web").await, vec![v1.clone(); 3]);
+
+    // v1 → v2: never fewer than 3 ready pods, judged from the watch stream.
+    c.server
+        .kubectl(&["set", "image", "deployment/web", &format!("main={v2}")])
+        .unwrap();
+    let status = c
+        .server
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .unwrap();
+    assert!(status.contains("successfully rolled out"), "{status}");
+    until(20, "only v2 pods are ready", || async {
+        running_images(&c.pods, "web").await == vec![v2.clone(); 3]
+    })
+    .await;
+    let history = c
+        .server
+        .kubectl(&["rollout", "history", "deployment/web"])
+        .unwrap();
+    assert!(
+        history.lines().any(|l| l.trim_start().starts_with('1'))
+            && history.lines().any(|l| l.trim_start().starts_with('2')),
+        "{history}"
+    );
+
+    // Undo: back to v1, whose ReplicaSet becomes revision 3.
+    let undo = c
+        .server
+        .kubectl(&["rollout", "undo", "deployment/web"])
+        .unwrap();
+    assert!(undo.contains("rolled back"), "{undo}");
+    c.server
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .unwrap();
+    until(20, "only v1 pods are ready again", || async {
+        running_images(&c.pods, "web").await == vec![v1.clone(); 3]
+    })
+    .await;
+    let sets = replica_sets(&c.client, "web").await;
+    assert_eq!(sets.len(), 2, "undo reuses the v1 ReplicaSet");
+    let v1_set = sets.iter().find(|rs| rs_image(rs) == v1).unwrap();
+    assert_eq!(revision(v1_set), "3");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"],
+        "3"
+    );
+
+    // A broken image stalls, reports ProgressDeadlineExceeded, and v1 keeps serving.
+    c.server
+        .kubectl(&["set", "image", "deployment/web", &format!("main={broken}")])
+        .unwrap();
+    let stalled = c
+        .server
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .unwrap_err();
+    assert!(
+        stalled.contains("exceeded its progress deadline"),
+        "{stalled}"
+    );
+    let d = deployments.get("web").await.unwrap();
+    let progressing = d
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_deref()),
+        ("False", Some("ProgressDeadlineExceeded"))
+    );
+    assert_eq!(running_images(&c.pods, "web").await, vec![v1.clone(); 3]);
+
+    let w = watched.lock().unwrap();
+    assert!(w.armed, "the watch saw the deployment become ready");
+    assert!(
+        w.fewest_ready.unwrap() >= 3,
+        "a moment with only {:?} ready pods",
+        w.fewest_ready
+    );
+}
+
+#[tokio::test]
+async fn recreate_scale_pause_resume_and_restart() {
+    let c = cluster("ctl-recreate").await;
+    let v1 = c
+        .registry
+        .push("app:v1", sleeper("v1"), Layout::ConfigV0)
+        .await;
+    let v2 = c
+        .registry
+        .push("app:v2", sleeper("v2"), Layout::ConfigV0)
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let d = deployment(
+        "batch",
+        &v1,
+        2,
+        json!({"spec": {"strategy": {"type": "Recreate"}}}),
+    );
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    c.server
+        .kubectl(&["rollout", "status", "deployment/batch", "--timeout=60s"])
+        .unwrap();
+
+    // kubectl scale goes through the /scale subresource.
+    c.server
+        .kubectl(&["scale", "deployment/batch", "--replicas=4"])
+        .unwrap();
+    c.server
+        .kubectl(&["rollout", "status", "deployment/batch", "--timeout=60s"])
+        .unwrap();
+    until(20, "4 ready pods", || async {
+        running_images(&c.pods, "batch").await.len() == 4
+    })
+    .await;
+
+    // Recreate: no v2 pod exists while a v1 pod still does.
+    let watched = watch_pods(c.client.clone(), "batch", 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.server
+        .kubectl(&["set", "image", "deployment/batch", &format!("main={v2}")])
+        .unwrap();
+    c.server
+        .kubectl(&["rollout", "status", "deployment/batch", "--timeout=60s"])
+        .unwrap();
+    until(20, "4 v2 pods ready", || async {
+        running_images(&c.pods, "batch").await == vec![v2.clone(); 4]
+    })
+    .await;
+    assert_eq!(
+        watched.lock().unwrap().mixed,
+        0,
+        "v1 and v2 pods existed at once"
+    );
+
+    // Paused: a template change makes no new ReplicaSet; resumed, it rolls out.
+    c.server
+        .kubectl(&["rollout", "pause", "deployment/batch"])
+        .unwrap();
+    c.server
+        .kubectl(&["set", "image", "deployment/batch", &format!("main={v1}")])
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(replica_sets(&c.client, "batch").await.len(), 2);
+    assert_eq!(running_images(&c.pods, "batch").await, vec![v2.clone(); 4]);
+    let d = deployments.get("batch").await.unwrap();
+    let reason = d
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap()
+        .reason;
+    assert_eq!(reason.as_deref(), Some("DeploymentPaused"));
+    c.server
+        .kubectl(&["rollout", "resume", "deployment/batch"])
+        .unwrap();
+    c.server
+        .kubectl(&["rollout", "status", "deployment/batch", "--timeout=60s"])
+        .unwrap();
+    until(20, "4 v1 pods ready", || async {
+        running_images(&c.pods, "batch").await == vec![v1.clone(); 4]
+    })
+    .await;
+
+    // restart: same image, a new template (restartedAt), a new ReplicaSet and new pods.
+    let before: BTreeSet<String> = c
+        .pods
+        .list(&ListParams::default().labels("app=batch"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    c.server
+        .kubectl(&["rollout", "restart", "deployment/batch"])
+        .unwrap();
+    c.server
+        .kubectl(&["rollout", "status", "deployment/batch", "--timeout=60s"])
+        .unwrap();
+    until(30, "4 new pods ready", || async {
+        let list = c
+            .pods
+            .list(&ListParams::default().labels("app=batch"))
+            .await
+            .unwrap();
+        let fresh = list
+            .items
+            .iter()
+            .filter(|p| ready(p) && !before.contains(p.metadata.name.as_ref().unwrap()))
+            .count();
+        fresh == 4 && list.items.len() == 4
+    })
+    .await;
+    assert_eq!(replica_sets(&c.client, "batch").await.len(), 3);
+}
+
+/// The ReplicaSet controller alone needs no node: pods stay unscheduled.
+#[tokio::test]
+async fn replica_set_adopts_orphans_releases_relabelled_pods_and_scales_down_unscheduled_first() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", data.path().to_str().unwrap()]).await;
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "orphan", "labels": {"app": "rs"}},
+        "spec": {"containers": [{"name": "main", "image": "nowhere/app:v1"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &orphan).await.unwrap();
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "rs"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "rs"}},
+            "template": {"metadata": {"labels": {"app": "rs"}},
+                         "spec": {"containers": [{"name": "main", "image": "nowhere/app:v1"}]}},
+        },
+    }))
+    .unwrap();
+    let rs = sets.create(&PostParams::default(), &rs).await.unwrap();
+    let uid = rs.metadata.uid.clone().unwrap();
+    let owned_by_rs = |pod: &Pod| {
+        pod.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.controller == Some(true))
+    };
+    until(20, "the orphan is adopted and 2 pods are made", || async {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        list.len() == 3 && list.iter().all(&owned_by_rs)
+    })
+    .await;
+    until(10, "status says 3 replicas", || async {
+        let rs = sets.get("rs").await.unwrap();
+        let status = rs.status.unwrap_or_default();
+        status.replicas == 3 && status.observed_generation == rs.metadata.generation
+    })
+    .await;
+    let made: Vec<Pod> = pods.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        made.iter()
+            .filter(|p| p.metadata.name.as_deref() != Some("orphan"))
+            .all(|p| p.metadata.name.as_ref().unwrap().starts_with("rs-")),
+        "pods are named after their ReplicaSet"
+    );
+
+    // Relabelled: released (no longer owned), and replaced.
+    pods.patch(
+        "orphan",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "elsewhere"}}})),
+    )
+    .await
+    .unwrap();
+    until(
+        20,
+        "the relabelled pod is released and replaced",
+        || async {
+            let list = pods.list(&ListParams::default()).await.unwrap().items;
+            let released = list
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some("orphan"))
+                .is_some_and(|p| !owned_by_rs(p));
+            released && list.iter().filter(|p| owned_by_rs(p)).count() == 3
+        },
+    )
+    .await;
+
+    // Scale down to 1 through /scale: the pods being deleted are among the unscheduled ones
+    // (all are, here), and exactly one stays.
+    server
+        .kubectl(&["scale", "replicaset/rs", "--replicas=1"])
+        .unwrap();
+    until(20, "one pod left", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=rs"))
+            .await
+            .unwrap()
+            .items;
+        list.iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count()
+            == 1
+    })
+    .await;
+    let events = server
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=rs",
+        ])
+        .unwrap();
+    assert!(events.contains("SuccessfulCreate"), "{events}");
+    assert!(events.contains("SuccessfulDelete"), "{events}");
+}

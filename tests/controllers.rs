@@ -529,3 +529,390 @@ async fn replica_set_adopts_orphans_releases_relabelled_pods_and_scales_down_uns
     assert!(events.contains("SuccessfulCreate"), "{events}");
     assert!(events.contains("SuccessfulDelete"), "{events}");
 }
+
+#[tokio::test]
+async fn cascading_deletion_in_background_foreground_and_orphan_mode() {
+    let c = cluster("ctl-gc").await;
+    let image = c
+        .registry
+        .push("app:v1", sleeper("v1"), Layout::ConfigV0)
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
+    for name in ["bg", "fg", "or"] {
+        deployments
+            .create(
+                &PostParams::default(),
+                &deployment(name, &image, 2, json!({})),
+            )
+            .await
+            .unwrap();
+    }
+    for name in ["bg", "fg", "or"] {
+        c.server
+            .kubectl(&[
+                "rollout",
+                "status",
+                &format!("deployment/{name}"),
+                "--timeout=60s",
+            ])
+            .unwrap();
+    }
+    let count = |app: &'static str| {
+        let pods = c.pods.clone();
+        let sets = sets.clone();
+        async move {
+            let selector = ListParams::default().labels(&format!("app={app}"));
+            (
+                sets.list(&selector).await.unwrap().items.len(),
+                pods.list(&selector).await.unwrap().items.len(),
+            )
+        }
+    };
+
+    // Background: the Deployment goes at once, then its ReplicaSet and pods.
+    c.server.kubectl(&["delete", "deployment", "bg"]).unwrap();
+    assert!(deployments.get_opt("bg").await.unwrap().is_none());
+    until(30, "bg's ReplicaSet and pods are gone", || async {
+        count("bg").await == (0, 0)
+    })
+    .await;
+
+    // Foreground: the Deployment stays (with the finalizer) until its pods are gone.
+    c.server
+        .kubectl(&[
+            "delete",
+            "deployment",
+            "fg",
+            "--cascade=foreground",
+            "--wait=false",
+        ])
+        .unwrap();
+    let marked = deployments.get("fg").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert!(
+        marked
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"foregroundDeletion".to_string())
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let exists = deployments.get_opt("fg").await.unwrap().is_some();
+        let left = count("fg").await;
+        if !exists {
+            assert_eq!(left, (0, 0), "the owner went before its dependents");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fg was never deleted: {left:?} left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Orphan: the Deployment goes, its ReplicaSet and pods stay, no longer owned.
+    c.server
+        .kubectl(&["delete", "deployment", "or", "--cascade=orphan"])
+        .unwrap();
+    assert!(deployments.get_opt("or").await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = sets
+        .list(&ListParams::default().labels("app=or"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(kept.len(), 1);
+    assert!(
+        kept[0]
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|o| o.is_empty())
+    );
+    assert_eq!(running_images(&c.pods, "or").await.len(), 2);
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_empties_it_then_removes_it() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    let c = cluster("ctl-ns").await;
+    let image = c
+        .registry
+        .push("app:v1", sleeper("v1"), Layout::ConfigV0)
+        .await;
+    // (kubectl's `create namespace|configmap` send protobuf, which the API server does not
+    // speak yet: these objects are made through kube-rs.)
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    let team: Namespace = serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &team)
+        .await
+        .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(c.client.clone(), "team");
+    let map = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"a": "b"}})).unwrap()
+    };
+    maps.create(&PostParams::default(), &map("settings"))
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "team");
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("app", &image, 2, json!({})),
+        )
+        .await
+        .unwrap();
+    c.server
+        .kubectl(&[
+            "-n",
+            "team",
+            "rollout",
+            "status",
+            "deployment/app",
+            "--timeout=60s",
+        ])
+        .unwrap();
+
+    let refused = c
+        .server
+        .kubectl(&["delete", "namespace", "default"])
+        .unwrap_err();
+    assert!(refused.contains("may not be deleted"), "{refused}");
+
+    c.server
+        .kubectl(&["delete", "namespace", "team", "--wait=false"])
+        .unwrap();
+    let ns = namespaces.get("team").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let late = maps
+        .create(&PostParams::default(), &map("late"))
+        .await
+        .unwrap_err();
+    assert!(late.to_string().contains("being terminated"), "{late}");
+
+    until(60, "the namespace is gone", || async {
+        namespaces.get_opt("team").await.unwrap().is_none()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "team");
+    let sets: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "team");
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        maps.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        sets.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // The name can be used again.
+    namespaces
+        .create(&PostParams::default(), &team)
+        .await
+        .unwrap();
+}
+
+/// A server with fast node monitoring (3 s grace, no toleration) and three node agents.
+async fn three_nodes(prefix: &str) -> (Vec<support::Node>, Server, support::Registry) {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--node-monitor-grace-period",
+        "3s",
+        "--node-monitor-period",
+        "250ms",
+        "--default-unreachable-toleration-seconds",
+        "0",
+        "--controller-retry",
+        "1s",
+    ])
+    .await;
+    std::mem::forget(data);
+    let registry = support::Registry::start().await;
+    let nodes = ["a", "b", "c"]
+        .iter()
+        .map(|n| support::Node::start(&server, &format!("{prefix}-{n}"), &registry, &[]))
+        .collect();
+    (nodes, server, registry)
+}
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .unwrap()
+        .node_name
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Ready pods of `app` not on `excluded`, and all pods of `app` on `excluded`.
+async fn placement(pods: &Api<Pod>, app: &str, excluded: &str) -> (usize, Vec<Pod>) {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items;
+    let elsewhere = list
+        .iter()
+        .filter(|p| ready(p) && node_of(p) != excluded)
+        .count();
+    let there = list
+        .into_iter()
+        .filter(|p| node_of(p) == excluded)
+        .collect();
+    (elsewhere, there)
+}
+
+#[tokio::test]
+async fn pods_of_a_lost_node_are_replaced_and_a_frozen_node_stops_its_evicted_pods() {
+    let (mut nodes, server, registry) = three_nodes("heal").await;
+    let client = server.client().await;
+    let image = registry
+        .push("app:v1", sleeper("v1"), Layout::ConfigV0)
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("heal", &image, 6, json!({})),
+        )
+        .await
+        .unwrap();
+    server
+        .kubectl(&["rollout", "status", "deployment/heal", "--timeout=90s"])
+        .unwrap();
+
+    // kill -9 the agent with the most pods: its pods are replaced on the other two.
+    let list = pods.list(&ListParams::default()).await.unwrap().items;
+    let busiest = (0..3)
+        .max_by_key(|i| list.iter().filter(|p| node_of(p) == nodes[*i].name).count())
+        .unwrap();
+    let lost = nodes[busiest].name.clone();
+    nodes[busiest].kill();
+    let started = Instant::now();
+    until(60, "6 ready pods on the other nodes", || async {
+        placement(&pods, "heal", &lost).await.0 == 6
+    })
+    .await;
+    eprintln!("node loss recovered in {:?}", started.elapsed());
+    let node: k8s_openapi::api::core::v1::Node = Api::all(client.clone()).get(&lost).await.unwrap();
+    let ready_condition = node
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready_condition.status, "Unknown");
+    assert!(
+        node.spec
+            .unwrap()
+            .taints
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
+    );
+    until(20, "the Deployment is back to 6 available", || async {
+        let d = deployments.get("heal").await.unwrap();
+        d.status.and_then(|s| s.available_replicas) == Some(6)
+    })
+    .await;
+    let events = server
+        .kubectl(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reason=TaintManagerEviction",
+        ])
+        .unwrap();
+    assert!(events.contains("TaintManagerEviction"), "{events}");
+
+    // Freeze another agent that runs pods (SIGSTOP): they are replaced; thawed, it finds them
+    // evicted and stops them, so no two copies keep running.
+    let list = pods.list(&ListParams::default()).await.unwrap().items;
+    let frozen_index = (0..3)
+        .filter(|i| *i != busiest)
+        .max_by_key(|i| {
+            list.iter()
+                .filter(|p| node_of(p) == nodes[*i].name && p.metadata.deletion_timestamp.is_none())
+                .count()
+        })
+        .unwrap();
+    let frozen = nodes[frozen_index].name.clone();
+    let pid = nodes[frozen_index].child.id().to_string();
+    let (_, before) = placement(&pods, "heal", &frozen).await;
+    assert!(!before.is_empty(), "the frozen node runs pods");
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    until(60, "6 ready pods off the frozen node", || async {
+        placement(&pods, "heal", &frozen).await.0 == 6
+    })
+    .await;
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    until(
+        20,
+        "the thawed node stopped and released its evicted pods",
+        || async {
+            let (_, there) = placement(&pods, "heal", &frozen).await;
+            there
+                .iter()
+                .all(|p| !before.iter().any(|b| b.metadata.uid == p.metadata.uid))
+        },
+    )
+    .await;
+    until(
+        20,
+        "the thawed node is Ready and untainted again",
+        || async {
+            let node: k8s_openapi::api::core::v1::Node =
+                Api::all(client.clone()).get(&frozen).await.unwrap();
+            let ready = node
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let tainted = node
+                .spec
+                .and_then(|s| s.taints)
+                .unwrap_or_default()
+                .iter()
+                .any(|t| t.effect == "NoExecute");
+            ready && !tainted
+        },
+    )
+    .await;
+}

@@ -137,7 +137,10 @@ pub fn owners_patch(meta: &ObjectMeta, owners: &[OwnerReference]) -> kube::api::
             "op": "add", "path": "/metadata/ownerReferences", "value": owners,
         })),
     }
-    kube::api::Patch::Json(
-        serde_json::from_value(serde_json::Value::Array(ops)).expect("a valid JSON patch"),
-    )
+    json_patch(serde_json::Value::Array(ops))
+}
+
+/// A JSON patch (RFC 6902) from its operations.
+pub fn json_patch(ops: serde_json::Value) -> kube::api::Patch<()> {
+    kube::api::Patch::Json(serde_json::from_value(ops).expect("a valid JSON patch"))
 }

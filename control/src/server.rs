@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::net::TcpListener;
 
+use crate::apiserver::admission::DefaultTolerations;
 use crate::apiserver::{self, ApiState};
 use crate::controllers::{self, ControllersConfig};
 use crate::leader::{LeaderElector, LeaseTiming};
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     pub controllers: Option<ControllersConfig>,
     /// Lease timings of the scheduler's and the controller manager's leader election.
     pub leader_election: LeaseTiming,
+    /// How long new pods tolerate an unreachable or not-ready node.
+    pub default_tolerations: DefaultTolerations,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +151,7 @@ pub async fn run(
             authorizer: Arc::new(apiserver::auth::AllowAuthenticated),
             bookmark_interval: config.bookmark_interval,
             node_clients: Some(Arc::new(node_clients)),
+            default_tolerations: config.default_tolerations,
         },
         authenticator,
     );

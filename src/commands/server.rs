@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bosun_api::cidr::Ipv4Cidr;
+use bosun_control::apiserver::admission::DefaultTolerations;
 use bosun_control::controllers::ControllersConfig;
 use bosun_control::leader::LeaseTiming;
 use bosun_control::scheduler::SchedulerConfig;
@@ -51,9 +52,36 @@ pub struct Args {
     /// Do not run the scheduler in this server (run it elsewhere, or not at all).
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
-    /// Controllers not to run, comma-separated (controllers: nodeipam); `*` disables all.
+    /// Controllers not to run, comma-separated (controllers: deployment, garbagecollector,
+    /// namespace, nodeipam, nodelifecycle, replicaset); `*` disables all.
     #[arg(long, env = "BOSUN_DISABLE_CONTROLLERS", value_delimiter = ',')]
     disable_controllers: Vec<String>,
+    /// How long a controller waits before retrying a reconcile that failed (and before
+    /// looking again at a namespace that is not empty yet).
+    #[arg(long, env = "BOSUN_CONTROLLER_RETRY", default_value = "5s", value_parser = duration)]
+    controller_retry: Duration,
+    /// How long a node may go without renewing its Lease before it is marked Unknown and
+    /// tainted unreachable.
+    #[arg(long, env = "BOSUN_NODE_MONITOR_GRACE_PERIOD", default_value = "40s", value_parser = duration)]
+    node_monitor_grace_period: Duration,
+    /// How often the node lifecycle controller checks nodes and evicts pods.
+    #[arg(long, env = "BOSUN_NODE_MONITOR_PERIOD", default_value = "5s", value_parser = duration)]
+    node_monitor_period: Duration,
+    /// The tolerationSeconds of the `node.kubernetes.io/unreachable` toleration every pod
+    /// gets: how long its pods stay bound to an unreachable node.
+    #[arg(
+        long,
+        env = "BOSUN_DEFAULT_UNREACHABLE_TOLERATION_SECONDS",
+        default_value_t = 300
+    )]
+    default_unreachable_toleration_seconds: i64,
+    /// The same for `node.kubernetes.io/not-ready`.
+    #[arg(
+        long,
+        env = "BOSUN_DEFAULT_NOT_READY_TOLERATION_SECONDS",
+        default_value_t = 300
+    )]
+    default_not_ready_toleration_seconds: i64,
     /// The block pod IPs come from; each node gets a /NODE_CIDR_MASK_SIZE of it as its podCIDR.
     #[arg(long, env = "BOSUN_CLUSTER_CIDR", default_value = "10.88.0.0/16")]
     cluster_cidr: Ipv4Cidr,
@@ -107,6 +135,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             disabled: args.disable_controllers.into_iter().collect(),
             cluster_cidr: args.cluster_cidr,
             node_cidr_mask_size: args.node_cidr_mask_size,
+            retry: args.controller_retry,
+            node_monitor_grace_period: args.node_monitor_grace_period,
+            node_monitor_period: args.node_monitor_period,
             ..ControllersConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;
@@ -138,6 +169,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             lease_duration: args.leader_elect_lease_duration,
             renew_deadline: args.leader_elect_renew_deadline,
             retry_period: args.leader_elect_retry_period,
+        },
+        default_tolerations: DefaultTolerations {
+            not_ready_seconds: args.default_not_ready_toleration_seconds,
+            unreachable_seconds: args.default_unreachable_toleration_seconds,
         },
     };
     let data_dir = config.data_dir.clone();

@@ -54,6 +54,54 @@ impl FieldCheck {
     }
 }
 
+/// How long new pods tolerate a node going not-ready or unreachable before the node
+/// lifecycle controller evicts them (Kubernetes' DefaultTolerationSeconds admission).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultTolerations {
+    pub not_ready_seconds: i64,
+    pub unreachable_seconds: i64,
+}
+
+impl Default for DefaultTolerations {
+    fn default() -> Self {
+        Self {
+            not_ready_seconds: 300,
+            unreachable_seconds: 300,
+        }
+    }
+}
+
+/// Gives a new pod the not-ready and unreachable NoExecute tolerations it does not have.
+pub fn add_default_tolerations(resource: &Resource, pod: &mut Value, defaults: DefaultTolerations) {
+    if resource.kind != "Pod" || !resource.group.is_empty() {
+        return;
+    }
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Value::Array(list) = spec.entry("tolerations").or_insert_with(|| json!([])) else {
+        return;
+    };
+    for (key, seconds) in [
+        ("node.kubernetes.io/not-ready", defaults.not_ready_seconds),
+        (
+            "node.kubernetes.io/unreachable",
+            defaults.unreachable_seconds,
+        ),
+    ] {
+        let tolerated = list.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let exists_all = t.get("key").is_none_or(|k| k == "")
+                && t.get("operator").and_then(Value::as_str) == Some("Exists");
+            (t.get("key").and_then(Value::as_str) == Some(key) || exists_all)
+                && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !tolerated {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
+}
+
 /// Fills in metadata and defaults for a new object and validates it; returns its name.
 pub fn prepare_create(
     resource: &Resource,
@@ -145,7 +193,32 @@ pub fn prepare_update(
                 None => drop(new.as_object_mut().map(|o| o.remove("status"))),
             }
         }
+        // `finalize` changes only a namespace's `spec.finalizers`.
+        Some("finalize") => {
+            let finalizers = new.pointer("/spec/finalizers").cloned();
+            *new = with_resource_version(old.clone(), new);
+            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                match finalizers {
+                    Some(f) => spec.insert("finalizers".into(), f),
+                    None => spec.remove("finalizers"),
+                };
+            }
+        }
         _ => {
+            // A namespace's spec.finalizers change only through `finalize`.
+            if resource.kind == "Namespace" && resource.group.is_empty() {
+                match old.pointer("/spec/finalizers") {
+                    Some(f) => {
+                        ensure_object(new, "/spec");
+                        new["spec"]["finalizers"] = f.clone();
+                    }
+                    None => drop(
+                        new.get_mut("spec")
+                            .and_then(Value::as_object_mut)
+                            .map(|s| s.remove("finalizers")),
+                    ),
+                }
+            }
             // The main resource never changes status where a status subresource exists.
             if resource.status {
                 match old.get("status") {
@@ -335,24 +408,6 @@ fn defaults(resource: &Resource, object: &mut Value, creating: bool) {
             ensure_object(object, "/spec");
             if let Some(spec) = object.get_mut("spec") {
                 pod_spec_defaults(spec);
-                // Every pod tolerates a node going not-ready or unreachable for 300 s, after which
-                // the node lifecycle controller evicts it (Kubernetes' DefaultTolerationSeconds).
-                let tolerations = spec
-                    .as_object_mut()
-                    .map(|s| s.entry("tolerations").or_insert_with(|| json!([])));
-                if let Some(Value::Array(list)) = tolerations {
-                    for key in [
-                        "node.kubernetes.io/not-ready",
-                        "node.kubernetes.io/unreachable",
-                    ] {
-                        if !list
-                            .iter()
-                            .any(|t| t.get("key").and_then(Value::as_str) == Some(key))
-                        {
-                            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-                        }
-                    }
-                }
             }
             if creating {
                 ensure_object(object, "/status");
@@ -362,6 +417,11 @@ fn defaults(resource: &Resource, object: &mut Value, creating: bool) {
         ("", "Namespace") => {
             ensure_object(object, "/status");
             set_default(object, "/status/phase", json!("Active"));
+            if creating {
+                // The namespace controller's finalizer: it empties the namespace on deletion.
+                ensure_object(object, "/spec");
+                set_default(object, "/spec/finalizers", json!(["kubernetes"]));
+            }
         }
         ("", "Secret") => {
             set_default(object, "/type", json!("Opaque"));
@@ -817,7 +877,9 @@ mod tests {
             pod["spec"]["containers"][0]["imagePullPolicy"],
             "IfNotPresent"
         );
+        add_default_tolerations(pods(), &mut pod, DefaultTolerations::default());
         assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
+        assert_eq!(pod["spec"]["tolerations"][1]["tolerationSeconds"], 300);
         assert_eq!(pod["status"]["phase"], "Pending");
     }
 

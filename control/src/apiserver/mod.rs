@@ -45,6 +45,8 @@ pub struct ApiState {
     pub bookmark_interval: std::time::Duration,
     /// How the server reaches nodes' log servers; `None` answers `pods/log` with 503.
     pub node_clients: Option<Arc<logs::NodeClients>>,
+    /// The NoExecute tolerations admission gives every new pod.
+    pub default_tolerations: admission::DefaultTolerations,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {

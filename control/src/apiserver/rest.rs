@@ -190,6 +190,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
             "status" => target.resource.status,
             "scale" => target.resource.scale,
             "binding" | "log" => target.resource.kind == "Pod",
+            "finalize" => target.resource.kind == "Namespace" && verb == "update",
             _ => false,
         };
         if !allowed {
@@ -500,6 +501,7 @@ async fn create(
         &mut body,
         fields,
     )?;
+    admission::add_default_tolerations(target.resource, &mut body, state.default_tolerations);
     if target.resource.namespaced {
         ensure_namespace(state, target).await?;
     }
@@ -647,7 +649,7 @@ async fn finish_deletion_if_done(
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    if marked && !finalizers && !awaits_node(target.resource, &value) {
+    if marked && !finalizers && !awaits_others(target.resource, &value) {
         let name = target.name();
         let rv = value
             .pointer("/metadata/resourceVersion")
@@ -663,9 +665,17 @@ async fn finish_deletion_if_done(
     Ok(value)
 }
 
-/// A pod on a node is removed by its node once its containers have stopped (the node deletes
-/// it with a zero grace period), as the kubelet does.
-fn awaits_node(resource: &Resource, value: &Value) -> bool {
+/// Whether deletion waits for someone other than the finalizers: a pod on a node is removed
+/// by its node once its containers have stopped (the node deletes it with a zero grace
+/// period), as the kubelet does; a namespace is removed once the namespace controller has
+/// emptied it and cleared `spec.finalizers` through `/finalize`.
+fn awaits_others(resource: &Resource, value: &Value) -> bool {
+    if resource.kind == "Namespace" && resource.group.is_empty() {
+        return value
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+    }
     resource.kind == "Pod"
         && resource.group.is_empty()
         && value
@@ -884,6 +894,14 @@ async fn delete(
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
+    if target.resource.kind == "Namespace"
+        && matches!(target.name(), "default" | "kube-system" | "kube-public")
+    {
+        return Err(ApiError::forbidden(format!(
+            "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+            target.name()
+        )));
+    }
     let current = get(state, target).await?;
     if let Some(uid) = options
         .pointer("/preconditions/uid")
@@ -924,38 +942,80 @@ async fn delete(
                 .and_then(Value::as_i64)
         })
         .unwrap_or(0);
+    // Foreground and Orphan deletion are finalizers the garbage collector acts on.
+    let policy = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or_else(|| query.get("propagationPolicy").map(String::as_str))
+        .or_else(|| {
+            (options.get("orphanDependents").and_then(Value::as_bool) == Some(true))
+                .then_some("Orphan")
+        });
+    let finalizer = match policy {
+        None | Some("Background") => None,
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {other:?}: Orphan, Background or Foreground"
+            )));
+        }
+    };
     if dry_run {
         return Ok(axum::Json(current.value).into_response());
     }
-    let has_finalizers = current
-        .value
+    let mut marked = current.value.clone();
+    if let Some(finalizer) = finalizer {
+        let list = marked["metadata"]
+            .as_object_mut()
+            .expect("an object has metadata")
+            .entry("finalizers")
+            .or_insert_with(|| json!([]));
+        if let Value::Array(list) = list
+            && !list.iter().any(|f| f == finalizer)
+        {
+            list.push(json!(finalizer));
+        }
+    }
+    let has_finalizers = marked
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    let mut marked = current.value.clone();
+    let previous_grace = current
+        .value
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    // A second delete may only shorten the grace period.
+    let grace = previous_grace.map_or(grace, |g| g.min(grace));
     marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-    if has_finalizers || awaits_node(target.resource, &marked) {
+    if has_finalizers || awaits_others(target.resource, &marked) {
         // Mark it; finalizers (or the pod's node) finish the deletion.
+        let when = SystemTime::now() + Duration::from_secs(grace.max(0) as u64);
         if current
             .value
             .pointer("/metadata/deletionTimestamp")
             .is_none()
+            || previous_grace.is_some_and(|g| grace < g)
         {
-            let when = SystemTime::now() + Duration::from_secs(grace.max(0) as u64);
             marked["metadata"]["deletionTimestamp"] = json!(bosun_api::time::rfc3339(when));
-            let key = target.key(target.name());
-            let updated = state
-                .store
-                .update(&key, marked, expected.or(Some(current.revision)))
-                .await
-                .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
-            return Ok((
-                StatusCode::ACCEPTED,
-                axum::Json(presented(target.resource, updated.value)),
-            )
-                .into_response());
         }
-        return Ok((StatusCode::ACCEPTED, axum::Json(current.value)).into_response());
+        if target.resource.kind == "Namespace" {
+            marked["status"]["phase"] = json!("Terminating");
+        }
+        if marked == current.value {
+            return Ok((StatusCode::ACCEPTED, axum::Json(current.value)).into_response());
+        }
+        let key = target.key(target.name());
+        let updated = state
+            .store
+            .update(&key, marked, expected.or(Some(current.revision)))
+            .await
+            .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(presented(target.resource, updated.value)),
+        )
+            .into_response());
     }
     let deleted = state
         .store

@@ -4,20 +4,35 @@
 //! - [`nodeipam`]: gives each Node a `spec.podCIDR` out of the cluster CIDR.
 //! - [`replicaset`]: keeps each ReplicaSet's pods at `spec.replicas`.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
+//! - [`garbagecollector`]: deletes what lost its owners; cascading deletion in the
+//!   background, foreground or orphan mode.
+//! - [`namespace`]: empties a namespace being deleted, then lets it go.
+//! - [`nodelifecycle`]: taints nodes that stopped renewing their Lease and evicts their pods.
 
 pub mod deployment;
+pub mod garbagecollector;
+pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bosun_api::cidr::Ipv4Cidr;
+use bosun_api::resources::Resource;
 
 use crate::events::RecorderOptions;
 
 /// The controllers' names, as `--disable-controllers` takes them.
-pub const ALL: &[&str] = &["deployment", "nodeipam", "replicaset"];
+pub const ALL: &[&str] = &[
+    "deployment",
+    "garbagecollector",
+    "namespace",
+    "nodeipam",
+    "nodelifecycle",
+    "replicaset",
+];
 
 /// What the controller manager runs and how.
 #[derive(Debug, Clone)]
@@ -31,6 +46,10 @@ pub struct ControllersConfig {
     pub events: RecorderOptions,
     /// How long a controller waits before retrying a reconcile that failed.
     pub retry: Duration,
+    /// How long a node may go without renewing its Lease before it is Unknown and tainted.
+    pub node_monitor_grace_period: Duration,
+    /// How often nodes' heartbeats and taints are checked.
+    pub node_monitor_period: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -41,6 +60,8 @@ impl Default for ControllersConfig {
             node_cidr_mask_size: 24,
             events: RecorderOptions::default(),
             retry: Duration::from_secs(5),
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_monitor_period: Duration::from_secs(5),
         }
     }
 }
@@ -63,6 +84,17 @@ impl ControllersConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// The kube-rs description of a served resource, for dynamic API clients.
+pub(crate) fn api_resource(resource: &Resource) -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: resource.group.to_string(),
+        version: resource.version.to_string(),
+        api_version: resource.api_version(),
+        kind: resource.kind.to_string(),
+        plural: resource.plural.to_string(),
     }
 }
 
@@ -89,11 +121,20 @@ impl Error {
 /// Runs every enabled controller until they all end (they end only if the client is gone).
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     let mut tasks = tokio::task::JoinSet::new();
+    if !config.disabled.contains("garbagecollector") {
+        tasks.spawn(garbagecollector::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("namespace") {
+        tasks.spawn(namespace::run(client.clone(), config.clone()));
+    }
     if !config.disabled.contains("nodeipam") {
         tasks.spawn(nodeipam::run(client.clone(), config.clone()));
     }
     if !config.disabled.contains("deployment") {
         tasks.spawn(deployment::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("nodelifecycle") {
+        tasks.spawn(nodelifecycle::run(client.clone(), config.clone()));
     }
     if !config.disabled.contains("replicaset") {
         tasks.spawn(replicaset::run(client.clone(), config.clone()));

@@ -396,7 +396,10 @@ pub(super) async fn keep_status(agent: Arc<Agent>) {
         tick.tick().await;
         let readings = NodeReadings::read(&agent.config.data_dir);
         let now = verdict(&agent, &readings);
-        if now == last && written.elapsed() < REPORT_AT_LEAST_EVERY {
+        if now == last
+            && written.elapsed() < REPORT_AT_LEAST_EVERY
+            && server_says_ready(&agent).await
+        {
             continue;
         }
         match write_readings(&agent, &readings).await {
@@ -406,6 +409,22 @@ pub(super) async fn keep_status(agent: Arc<Agent>) {
             }
             Err(error) => tracing::warn!(%error, "cannot update the node's status"),
         }
+    }
+}
+
+/// Whether the Node object says Ready=True. The node lifecycle controller sets it to Unknown
+/// when the Lease was not renewed in time (this process was frozen, or cut off); the next
+/// status write says Ready again. An unanswered question counts as ready (nothing to fix).
+async fn server_says_ready(agent: &Agent) -> bool {
+    let api: Api<Node> = Api::all(agent.client.clone());
+    match api.get_status(&agent.config.name).await {
+        Ok(node) => node
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        Err(_) => true,
     }
 }
 

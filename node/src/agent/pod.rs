@@ -842,7 +842,8 @@ impl Worker {
         );
     }
 
-    /// The grace period of a pod being deleted: until its deletionTimestamp.
+    /// The grace period of a pod being deleted: until its deletionTimestamp, none left if that
+    /// has passed (a node that was cut off or frozen while its pods were evicted).
     fn grace_period(&self) -> Duration {
         let meta = &self.pod.metadata;
         let seconds = meta.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
@@ -850,7 +851,10 @@ impl Worker {
             .deletion_timestamp
             .as_ref()
             .and_then(|t| bosun_api::time::parse_rfc3339(&t.0.to_string()))
-            .and_then(|t| t.duration_since(SystemTime::now()).ok());
+            .map(|t| {
+                t.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            });
         until.map_or(Duration::from_secs(seconds), |u| {
             u.min(Duration::from_secs(seconds))
         })

@@ -916,3 +916,198 @@ async fn pods_of_a_lost_node_are_replaced_and_a_frozen_node_stops_its_evicted_po
     )
     .await;
 }
+
+/// A command that sleeps 300 ms, then exits with `code`.
+fn short_task(code: i32) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (i64.store (i32.const 0) (i64.const 0))
+                (i32.store8 (i32.const 8) (i32.const 0))
+                (i32.store (i32.const 16) (i32.const 1))
+                (i64.store (i32.const 24) (i64.const 300000000))
+                (i64.store (i32.const 32) (i64.const 0))
+                (i32.store16 (i32.const 40) (i32.const 0))
+                (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+                (call $exit (i32.const {code}))))"#
+    ))
+    .expect("valid WAT")
+}
+
+fn job(name: &str, image: &str, spec: Value) -> k8s_openapi::api::batch::v1::Job {
+    let mut j = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": image}],
+            }},
+        },
+    });
+    support::cluster::merge(&mut j, json!({ "spec": spec }));
+    serde_json::from_value(j).unwrap()
+}
+
+#[tokio::test]
+async fn jobs_run_to_completion_in_parallel_stop_at_the_backoff_limit_and_index_their_pods() {
+    use k8s_openapi::api::batch::v1::Job;
+    let c = support::cluster::cluster_with("ctl-jobs", &["--job-backoff", "100ms"], &[]).await;
+    let ok = c
+        .registry
+        .push("task:ok", short_task(0), Layout::ConfigV0)
+        .await;
+    let bad = c
+        .registry
+        .push("task:bad", short_task(1), Layout::ConfigV0)
+        .await;
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+
+    // completions 5, parallelism 2: never more than 2 pods at once, 5 successes.
+    let most = Arc::new(Mutex::new(0usize));
+    let watching = {
+        let pods = c.pods.clone();
+        let most = most.clone();
+        tokio::spawn(async move {
+            let config = watcher::Config::default().labels("batch.kubernetes.io/job-name=five");
+            let mut live: BTreeMap<String, Pod> = BTreeMap::new();
+            let mut stream = watcher(pods, config).default_backoff().boxed();
+            while let Some(Ok(event)) = stream.next().await {
+                match event {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        live.insert(p.metadata.name.clone().unwrap(), p);
+                    }
+                    watcher::Event::Delete(p) => {
+                        live.remove(p.metadata.name.as_deref().unwrap());
+                    }
+                    _ => continue,
+                }
+                let running = live
+                    .values()
+                    .filter(|p| {
+                        !matches!(
+                            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                            Some("Succeeded" | "Failed")
+                        )
+                    })
+                    .count();
+                let mut m = most.lock().unwrap();
+                *m = (*m).max(running);
+            }
+        })
+    };
+    jobs.create(
+        &PostParams::default(),
+        &job("five", &ok, json!({"completions": 5, "parallelism": 2})),
+    )
+    .await
+    .unwrap();
+    c.server
+        .kubectl(&[
+            "wait",
+            "--for=condition=complete",
+            "job/five",
+            "--timeout=90s",
+        ])
+        .unwrap();
+    watching.abort();
+    let five = jobs.get("five").await.unwrap().status.unwrap();
+    assert_eq!(five.succeeded, Some(5));
+    assert!(five.completion_time.is_some());
+    assert!(
+        *most.lock().unwrap() <= 2,
+        "{} pods at once",
+        most.lock().unwrap()
+    );
+
+    // A failing job: backoffLimit 2 means the third failure fails the Job.
+    jobs.create(
+        &PostParams::default(),
+        &job("failing", &bad, json!({"backoffLimit": 2})),
+    )
+    .await
+    .unwrap();
+    c.server
+        .kubectl(&[
+            "wait",
+            "--for=condition=failed",
+            "job/failing",
+            "--timeout=90s",
+        ])
+        .unwrap();
+    let failing = jobs.get("failing").await.unwrap().status.unwrap();
+    assert_eq!(failing.failed, Some(3));
+    let reason = failing
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap()
+        .reason;
+    assert_eq!(reason.as_deref(), Some("BackoffLimitExceeded"));
+
+    // Indexed: each pod knows its index; the Job reports every index done, then its TTL
+    // removes it and its pods.
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "indexed",
+            &ok,
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "ttlSecondsAfterFinished": 1}),
+        ),
+    )
+    .await
+    .unwrap();
+    let indexes = Arc::new(Mutex::new(BTreeSet::new()));
+    until(60, "the indexed job completes", || async {
+        let pods = c
+            .pods
+            .list(&ListParams::default().labels("batch.kubernetes.io/job-name=indexed"))
+            .await
+            .unwrap()
+            .items;
+        for pod in &pods {
+            let env = pod.spec.as_ref().unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap_or_default();
+            let index = env
+                .iter()
+                .find(|e| e.name == "JOB_COMPLETION_INDEX")
+                .unwrap();
+            indexes.lock().unwrap().insert(index.value.clone().unwrap());
+        }
+        jobs.get_opt("indexed")
+            .await
+            .unwrap()
+            .and_then(|j| j.status)
+            .and_then(|s| s.completed_indexes)
+            .as_deref()
+            == Some("0-2")
+    })
+    .await;
+    assert_eq!(
+        *indexes.lock().unwrap(),
+        ["0", "1", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>()
+    );
+    until(
+        30,
+        "the finished indexed job is deleted after its TTL",
+        || async {
+            jobs.get_opt("indexed").await.unwrap().is_none()
+                && c.pods
+                    .list(&ListParams::default().labels("batch.kubernetes.io/job-name=indexed"))
+                    .await
+                    .unwrap()
+                    .items
+                    .is_empty()
+        },
+    )
+    .await;
+}

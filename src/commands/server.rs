@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
     /// Controllers not to run, comma-separated (controllers: deployment, garbagecollector,
-    /// namespace, nodeipam, nodelifecycle, replicaset); `*` disables all.
+    /// job, namespace, nodeipam, nodelifecycle, replicaset); `*` disables all.
     #[arg(long, env = "BOSUN_DISABLE_CONTROLLERS", value_delimiter = ',')]
     disable_controllers: Vec<String>,
     /// How long a controller waits before retrying a reconcile that failed (and before
@@ -67,6 +67,10 @@ pub struct Args {
     /// How often the node lifecycle controller checks nodes and evicts pods.
     #[arg(long, env = "BOSUN_NODE_MONITOR_PERIOD", default_value = "5s", value_parser = duration)]
     node_monitor_period: Duration,
+    /// How long a Job waits before replacing its first failed pod; it doubles with every
+    /// failure, up to 6 minutes.
+    #[arg(long, env = "BOSUN_JOB_BACKOFF", default_value = "10s", value_parser = duration)]
+    job_backoff: Duration,
     /// The tolerationSeconds of the `node.kubernetes.io/unreachable` toleration every pod
     /// gets: how long its pods stay bound to an unreachable node.
     #[arg(
@@ -138,6 +142,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             retry: args.controller_retry,
             node_monitor_grace_period: args.node_monitor_grace_period,
             node_monitor_period: args.node_monitor_period,
+            job_backoff: args.job_backoff,
             ..ControllersConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;

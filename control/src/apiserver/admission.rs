@@ -366,6 +366,37 @@ fn ensure_object(object: &mut Value, pointer: &str) {
     }
 }
 
+/// A Job without `manualSelector: true` selects its pods by its UID: the selector and the
+/// template labels (`batch.kubernetes.io/controller-uid`, `batch.kubernetes.io/job-name` and
+/// their legacy short forms) are generated, as Kubernetes does.
+fn job_selector(job: &mut Value) {
+    if job.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = job.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let name = job
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if job.pointer("/spec/selector").is_none() {
+        job["spec"]["selector"] =
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    }
+    ensure_object(job, "/spec/template");
+    ensure_object(job, "/spec/template/metadata");
+    ensure_object(job, "/spec/template/metadata/labels");
+    if let Some(Value::Object(labels)) = job.pointer_mut("/spec/template/metadata/labels") {
+        for (key, value) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.entry(key).or_insert_with(|| value.clone());
+        }
+    }
+}
+
 /// The pod-template defaults (a Pod's `spec`, or a template's `spec`).
 fn pod_spec_defaults(spec: &mut Value) {
     set_default(spec, "/restartPolicy", json!("Always"));
@@ -470,6 +501,9 @@ fn defaults(resource: &Resource, object: &mut Value, creating: bool) {
         }
         ("batch", "Job") => {
             ensure_object(object, "/spec");
+            if creating {
+                job_selector(object);
+            }
             set_default(object, "/spec/parallelism", json!(1));
             set_default(object, "/spec/backoffLimit", json!(6));
             set_default(object, "/spec/completionMode", json!("NonIndexed"));

@@ -6,11 +6,13 @@
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
 //! - [`garbagecollector`]: deletes what lost its owners; cascading deletion in the
 //!   background, foreground or orphan mode.
+//! - [`job`]: runs Jobs' pods to completion.
 //! - [`namespace`]: empties a namespace being deleted, then lets it go.
 //! - [`nodelifecycle`]: taints nodes that stopped renewing their Lease and evicts their pods.
 
 pub mod deployment;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -28,6 +30,7 @@ use crate::events::RecorderOptions;
 pub const ALL: &[&str] = &[
     "deployment",
     "garbagecollector",
+    "job",
     "namespace",
     "nodeipam",
     "nodelifecycle",
@@ -50,6 +53,8 @@ pub struct ControllersConfig {
     pub node_monitor_grace_period: Duration,
     /// How often nodes' heartbeats and taints are checked.
     pub node_monitor_period: Duration,
+    /// How long a Job waits before replacing its first failed pod (doubling per failure).
+    pub job_backoff: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -62,6 +67,7 @@ impl Default for ControllersConfig {
             retry: Duration::from_secs(5),
             node_monitor_grace_period: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
+            job_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -123,6 +129,9 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     let mut tasks = tokio::task::JoinSet::new();
     if !config.disabled.contains("garbagecollector") {
         tasks.spawn(garbagecollector::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("job") {
+        tasks.spawn(job::run(client.clone(), config.clone()));
     }
     if !config.disabled.contains("namespace") {
         tasks.spawn(namespace::run(client.clone(), config.clone()));

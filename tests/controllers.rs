@@ -1111,3 +1111,94 @@ async fn jobs_run_to_completion_in_parallel_stop_at_the_backoff_limit_and_index_
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_cronjob_runs_a_job_each_minute_and_prunes_its_history() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let c = cluster("ctl-cron").await;
+    let ok = c
+        .registry
+        .push("task:ok", short_task(0), Layout::ConfigV0)
+        .await;
+    let cronjobs: Api<CronJob> = Api::namespaced(c.client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+
+    // Bad schedules and zones are refused at the door.
+    let mut bad: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "bad"},
+        "spec": {"schedule": "61 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "main", "image": ok}]}}}}},
+    }))
+    .unwrap();
+    let refused = cronjobs
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("spec.schedule"), "{refused}");
+    bad.spec.as_mut().unwrap().schedule = "@hourly".into();
+    bad.spec.as_mut().unwrap().time_zone = Some("Mars/Olympus".into());
+    let refused = cronjobs
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("spec.timeZone"), "{refused}");
+
+    // Every minute; no successful Job kept: the first one runs, succeeds and is pruned.
+    let cron: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "tick"},
+        "spec": {
+            "schedule": "*/1 * * * *",
+            "timeZone": "Europe/Berlin",
+            "successfulJobsHistoryLimit": 0,
+            "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": ok}],
+            }}}},
+        },
+    }))
+    .unwrap();
+    cronjobs
+        .create(&PostParams::default(), &cron)
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    until(90, "a Job was created", || async {
+        for j in jobs.list(&ListParams::default()).await.unwrap().items {
+            seen.lock().unwrap().insert(j.metadata.name.unwrap());
+        }
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    let first = seen.lock().unwrap().iter().next().unwrap().clone();
+    assert!(first.starts_with("tick-"), "{first}");
+    let status = cronjobs.get("tick").await.unwrap().status.unwrap();
+    assert!(status.last_schedule_time.is_some());
+    until(60, "the finished Job is pruned", || async {
+        jobs.get_opt(&first).await.unwrap().is_none()
+    })
+    .await;
+    until(10, "lastSuccessfulTime is set", || async {
+        cronjobs
+            .get("tick")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .last_successful_time
+            .is_some()
+    })
+    .await;
+    let events = c
+        .server
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=tick",
+        ])
+        .unwrap();
+    for reason in ["SuccessfulCreate", "SawCompletedJob", "SuccessfulDelete"] {
+        assert!(events.contains(reason), "{reason}: {events}");
+    }
+}

@@ -4,6 +4,7 @@
 //! - [`labels`]: Kubernetes label selectors (`app=web,tier in (a,b),!legacy`).
 //! - [`fields`]: field selectors (`spec.nodeName=n1,status.phase!=Failed`).
 //! - [`names`]: the DNS-1123 and label-key rules for object names.
+//! - [`cron`]: CronJob schedules (`*/15 9-17 * * mon-fri`, `@hourly`).
 //! - [`duration`]: Go/Kubernetes style durations (`40s`, `5m`, `1h30m`).
 //! - [`resources`]: the registry of served kinds (group, version, plural, scope, columns).
 //!
@@ -12,6 +13,7 @@
 //! from here; this crate holds only what those types do not.
 
 pub mod cidr;
+pub mod cron;
 pub mod duration;
 pub mod fields;
 pub mod labels;

@@ -1,5 +1,6 @@
-//! What the scheduler and the controllers read alike from Kubernetes objects: label selectors,
-//! the controller reference among an object's owners, and a pod's readiness.
+//! What the API server, the scheduler and the controllers read alike from Kubernetes objects:
+//! label selectors, the controller reference among an object's owners, a pod's readiness, a
+//! CronJob's time zone.
 
 use bosun_api::labels::{Requirement, Selector};
 use k8s_openapi::api::core::v1::Pod;
@@ -143,4 +144,15 @@ pub fn owners_patch(meta: &ObjectMeta, owners: &[OwnerReference]) -> kube::api::
 /// A JSON patch (RFC 6902) from its operations.
 pub fn json_patch(ops: serde_json::Value) -> kube::api::Patch<()> {
     kube::api::Patch::Json(serde_json::from_value(ops).expect("a valid JSON patch"))
+}
+
+/// The zone a CronJob's schedule is read in (`spec.timeZone`, from the system's zoneinfo;
+/// UTC without one).
+pub fn time_zone(name: Option<&str>) -> Result<jiff::tz::TimeZone, String> {
+    match name {
+        None | Some("") => Ok(jiff::tz::TimeZone::UTC),
+        Some(name) => {
+            jiff::tz::TimeZone::get(name).map_err(|e| format!("unknown time zone {name:?}: {e}"))
+        }
+    }
 }

@@ -52,7 +52,7 @@ pub struct Args {
     /// Do not run the scheduler in this server (run it elsewhere, or not at all).
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
-    /// Controllers not to run, comma-separated (controllers: deployment, garbagecollector,
+    /// Controllers not to run, comma-separated (controllers: cronjob, deployment, garbagecollector,
     /// job, namespace, nodeipam, nodelifecycle, replicaset); `*` disables all.
     #[arg(long, env = "BOSUN_DISABLE_CONTROLLERS", value_delimiter = ',')]
     disable_controllers: Vec<String>,

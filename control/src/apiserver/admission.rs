@@ -667,6 +667,22 @@ fn validate(resource: &Resource, name: &str, object: &Value) -> ApiResult<()> {
         ("apps", "Deployment" | "ReplicaSet") | ("batch", "Job") => {
             validate_template(resource, object, &mut causes);
         }
+        ("batch", "CronJob") => {
+            let schedule = object
+                .pointer("/spec/schedule")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if let Err(e) = bosun_api::cron::Schedule::parse(schedule) {
+                causes.push(cause(
+                    "spec.schedule",
+                    format!("Invalid value: {schedule:?}: {}", e.reason),
+                ));
+            }
+            let zone = object.pointer("/spec/timeZone").and_then(Value::as_str);
+            if let Err(reason) = crate::objects::time_zone(zone) {
+                causes.push(cause("spec.timeZone", format!("Invalid value: {reason}")));
+            }
+        }
         ("", "ConfigMap" | "Secret") => {
             for field in ["data", "binaryData"] {
                 if let Some(Value::Object(data)) = object.get(field) {

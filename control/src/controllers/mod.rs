@@ -7,9 +7,11 @@
 //! - [`garbagecollector`]: deletes what lost its owners; cascading deletion in the
 //!   background, foreground or orphan mode.
 //! - [`job`]: runs Jobs' pods to completion.
+//! - [`cronjob`]: creates Jobs on a schedule.
 //! - [`namespace`]: empties a namespace being deleted, then lets it go.
 //! - [`nodelifecycle`]: taints nodes that stopped renewing their Lease and evicts their pods.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod garbagecollector;
 pub mod job;
@@ -28,6 +30,7 @@ use crate::events::RecorderOptions;
 
 /// The controllers' names, as `--disable-controllers` takes them.
 pub const ALL: &[&str] = &[
+    "cronjob",
     "deployment",
     "garbagecollector",
     "job",
@@ -138,6 +141,9 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     }
     if !config.disabled.contains("nodeipam") {
         tasks.spawn(nodeipam::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("cronjob") {
+        tasks.spawn(cronjob::run(client.clone(), config.clone()));
     }
     if !config.disabled.contains("deployment") {
         tasks.spawn(deployment::run(client.clone(), config.clone()));

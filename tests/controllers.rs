@@ -750,6 +750,8 @@ async fn three_nodes(prefix: &str) -> (Vec<support::Node>, Server, support::Regi
         "0",
         "--controller-retry",
         "1s",
+        "--pod-gc-period",
+        "500ms",
     ])
     .await;
     std::mem::forget(data);
@@ -854,6 +856,20 @@ async fn pods_of_a_lost_node_are_replaced_and_a_frozen_node_stops_its_evicted_po
         ])
         .unwrap();
     assert!(events.contains("TaintManagerEviction"), "{events}");
+    // Its evicted pods stay Terminating (nobody can confirm they stopped) until the node is
+    // deleted; then pod garbage collection removes them.
+    let (_, stranded) = placement(&pods, "heal", &lost).await;
+    assert!(!stranded.is_empty());
+    assert!(
+        stranded
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some())
+    );
+    server.kubectl(&["delete", "node", &lost]).unwrap();
+    until(20, "the lost node's pods are gone", || async {
+        placement(&pods, "heal", &lost).await.1.is_empty()
+    })
+    .await;
 
     // Freeze another agent that runs pods (SIGSTOP): they are replaced; thawed, it finds them
     // evicted and stops them, so no two copies keep running.
@@ -1201,4 +1217,61 @@ async fn a_cronjob_runs_a_job_each_minute_and_prunes_its_history() {
     for reason in ["SuccessfulCreate", "SawCompletedJob", "SuccessfulDelete"] {
         assert!(events.contains(reason), "{reason}: {events}");
     }
+}
+
+#[tokio::test]
+async fn pod_gc_removes_pods_of_missing_nodes_and_old_finished_pods() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--pod-gc-period",
+        "300ms",
+        "--terminated-pod-gc-threshold",
+        "2",
+    ])
+    .await;
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = |name: &str, node: Option<&str>| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "nowhere/app:v1"}]},
+        }))
+        .unwrap()
+    };
+    pods.create(&PostParams::default(), &pod("ghost", Some("no-such-node")))
+        .await
+        .unwrap();
+    for name in ["done-1", "done-2", "done-3", "done-4"] {
+        pods.create(&PostParams::default(), &pod(name, None))
+            .await
+            .unwrap();
+        pods.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+        )
+        .await
+        .unwrap();
+        // Creation times are in seconds: keep the order unambiguous.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    until(
+        20,
+        "the orphan and the two oldest finished pods are gone",
+        || async {
+            let mut names: Vec<String> = pods
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|p| p.metadata.name.unwrap())
+                .collect();
+            names.sort();
+            names == ["done-3", "done-4"]
+        },
+    )
+    .await;
 }

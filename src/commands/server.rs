@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
     /// Controllers not to run, comma-separated (controllers: cronjob, deployment, garbagecollector,
-    /// job, namespace, nodeipam, nodelifecycle, replicaset); `*` disables all.
+    /// job, namespace, nodeipam, nodelifecycle, podgc, replicaset); `*` disables all.
     #[arg(long, env = "BOSUN_DISABLE_CONTROLLERS", value_delimiter = ',')]
     disable_controllers: Vec<String>,
     /// How long a controller waits before retrying a reconcile that failed (and before
@@ -71,6 +71,16 @@ pub struct Args {
     /// failure, up to 6 minutes.
     #[arg(long, env = "BOSUN_JOB_BACKOFF", default_value = "10s", value_parser = duration)]
     job_backoff: Duration,
+    /// How often pods whose node is gone, and finished pods beyond the threshold, are deleted.
+    #[arg(long, env = "BOSUN_POD_GC_PERIOD", default_value = "20s", value_parser = duration)]
+    pod_gc_period: Duration,
+    /// How many finished pods may exist before the oldest are deleted.
+    #[arg(
+        long,
+        env = "BOSUN_TERMINATED_POD_GC_THRESHOLD",
+        default_value_t = 12500
+    )]
+    terminated_pod_gc_threshold: usize,
     /// The tolerationSeconds of the `node.kubernetes.io/unreachable` toleration every pod
     /// gets: how long its pods stay bound to an unreachable node.
     #[arg(
@@ -143,6 +153,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             node_monitor_grace_period: args.node_monitor_grace_period,
             node_monitor_period: args.node_monitor_period,
             job_backoff: args.job_backoff,
+            pod_gc_period: args.pod_gc_period,
+            terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
             ..ControllersConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;

@@ -120,11 +120,11 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
     let old = job.status.clone().unwrap_or_default();
     let now = Timestamp::now();
 
-    if let Some(done) = finished(&old) {
-        return expire(&jobs, &job, done, now).await;
-    }
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
+    }
+    if let Some(done) = finished(&old) {
+        return expire(&jobs, &job, done, now).await;
     }
     let selector =
         label_selector(&spec.selector.clone().unwrap_or_default()).map_err(Error::Invalid)?;

@@ -9,6 +9,7 @@
 //! - [`job`]: runs Jobs' pods to completion.
 //! - [`cronjob`]: creates Jobs on a schedule.
 //! - [`namespace`]: empties a namespace being deleted, then lets it go.
+//! - [`podgc`]: deletes pods whose node is gone, and old finished pods.
 //! - [`nodelifecycle`]: taints nodes that stopped renewing their Lease and evicts their pods.
 
 pub mod cronjob;
@@ -18,6 +19,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 
 use std::collections::BTreeSet;
@@ -37,6 +39,7 @@ pub const ALL: &[&str] = &[
     "namespace",
     "nodeipam",
     "nodelifecycle",
+    "podgc",
     "replicaset",
 ];
 
@@ -58,6 +61,10 @@ pub struct ControllersConfig {
     pub node_monitor_period: Duration,
     /// How long a Job waits before replacing its first failed pod (doubling per failure).
     pub job_backoff: Duration,
+    /// How often pod garbage collection runs.
+    pub pod_gc_period: Duration,
+    /// Finished pods kept before the oldest are deleted.
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for ControllersConfig {
@@ -71,6 +78,8 @@ impl Default for ControllersConfig {
             node_monitor_grace_period: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
             job_backoff: Duration::from_secs(10),
+            pod_gc_period: Duration::from_secs(20),
+            terminated_pod_gc_threshold: 12500,
         }
     }
 }
@@ -150,6 +159,9 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     }
     if !config.disabled.contains("nodelifecycle") {
         tasks.spawn(nodelifecycle::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("podgc") {
+        tasks.spawn(podgc::run(client.clone(), config.clone()));
     }
     if !config.disabled.contains("replicaset") {
         tasks.spawn(replicaset::run(client.clone(), config.clone()));

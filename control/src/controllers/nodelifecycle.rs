@@ -12,7 +12,6 @@
 //!   An evicted pod on an unreachable node stays Terminating until its node confirms or is
 //!   deleted, but it no longer counts for its ReplicaSet, which replaces it elsewhere. When
 //!   the node comes back, its agent sees the deletion and stops the pod.
-//! - A pod bound to a node that does not exist is failed (reason NodeLost).
 //!
 //! Nodes are checked every `--node-monitor-period`.
 
@@ -237,8 +236,7 @@ async fn set_taint(api: &Api<Node>, node: &Node, wanted: Option<&str>) -> Result
     }
 }
 
-/// Evicts pods from nodes with NoExecute taints once their tolerations run out, and fails
-/// pods bound to nodes that do not exist.
+/// Evicts pods from nodes with NoExecute taints once their tolerations run out.
 async fn evict(
     client: &kube::Client,
     recorder: &Recorder,
@@ -270,10 +268,6 @@ async fn evict(
         }
         let namespaced: Api<Pod> =
             Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-        if !nodes.iter().any(|n| n.name_any() == node) {
-            fail_lost(&namespaced, &pod, &node).await?;
-            continue;
-        }
         let Some(taints) = tainted.get(&node) else {
             continue;
         };
@@ -350,35 +344,6 @@ fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
         _ => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
     };
     effect_ok && key_ok && value_ok
-}
-
-/// A pod bound to a node that is gone can never run: it is failed (and its controller
-/// replaces it).
-async fn fail_lost(api: &Api<Pod>, pod: &Pod, node: &str) -> Result<(), kube::Error> {
-    let running = matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Pending" | "Running" | "Unknown") | None
-    );
-    if !running {
-        return Ok(());
-    }
-    let patch = json!({"status": {
-        "phase": "Failed",
-        "reason": "NodeLost",
-        "message": format!("node {node} which was running pod {} does not exist", pod.name_any()),
-    }});
-    match api
-        .patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

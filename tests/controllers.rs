@@ -1275,3 +1275,112 @@ async fn pod_gc_removes_pods_of_missing_nodes_and_old_finished_pods() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_standby_controller_manager_takes_over_when_the_leader_dies() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Event;
+    let db = support::postgres_db().await;
+    let lease_flags = [
+        "--leader-elect-lease-duration",
+        "2s",
+        "--leader-elect-renew-deadline",
+        "1500ms",
+        "--leader-elect-retry-period",
+        "250ms",
+    ];
+    let dir_a = tempfile::tempdir().unwrap();
+    let mut args_a = vec![
+        "--data-dir",
+        dir_a.path().to_str().unwrap(),
+        "--datastore-endpoint",
+        &db,
+    ];
+    args_a.extend(lease_flags);
+    let mut first = Server::start(&args_a).await;
+    let token = std::fs::read_to_string(dir_a.path().join("token")).unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut args_b = vec![
+        "--data-dir",
+        dir_b.path().to_str().unwrap(),
+        "--datastore-endpoint",
+        &db,
+        "--token",
+        token.trim(),
+    ];
+    args_b.extend(lease_flags);
+    let second = Server::start(&args_b).await;
+    let client = second.client().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let holder = || async {
+        leases
+            .get("bosun-controller-manager")
+            .await
+            .ok()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    until(20, "a controller manager leads", || async {
+        holder().await.is_some()
+    })
+    .await;
+    let leader = holder().await.unwrap();
+
+    // While the first server leads, only it acts (no node: pods stay unscheduled).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", "nowhere/app:v1", 2, json!({})),
+        )
+        .await
+        .unwrap();
+    until(20, "2 pods", || async {
+        pods.list(&ListParams::default()).await.unwrap().items.len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let controller_events = || async {
+        Api::<Event>::namespaced(client.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.reporting_component.as_deref(),
+                    Some("deployment-controller" | "replicaset-controller")
+                )
+            })
+            .collect::<Vec<Event>>()
+    };
+    let before = controller_events().await;
+    assert!(!before.is_empty());
+    assert!(
+        before
+            .iter()
+            .all(|e| e.reporting_instance.as_deref() == Some(leader.as_str())),
+        "the standby wrote events while standing by"
+    );
+    assert_eq!(holder().await.as_deref(), Some(leader.as_str()));
+
+    // The leader's server dies without releasing the lease; a scale-up still completes.
+    first.kill();
+    second
+        .kubectl(&["scale", "deployment/web", "--replicas=4"])
+        .unwrap();
+    until(30, "4 pods after the failover", || async {
+        pods.list(&ListParams::default()).await.unwrap().items.len() == 4
+    })
+    .await;
+    let successor = holder().await.unwrap();
+    assert_ne!(successor, leader);
+    until(10, "the successor's events", || async {
+        controller_events()
+            .await
+            .iter()
+            .any(|e| e.reporting_instance.as_deref() == Some(successor.as_str()))
+    })
+    .await;
+}

@@ -29,6 +29,8 @@ pub struct RecorderOptions {
     pub burst: u32,
     /// Events waiting to be written; more are dropped.
     pub queue: usize,
+    /// The `reportingInstance` of the events; the host name if `None`.
+    pub instance: Option<String>,
 }
 
 impl Default for RecorderOptions {
@@ -37,6 +39,7 @@ impl Default for RecorderOptions {
             qps: 100.0,
             burst: 200,
             queue: 1000,
+            instance: None,
         }
     }
 }
@@ -63,9 +66,11 @@ impl Recorder {
         let writer = Writer {
             client,
             component: component.to_string(),
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default(),
+            host: options.instance.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default()
+            }),
             written: HashMap::new(),
             bucket: TokenBucket::new(options.qps, options.burst),
             dropped: dropped.clone(),

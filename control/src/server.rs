@@ -167,7 +167,7 @@ pub async fn run(
                 "bosun-scheduler",
                 config.leader_election.clone(),
                 stopped.clone(),
-                move || scheduler::run(client.clone(), scheduler_config.clone()),
+                move |_identity| scheduler::run(client.clone(), scheduler_config.clone()),
             ))
         }
         None => None,
@@ -180,7 +180,12 @@ pub async fn run(
                 "bosun-controller-manager",
                 config.leader_election.clone(),
                 stopped.clone(),
-                move || controllers::run(client.clone(), controllers_config.clone()),
+                move |identity| {
+                    // Events name this server's leader identity as their reporting instance.
+                    let mut config = controllers_config.clone();
+                    config.events.instance = Some(identity);
+                    controllers::run(client.clone(), config)
+                },
             ))
         }
         None => None,
@@ -204,8 +209,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs `work` while this server holds the Lease `kube-system/<lease>`, until `stopped`
-/// turns true.
+/// Runs `work` (given this server's identity in the election) while this server holds the
+/// Lease `kube-system/<lease>`, until `stopped` turns true.
 fn spawn_elected<W, F>(
     client: kube::Client,
     lease: &str,
@@ -214,13 +219,15 @@ fn spawn_elected<W, F>(
     work: W,
 ) -> tokio::task::JoinHandle<()>
 where
-    W: FnMut() -> F + Send + 'static,
+    W: FnMut(String) -> F + Send + 'static,
     F: std::future::Future<Output = ()> + Send,
 {
     let elector = LeaderElector::new(client, "kube-system", lease, timing);
+    let identity = elector.identity().to_string();
+    let mut work = work;
     tokio::spawn(async move {
         elector
-            .run(work, async move {
+            .run(move || work(identity.clone()), async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })
             .await

@@ -15,9 +15,9 @@
 //!
 //! Needs root (the pods' network namespaces).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
+
+use common::{percentile, registry, spawn_lines, wait_registry};
 
 const PODS: usize = 200;
 /// The node's bridge, removed at the end.
@@ -42,10 +44,6 @@ const SLEEPER: &str = r#"(module
         (i32.store (i32.const 16) (i32.const 1))
         (i64.store (i32.const 24) (i64.const 3600000000000))
         (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
@@ -84,51 +82,6 @@ fn instantiate_alone() -> (Duration, Duration) {
     }
     times.sort();
     (percentile(&times, 0.5), percentile(&times, 0.99))
-}
-
-fn spawn_lines(mut child: Child, prefix: &str) -> Child {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let started = lines
-        .by_ref()
-        .find(|l| l.as_ref().is_ok_and(|l| l.starts_with(prefix)));
-    assert!(started.is_some(), "the process did not start");
-    std::thread::spawn(move || for _ in lines {});
-    child
-}
-
-fn registry(dir: &Path) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("registry").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry (apt-get install docker-registry)");
-    (child, format!("127.0.0.1:{port}"))
-}
-
-async fn wait_registry(host: &str) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(host).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the registry did not start");
 }
 
 /// Creates `count` pods one at a time and times each from create to the first watch event

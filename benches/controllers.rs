@@ -1,0 +1,370 @@
+//! The controllers at work on real nodes: `bosun server` (SQLite), `bosun node`s and a local
+//! registry, all on this machine.
+//!
+//! Run: `cargo bench --bench controllers` (a few minutes; needs root for the pods' network
+//! namespaces). Prints a Markdown table for docs/benchmarks.md.
+//!
+//! Measures, in one run:
+//! 1. the baseline: 199 bare pods created at once through the API (16 requests in flight),
+//!    until all are Running: what the node and scheduler cost without any controller;
+//! 2. scale-up: `kubectl scale deployment --replicas=200` from 1 (the module cached) until the
+//!    Deployment reports 200 available;
+//! 3. node loss: two nodes, a Deployment of 20 spread over them, `kill -9` of one agent, until
+//!    20 pods are ready on the other, with `--node-monitor-grace-period 3s`,
+//!    `--node-monitor-period 250ms` and `--default-unreachable-toleration-seconds 0`; the
+//!    baseline beside it is the grace period itself.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bosun_node::images::Layout;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+use common::{registry, spawn_lines, wait_registry};
+
+const REPLICAS: usize = 200;
+const SPREAD: usize = 20;
+
+/// A preview 1 command that sleeps for an hour.
+const SLEEPER: &str = r#"(module
+    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "_start")
+        (i32.store8 (i32.const 8) (i32.const 0))
+        (i32.store (i32.const 16) (i32.const 1))
+        (i64.store (i32.const 24) (i64.const 3600000000000))
+        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn node(
+    bosun: &str,
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    name: &str,
+    registry: &str,
+) -> Child {
+    spawn_lines(
+        Command::new(bosun)
+            .args([
+                "node",
+                "--name",
+                name,
+                "--node-ip",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(["--max-pods", "250", "--insecure-registry", registry])
+            .args(["--bridge", &format!("bc{name}")])
+            .args([
+                "--lease-duration",
+                "2s",
+                "--node-status-update-frequency",
+                "1s",
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.join(name))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        "bosun node",
+    )
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if ok().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+/// Deletes every pod and waits until none is left (the node confirms each stop).
+async fn clear(pods: &Api<Pod>) {
+    let _ = pods
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default(),
+        )
+        .await;
+    until("the pods are gone", async || {
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+}
+
+fn deployment(name: &str, image: &str, replicas: usize) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "main", "image": image,
+                    "imagePullPolicy": "IfNotPresent", "resources": {"limits": {"memory": "16Mi"}}}]},
+            },
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut registry_child, host) = registry(dir.path());
+    wait_registry(&host).await;
+    let bosun = env!("CARGO_BIN_EXE_bosun");
+    let mut server = spawn_lines(
+        Command::new(bosun)
+            .args(["server", "--bind-address", "127.0.0.1", "--port", "0"])
+            .args([
+                "--node-monitor-grace-period",
+                "3s",
+                "--node-monitor-period",
+                "250ms",
+            ])
+            .args([
+                "--default-unreachable-toleration-seconds",
+                "0",
+                "--pod-gc-period",
+                "1s",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("server"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        "kubeconfig: ",
+    );
+    let kubeconfig = dir.path().join("server/admin.kubeconfig");
+    let mut first = node(bosun, dir.path(), &kubeconfig, "one", &host);
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let image = format!("{host}/sleeper:v1");
+    bosun_node::images::push(
+        &image,
+        wat::parse_str(SLEEPER).unwrap(),
+        Layout::ConfigV0,
+        true,
+        None,
+    )
+    .await
+    .unwrap();
+
+    // Warm up: one replica pulls and compiles the module.
+    deployments
+        .create(&PostParams::default(), &deployment("web", &image, 1))
+        .await
+        .unwrap();
+    let available = |n: usize| {
+        let deployments = deployments.clone();
+        async move || {
+            deployments
+                .get("web")
+                .await
+                .ok()
+                .and_then(|d| d.status?.available_replicas)
+                == Some(n as i32)
+        }
+    };
+    until("1 available", available(1)).await;
+
+    // Baseline: the same number of bare pods, created 16 at a time, until all Running.
+    let bare = |i: usize| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("bare-{i}"), "labels": {"app": "bare"}},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "main", "image": image,
+                "imagePullPolicy": "IfNotPresent", "resources": {"limits": {"memory": "16Mi"}}}]},
+        }))
+        .unwrap()
+    };
+    let started = Instant::now();
+    futures::stream::iter(1..REPLICAS)
+        .map(|i| {
+            let pods = pods.clone();
+            let pod = bare(i);
+            async move { pods.create(&PostParams::default(), &pod).await.unwrap() }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    until("bare pods running", async || {
+        pods.list(&ListParams::default().labels("app=bare"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| ready(p))
+            .count()
+            == REPLICAS - 1
+    })
+    .await;
+    let baseline = started.elapsed();
+    let _ = pods
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default().labels("app=bare"),
+        )
+        .await;
+    until("bare pods gone", async || {
+        pods.list(&ListParams::default().labels("app=bare"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+
+    // Scale-up through kubectl, as a user would.
+    let started = Instant::now();
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["scale", "deployment/web", &format!("--replicas={REPLICAS}")])
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("200 available", available(REPLICAS)).await;
+    let scale = started.elapsed();
+    deployments
+        .delete("web", &DeleteParams::background())
+        .await
+        .unwrap();
+    clear(&pods).await;
+
+    // Node loss: a second node, a Deployment spread over both, the first one killed.
+    let mut second = node(bosun, dir.path(), &kubeconfig, "two", &host);
+    until("two nodes ready", async || {
+        Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+            == 2
+    })
+    .await;
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("spread", &image, SPREAD),
+        )
+        .await
+        .unwrap();
+    let on = |name: &'static str| {
+        let pods = pods.clone();
+        async move || {
+            pods.list(&ListParams::default().labels("app=spread"))
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter(|p| {
+                    ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name)
+                })
+                .count()
+        }
+    };
+    let on_one = on("one");
+    let on_two = on("two");
+    until("20 ready on both nodes", async || {
+        on_one().await + on_two().await == SPREAD && on_one().await > 0
+    })
+    .await;
+    let lost = on_one().await;
+    let stranded: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("one"))
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    let started = Instant::now();
+    let _ = first.kill();
+    let _ = first.wait();
+    until("20 ready on the second node", async || {
+        on_two().await == SPREAD
+    })
+    .await;
+    let recovery = started.elapsed();
+
+    println!("| measure | time | ratio |");
+    println!("|---|---|---|");
+    println!(
+        "| baseline: {} bare pods created (16 in flight) → all Running, one node | {} | 1.00 |",
+        REPLICAS - 1,
+        secs(baseline)
+    );
+    println!(
+        "| `kubectl scale deployment --replicas={REPLICAS}` from 1 → {REPLICAS} available | {} | {:.2} |",
+        secs(scale),
+        scale.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!("| baseline: node monitor grace period | 3.00 s | 1.00 |");
+    println!(
+        "| node loss (kill -9, {lost} of {SPREAD} pods on it) → {SPREAD} ready on the other node | {} | {:.2} |",
+        secs(recovery),
+        recovery.as_secs_f64() / 3.0
+    );
+
+    deployments
+        .delete("spread", &DeleteParams::background())
+        .await
+        .ok();
+    for child in [&mut second, &mut server, &mut registry_child] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for bridge in ["bcone", "bctwo"] {
+        let _ = Command::new("ip").args(["link", "del", bridge]).status();
+    }
+    // The killed node's pod namespaces stay behind.
+    for uid in stranded {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("bosun-{uid}")])
+            .status();
+    }
+}

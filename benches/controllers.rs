@@ -111,14 +111,31 @@ async fn clear(pods: &Api<Pod>) {
             &ListParams::default(),
         )
         .await;
-    until("the pods are gone", async || {
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = pods.list(&ListParams::default()).await.unwrap().items;
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            for pod in &left {
+                eprintln!(
+                    "left: {} on {:?}, deleting since {:?}, owners {:?}",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+                    pod.metadata.deletion_timestamp,
+                    pod.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .map(|o| o.name.clone())
+                        .collect::<Vec<_>>(),
+                );
+            }
+            panic!("{} pods are still there", left.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn deployment(name: &str, image: &str, replicas: usize) -> Deployment {
@@ -162,7 +179,7 @@ async fn main() {
             .arg("--data-dir")
             .arg(dir.path().join("server"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create("/tmp/bench-server.log").unwrap())
             .spawn()
             .unwrap(),
         "kubeconfig: ",
@@ -350,10 +367,37 @@ async fn main() {
         recovery.as_secs_f64() / 3.0
     );
 
+    // Clean up: the lost node's object goes (pod GC then removes its pods), the Deployment
+    // goes, and the second node stops its pods and removes their namespaces.
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .delete("one", &DeleteParams::default())
+        .await
+        .ok();
     deployments
         .delete("spread", &DeleteParams::background())
         .await
         .ok();
+    clear(&pods).await;
+    // The node removes a pod's namespace and address once its containers stopped.
+    let ipam = dir.path().join("two/network/ipam");
+    for _ in 0..300 {
+        let in_use = std::fs::read_dir(&ipam)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .parse::<std::net::Ipv4Addr>()
+                            .is_ok()
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if in_use == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for child in [&mut second, &mut server, &mut registry_child] {
         let _ = child.kill();
         let _ = child.wait();

@@ -2,7 +2,8 @@
 //! registry, all on this machine.
 //!
 //! Run: `cargo bench --bench controllers` (a few minutes; needs root for the pods' network
-//! namespaces). Prints a Markdown table for docs/benchmarks.md.
+//! namespaces). Prints a Markdown table for docs/benchmarks.md; the server's log goes to
+//! `$TMPDIR/bosun-bench-controllers.log`.
 //!
 //! Measures, in one run:
 //! 1. the baseline: 199 bare pods created at once through the API (16 requests in flight),
@@ -179,7 +180,10 @@ async fn main() {
             .arg("--data-dir")
             .arg(dir.path().join("server"))
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create("/tmp/bench-server.log").unwrap())
+            .stderr(
+                std::fs::File::create(std::env::temp_dir().join("bosun-bench-controllers.log"))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap(),
         "kubeconfig: ",

@@ -27,20 +27,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-use common::{registry, spawn_lines, wait_registry};
+use common::{SLEEPER, registry, spawn_lines, wait_registry};
 
 const REPLICAS: usize = 200;
 const SPREAD: usize = 20;
-
-/// A preview 1 command that sleeps for an hour.
-const SLEEPER: &str = r#"(module
-    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-    (memory (export "memory") 1)
-    (func (export "_start")
-        (i32.store8 (i32.const 8) (i32.const 0))
-        (i32.store (i32.const 16) (i32.const 1))
-        (i64.store (i32.const 24) (i64.const 3600000000000))
-        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
 
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())

@@ -29,21 +29,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
-use common::{percentile, registry, spawn_lines, wait_registry};
+use common::{SLEEPER, percentile, registry, spawn_lines, wait_registry};
 
 const PODS: usize = 200;
 /// The node's bridge, removed at the end.
 const BRIDGE: &str = "bpbench0";
-
-/// A preview 1 command that sleeps for an hour (poll_oneoff on the monotonic clock).
-const SLEEPER: &str = r#"(module
-    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-    (memory (export "memory") 1)
-    (func (export "_start")
-        (i32.store8 (i32.const 8) (i32.const 0))
-        (i32.store (i32.const 16) (i32.const 1))
-        (i64.store (i32.const 24) (i64.const 3600000000000))
-        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)

@@ -1188,13 +1188,20 @@ async fn a_cronjob_runs_a_job_each_minute_and_prunes_its_history() {
     .await;
     let first = seen.lock().unwrap().iter().next().unwrap().clone();
     assert!(first.starts_with("tick-"), "{first}");
-    let status = cronjobs.get("tick").await.unwrap().status.unwrap();
-    assert!(status.last_schedule_time.is_some());
+    until(10, "lastScheduleTime is set", || async {
+        cronjobs
+            .get("tick")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.last_schedule_time.is_some())
+    })
+    .await;
     until(60, "the finished Job is pruned", || async {
         jobs.get_opt(&first).await.unwrap().is_none()
     })
     .await;
-    until(10, "lastSuccessfulTime is set", || async {
+    until(30, "lastSuccessfulTime is set", || async {
         cronjobs
             .get("tick")
             .await

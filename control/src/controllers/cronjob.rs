@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_api::cron::Schedule;
-use futures::StreamExt;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{ToSpan, Zoned};
@@ -41,7 +40,6 @@ const MAX_MISSED: usize = 100;
 struct Context {
     client: kube::Client,
     recorder: Recorder,
-    retry: Duration,
 }
 
 /// Runs until the watches end (never, with a live client).
@@ -51,22 +49,10 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     let context = Arc::new(Context {
         recorder: Recorder::start(client.clone(), "cronjob-controller", config.events),
         client,
-        retry: config.retry,
     });
-    Controller::new(cronjobs, watcher::Config::default())
-        .owns(jobs, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "cronjob reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_cj: Arc<CronJob>, error: &Error, context: Arc<Context>) -> Action {
-    tracing::warn!(%error, "cronjob reconcile failed; retrying");
-    Action::requeue(error.retry_after(context.retry))
+    let controller = Controller::new(cronjobs, watcher::Config::default())
+        .owns(jobs, watcher::Config::default());
+    super::drive(controller, "cronjob", reconcile, context, config.retry).await;
 }
 
 /// The first scheduled time strictly after `after`, within about five years.

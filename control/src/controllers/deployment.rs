@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_api::labels::Selector;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -64,7 +63,6 @@ const NOT_COPIED: &[&str] = &[
 struct Context {
     client: kube::Client,
     recorder: Recorder,
-    retry: Duration,
 }
 
 /// Runs until the watches end (never, with a live client).
@@ -74,22 +72,10 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     let context = Arc::new(Context {
         recorder: Recorder::start(client.clone(), "deployment-controller", config.events),
         client,
-        retry: config.retry,
     });
-    Controller::new(deployments, watcher::Config::default())
-        .owns(sets, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "deployment reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_d: Arc<Deployment>, error: &Error, context: Arc<Context>) -> Action {
-    tracing::warn!(%error, "deployment reconcile failed; retrying");
-    Action::requeue(error.retry_after(context.retry))
+    let controller = Controller::new(deployments, watcher::Config::default())
+        .owns(sets, watcher::Config::default());
+    super::drive(controller, "deployment", reconcile, context, config.retry).await;
 }
 
 /// One Deployment's ReplicaSets, as this reconcile found them.

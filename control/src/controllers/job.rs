@@ -24,7 +24,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -47,7 +46,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(360);
 struct Context {
     client: kube::Client,
     recorder: Recorder,
-    retry: Duration,
     backoff: Duration,
 }
 
@@ -58,23 +56,11 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     let context = Arc::new(Context {
         recorder: Recorder::start(client.clone(), "job-controller", config.events),
         client,
-        retry: config.retry,
         backoff: config.job_backoff,
     });
-    Controller::new(jobs, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "job reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_job: Arc<Job>, error: &Error, context: Arc<Context>) -> Action {
-    tracing::warn!(%error, "job reconcile failed; retrying");
-    Action::requeue(error.retry_after(context.retry))
+    let controller =
+        Controller::new(jobs, watcher::Config::default()).owns(pods, watcher::Config::default());
+    super::drive(controller, "job", reconcile, context, config.retry).await;
 }
 
 fn finished(status: &JobStatus) -> Option<&JobCondition> {

@@ -136,6 +136,46 @@ impl Error {
     }
 }
 
+/// Runs a kube-rs controller until its watches end: a failed reconcile is logged and tried
+/// again after `retry` (at once after a conflict).
+pub(crate) async fn drive<K, C, F>(
+    controller: kube::runtime::Controller<K>,
+    name: &'static str,
+    reconcile: impl FnMut(std::sync::Arc<K>, std::sync::Arc<C>) -> F,
+    context: std::sync::Arc<C>,
+    retry: Duration,
+) where
+    K: Clone
+        + kube::Resource
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+    C: Send + Sync + 'static,
+    F: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>
+        + Send
+        + 'static,
+{
+    use futures::StreamExt;
+    controller
+        .run(
+            reconcile,
+            move |_object, error: &Error, _context| {
+                tracing::warn!(%error, controller = name, "reconcile failed; retrying");
+                kube::runtime::controller::Action::requeue(error.retry_after(retry))
+            },
+            context,
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, controller = name, "reconcile");
+            }
+        })
+        .await;
+}
+
 /// Runs every enabled controller until they all end (they end only if the client is gone).
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     let mut tasks = tokio::task::JoinSet::new();

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_api::resources::{RESOURCES, Resource};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -44,28 +43,16 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         client,
         retry: config.retry,
     });
-    controller
-        // The last pods of a terminating namespace going away is what it waits for.
-        .watches(pods, watcher::Config::default(), move |pod| {
-            let namespace = pod.namespace().unwrap_or_default();
-            let object = ObjectRef::new(&namespace);
-            store
-                .get(&object)
-                .filter(|ns| deleting(&ns.metadata))
-                .map(|_| object)
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "namespace reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_ns: Arc<Namespace>, error: &Error, context: Arc<Context>) -> Action {
-    tracing::warn!(%error, "namespace reconcile failed; retrying");
-    Action::requeue(error.retry_after(context.retry))
+    // The last pods of a terminating namespace going away is what it waits for.
+    let controller = controller.watches(pods, watcher::Config::default(), move |pod| {
+        let namespace = pod.namespace().unwrap_or_default();
+        let object = ObjectRef::new(&namespace);
+        store
+            .get(&object)
+            .filter(|ns| deleting(&ns.metadata))
+            .map(|_| object)
+    });
+    super::drive(controller, "namespace", reconcile, context, config.retry).await;
 }
 
 /// The namespaced kinds, each stored resource once (Events are served twice).

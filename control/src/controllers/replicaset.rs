@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_api::labels::Selector;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -44,7 +43,6 @@ const BURST: usize = 500;
 struct Context {
     client: kube::Client,
     recorder: Recorder,
-    retry: Duration,
 }
 
 /// Runs until the watches end (never, with a live client).
@@ -56,19 +54,11 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     let context = Arc::new(Context {
         recorder: Recorder::start(client.clone(), "replicaset-controller", config.events),
         client,
-        retry: config.retry,
     });
-    controller
-        .watches(pods, watcher::Config::default(), move |pod| {
-            interested(&store, &pod)
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "replicaset reconcile");
-            }
-        })
-        .await;
+    let controller = controller.watches(pods, watcher::Config::default(), move |pod| {
+        interested(&store, &pod)
+    });
+    super::drive(controller, "replicaset", reconcile, context, config.retry).await;
 }
 
 /// The ReplicaSets a change to `pod` concerns: its controller if that is a ReplicaSet, else
@@ -98,11 +88,6 @@ fn selector_of(rs: &ReplicaSet) -> Result<Selector, String> {
         .cloned()
         .unwrap_or_default();
     label_selector(&selector)
-}
-
-fn error_policy(_rs: Arc<ReplicaSet>, error: &Error, context: Arc<Context>) -> Action {
-    tracing::warn!(%error, "replicaset reconcile failed; retrying");
-    Action::requeue(error.retry_after(context.retry))
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Error> {

@@ -215,6 +215,10 @@ async fn reconcile(cj: Arc<CronJob>, context: Arc<Context>) -> Result<Action, Er
             }
         }
     }
+    // What the finished Jobs say is stored before any of them is pruned, so that a failed
+    // write cannot lose it with the Job.
+    write_status(&cronjobs, &name, &old, &status).await?;
+    let old = status.clone();
     prune(
         &context,
         &cj,

@@ -881,7 +881,31 @@ fn set_pod_scheduled(pod: &mut Value) {
     list.push(condition);
 }
 
+/// Deletes an object. Without a resourceVersion precondition, a write that lands between
+/// reading the object and deleting it (a status update, a controller's patch) does not fail
+/// the delete with a conflict: it is tried again on the new version, as Kubernetes' guaranteed
+/// updates do.
 async fn delete(
+    state: &ApiState,
+    target: &Target,
+    body: &[u8],
+    query: &HashMap<String, String>,
+    dry_run: bool,
+) -> ApiResult<Response> {
+    let precondition = serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|o| o.pointer("/preconditions/resourceVersion").is_some());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match delete_once(state, target, body, query, dry_run).await {
+            Err(e) if e.code == StatusCode::CONFLICT && !precondition && attempts < 8 => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn delete_once(
     state: &ApiState,
     target: &Target,
     body: &[u8],

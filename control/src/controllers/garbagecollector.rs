@@ -400,9 +400,11 @@ impl Collector {
             uid: Some(item.uid().to_string()),
             resource_version: None,
         });
+        // A conflict (the UID precondition: the object was replaced) leaves the item dirty;
+        // the next round finds the replacement under its own UID, or tries again.
         match self.item_api(item).delete(&item.name, &params).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -118,6 +118,7 @@ impl Guests {
                 network: Some(NetworkAccess {
                     netns: pod.netns.clone(),
                     policy: network.policy(pod.ip, false),
+                    names: None,
                 }),
             })
             .unwrap()

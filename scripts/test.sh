@@ -19,6 +19,7 @@ need_apt=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v nft >/dev/null || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing packages: ${need_apt[*]} (install them as root)" >&2; exit 1

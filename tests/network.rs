@@ -561,22 +561,31 @@ impl Drop for TwoHosts {
     }
 }
 
-#[tokio::test]
-async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() {
-    let lan = TwoHosts::new();
-    let block = own_block();
+/// A cluster over [`TwoHosts`]: the server and the registry (with netcheck) listen where both
+/// hosts reach them, and each host runs a node agent (`host0`, `host1`). `flags` go to the
+/// server and the nodes alike.
+struct LanCluster {
+    nodes: Vec<Node>,
+    _server: Server,
+    image: String,
+    pods: Api<Pod>,
+    client: kube::Client,
+    _registry: Registry,
+    _data: tempfile::TempDir,
+}
+
+async fn lan_cluster(lan: &TwoHosts, flags: &[&str]) -> LanCluster {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&[
+    let mut args = vec![
         "--data-dir",
         data.path().to_str().unwrap(),
-        "--cluster-cidr",
-        &block,
         "--bind-address",
         "0.0.0.0",
         "--tls-san",
         &lan.gateway,
-    ])
-    .await;
+    ];
+    args.extend(flags);
+    let server = Server::start(&args).await;
     // The agents reach the server and the registry over the hosts' network.
     let port = server.addr.rsplit_once(':').unwrap().1.to_string();
     let kubeconfig = data.path().join("lan.kubeconfig");
@@ -601,16 +610,31 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
                 &registry.host,
                 &lan.ips[i],
                 &["ip", "netns", "exec", &lan.hosts[i]],
-                &["--cluster-cidr", &block],
+                flags,
             )
         })
         .collect();
-
     let client = server.client().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    LanCluster {
+        nodes,
+        _server: server,
+        image,
+        pods: Api::namespaced(client.clone(), "default"),
+        client,
+        _registry: registry,
+        _data: data,
+    }
+}
+
+#[tokio::test]
+async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() {
+    let lan = TwoHosts::new();
+    let block = own_block();
+    let cluster = lan_cluster(&lan, &["--cluster-cidr", &block]).await;
+    let (nodes, pods, image) = (&cluster.nodes, &cluster.pods, &cluster.image);
     let server_pod: Pod = serde_json::from_value(netcheck_pod(
         "far",
-        &image,
+        image,
         &[("main", &["listen", "0.0.0.0:8080"])],
         json!({"spec": {"nodeName": "host1"}}),
     ))
@@ -618,14 +642,14 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
     pods.create(&PostParams::default(), &server_pod)
         .await
         .unwrap();
-    let far = wait_for(&pods, "far", "listened", |p| {
+    let far = wait_for(pods, "far", "listened", |p| {
         status_of(p, "main")["state"]["running"].is_object() && !pod_ip(p).is_empty()
     })
     .await;
     let target = format!("{}:8080", pod_ip(&far));
     let client_pod: Pod = serde_json::from_value(netcheck_pod(
         "near",
-        &image,
+        image,
         &[("main", &["connect", &target, "across"])],
         json!({"spec": {"nodeName": "host0"}}),
     ))
@@ -633,7 +657,7 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
     pods.create(&PostParams::default(), &client_pod)
         .await
         .unwrap();
-    let near = wait_for(&pods, "near", "finished", finished).await;
+    let near = wait_for(pods, "near", "finished", finished).await;
     let log = node_logs(&nodes[0], &uid(&near), "main");
     assert!(log.contains("answer: pong across"), "{log}");
     // Different blocks, and each host routes the other's block via the other's address.
@@ -645,7 +669,104 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
     let routes = run("ip", &["-n", &lan.hosts[0], "route", "show", "proto", "98"]);
     assert!(routes.contains(&format!("via {}", lan.ips[1])), "{routes}");
     assert_eq!(bridge_ports(&nodes[0].bridge, Some(&lan.hosts[0])), 1);
-    drop(nodes);
+    drop(cluster);
+}
+
+/// A Service whose only endpoint is on the other node: a pod reaches it by name, and its node
+/// port answers from either host's own network namespace, on that host's address.
+#[tokio::test]
+async fn services_reach_endpoints_on_other_nodes_and_node_ports_answer_on_every_node() {
+    let lan = TwoHosts::new();
+    let block = own_block();
+    let prefix = block.trim_end_matches(".0.0/16");
+    let (pod_block, service_block) = (format!("{prefix}.0.0/17"), format!("{prefix}.128.0/17"));
+    let cluster = lan_cluster(
+        &lan,
+        &[
+            "--cluster-cidr",
+            &pod_block,
+            "--service-cidr",
+            &service_block,
+        ],
+    )
+    .await;
+    let far: Pod = serde_json::from_value(netcheck_pod(
+        "far",
+        &cluster.image,
+        &[("main", &["listen", "0.0.0.0:8080"])],
+        json!({
+            "metadata": {"labels": {"app": "far"}},
+            "spec": {"nodeName": "host1", "containers": [{
+                "name": "main",
+                "image": cluster.image,
+                "args": ["listen", "0.0.0.0:8080"],
+                "env": [{"name": "POD_NAME", "value": "far"}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+            }]},
+        }),
+    ))
+    .unwrap();
+    cluster
+        .pods
+        .create(&PostParams::default(), &far)
+        .await
+        .unwrap();
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(cluster.client.clone(), "default");
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "far"},
+        "spec": {"type": "NodePort", "selector": {"app": "far"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    let service = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let node_port = service.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
+    wait_for(&cluster.pods, "far", "ready", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    })
+    .await;
+    let near: Pod = serde_json::from_value(netcheck_pod(
+        "near",
+        &cluster.image,
+        &[("main", &["connect", "far:80", "across"])],
+        json!({"spec": {"nodeName": "host0"}}),
+    ))
+    .unwrap();
+    cluster
+        .pods
+        .create(&PostParams::default(), &near)
+        .await
+        .unwrap();
+    let near = wait_for(&cluster.pods, "near", "finished", finished).await;
+    let log = node_logs(&cluster.nodes[0], &uid(&near), "main");
+    assert!(log.contains("answer: pong across from far"), "{log}");
+    // From each host itself, on its own address: host0 has no endpoint and forwards.
+    for (host, ip) in lan.hosts.iter().zip(&lan.ips) {
+        let script = format!("exec 3<>/dev/tcp/{ip}/{node_port}; echo hello >&3; head -n1 <&3");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", host, "timeout", "5", "bash", "-c", &script])
+                .output()
+                .unwrap();
+            let answer = String::from_utf8_lossy(&out.stdout);
+            if answer.contains("pong hello from far") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{host} {ip}:{node_port}: {answer} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop(cluster);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::net::TcpListener;
 
 use crate::apiserver::admission::DefaultTolerations;
+use crate::apiserver::services::ServiceRanges;
 use crate::apiserver::{self, ApiState};
 use crate::controllers::{self, ControllersConfig};
 use crate::leader::{LeaderElector, LeaseTiming};
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub leader_election: LeaseTiming,
     /// How long new pods tolerate an unreachable or not-ready node.
     pub default_tolerations: DefaultTolerations,
+    /// Where Services' cluster IPs and node ports come from.
+    pub service_ranges: ServiceRanges,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,7 @@ pub async fn run(
             bookmark_interval: config.bookmark_interval,
             node_clients: Some(Arc::new(node_clients)),
             default_tolerations: config.default_tolerations,
+            service_ranges: config.service_ranges,
         },
         authenticator,
     );

@@ -72,6 +72,9 @@ pub struct Args {
     /// The cluster's Service block, as given to the server: pods may connect anywhere in it.
     #[arg(long, env = "BOSUN_SERVICE_CIDR", default_value = "10.89.0.0/16")]
     service_cidr: Ipv4Cidr,
+    /// The cluster's DNS domain: pods resolve Services as `NAME.NAMESPACE.svc.DOMAIN`.
+    #[arg(long, env = "BOSUN_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 fn interface_name(s: &str) -> Result<String, String> {
@@ -126,6 +129,7 @@ impl Args {
         config.bridge = self.bridge;
         config.cluster_cidr = self.cluster_cidr;
         config.service_cidr = self.service_cidr;
+        config.cluster_domain = self.cluster_domain;
         config
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bosun_api::cidr::Ipv4Cidr;
 use bosun_control::apiserver::admission::DefaultTolerations;
+use bosun_control::apiserver::services::{ServiceRanges, parse_port_range};
 use bosun_control::controllers::ControllersConfig;
 use bosun_control::leader::LeaseTiming;
 use bosun_control::scheduler::SchedulerConfig;
@@ -99,6 +100,12 @@ pub struct Args {
     /// The block pod IPs come from; each node gets a /NODE_CIDR_MASK_SIZE of it as its podCIDR.
     #[arg(long, env = "BOSUN_CLUSTER_CIDR", default_value = "10.88.0.0/16")]
     cluster_cidr: Ipv4Cidr,
+    /// The block Services' cluster IPs come from (the same block the nodes are given).
+    #[arg(long, env = "BOSUN_SERVICE_CIDR", default_value = "10.89.0.0/16")]
+    service_cidr: Ipv4Cidr,
+    /// The ports NodePort and LoadBalancer Services are given on every node.
+    #[arg(long, env = "BOSUN_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = parse_port_range)]
+    service_node_port_range: (u16, u16),
     /// The prefix length of each node's podCIDR.
     #[arg(long, env = "BOSUN_NODE_CIDR_MASK_SIZE", default_value_t = 24)]
     node_cidr_mask_size: u8,
@@ -186,6 +193,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             lease_duration: args.leader_elect_lease_duration,
             renew_deadline: args.leader_elect_renew_deadline,
             retry_period: args.leader_elect_retry_period,
+        },
+        service_ranges: ServiceRanges {
+            cidr: args.service_cidr,
+            node_ports: args.service_node_port_range,
         },
         default_tolerations: DefaultTolerations {
             not_ready_seconds: args.default_not_ready_toleration_seconds,

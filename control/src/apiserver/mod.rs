@@ -20,6 +20,7 @@ pub mod logs;
 mod openapi;
 mod patch;
 mod rest;
+pub mod services;
 pub mod status;
 mod table;
 mod tls;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub node_clients: Option<Arc<logs::NodeClients>>,
     /// The NoExecute tolerations admission gives every new pod.
     pub default_tolerations: admission::DefaultTolerations,
+    /// Where Services' cluster IPs and node ports come from.
+    pub service_ranges: services::ServiceRanges,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {

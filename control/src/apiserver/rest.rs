@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Attributes, User};
 use super::status::{ApiError, ApiResult};
-use super::{ApiState, admission, discovery, patch, table, watch};
+use super::{ApiState, admission, discovery, patch, services, table, watch};
 use crate::store::{Key, ListRequest, Object};
 
 /// Largest request body accepted (the store's object limit plus room for the envelope).
@@ -502,6 +502,9 @@ async fn create(
         fields,
     )?;
     admission::add_default_tolerations(target.resource, &mut body, state.default_tolerations);
+    if is_service(target.resource) {
+        services::admit_create(state, target.resource, &name, &mut body, dry_run).await?;
+    }
     if target.resource.namespaced {
         ensure_namespace(state, target).await?;
     }
@@ -635,7 +638,22 @@ async fn store_update(
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
     admission::prepare_update(target.resource, target.name(), old, &mut new, sub, fields)?;
+    if is_service(target.resource) && sub.is_none() {
+        services::admit_update(
+            state,
+            target.resource,
+            target.name(),
+            old,
+            &mut new,
+            dry_run,
+        )
+        .await?;
+    }
     write(state, target, new, expected, dry_run).await
+}
+
+fn is_service(resource: &Resource) -> bool {
+    resource.group.is_empty() && resource.kind == "Service"
 }
 
 /// An object marked for deletion goes once its last finalizer is removed.
@@ -656,6 +674,9 @@ async fn finish_deletion_if_done(
             .and_then(Value::as_str)
             .and_then(|r| r.parse().ok());
         match state.store.delete(&target.key(name), rv).await {
+            Ok(deleted) if is_service(target.resource) => {
+                services::release(state, &deleted.value).await;
+            }
             Ok(_)
             | Err(crate::store::Error::NotFound { .. })
             | Err(crate::store::Error::Conflict { .. }) => {}
@@ -1049,6 +1070,9 @@ async fn delete_once(
         )
         .await
         .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
+    if is_service(target.resource) {
+        services::release(state, &deleted.value).await;
+    }
     Ok(axum::Json(presented(target.resource, deleted.value)).into_response())
 }
 

@@ -11,9 +11,13 @@
 //! - [`namespace`]: empties a namespace being deleted, then lets it go.
 //! - [`podgc`]: deletes pods whose node is gone, and old finished pods.
 //! - [`nodelifecycle`]: taints nodes that stopped renewing their Lease and evicts their pods.
+//! - [`endpoints`]: publishes the pods behind each Service as Endpoints (`endpoint`) and
+//!   EndpointSlices (`endpointslice`).
+//! - [`servicelb`]: gives LoadBalancer Services the nodes' addresses.
 
 pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
 pub mod garbagecollector;
 pub mod job;
 pub mod namespace;
@@ -21,6 +25,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod servicelb;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -34,6 +39,8 @@ use crate::events::RecorderOptions;
 pub const ALL: &[&str] = &[
     "cronjob",
     "deployment",
+    "endpoint",
+    "endpointslice",
     "garbagecollector",
     "job",
     "namespace",
@@ -41,6 +48,7 @@ pub const ALL: &[&str] = &[
     "nodelifecycle",
     "podgc",
     "replicaset",
+    "servicelb",
 ];
 
 /// What the controller manager runs and how.
@@ -205,6 +213,15 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     }
     if !config.disabled.contains("replicaset") {
         tasks.spawn(replicaset::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("endpoint") {
+        tasks.spawn(endpoints::run_endpoints(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("endpointslice") {
+        tasks.spawn(endpoints::run_slices(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("servicelb") {
+        tasks.spawn(servicelb::run(client.clone(), config.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -2,7 +2,13 @@
 //!
 //! ```text
 //! netcheck listen ADDR            accept connections (printing `from PEER`); answer each line
-//!                                 L with "pong L"
+//!                                 L with "pong L", or "pong L from NAME" when the variable
+//!                                 POD_NAME is NAME
+//! netcheck calls ADDR COUNT       COUNT connections, one line each; prints
+//!                                 `calls ok=… failed=… by: NAME=N …` (who answered)
+//! netcheck resolve NAME           prints `addresses: IP …` (sorted) for NAME
+//! netcheck udp-echo ADDR          answer each datagram D with "pong D[ from NAME]"
+//! netcheck udp-call ADDR MESSAGE  send MESSAGE in a datagram, print the answer (retrying)
 //! netcheck connect ADDR MESSAGE   send MESSAGE, print the answer; retries while refused
 //! netcheck bind ADDR              bind and report, then exit
 //! netcheck http ADDR HEALTHY      serve HTTP: `/ready` answers 200; `/live` answers 200 the
@@ -36,12 +42,22 @@ fn main() {
                 args[3]
             ))),
         },
+        Some("calls") if args.len() == 4 => match args[3].parse() {
+            Ok(count) => calls(&args[2], count),
+            Err(_) => Err(std::io::Error::other(format!(
+                "{:?} is not a count",
+                args[3]
+            ))),
+        },
+        Some("resolve") if args.len() == 3 => resolve(&args[2]),
+        Some("udp-echo") if args.len() == 3 => udp_echo(&args[2]),
+        Some("udp-call") if args.len() == 4 => udp_call(&args[2], &args[3]),
         Some("bind") if args.len() == 3 => {
             TcpListener::bind(&args[2]).map(|l| println!("bound {}", l.local_addr().unwrap()))
         }
         _ => {
             eprintln!(
-                "usage: netcheck listen ADDR | connect ADDR MESSAGE | bind ADDR | ping ADDR COUNT | http ADDR HEALTHY"
+                "usage: netcheck listen ADDR | connect ADDR MESSAGE | bind ADDR | ping ADDR COUNT | http ADDR HEALTHY | calls ADDR COUNT | resolve NAME | udp-echo ADDR | udp-call ADDR MESSAGE"
             );
             std::process::exit(2);
         }
@@ -63,11 +79,106 @@ fn listen(addr: &str) -> std::io::Result<()> {
         let mut reader = BufReader::new(&stream);
         let mut line = String::new();
         while reader.read_line(&mut line)? > 0 {
-            (&stream).write_all(format!("pong {line}").as_bytes())?;
+            (&stream).write_all(format!("pong {}{}\n", line.trim_end(), signature()).as_bytes())?;
             line.clear();
         }
     }
     Ok(())
+}
+
+/// " from NAME" when the variable POD_NAME is set (pods set it through the downward API).
+fn signature() -> String {
+    std::env::var("POD_NAME")
+        .map(|name| format!(" from {name}"))
+        .unwrap_or_default()
+}
+
+fn calls(addr: &str, count: usize) -> std::io::Result<()> {
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..count {
+        let answer = TcpStream::connect(addr).and_then(|stream| {
+            (&stream).write_all(format!("call {i}\n").as_bytes())?;
+            let mut answer = String::new();
+            BufReader::new(&stream).read_line(&mut answer)?;
+            Ok(answer)
+        });
+        match answer {
+            Ok(answer) if answer.starts_with("pong") => {
+                ok += 1;
+                let from = answer
+                    .trim_end()
+                    .rsplit_once(" from ")
+                    .map_or("?", |(_, n)| n);
+                *by.entry(from.to_string()).or_default() += 1;
+            }
+            Ok(_) => failed += 1,
+            Err(e) => {
+                failed += 1;
+                eprintln!("call {i}: {e}");
+            }
+        }
+    }
+    let by: Vec<String> = by.iter().map(|(n, c)| format!("{n}={c}")).collect();
+    println!("calls ok={ok} failed={failed} by: {}", by.join(" "));
+    Ok(())
+}
+
+fn resolve(name: &str) -> std::io::Result<()> {
+    use std::net::ToSocketAddrs;
+    let mut ips: Vec<String> = (name, 0)
+        .to_socket_addrs()?
+        .map(|a| a.ip().to_string())
+        .collect();
+    ips.sort();
+    println!("addresses: {}", ips.join(" "));
+    Ok(())
+}
+
+fn udp_echo(addr: &str) -> std::io::Result<()> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    println!("echoing udp on {}", socket.local_addr()?);
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, peer) = socket.recv_from(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        socket.send_to(
+            format!("pong {}{}", text.trim_end(), signature()).as_bytes(),
+            peer,
+        )?;
+    }
+}
+
+fn udp_call(addr: &str, message: &str) -> std::io::Result<()> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect(addr)?;
+    // A datagram to a listener that is not there yet is lost: send again every half second
+    // (wasi-libc has no receive timeout for UDP, so the socket does not block).
+    socket.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 1500];
+    loop {
+        socket.send(message.as_bytes())?;
+        let resend = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < resend {
+            match socket.recv(&mut buf) {
+                Ok(n) => {
+                    println!("answer: {}", String::from_utf8_lossy(&buf[..n]));
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer",
+            ));
+        }
+    }
 }
 
 fn http(addr: &str, healthy: u64) -> std::io::Result<()> {

@@ -91,6 +91,27 @@ pub(crate) fn secret_data(secret: &Secret) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Puts Kubernetes' service variables (the Services of the pod's namespace, as
+/// [`crate::network::names::service_env`] writes them) before `env`, unless the pod turned
+/// `enableServiceLinks` off; the container's own variables win.
+pub(super) fn with_services(
+    env: Vec<(String, String)>,
+    directory: &crate::network::names::Directory,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Vec<(String, String)> {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.enable_service_links) == Some(false) {
+        return env;
+    }
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut all: Vec<(String, String)> = crate::network::names::service_env(directory, namespace)
+        .into_iter()
+        .filter(|(name, _)| !env.iter().any(|(n, _)| n == name))
+        .collect();
+    all.extend(env);
+    all
+}
+
 /// The container's environment. An error is the kubelet's CreateContainerConfigError message.
 pub(super) async fn environment(
     sources: &mut Sources<'_>,

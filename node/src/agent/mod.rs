@@ -1,6 +1,6 @@
 //! The agent: registers this node, renews its Lease, and runs the pods bound to it.
 //!
-//! [`run`] starts three loops on one kube-rs client:
+//! [`run`] starts these loops on one kube-rs client:
 //! - [`node`]: creates or adopts the Node object and keeps its status (capacity, conditions
 //!   from real readings, addresses, the log server's port) current;
 //! - the Lease heartbeat in `kube-node-lease`, every quarter of `--lease-duration`;
@@ -8,11 +8,15 @@
 //!   keyed by UID. A worker pulls, starts, restarts and stops the pod's containers and writes
 //!   `pods/{name}/status`; when the pod is being deleted it stops them within the grace
 //!   period and deletes the pod for good.
+//! - the routes to other nodes' pods, from the Node objects;
+//! - [`services`]: the node's service proxy rules and the resolver of Services' names, from
+//!   Services and EndpointSlices.
 
 pub(crate) mod env;
 mod node;
 mod pod;
 mod probe;
+mod services;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,6 +35,7 @@ use tokio::sync::watch;
 
 use crate::images::Images;
 use crate::logs::server::LogIndex;
+use crate::network::names::Resolver;
 use crate::network::{Network, NetworkConfig};
 use crate::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 
@@ -70,6 +75,10 @@ pub struct NodeConfig {
     pub cluster_cidr: Ipv4Cidr,
     /// The cluster's Service block (the server's `--service-cidr`): guests may connect to it.
     pub service_cidr: Ipv4Cidr,
+    /// The cluster's DNS domain: Services are `NAME.NAMESPACE.svc.<domain>`.
+    pub cluster_domain: String,
+    /// How long pods wait at start for the first listing of Services.
+    pub services_sync_timeout: Duration,
     pub wasmtime: WasmtimeOptions,
 }
 
@@ -101,6 +110,8 @@ impl NodeConfig {
             bridge: "bosun0".to_string(),
             cluster_cidr: "10.88.0.0/16".parse().expect("a valid block"),
             service_cidr: "10.89.0.0/16".parse().expect("a valid block"),
+            cluster_domain: "cluster.local".to_string(),
+            services_sync_timeout: Duration::from_secs(10),
             wasmtime: WasmtimeOptions::default(),
         }
     }
@@ -140,6 +151,8 @@ pub(crate) struct Agent {
     pub logs: Arc<LogIndex>,
     /// The pod network, set up once the node has its podCIDR (before any pod starts).
     network: OnceLock<Network>,
+    /// What Services' names mean, kept by the service watch.
+    pub resolver: Arc<Resolver>,
 }
 
 impl Agent {
@@ -252,6 +265,7 @@ pub async fn run(
             instance: Some(config.name.clone()),
         },
     );
+    let cluster_domain = config.cluster_domain.clone();
     let agent = Arc::new(Agent {
         client: client.clone(),
         config,
@@ -263,6 +277,7 @@ pub async fn run(
         serving_cert: Some(serving_cert),
         logs: logs.clone(),
         network: OnceLock::new(),
+        resolver: Arc::new(Resolver::new(&cluster_domain)),
     });
     let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
     let log_server = tokio::spawn(crate::logs::server::serve(
@@ -291,6 +306,16 @@ pub async fn run(
     }
     let status = tokio::spawn(node::keep_status(agent.clone()));
     let routes = tokio::spawn(keep_routes(agent.clone()));
+    let (services_synced, mut synced) = watch::channel(false);
+    let services = tokio::spawn(services::keep(agent.clone(), services_synced));
+    // Containers started before the Services are known would miss their variables and names
+    // (the kubelet waits likewise); a control plane that cannot list them does not hold pods
+    // up for long.
+    let _ = tokio::time::timeout(
+        agent.config.services_sync_timeout,
+        synced.wait_for(|done| *done),
+    )
+    .await;
     let gc = tokio::spawn(collect_garbage(agent.clone()));
     let (stopping, stopping_rx) = watch::channel(false);
     let pods = tokio::spawn(watch_pods(agent.clone(), stopping_rx));
@@ -298,6 +323,7 @@ pub async fn run(
     heartbeat.abort();
     status.abort();
     routes.abort();
+    services.abort();
     gc.abort();
     // The workers stop their containers and return; the pod directories stay for the next
     // start, which adopts the pods again.

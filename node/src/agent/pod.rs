@@ -1260,6 +1260,7 @@ async fn launch(
     let env = env::environment(&mut sources, container)
         .await
         .map_err(config_error)?;
+    let env = env::with_services(env, &agent.resolver.directory(), pod);
     let pod_dir = agent
         .pods_dir
         .join(pod.metadata.uid.as_deref().unwrap_or_default());
@@ -1289,6 +1290,10 @@ async fn launch(
         network: Some(NetworkAccess {
             netns: network.netns.clone(),
             policy: agent.network().policy(network.ip, egress_allowed(pod)),
+            names: Some(crate::network::names::PodNames {
+                resolver: agent.resolver.clone(),
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            }),
         }),
         digest: Some(image.digest.clone()),
         wasm: image.wasm.clone(),

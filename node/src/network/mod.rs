@@ -16,11 +16,16 @@
 //! Changes go through the `ip` command ([`ip`]); every step is idempotent, so a restarted
 //! agent (even after `kill -9`) finds a pod's namespace and address again or repairs them,
 //! and [`Network::reconcile`] removes what belongs to pods that are gone.
+//!
+//! Services: [`proxy`] spreads connections to cluster IPs and node ports over ready endpoints
+//! with nftables rules, and [`names`] resolves Services' names for pods.
 
 pub mod ip;
 pub mod ipam;
+pub mod names;
 pub mod policy;
 pub mod ports;
+pub mod proxy;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -123,6 +128,9 @@ impl Network {
         ip::batch(None, &commands).map_err(|e| e.to_string())?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| format!("cannot turn on IPv4 forwarding: {e}"))?;
+        if let Err(reason) = proxy::prepare(&config.bridge, config.service_cidr) {
+            tracing::warn!(%reason, "Services may not be reachable from this node");
+        }
         tracing::info!(bridge = %config.bridge, %pod_cidr, "pod network ready");
         Ok(Self {
             config,
@@ -170,6 +178,23 @@ impl Network {
             service_cidr: self.config.service_cidr,
             egress,
         }
+    }
+
+    /// Makes the node's service proxy send new connections as `ports` say; `Ok(false)` when
+    /// pods share the node's network (there is no proxy then).
+    pub async fn apply_services(&self, ports: &[proxy::ServicePort]) -> Result<bool, String> {
+        if let Mode::Host { .. } = self.mode {
+            return Ok(false);
+        }
+        let config = proxy::ProxyConfig {
+            table: format!("{}-proxy", self.config.bridge),
+            cluster_cidr: self.config.cluster_cidr,
+        };
+        let script = proxy::ruleset(ports, &config);
+        tokio::task::spawn_blocking(move || proxy::apply(&script))
+            .await
+            .map_err(|e| format!("the service rule update panicked: {e}"))??;
+        Ok(true)
     }
 
     /// The pod's namespace and address, made if missing (idempotent: the same pod gets the

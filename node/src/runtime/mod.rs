@@ -43,6 +43,8 @@ pub struct NetworkAccess {
     /// node's own.
     pub netns: Option<PathBuf>,
     pub policy: crate::network::SocketPolicy,
+    /// How the pod's names resolve (`None`: only through the node's resolver).
+    pub names: Option<crate::network::names::PodNames>,
 }
 
 /// A host directory preopened in the guest.

@@ -25,6 +25,7 @@
 
 mod cpu;
 mod lifecycle;
+mod names;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -44,6 +45,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 
 use super::{ContainerSpec, Error, Exit, NetworkAccess, Result, Running, Runtime};
 use crate::logs::{LogFile, Stream};
+use crate::network::names::PodNames;
 
 /// The wasmtime release the runtime is built on (from Cargo.lock).
 pub const VERSION: &str = env!("BOSUN_WASMTIME_VERSION");
@@ -268,6 +270,7 @@ impl Runtime for WasmtimeRuntime {
             Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
         })?;
         let wasi = wasi_builder(&spec, &log)?;
+        let names = spec.network.as_ref().and_then(|n| n.names.clone());
         // Opened here so that a missing namespace fails the start, not the guest.
         let netns = spec
             .network
@@ -301,7 +304,7 @@ impl Runtime for WasmtimeRuntime {
             .name(format!("wasm-{}", spec.name))
             .spawn(move || {
                 let exit = match netns.map(|ns| enter_netns(&ns)).transpose() {
-                    Ok(_) => run(&engine, program, wasi, guard, &stop_wake),
+                    Ok(_) => run(&engine, program, wasi, names, guard, &stop_wake),
                     Err(e) => Exit::error(
                         128,
                         format!("cannot enter the pod's network namespace: {e}"),
@@ -447,7 +450,18 @@ struct ModuleState {
 struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
+    names: Option<PodNames>,
     guard: Guard,
+}
+
+impl names::NameLookupView for ComponentState {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    fn names(&self) -> Option<&PodNames> {
+        self.names.as_ref()
+    }
 }
 
 impl WasiView for ComponentState {
@@ -464,6 +478,7 @@ fn run(
     engine: &Engine,
     program: Program,
     mut wasi: WasiCtxBuilder,
+    names: Option<PodNames>,
     guard: Guard,
     wake: &tokio::sync::Notify,
 ) -> Exit {
@@ -506,6 +521,7 @@ fn run(
                 ComponentState {
                     ctx: wasi.build(),
                     table: ResourceTable::new(),
+                    names,
                     guard,
                 },
             );
@@ -550,6 +566,7 @@ async fn run_component(
 ) -> wasmtime::Result<()> {
     let mut linker = ComponentLinker::new(store.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    names::add_to_linker(&mut linker)?;
     lifecycle::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
     let command =
         wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut *store, component, &linker)

@@ -1,0 +1,492 @@
+//! Services end to end, with real network namespaces and nftables (the suite runs as root): a
+//! real `bosun server` (cluster IPs, node ports, the endpoint controllers) and `bosun node`
+//! (the service proxy and the resolver), with the `netcheck` guest as servers and clients.
+//!
+//! Every cluster has its own pod block and Service block (halves of [`own_block`]), so the
+//! proxies of concurrent tests, which share this network namespace, never see each other's
+//! addresses.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::cluster::{Cluster, cluster_with, finished, netcheck, node_logs, own_block, wait_for};
+
+/// A cluster whose pods and Services have blocks of their own; returns it, the netcheck image
+/// and the Service block.
+async fn service_cluster(node: &str) -> (Cluster, String, String) {
+    let block = own_block();
+    let prefix = block.trim_end_matches(".0.0/16");
+    let (pods, services) = (format!("{prefix}.0.0/17"), format!("{prefix}.128.0/17"));
+    let args = ["--cluster-cidr", &pods, "--service-cidr", &services];
+    let c = cluster_with(node, &args, &args).await;
+    let image = c
+        .registry
+        .push(
+            "netcheck:v1",
+            netcheck(),
+            bosun_node::images::Layout::ComponentV0,
+        )
+        .await;
+    (c, image, services)
+}
+
+async fn create<K>(api: &Api<K>, object: Value) -> K
+where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + k8s_openapi::serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap()
+}
+
+/// Polls `check` (every 100 ms, 60 s at most) until it gives a value.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    check: impl Fn() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ready and not-ready addresses of the Endpoints `name`.
+async fn endpoint_ips(c: &Cluster, name: &str) -> (Vec<String>, Vec<String>) {
+    let api: Api<Endpoints> = Api::namespaced(c.client.clone(), "default");
+    let Ok(Some(endpoints)) = api.get_opt(name).await else {
+        return Default::default();
+    };
+    let mut ready = Vec::new();
+    let mut not_ready = Vec::new();
+    for subset in endpoints.subsets.into_iter().flatten() {
+        ready.extend(subset.addresses.into_iter().flatten().map(|a| a.ip));
+        not_ready.extend(
+            subset
+                .not_ready_addresses
+                .into_iter()
+                .flatten()
+                .map(|a| a.ip),
+        );
+    }
+    ready.sort();
+    not_ready.sort();
+    (ready, not_ready)
+}
+
+/// A Deployment of netcheck echo servers (TCP on 8080, UDP on 5353) that sign their answers
+/// with their pod's name, ready once they listen.
+fn echo_deployment(name: &str, image: &str, replicas: i32) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [
+                    {
+                        "name": "echo",
+                        "image": image,
+                        "args": ["listen", "0.0.0.0:8080"],
+                        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                        "ports": [{"name": "echo", "containerPort": 8080}],
+                        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                    },
+                    {
+                        "name": "udp",
+                        "image": image,
+                        "args": ["udp-echo", "0.0.0.0:5353"],
+                        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                        "ports": [{"name": "dns", "containerPort": 5353, "protocol": "UDP"}],
+                    },
+                ]},
+            },
+        },
+    })
+}
+
+/// Runs a netcheck client pod to its end and returns its log.
+async fn client(c: &Cluster, name: &str, image: &str, args: &[&str]) -> String {
+    c.create(json!({
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": image, "args": args}]},
+    }))
+    .await;
+    let pod = wait_for(&c.pods, name, "finished", finished).await;
+    node_logs(&c.node, pod["metadata"]["uid"].as_str().unwrap(), "main")
+}
+
+/// `calls ok=N failed=M by: a=1 b=2` → (ok, failed, counts by pod).
+fn tally(log: &str) -> (usize, usize, Vec<(String, usize)>) {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("calls "))
+        .unwrap_or_else(|| panic!("no tally in {log}"));
+    let number = |key: &str| -> usize {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    let by = line
+        .split_once("by:")
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (number("ok="), number("failed="), by)
+}
+
+#[tokio::test]
+async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling_and_loss() {
+    let (c, image, service_block) = service_cluster("svc-spread").await;
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    create(&deployments, echo_deployment("echo", &image, 3)).await;
+    let service = create(
+        &services,
+        json!({
+            "metadata": {"name": "echo"},
+            "spec": {"selector": {"app": "echo"}, "ports": [
+                {"name": "tcp", "port": 80, "targetPort": "echo"},
+                {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"},
+            ]},
+        }),
+    )
+    .await;
+    let cluster_ip = service.spec.unwrap().cluster_ip.unwrap();
+    let block: bosun_api::cidr::Ipv4Cidr = service_block.parse().unwrap();
+    assert!(
+        block.contains(cluster_ip.parse().unwrap()),
+        "{cluster_ip} from {service_block}"
+    );
+    create(
+        &services,
+        json!({
+            "metadata": {"name": "echo-pods"},
+            "spec": {"clusterIP": "None", "selector": {"app": "echo"}, "ports": [{"port": 8080}]},
+        }),
+    )
+    .await;
+    let ready = until("3 ready endpoints", || async {
+        let (ready, _) = endpoint_ips(&c, "echo").await;
+        (ready.len() == 3).then_some(ready)
+    })
+    .await;
+    // The slice says the same, with the named port resolved.
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let slice = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=echo"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(slice.len(), 1, "{slice:?}");
+    let ports: Vec<i32> = slice[0]
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [8080, 5353]);
+
+    // 300 calls by the Service's short name: every replica answers, none more than half.
+    let log = client(&c, "caller", &image, &["calls", "echo:80", "300"]).await;
+    let (ok, failed, by) = tally(&log);
+    assert_eq!((ok, failed), (300, 0), "{log}");
+    assert_eq!(by.len(), 3, "{log}");
+    assert!(by.iter().all(|(_, n)| *n <= 150), "{log}");
+
+    // Names: the full name gives the cluster IP, the headless one every pod's IP.
+    let log = client(
+        &c,
+        "resolver",
+        &image,
+        &["resolve", "echo.default.svc.cluster.local"],
+    )
+    .await;
+    assert!(log.contains(&format!("addresses: {cluster_ip}\n")), "{log}");
+    let log = client(
+        &c,
+        "resolver-headless",
+        &image,
+        &["resolve", "echo-pods.default"],
+    )
+    .await;
+    assert!(
+        log.contains(&format!("addresses: {}\n", ready.join(" "))),
+        "{log}"
+    );
+    // UDP through the same Service, by its environment variables.
+    let log = client(
+        &c,
+        "udp",
+        &image,
+        &[
+            "udp-call",
+            "$(ECHO_SERVICE_HOST):$(ECHO_SERVICE_PORT_DNS)",
+            "hi",
+        ],
+    )
+    .await;
+    assert!(log.contains("answer: pong hi from echo-"), "{log}");
+
+    // Scale to one: once the endpoints say so, every call goes to the one left.
+    deployments
+        .patch(
+            "echo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    until("1 endpoint", || async {
+        let (ready, not_ready) = endpoint_ips(&c, "echo").await;
+        (ready.len() == 1 && not_ready.is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = client(
+        &c,
+        "caller-one",
+        &image,
+        &["calls", "$(ECHO_SERVICE_HOST):$(ECHO_SERVICE_PORT)", "60"],
+    )
+    .await;
+    let (ok, failed, by) = tally(&log);
+    assert_eq!((ok, failed, by.len()), (60, 0, 1), "{log}");
+
+    // Back to three, then one replica is killed: after the endpoints settle, no call fails.
+    deployments
+        .patch(
+            "echo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    let before = until("3 endpoints again", || async {
+        let (ready, _) = endpoint_ips(&c, "echo").await;
+        (ready.len() == 3).then_some(ready)
+    })
+    .await;
+    let victim = c
+        .pods
+        .list(&ListParams::default().labels("app=echo"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap();
+    let victim_ip = victim.status.unwrap().pod_ip.unwrap();
+    c.pods
+        .delete(&victim.metadata.name.unwrap(), &DeleteParams::default())
+        .await
+        .unwrap();
+    until("the replacement ready, the killed one gone", || async {
+        let (ready, _) = endpoint_ips(&c, "echo").await;
+        (ready.len() == 3 && !ready.contains(&victim_ip)).then_some(())
+    })
+    .await;
+    assert!(before.contains(&victim_ip));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = client(
+        &c,
+        "caller-after",
+        &image,
+        &["calls", "echo.default.svc:80", "90"],
+    )
+    .await;
+    let (ok, failed, by) = tally(&log);
+    assert_eq!((ok, failed, by.len()), (90, 0, 3), "{log}");
+}
+
+#[tokio::test]
+async fn a_pod_failing_readiness_leaves_the_endpoints_and_the_proxy() {
+    let (c, image, _) = service_cluster("svc-ready").await;
+    for (name, probe_path) in [("steady", "/ready"), ("flaky", "/live")] {
+        c.create(json!({
+            "metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"containers": [{
+                "name": "web",
+                "image": image,
+                "args": ["http", "0.0.0.0:8080", "3"],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": probe_path, "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
+            }]},
+        }))
+        .await;
+    }
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    create(
+        &services,
+        json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}),
+    )
+    .await;
+    let pods = &c.pods;
+    let ip_of = |name: &'static str| async move {
+        let pod = pods.get(name).await.ok()?;
+        pod.status?.pod_ip
+    };
+    let (steady, flaky) = until("both pods have IPs", || async {
+        Some((ip_of("steady").await?, ip_of("flaky").await?))
+    })
+    .await;
+    // The flaky pod is ready for its first three probes, then not.
+    until("flaky not ready, steady ready", || async {
+        let (ready, not_ready) = endpoint_ips(&c, "web").await;
+        (ready == [steady.clone()] && not_ready == [flaky.clone()]).then_some(())
+    })
+    .await;
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let slice = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let readiness: Vec<(String, Option<bool>)> = slice
+        .endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.addresses[0].clone(),
+                e.conditions.as_ref().and_then(|c| c.ready),
+            )
+        })
+        .collect();
+    assert!(
+        readiness.contains(&(flaky.clone(), Some(false))),
+        "{readiness:?}"
+    );
+    // The node's rules send new connections only to the ready pod, within a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let table = format!("{}-proxy", c.node.bridge);
+    let out = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout);
+    assert!(rules.contains(&format!("dnat to {steady}:8080")), "{rules}");
+    assert!(!rules.contains(&flaky), "{rules}");
+}
+
+#[tokio::test]
+async fn cluster_ips_and_node_ports_are_allocated_once_and_load_balancers_get_node_addresses() {
+    let (c, _, service_block) = service_cluster("svc-alloc").await;
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let prefix = service_block.trim_end_matches(".0/17");
+    let wanted = format!("{prefix}.77");
+    let first = create(
+        &services,
+        json!({"metadata": {"name": "first"}, "spec": {"clusterIP": wanted, "type": "NodePort", "ports": [{"port": 80, "nodePort": 30777}]}}),
+    )
+    .await;
+    assert_eq!(
+        first.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some(wanted.as_str())
+    );
+    let taken = |body: Value| {
+        let services = services.clone();
+        async move {
+            let object: Service = serde_json::from_value(body).unwrap();
+            match services.create(&PostParams::default(), &object).await {
+                Err(kube::Error::Api(e)) => (e.code, e.message),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let (code, message) = taken(json!({"metadata": {"name": "second"}, "spec": {"clusterIP": wanted, "ports": [{"port": 80}]}})).await;
+    assert_eq!(code, 422);
+    assert!(message.contains("already allocated"), "{message}");
+    let (code, message) = taken(json!({"metadata": {"name": "third"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30777}]}})).await;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("30777") && message.contains("already allocated"),
+        "{message}"
+    );
+    let (code, message) = taken(json!({"metadata": {"name": "fourth"}, "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}})).await;
+    assert_eq!(code, 422);
+    assert!(message.contains("not in the valid range"), "{message}");
+    // Deleting the Service frees both at once.
+    services
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    let again = create(
+        &services,
+        json!({"metadata": {"name": "again"}, "spec": {"clusterIP": wanted, "type": "NodePort", "ports": [{"port": 80, "nodePort": 30777}]}}),
+    )
+    .await;
+    assert_eq!(
+        again.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some(wanted.as_str())
+    );
+    // `kubectl replace` without the cluster IP keeps it; changing it is refused.
+    let mut replaced = again.clone();
+    replaced.spec.as_mut().unwrap().cluster_ip = None;
+    replaced.spec.as_mut().unwrap().cluster_ips = None;
+    replaced.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = None;
+    let replaced = services
+        .replace("again", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    let spec = replaced.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some(wanted.as_str()));
+    assert_eq!(
+        spec.ports.unwrap()[0].node_port,
+        Some(30777),
+        "the node port is kept"
+    );
+    let changed = services
+        .patch(
+            "again",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"clusterIP": format!("{prefix}.78")}})),
+        )
+        .await;
+    assert!(matches!(changed, Err(kube::Error::Api(e)) if e.code == 422));
+
+    // A LoadBalancer gets a node port and the node's address.
+    create(
+        &services,
+        json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]}}),
+    )
+    .await;
+    let lb = until("the load balancer's ingress", || async {
+        let lb = services.get("lb").await.ok()?;
+        let ingress = lb
+            .status
+            .as_ref()?
+            .load_balancer
+            .as_ref()?
+            .ingress
+            .clone()?;
+        (!ingress.is_empty()).then_some(lb)
+    })
+    .await;
+    let ingress = lb.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+    assert_eq!(ingress[0].ip.as_deref(), Some("127.0.0.1"));
+    let node_port = lb.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
+    assert!((30000..=32767).contains(&node_port));
+    // kubectl shows it as Kubernetes does.
+    let table = c.server.kubectl(&["get", "service", "lb"]).unwrap();
+    assert!(table.contains(&format!("443:{node_port}/TCP")), "{table}");
+}

@@ -213,6 +213,25 @@ async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling
     assert_eq!(by.len(), 3, "{log}");
     assert!(by.iter().all(|(_, n)| *n <= 150), "{log}");
 
+    // With ClientIP affinity, one client keeps its replica.
+    create(
+        &services,
+        json!({
+            "metadata": {"name": "sticky"},
+            "spec": {"selector": {"app": "echo"}, "sessionAffinity": "ClientIP", "ports": [{"port": 80, "targetPort": 8080}]},
+        }),
+    )
+    .await;
+    until("the sticky Service's endpoints", || async {
+        let (ready, _) = endpoint_ips(&c, "sticky").await;
+        (ready.len() == 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = client(&c, "sticky-caller", &image, &["calls", "sticky:80", "30"]).await;
+    let (ok, failed, by) = tally(&log);
+    assert_eq!((ok, failed, by.len()), (30, 0, 1), "{log}");
+
     // Names: the full name gives the cluster IP, the headless one every pod's IP.
     let log = client(
         &c,
@@ -286,6 +305,7 @@ async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling
         (ready.len() == 3).then_some(ready)
     })
     .await;
+    // One of the three behind the Service (the pods scaled away may still be terminating).
     let victim = c
         .pods
         .list(&ListParams::default().labels("app=echo"))
@@ -293,7 +313,12 @@ async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling
         .unwrap()
         .items
         .into_iter()
-        .next()
+        .find(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_ref())
+                .is_some_and(|ip| before.contains(ip))
+        })
         .unwrap();
     let victim_ip = victim.status.unwrap().pod_ip.unwrap();
     c.pods
@@ -305,7 +330,6 @@ async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling
         (ready.len() == 3 && !ready.contains(&victim_ip)).then_some(())
     })
     .await;
-    assert!(before.contains(&victim_ip));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = client(
         &c,

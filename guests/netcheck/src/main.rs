@@ -5,6 +5,7 @@
 //!                                 L with "pong L", or "pong L from NAME" when the variable
 //!                                 POD_NAME is NAME
 //! netcheck calls ADDR COUNT       COUNT connections, one line each; prints
+//!                                 `call_ns p50=… p99=… elapsed=…` and
 //!                                 `calls ok=… failed=… by: NAME=N …` (who answered)
 //! netcheck resolve NAME           prints `addresses: IP …` (sorted) for NAME
 //! netcheck udp-echo ADDR          answer each datagram D with "pong D[ from NAME]"
@@ -96,13 +97,17 @@ fn signature() -> String {
 fn calls(addr: &str, count: usize) -> std::io::Result<()> {
     let mut by: std::collections::BTreeMap<String, usize> = Default::default();
     let (mut ok, mut failed) = (0, 0);
+    let mut times = Vec::with_capacity(count);
+    let started = Instant::now();
     for i in 0..count {
+        let call = Instant::now();
         let answer = TcpStream::connect(addr).and_then(|stream| {
             (&stream).write_all(format!("call {i}\n").as_bytes())?;
             let mut answer = String::new();
             BufReader::new(&stream).read_line(&mut answer)?;
             Ok(answer)
         });
+        times.push(call.elapsed());
         match answer {
             Ok(answer) if answer.starts_with("pong") => {
                 ok += 1;
@@ -119,6 +124,19 @@ fn calls(addr: &str, count: usize) -> std::io::Result<()> {
             }
         }
     }
+    let elapsed = started.elapsed();
+    times.sort();
+    let at = |p: f64| {
+        times
+            .get(((times.len() as f64 * p).ceil() as usize).clamp(1, times.len().max(1)) - 1)
+            .map_or(0, |d| d.as_nanos())
+    };
+    println!(
+        "call_ns p50={} p99={} elapsed={}",
+        at(0.5),
+        at(0.99),
+        elapsed.as_nanos()
+    );
     let by: Vec<String> = by.iter().map(|(n, c)| format!("{n}={c}")).collect();
     println!("calls ok={ok} failed={failed} by: {}", by.join(" "));
     Ok(())

@@ -1,0 +1,377 @@
+//! The service proxy's cost: the same client calling three echo replicas through their
+//! Service's cluster IP and calling one replica's pod IP directly, in one run, and how long an
+//! endpoint change takes to reach the node's rules.
+//!
+//! Run: `scripts/guests.sh && cargo bench --bench services` (a minute or two; needs root and
+//! `nft`). Prints a Markdown table for docs/benchmarks.md; the server's log goes to
+//! `$TMPDIR/bosun-bench-services.log`.
+//!
+//! Measures, on one node (`bosun server` on SQLite, `bosun node`, a local registry):
+//! 1. calls: a netcheck client pod makes `CALLS` calls, each a new TCP connection, one line and
+//!    its answer: requests/s and per-call p50/p99, through `clusterIP:80` and to `podIP:8080`,
+//!    alternating, `ROUNDS` times each;
+//! 2. round trips on one connection (`PINGS` lines): p50/p99 through the cluster IP and
+//!    direct (after the first packet, conntrack carries the connection);
+//! 3. endpoint changes: the Deployment scaled 3 → 4 → 3, `CHANGES` times: from the moment
+//!    this program's watch sees the EndpointSlice change to the moment `nft list table` shows
+//!    the node's rules changed (polled; the poll's own time is printed as the resolution).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bosun_node::images::Layout;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+use common::{percentile, registry, spawn_lines, wait_registry};
+
+const CALLS: usize = 2000;
+const ROUNDS: usize = 3;
+const PINGS: usize = 5000;
+const CHANGES: usize = 10;
+const BRIDGE: &str = "bsvcbench";
+
+async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+/// Runs a netcheck client pod to its end and returns its log.
+async fn client(pods: &Api<Pod>, name: &str, image: &str, args: &[&str]) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": image, "args": args}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    until(&format!("{name} finished"), async || {
+        let phase = pods.get(name).await.ok()?.status?.phase?;
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(())
+    })
+    .await;
+    let log = pods.logs(name, &LogParams::default()).await.unwrap();
+    pods.delete(name, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    log
+}
+
+/// `KEY p50=… p99=… [elapsed=…]` from a netcheck log, in nanoseconds.
+fn figures(log: &str, key: &str) -> (u64, u64, u64) {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in {log}"));
+    let get = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("p50="), get("p99="), get("elapsed="))
+}
+
+fn nft_rules() -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", &format!("{BRIDGE}-proxy")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ready_ips(slices: &[EndpointSlice]) -> Vec<String> {
+    let mut ips: Vec<String> = slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .map(|e| e.addresses[0].clone())
+        .collect();
+    ips.sort();
+    ips
+}
+
+fn ms(ns: f64) -> String {
+    format!("{:.3} ms", ns / 1e6)
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let wasm = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/target/wasm32-wasip2/release/netcheck.wasm"
+    ))
+    .expect("build the guests first: scripts/guests.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut registry_child, host) = registry(dir.path());
+    wait_registry(&host).await;
+    let bosun = env!("CARGO_BIN_EXE_bosun");
+    let blocks = [
+        "--cluster-cidr",
+        "10.240.0.0/17",
+        "--service-cidr",
+        "10.240.128.0/17",
+    ];
+    let mut server = spawn_lines(
+        Command::new(bosun)
+            .args(["server", "--bind-address", "127.0.0.1", "--port", "0"])
+            .args(blocks)
+            .arg("--data-dir")
+            .arg(dir.path().join("server"))
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::create(std::env::temp_dir().join("bosun-bench-services.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap(),
+        "kubeconfig: ",
+    );
+    let kubeconfig = dir.path().join("server/admin.kubeconfig");
+    let mut node = spawn_lines(
+        Command::new(bosun)
+            .args([
+                "node",
+                "--name",
+                "svc",
+                "--node-ip",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(["--insecure-registry", &host, "--bridge", BRIDGE])
+            .args(blocks)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.path().join("node"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        "bosun node",
+    );
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client_api = kube::Client::try_from(config).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client_api.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client_api.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client_api.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client_api.clone(), "default");
+    let image = format!("{host}/netcheck:v1");
+    bosun_node::images::push(&image, wasm, Layout::ComponentV0, true, None)
+        .await
+        .unwrap();
+
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "echo"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "echo"}},
+            "template": {
+                "metadata": {"labels": {"app": "echo"}},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+                    "name": "echo", "image": image, "args": ["listen", "0.0.0.0:8080"],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                }]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "echo"},
+        "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    let cluster_ip = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let endpoints = until("3 endpoints in the rules", async || {
+        let ips = ready_ips(&slices.list(&ListParams::default()).await.ok()?.items);
+        let rules = nft_rules();
+        (ips.len() == 3 && ips.iter().all(|ip| rules.contains(&format!("{ip}:8080"))))
+            .then_some(ips)
+    })
+    .await;
+    let direct = format!("{}:8080", endpoints[0]);
+    let through = format!("{cluster_ip}:80");
+
+    // 1. New connections.
+    let calls = CALLS.to_string();
+    let mut results: [Vec<(u64, u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for (i, target) in [&direct, &through].into_iter().enumerate() {
+            let log = client(
+                &pods,
+                &format!("calls-{round}-{i}"),
+                &image,
+                &["calls", target, &calls],
+            )
+            .await;
+            assert!(log.contains(&format!("calls ok={CALLS} failed=0")), "{log}");
+            results[i].push(figures(&log, "call_ns"));
+        }
+    }
+    // 2. One connection.
+    let pings = PINGS.to_string();
+    let mut rtts: [Vec<(u64, u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for (i, target) in [&direct, &through].into_iter().enumerate() {
+            let log = client(
+                &pods,
+                &format!("ping-{round}-{i}"),
+                &image,
+                &["ping", target, &pings],
+            )
+            .await;
+            rtts[i].push(figures(&log, "rtt_ns"));
+        }
+    }
+
+    // 3. Endpoint changes reaching the rules.
+    let mut events = watcher(slices.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let mut poll_times = Vec::new();
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    let mut current = endpoints.clone();
+    for change in 0..CHANGES * 2 {
+        let replicas = if change % 2 == 0 { 4 } else { 3 };
+        deployments
+            .patch(
+                "echo",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .unwrap();
+        // Wait for the slice that has the change; then time the rules.
+        let (seen, ips) = loop {
+            let slice = events.next().await.unwrap().unwrap();
+            let ips = ready_ips(std::slice::from_ref(&slice));
+            if ips.len() == replicas {
+                break (Instant::now(), ips);
+            }
+        };
+        let changed: Vec<String> = if replicas == 4 {
+            ips.iter()
+                .filter(|ip| !current.contains(ip))
+                .cloned()
+                .collect()
+        } else {
+            current
+                .iter()
+                .filter(|ip| !ips.contains(ip))
+                .cloned()
+                .collect()
+        };
+        let wanted = format!("{}:8080", changed[0]);
+        loop {
+            let poll = Instant::now();
+            let present = nft_rules().contains(&wanted);
+            poll_times.push(poll.elapsed());
+            if present == (replicas == 4) {
+                break;
+            }
+        }
+        let took = seen.elapsed();
+        if replicas == 4 {
+            added.push(took)
+        } else {
+            removed.push(took)
+        }
+        current = ips;
+    }
+
+    let mean = |v: &[(u64, u64, u64)], f: fn(&(u64, u64, u64)) -> u64| {
+        v.iter().map(f).sum::<u64>() as f64 / v.len() as f64
+    };
+    let rate = |v: &[(u64, u64, u64)]| CALLS as f64 / (mean(v, |r| r.2) / 1e9);
+    println!("| measurement | through the cluster IP | pod IP directly (baseline) | ratio |");
+    println!("|---|---|---|---|");
+    let (t, d) = (&results[1], &results[0]);
+    println!(
+        "| new connection per call: calls/s | {:.0} | {:.0} | {:.2} |",
+        rate(t),
+        rate(d),
+        rate(t) / rate(d)
+    );
+    for (label, f) in [
+        ("p50", (|r: &(u64, u64, u64)| r.0) as fn(&_) -> u64),
+        ("p99", |r| r.1),
+    ] {
+        println!(
+            "| new connection per call: {label} | {} | {} | {:.2} |",
+            ms(mean(t, f)),
+            ms(mean(d, f)),
+            mean(t, f) / mean(d, f)
+        );
+    }
+    let (t, d) = (&rtts[1], &rtts[0]);
+    for (label, f) in [
+        ("p50", (|r: &(u64, u64, u64)| r.0) as fn(&_) -> u64),
+        ("p99", |r| r.1),
+    ] {
+        println!(
+            "| round trip on one connection: {label} | {} | {} | {:.2} |",
+            ms(mean(t, f)),
+            ms(mean(d, f)),
+            mean(t, f) / mean(d, f)
+        );
+    }
+    added.sort();
+    removed.sort();
+    poll_times.sort();
+    println!();
+    println!("| endpoint change → node rules | p50 | max | n |");
+    println!("|---|---|---|---|");
+    for (label, times) in [("endpoint added", &added), ("endpoint removed", &removed)] {
+        println!(
+            "| {label} | {:.1} ms | {:.1} ms | {} |",
+            percentile(times, 0.5).as_secs_f64() * 1e3,
+            times.last().unwrap().as_secs_f64() * 1e3,
+            times.len()
+        );
+    }
+    println!(
+        "| resolution (one `nft list` poll) | {:.1} ms | {:.1} ms | {} |",
+        percentile(&poll_times, 0.5).as_secs_f64() * 1e3,
+        poll_times.last().unwrap().as_secs_f64() * 1e3,
+        poll_times.len()
+    );
+
+    let _ = node.kill();
+    let _ = node.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = registry_child.kill();
+    let _ = registry_child.wait();
+}

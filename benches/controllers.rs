@@ -180,13 +180,7 @@ async fn main() {
     );
     let kubeconfig = dir.path().join("server/admin.kubeconfig");
     let mut first = node(bosun, dir.path(), &kubeconfig, "one", &host);
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = common::client(&kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let image = format!("{host}/sleeper:v1");

@@ -155,13 +155,7 @@ async fn main() {
             .unwrap(),
         "bosun node",
     );
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = common::client(&kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let image = format!("{host}/sleeper:v1");
     bosun_node::images::push(

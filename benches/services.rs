@@ -165,13 +165,7 @@ async fn main() {
             .unwrap(),
         "bosun node",
     );
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let client_api = kube::Client::try_from(config).unwrap();
+    let client_api = common::client(&kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(client_api.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client_api.clone(), "default");
     let services: Api<Service> = Api::namespaced(client_api.clone(), "default");

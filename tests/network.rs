@@ -18,7 +18,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 use support::cluster::{
-    finished, netcheck, netcheck_cluster, node_logs, own_block, phase, wait_for,
+    finished, netcheck, netcheck_cluster, node_logs, own_block, own_blocks, phase, wait_for,
 };
 use support::{Node, Registry, Server};
 
@@ -677,9 +677,7 @@ async fn a_pod_reaches_a_pod_on_another_node_through_the_routes_between_nodes() 
 #[tokio::test]
 async fn services_reach_endpoints_on_other_nodes_and_node_ports_answer_on_every_node() {
     let lan = TwoHosts::new();
-    let block = own_block();
-    let prefix = block.trim_end_matches(".0.0/16");
-    let (pod_block, service_block) = (format!("{prefix}.0.0/17"), format!("{prefix}.128.0/17"));
+    let (pod_block, service_block) = own_blocks();
     let cluster = lan_cluster(
         &lan,
         &[

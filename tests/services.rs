@@ -2,7 +2,7 @@
 //! real `bosun server` (cluster IPs, node ports, the endpoint controllers) and `bosun node`
 //! (the service proxy and the resolver), with the `netcheck` guest as servers and clients.
 //!
-//! Every cluster has its own pod block and Service block (halves of [`own_block`]), so the
+//! Every cluster has its own pod block and Service block (`own_blocks`), so the
 //! proxies of concurrent tests, which share this network namespace, never see each other's
 //! addresses.
 
@@ -16,24 +16,17 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::cluster::{Cluster, cluster_with, finished, netcheck, node_logs, own_block, wait_for};
+use support::cluster::{Cluster, finished, netcheck_cluster_with, node_logs, own_blocks, wait_for};
 
 /// A cluster whose pods and Services have blocks of their own; returns it, the netcheck image
 /// and the Service block.
 async fn service_cluster(node: &str) -> (Cluster, String, String) {
-    let block = own_block();
-    let prefix = block.trim_end_matches(".0.0/16");
-    let (pods, services) = (format!("{prefix}.0.0/17"), format!("{prefix}.128.0/17"));
-    let args = ["--cluster-cidr", &pods, "--service-cidr", &services];
-    let c = cluster_with(node, &args, &args).await;
-    let image = c
-        .registry
-        .push(
-            "netcheck:v1",
-            netcheck(),
-            bosun_node::images::Layout::ComponentV0,
-        )
-        .await;
+    let (pods, services) = own_blocks();
+    let (c, image) = netcheck_cluster_with(
+        node,
+        &["--cluster-cidr", &pods, "--service-cidr", &services],
+    )
+    .await;
     (c, image, services)
 }
 

@@ -66,3 +66,14 @@ pub async fn wait_registry(host: &str) {
     }
     panic!("the registry did not start");
 }
+
+/// A client of the server whose admin kubeconfig is `kubeconfig`.
+pub async fn client(kubeconfig: &Path) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}

@@ -182,16 +182,25 @@ pub fn own_block() -> String {
     )
 }
 
+/// A pod block and a Service block no other cluster of this test process has: the halves of
+/// an [`own_block`].
+pub fn own_blocks() -> (String, String) {
+    let block = own_block();
+    let prefix = block.trim_end_matches(".0.0/16");
+    (format!("{prefix}.0.0/17"), format!("{prefix}.128.0/17"))
+}
+
 /// A cluster with a pod block of its own ([`own_block`], given to the server and the node),
 /// and the netcheck image pushed: (cluster, image, block).
 pub async fn netcheck_cluster(node: &str) -> (Cluster, String, String) {
     let block = own_block();
-    let c = cluster_with(
-        node,
-        &["--cluster-cidr", &block],
-        &["--cluster-cidr", &block],
-    )
-    .await;
+    let (c, image) = netcheck_cluster_with(node, &["--cluster-cidr", &block]).await;
+    (c, image, block)
+}
+
+/// A cluster whose server and node both get `flags`, and the netcheck image pushed.
+pub async fn netcheck_cluster_with(node: &str, flags: &[&str]) -> (Cluster, String) {
+    let c = cluster_with(node, flags, flags).await;
     let image = c
         .registry
         .push(
@@ -200,5 +209,5 @@ pub async fn netcheck_cluster(node: &str) -> (Cluster, String, String) {
             bosun_node::images::Layout::ComponentV0,
         )
         .await;
-    (c, image, block)
+    (c, image)
 }

@@ -471,18 +471,30 @@ pub async fn admit_create(
     if dry_run || service_type(service) == "ExternalName" {
         return Ok(());
     }
-    if str_at(service, "/spec/clusterIP") == Some("None") {
-        service["spec"]["clusterIPs"] = json!(["None"]);
-    } else {
-        allocate_ip(state, resource, name, service).await?;
-    }
-    set_families(service);
+    give_cluster_ip(state, resource, name, service).await?;
     if has_node_ports(service) {
         allocate_node_ports(state, resource, name, service, None).await?;
         if service.pointer("/spec/externalTrafficPolicy").is_none() {
             service["spec"]["externalTrafficPolicy"] = json!("Cluster");
         }
     }
+    Ok(())
+}
+
+/// A cluster IP for a Service that has none (headless if it asks for `None`), and the
+/// address-family fields that go with it.
+async fn give_cluster_ip(
+    state: &ApiState,
+    resource: &Resource,
+    name: &str,
+    service: &mut Value,
+) -> ApiResult<()> {
+    if str_at(service, "/spec/clusterIP") == Some("None") {
+        service["spec"]["clusterIPs"] = json!(["None"]);
+    } else {
+        allocate_ip(state, resource, name, service).await?;
+    }
+    set_families(service);
     Ok(())
 }
 
@@ -533,12 +545,7 @@ pub async fn admit_update(
         return Ok(());
     }
     if service_type(old) == "ExternalName" && service_type(service) != "ExternalName" {
-        if str_at(service, "/spec/clusterIP") == Some("None") {
-            service["spec"]["clusterIPs"] = json!(["None"]);
-        } else {
-            allocate_ip(state, resource, name, service).await?;
-        }
-        set_families(service);
+        give_cluster_ip(state, resource, name, service).await?;
     }
     if has_node_ports(service) {
         allocate_node_ports(state, resource, name, service, Some(old)).await?;

@@ -257,6 +257,10 @@ async fn evict(
             (!taints.is_empty()).then(|| (n.name_any(), taints))
         })
         .collect();
+    // Without NoExecute taints there is nothing to evict (and no need to list every pod).
+    if tainted.is_empty() {
+        return Ok(());
+    }
     let pods: Api<Pod> = Api::all(client.clone());
     let now = Timestamp::now();
     for pod in pods.list(&ListParams::default()).await?.items {

@@ -721,11 +721,31 @@ async fn services_reach_endpoints_on_other_nodes_and_node_ports_answer_on_every_
         .await
         .unwrap();
     let node_port = service.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
-    wait_for(&cluster.pods, "far", "ready", |p| {
+    let far = wait_for(&cluster.pods, "far", "ready", |p| {
         p["status"]["conditions"].as_array().is_some_and(|cs| {
             cs.iter()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
         })
+    })
+    .await;
+    // Host0's proxy knows the endpoint on host1 before the client starts.
+    let far_ip = pod_ip(&far);
+    let table = format!("{}-proxy", cluster.nodes[0].bridge);
+    eventually("host0's rules naming the endpoint on host1", || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lan.hosts[0],
+                "nft",
+                "list",
+                "table",
+                "ip",
+                &table,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{far_ip}:8080"))
     })
     .await;
     let near: Pod = serde_json::from_value(netcheck_pod(

@@ -80,6 +80,35 @@ async fn endpoint_ips(c: &Cluster, name: &str) -> (Vec<String>, Vec<String>) {
     (ready, not_ready)
 }
 
+/// The endpoints the node's proxy sends new connections for port `port` to (its nftables
+/// rules, as `nft` lists them).
+fn proxied(c: &Cluster, port: u16) -> Vec<String> {
+    let table = format!("{}-proxy", c.node.bridge);
+    let out = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .output()
+        .unwrap();
+    let suffix = format!(":{port}");
+    let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.strip_suffix(&suffix))
+        .map(String::from)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Waits until the proxy's rules for `port` name exactly the ready endpoints of `service`
+/// (how fast is the benchmark's business, not this test's).
+async fn until_proxied(c: &Cluster, service: &str, port: u16) {
+    until("the proxy following the endpoints", || async {
+        let (ready, _) = endpoint_ips(c, service).await;
+        (!ready.is_empty() && proxied(c, port) == ready).then_some(())
+    })
+    .await;
+}
+
 /// A Deployment of netcheck echo servers (TCP on 8080, UDP on 5353) that sign their answers
 /// with their pod's name, ready once they listen.
 fn echo_deployment(name: &str, image: &str, replicas: i32) -> Value {
@@ -200,6 +229,7 @@ async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling
     assert_eq!(ports, [8080, 5353]);
 
     // 300 calls by the Service's short name: every replica answers, none more than half.
+    until_proxied(&c, "echo", 8080).await;
     let log = client(&c, "caller", &image, &["calls", "echo:80", "300"]).await;
     let (ok, failed, by) = tally(&log);
     assert_eq!((ok, failed), (300, 0), "{log}");
@@ -220,7 +250,7 @@ async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling
         (ready.len() == 3).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    until_proxied(&c, "sticky", 8080).await;
     let log = client(&c, "sticky-caller", &image, &["calls", "sticky:80", "30"]).await;
     let (ok, failed, by) = tally(&log);
     assert_eq!((ok, failed, by.len()), (30, 0, 1), "{log}");
@@ -273,7 +303,7 @@ async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling
         (ready.len() == 1 && not_ready.is_empty()).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    until_proxied(&c, "echo", 8080).await;
     let log = client(
         &c,
         "caller-one",
@@ -323,7 +353,7 @@ async fn a_service_spreads_calls_by_name_over_its_ready_replicas_through_scaling
         (ready.len() == 3 && !ready.contains(&victim_ip)).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    until_proxied(&c, "echo", 8080).await;
     let log = client(
         &c,
         "caller-after",
@@ -393,16 +423,11 @@ async fn a_pod_failing_readiness_leaves_the_endpoints_and_the_proxy() {
         readiness.contains(&(flaky.clone(), Some(false))),
         "{readiness:?}"
     );
-    // The node's rules send new connections only to the ready pod, within a second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let table = format!("{}-proxy", c.node.bridge);
-    let out = std::process::Command::new("nft")
-        .args(["list", "table", "ip", &table])
-        .output()
-        .unwrap();
-    let rules = String::from_utf8_lossy(&out.stdout);
-    assert!(rules.contains(&format!("dnat to {steady}:8080")), "{rules}");
-    assert!(!rules.contains(&flaky), "{rules}");
+    // The node's rules send new connections only to the ready pod.
+    until("the proxy leaving the flaky pod out", || async {
+        (proxied(&c, 8080) == [steady.clone()]).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -68,6 +68,8 @@ pub(crate) async fn keep(agent: Arc<Agent>, synced: watch::Sender<bool>) {
         }
         let (ports, directory) = build(&services, &slices);
         agent.resolver.update(directory);
+        // Names and variables are right from here on, rules or not: pods need not wait.
+        synced.send_replace(true);
         if last.as_ref() != Some(&ports) {
             let started = Instant::now();
             match agent.network().apply_services(&ports).await {
@@ -76,13 +78,13 @@ pub(crate) async fn keep(agent: Arc<Agent>, synced: watch::Sender<bool>) {
                 }
                 Ok(false) => {}
                 Err(error) => {
+                    // Tried again on the next change.
                     tracing::warn!(%error, "cannot apply the service rules");
                     continue;
                 }
             }
             last = Some(ports);
         }
-        synced.send_replace(true);
     }
 }
 

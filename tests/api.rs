@@ -56,6 +56,8 @@ async fn acknowledged_writes_survive_kill_9(args: &[&str]) {
     let server_args: Vec<&str> = args.to_vec();
     let mut server = Server::start(&server_args).await;
     let api = Api::new(&server);
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
     let writer = tokio::spawn(async move {
         let mut acked = Vec::new();
         for n in 0..1_000_000 {
@@ -64,7 +66,10 @@ async fn acknowledged_writes_survive_kill_9(args: &[&str]) {
                 .post("/api/v1/namespaces/default/configmaps", &configmap(&name))
                 .await
             {
-                Ok(r) if r.status() == 201 => acked.push(name),
+                Ok(r) if r.status() == 201 => {
+                    acked.push(name);
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Ok(r) => panic!(
                     "unexpected answer {}: {}",
                     r.status(),
@@ -75,14 +80,19 @@ async fn acknowledged_writes_survive_kill_9(args: &[&str]) {
         }
         acked
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill it mid-stream: once writes are flowing (how fast they flow is not this test's
+    // business; a loaded machine is slow).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while count.load(std::sync::atomic::Ordering::Relaxed) <= 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writes never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill();
     let acked = writer.await.unwrap();
-    assert!(
-        acked.len() > 20,
-        "the stream was running: {} writes",
-        acked.len()
-    );
 
     let server = Server::start(&server_args).await;
     let api = Api::new(&server);

@@ -29,7 +29,7 @@ use crate::network::proxy::{Protocol, ServicePort};
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Follows Services and EndpointSlices until the client goes; `synced` turns true once both
-/// were listed and applied the first time.
+/// were listed and the resolver has them (whether or not the rules could be applied).
 pub(crate) async fn keep(agent: Arc<Agent>, synced: watch::Sender<bool>) {
     let (services, services_writer) = reflector::store::<Service>();
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
@@ -85,13 +85,6 @@ pub(crate) async fn keep(agent: Arc<Agent>, synced: watch::Sender<bool>) {
             }
             last = Some(ports);
         }
-    }
-}
-
-fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "TCP",
-        Protocol::Udp => "UDP",
     }
 }
 
@@ -203,7 +196,7 @@ fn build(
                     .flat_map(|slice| {
                         let target = slice.ports.iter().flatten().find(|p| {
                             p.name.as_deref().unwrap_or("") == name
-                                && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
+                                && p.protocol.as_deref().unwrap_or("TCP") == protocol.name()
                         });
                         let target = target
                             .and_then(|p| p.port)

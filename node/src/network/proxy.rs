@@ -47,6 +47,14 @@ impl Protocol {
         }
     }
 
+    /// As Kubernetes spells it (`TCP`, `UDP`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+        }
+    }
+
     fn nft(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",

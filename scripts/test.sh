@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing, starts a throwaway
 # PostgreSQL on a loopback port, builds the Wasm guests the tests run (scripts/guests.sh), then
-# runs formatting, lints and every test of the workspace.
+# runs formatting, lints and every test of the workspace, and last a smoke run of scripts/up.sh
+# (the README's run command) with the hello example.
 # Prints how long each phase took. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,7 @@ echo "PostgreSQL at $BOSUN_TEST_POSTGRES_URL"
 
 phase "cargo fmt --check"
 cargo fmt --all --check
-find guests -name '*.rs' -not -path '*/target/*' -print0 | xargs -0 rustfmt --edition 2024 --check
+find guests wasm-sdk examples -name '*.rs' -not -path '*/target/*' -print0 | xargs -0 rustfmt --edition 2024 --check
 
 phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -50,5 +51,24 @@ phase "building the guests (guests/, wasm32-wasip2)"
 
 phase "cargo test"
 cargo test --workspace --locked "$@"
+
+phase "smoke test of scripts/up.sh (the README's run command) with the hello example"
+smoke="$work/up"
+mkdir -p "$smoke"
+BOSUN_PROFILE=dev scripts/up.sh --data-dir "$smoke" --port 0 --agent-port 0 --bridge bsmoke0 \
+    --cluster-cidr 10.87.0.0/17 --service-cidr 10.87.128.0/17 >"$smoke/out" 2>"$smoke/err" &
+up_pid=$!
+stop_up() { kill -TERM "$up_pid" 2>/dev/null; wait "$up_pid" || true; }
+for _ in $(seq 600); do grep -q '^kubeconfig: ' "$smoke/out" && break; sleep 1; done
+export KUBECONFIG="$smoke/admin.kubeconfig"
+if ! kubectl apply -f examples/hello/job.yaml \
+    || ! kubectl wait --for=condition=complete job/hello --timeout=120s \
+    || ! kubectl logs job/hello | grep -q 'Hello, Bosun user!'; then
+    echo "the smoke test failed; scripts/up.sh said:" >&2
+    cat "$smoke/out" >&2; tail -50 "$smoke/err" >&2
+    stop_up; exit 1
+fi
+stop_up
+echo "bosun up ran the hello example"
 
 phase "done"

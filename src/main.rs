@@ -37,6 +37,11 @@ enum Command {
     Server(commands::server::Args),
     /// Run a node agent: register a Node and run the pods bound to it as Wasm.
     Node(commands::node::Args),
+    /// Run a whole cluster in this process: the server (on SQLite in the data directory) and
+    /// a node agent for this machine.
+    Up(Box<commands::up::Args>),
+    /// Push a Wasm module or component to an OCI registry, as an artifact nodes can pull.
+    Push(commands::push::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +52,8 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
             Command::Node(args) => commands::node::run(args).await,
+            Command::Up(args) => commands::up::run(*args).await,
+            Command::Push(args) => commands::push::run(args).await,
         }
     })
 }

@@ -1,2 +1,4 @@
 pub mod node;
+pub mod push;
 pub mod server;
+pub mod up;

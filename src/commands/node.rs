@@ -23,13 +23,28 @@ pub struct Args {
     /// Default: /var/lib/bosun as root, ~/.local/share/bosun otherwise.
     #[arg(long, env = "BOSUN_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The node's address (its InternalIP). Default: the host's primary IPv4 address.
-    #[arg(long, env = "BOSUN_NODE_IP")]
-    node_ip: Option<IpAddr>,
     /// HTTPS port of the log server the API server reads `kubectl logs` from (0 picks a free
     /// one).
     #[arg(long, env = "BOSUN_PORT", default_value_t = 10250)]
     port: u16,
+    /// The cluster's pod block, as given to the server: pods may connect anywhere in it.
+    #[arg(long, env = "BOSUN_CLUSTER_CIDR", default_value = "10.88.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
+    /// The cluster's Service block, as given to the server: pods may connect anywhere in it.
+    #[arg(long, env = "BOSUN_SERVICE_CIDR", default_value = "10.89.0.0/16")]
+    service_cidr: Ipv4Cidr,
+    #[command(flatten)]
+    agent: AgentFlags,
+}
+
+/// The node agent's flags that `bosun up` shares with `bosun node` as they are (the others
+/// are named for the server, or given by it).
+#[derive(clap::Args)]
+#[group(skip)]
+pub struct AgentFlags {
+    /// The node's address (its InternalIP). Default: the host's primary IPv4 address.
+    #[arg(long, env = "BOSUN_NODE_IP")]
+    node_ip: Option<IpAddr>,
     /// A registry (HOST:PORT) to pull from over plain HTTP (repeatable).
     #[arg(
         long = "insecure-registry",
@@ -66,12 +81,6 @@ pub struct Args {
     /// The bridge the pods' network interfaces join (made if missing).
     #[arg(long, env = "BOSUN_BRIDGE", default_value = "bosun0", value_parser = interface_name)]
     bridge: String,
-    /// The cluster's pod block, as given to the server: pods may connect anywhere in it.
-    #[arg(long, env = "BOSUN_CLUSTER_CIDR", default_value = "10.88.0.0/16")]
-    cluster_cidr: Ipv4Cidr,
-    /// The cluster's Service block, as given to the server: pods may connect anywhere in it.
-    #[arg(long, env = "BOSUN_SERVICE_CIDR", default_value = "10.89.0.0/16")]
-    service_cidr: Ipv4Cidr,
     /// The cluster's DNS domain: pods resolve Services as `NAME.NAMESPACE.svc.DOMAIN`.
     #[arg(long, env = "BOSUN_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -99,7 +108,7 @@ fn quantity(s: &str) -> Result<u64, String> {
     Ok(value as u64)
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_lowercase())
         .ok()
@@ -109,12 +118,33 @@ fn host_name() -> String {
 
 impl Args {
     pub fn config(self) -> NodeConfig {
-        let mut config = NodeConfig::new(
+        self.agent.config(
             self.name.unwrap_or_else(host_name),
             self.data_dir.unwrap_or_else(default_data_dir),
-        );
+            self.port,
+            self.cluster_cidr,
+            self.service_cidr,
+        )
+    }
+
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
+    }
+}
+
+impl AgentFlags {
+    /// The agent's configuration, with what `bosun node` and `bosun up` name differently.
+    pub fn config(
+        self,
+        name: String,
+        data_dir: PathBuf,
+        port: u16,
+        cluster_cidr: Ipv4Cidr,
+        service_cidr: Ipv4Cidr,
+    ) -> NodeConfig {
+        let mut config = NodeConfig::new(name, data_dir);
         config.address = self.node_ip;
-        config.port = self.port;
+        config.port = port;
         config.insecure_registries = self.insecure_registries;
         config.lease_duration = self.lease_duration;
         config.status_update_period = self.node_status_update_frequency;
@@ -127,14 +157,10 @@ impl Args {
         config.image_cache_max_bytes = self.image_cache_size;
         config.volume_sync_period = self.volume_sync_period;
         config.bridge = self.bridge;
-        config.cluster_cidr = self.cluster_cidr;
-        config.service_cidr = self.service_cidr;
+        config.cluster_cidr = cluster_cidr;
+        config.service_cidr = service_cidr;
         config.cluster_domain = self.cluster_domain;
         config
-    }
-
-    pub fn kubeconfig(&self) -> &std::path::Path {
-        &self.kubeconfig
     }
 }
 

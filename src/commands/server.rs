@@ -16,6 +16,7 @@ use bosun_control::scheduler::score::Weights;
 use bosun_control::server::{ServerConfig, run as run_server};
 
 #[derive(clap::Args)]
+#[group(skip)]
 pub struct Args {
     /// Where the server keeps its state (SQLite file, kubeconfig, token).
     /// Default: /var/lib/bosun as root, ~/.local/share/bosun otherwise.
@@ -148,61 +149,85 @@ pub(crate) fn default_data_dir() -> PathBuf {
     }
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let controllers = if args.disable_controllers.iter().any(|n| n == "*") {
-        None
-    } else {
-        let config = ControllersConfig {
-            disabled: args.disable_controllers.into_iter().collect(),
-            cluster_cidr: args.cluster_cidr,
-            node_cidr_mask_size: args.node_cidr_mask_size,
-            retry: args.controller_retry,
-            node_monitor_grace_period: args.node_monitor_grace_period,
-            node_monitor_period: args.node_monitor_period,
-            job_backoff: args.job_backoff,
-            pod_gc_period: args.pod_gc_period,
-            terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
-            ..ControllersConfig::default()
+impl Args {
+    /// The block pod IPs come from (`bosun up` gives it to its node too).
+    pub fn cluster_cidr(&self) -> Ipv4Cidr {
+        self.cluster_cidr
+    }
+
+    /// The block of Services' cluster IPs.
+    pub fn service_cidr(&self) -> Ipv4Cidr {
+        self.service_cidr
+    }
+
+    /// The data directory these flags name, or the default one.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The server's configuration; an error for flags that do not fit together.
+    pub fn config(self) -> anyhow::Result<ServerConfig> {
+        let data_dir = self.data_dir();
+        let args = self;
+        let controllers = if args.disable_controllers.iter().any(|n| n == "*") {
+            None
+        } else {
+            let config = ControllersConfig {
+                disabled: args.disable_controllers.into_iter().collect(),
+                cluster_cidr: args.cluster_cidr,
+                node_cidr_mask_size: args.node_cidr_mask_size,
+                retry: args.controller_retry,
+                node_monitor_grace_period: args.node_monitor_grace_period,
+                node_monitor_period: args.node_monitor_period,
+                job_backoff: args.job_backoff,
+                pod_gc_period: args.pod_gc_period,
+                terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+                ..ControllersConfig::default()
+            };
+            config.validate().map_err(anyhow::Error::msg)?;
+            Some(config)
         };
-        config.validate().map_err(anyhow::Error::msg)?;
-        Some(config)
-    };
-    let config = ServerConfig {
-        data_dir: args.data_dir.unwrap_or_else(default_data_dir),
-        datastore_endpoint: args.datastore_endpoint,
-        token: args.token,
-        bind_address: args.bind_address,
-        port: args.port,
-        tls_sans: args.tls_sans,
-        compaction_window: args.compaction_window,
-        compaction_interval: args.compaction_interval,
-        event_ttl: args.event_ttl,
-        bookmark_interval: args.watch_bookmark_interval,
-        scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {
-            weights: args.scheduler_score_weights,
-            percentage_of_nodes_to_score: args.percentage_of_nodes_to_score,
-            queue: QueueOptions {
-                initial_backoff: args.pod_initial_backoff,
-                max_backoff: args.pod_max_backoff,
-                ..QueueOptions::default()
+        Ok(ServerConfig {
+            data_dir,
+            datastore_endpoint: args.datastore_endpoint,
+            token: args.token,
+            bind_address: args.bind_address,
+            port: args.port,
+            tls_sans: args.tls_sans,
+            compaction_window: args.compaction_window,
+            compaction_interval: args.compaction_interval,
+            event_ttl: args.event_ttl,
+            bookmark_interval: args.watch_bookmark_interval,
+            scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {
+                weights: args.scheduler_score_weights,
+                percentage_of_nodes_to_score: args.percentage_of_nodes_to_score,
+                queue: QueueOptions {
+                    initial_backoff: args.pod_initial_backoff,
+                    max_backoff: args.pod_max_backoff,
+                    ..QueueOptions::default()
+                },
+                ..SchedulerConfig::default()
+            }),
+            controllers,
+            leader_election: LeaseTiming {
+                lease_duration: args.leader_elect_lease_duration,
+                renew_deadline: args.leader_elect_renew_deadline,
+                retry_period: args.leader_elect_retry_period,
             },
-            ..SchedulerConfig::default()
-        }),
-        controllers,
-        leader_election: LeaseTiming {
-            lease_duration: args.leader_elect_lease_duration,
-            renew_deadline: args.leader_elect_renew_deadline,
-            retry_period: args.leader_elect_retry_period,
-        },
-        service_ranges: ServiceRanges {
-            cidr: args.service_cidr,
-            node_ports: args.service_node_port_range,
-        },
-        default_tolerations: DefaultTolerations {
-            not_ready_seconds: args.default_not_ready_toleration_seconds,
-            unreachable_seconds: args.default_unreachable_toleration_seconds,
-        },
-    };
+            service_ranges: ServiceRanges {
+                cidr: args.service_cidr,
+                node_ports: args.service_node_port_range,
+            },
+            default_tolerations: DefaultTolerations {
+                not_ready_seconds: args.default_not_ready_toleration_seconds,
+                unreachable_seconds: args.default_unreachable_toleration_seconds,
+            },
+        })
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config()?;
     let data_dir = config.data_dir.clone();
     run_server(
         config,

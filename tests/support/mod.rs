@@ -29,10 +29,23 @@ impl Server {
         } else {
             &["--bind-address", "127.0.0.1"][..]
         };
-        let mut child = Command::new(BOSUN)
-            .arg("server")
-            .args(args)
-            .args(bind)
+        let mut command = Command::new(BOSUN);
+        command.arg("server").args(args).args(bind);
+        Self::spawn(command, "bosun server listening on https://").await
+    }
+
+    /// Starts `bosun up ARGS --port 0 --agent-port 0` (server and node in one process) and
+    /// waits until it is up.
+    pub async fn up(args: &[&str]) -> Self {
+        let mut command = Command::new(BOSUN);
+        command.arg("up").args(args).args(["--agent-port", "0"]);
+        Self::spawn(command, "API server: https://").await
+    }
+
+    /// Runs `command --port 0` and reads the address (the line starting with `addr_prefix`)
+    /// and the kubeconfig it prints.
+    async fn spawn(mut command: Command, addr_prefix: &'static str) -> Self {
+        let mut child = command
             .args(["--port", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -43,7 +56,7 @@ impl Server {
             let mut addr = None;
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
-                if let Some(a) = line.strip_prefix("bosun server listening on https://") {
+                if let Some(a) = line.strip_prefix(addr_prefix) {
                     addr = Some(a.to_string());
                 } else if let Some(k) = line.strip_prefix("kubeconfig: ") {
                     // Keep draining stdout so the server never blocks on a full pipe.
@@ -52,7 +65,7 @@ impl Server {
                     return (addr.expect("address before kubeconfig"), kubeconfig);
                 }
             }
-            panic!("bosun server exited before listening");
+            panic!("bosun exited before listening");
         })
         .await
         .unwrap();

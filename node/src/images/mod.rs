@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
+use futures::StreamExt as _;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -456,6 +458,23 @@ pub async fn push(
     insecure: bool,
     credential: Option<&Credential>,
 ) -> Result<String, PullError> {
+    push_with_progress(image, wasm, layout, insecure, credential, Arc::new(|_| {})).await
+}
+
+/// How many bytes of a pushed layer the registry has been handed so far.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// [`push`], telling `progress` how far the upload of the Wasm layer is (it is sent in 1 MiB
+/// chunks).
+pub async fn push_with_progress(
+    image: &str,
+    wasm: Vec<u8>,
+    layout: Layout,
+    insecure: bool,
+    credential: Option<&Credential>,
+    progress: Progress,
+) -> Result<String, PullError> {
+    const CHUNK: usize = 1024 * 1024;
     use oci_client::client::{Config, ImageLayer};
     let reference: Reference =
         image
@@ -502,23 +521,49 @@ pub async fn push(
         }))
         .expect("a config serializes")
     };
-    let layers = [ImageLayer::new(wasm, layer_type.to_string(), None)];
+    let size = wasm.len() as u64;
+    let layer = ImageLayer::new(wasm, layer_type.to_string(), None);
+    let data = layer.data.clone();
     let config = Config::new(config_data, config_type.to_string(), None);
-    let mut manifest = OciImageManifest::build(&layers, &config, None);
+    let mut manifest = OciImageManifest::build(&[layer], &config, None);
     if layout == Layout::Artifact {
         manifest.artifact_type = Some(WASM_ARTIFACT_TYPE.to_string());
     }
     let auth = credential.map_or(RegistryAuth::Anonymous, |c| {
         RegistryAuth::Basic(c.username.clone(), c.password.clone())
     });
-    let response = client
-        .push(&reference, &layers, config, &auth, Some(manifest))
+    let failed = |e: oci_client::errors::OciDistributionError| PullError::Registry {
+        image: image.to_string(),
+        reason: e.to_string(),
+    };
+    client
+        .auth(&reference, &auth, oci_client::RegistryOperation::Push)
         .await
-        .map_err(|e| PullError::Registry {
-            image: image.to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(response.manifest_url)
+        .map_err(failed)?;
+    // The layer goes up in chunks; each one is counted as the uploader takes it.
+    let chunks: Vec<bytes::Bytes> = (0..data.len())
+        .step_by(CHUNK)
+        .map(|start| data.slice(start..(start + CHUNK).min(data.len())))
+        .collect();
+    let mut sent = 0u64;
+    let stream = futures::stream::iter(chunks).map(move |chunk| {
+        sent += chunk.len() as u64;
+        progress(sent);
+        Ok(chunk)
+    });
+    let layer_digest = &manifest.layers[0].digest;
+    client
+        .push_blob_stream(&reference, stream, layer_digest, Some(size))
+        .await
+        .map_err(failed)?;
+    client
+        .push_blob(&reference, config.data, &manifest.config.digest)
+        .await
+        .map_err(failed)?;
+    client
+        .push_manifest(&reference, &manifest.into())
+        .await
+        .map_err(failed)
 }
 
 /// oci-client's reqwest is built without a default crypto provider (no C build): use ring,

@@ -42,11 +42,61 @@ enum Command {
     Up(Box<commands::up::Args>),
     /// Push a Wasm module or component to an OCI registry, as an artifact nodes can pull.
     Push(commands::push::Args),
+    /// Create or update objects from manifests (kubectl's client-side apply).
+    Apply(commands::apply::ApplyArgs),
+    /// List objects as a table, or print them as YAML, JSON or names.
+    Get(commands::get::GetArgs),
+    /// Show one object in detail, with its events.
+    Describe(commands::get::DescribeArgs),
+    /// Delete objects by name or by manifest.
+    Delete(commands::apply::DeleteArgs),
+    /// Print a container's log.
+    Logs(commands::logs::LogsArgs),
+    /// Print a shell completion script: `source <(bosun completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     install_tracing(cli.log_format);
+    // One line with the whole chain of causes, as a command-line tool says what went wrong
+    // (anyhow's Debug form adds a backtrace when RUST_BACKTRACE is set).
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose words the message
+/// before it already has (many errors print their source inside their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {
@@ -54,8 +104,26 @@ fn main() -> anyhow::Result<()> {
             Command::Node(args) => commands::node::run(args).await,
             Command::Up(args) => commands::up::run(*args).await,
             Command::Push(args) => commands::push::run(args).await,
+            Command::Apply(args) => commands::apply::apply(args).await,
+            Command::Get(args) => commands::get::get(args).await,
+            Command::Describe(args) => commands::get::describe(args).await,
+            Command::Delete(args) => commands::apply::delete(args).await,
+            Command::Logs(args) => commands::logs::logs(args).await,
+            Command::Completion { shell } => {
+                print_completion(shell);
+                Ok(())
+            }
         }
     })
+}
+
+fn print_completion(shell: CompletionShell) {
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+    };
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "bosun", &mut std::io::stdout());
 }
 
 fn install_tracing(format: LogFormat) {

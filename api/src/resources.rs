@@ -447,6 +447,32 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
+/// The resource a user means by `name`, as kubectl reads it: a plural, singular, kind or
+/// short name in any case, optionally followed by `.GROUP` (`deployments.apps`, `deploy`,
+/// `Pod`). The first registered match wins (core/v1 events before events.k8s.io).
+pub fn lookup(name: &str) -> Option<&'static Resource> {
+    let name = name.to_ascii_lowercase();
+    let (base, group) = match name.split_once('.') {
+        Some((base, group)) => (base.to_string(), Some(group.to_string())),
+        None => (name, None),
+    };
+    RESOURCES.iter().find(|r| {
+        let names = r.plural == base
+            || r.singular == base
+            || r.kind.eq_ignore_ascii_case(&base)
+            || r.short_names.contains(&base.as_str());
+        names && group.as_deref().is_none_or(|g| r.group == g)
+    })
+}
+
+/// The resource of objects with `apiVersion` and `kind` (as a manifest names them).
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind)
+}
+
 /// The resources of one group version, in registry order.
 pub fn in_group_version(group: &str, version: &str) -> impl Iterator<Item = &'static Resource> {
     let (group, version) = (group.to_string(), version.to_string());
@@ -468,6 +494,39 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn users_name_resources_as_kubectl_reads_them() {
+        for name in [
+            "deployments",
+            "deployment",
+            "Deployment",
+            "deploy",
+            "deployments.apps",
+        ] {
+            assert_eq!(
+                super::lookup(name).map(|r| r.plural),
+                Some("deployments"),
+                "{name}"
+            );
+        }
+        assert_eq!(super::lookup("ev").map(|r| r.group), Some(""));
+        assert_eq!(
+            super::lookup("events.events.k8s.io").map(|r| r.group),
+            Some("events.k8s.io")
+        );
+        assert!(super::lookup("deployments.batch").is_none());
+        assert!(super::lookup("widgets").is_none());
+        assert_eq!(
+            super::by_kind("apps/v1", "ReplicaSet").map(|r| r.plural),
+            Some("replicasets")
+        );
+        assert_eq!(
+            super::by_kind("v1", "ConfigMap").map(|r| r.plural),
+            Some("configmaps")
+        );
+        assert!(super::by_kind("v2", "ConfigMap").is_none());
+    }
+
     use super::*;
 
     #[test]

@@ -1,3 +1,9 @@
+//! One module per subcommand; `client` holds what the kubectl-like ones share.
+
+pub mod apply;
+pub mod client;
+pub mod get;
+pub mod logs;
 pub mod node;
 pub mod push;
 pub mod server;

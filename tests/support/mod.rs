@@ -10,6 +10,7 @@ use base64::Engine as _;
 use sqlx::Connection;
 
 pub mod cluster;
+pub mod up;
 
 pub const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
 

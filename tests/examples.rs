@@ -226,4 +226,21 @@ async fn config_follows_its_objects_sidecars_share_localhost_and_up_keeps_its_st
     })
     .await;
     up.logs_show(&["config"], "\"color\":\"green\"").await;
+
+    // Deleting the pod asks the guest to stop (wasm-sdk's shutdown): it says goodbye within
+    // its grace period instead of being cut off at the end of it.
+    let follow = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", &up.server.kubeconfig)
+        .args(["logs", "-f", "config"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    up.logs_show(&["config"], "\"color\":\"green\"").await;
+    up.kubectl(&["delete", "pod", "config", "--wait=false"])
+        .unwrap();
+    let followed = tokio::task::spawn_blocking(move || follow.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    assert_eq!(log_lines(&followed, "stopping").len(), 1, "{followed}");
 }

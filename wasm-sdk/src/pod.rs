@@ -20,6 +20,7 @@
 //!   valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// What the container knows about its pod. A field is `None` when the manifest does not map
@@ -64,9 +65,86 @@ impl Pod {
     }
 }
 
+/// The labels or annotations in a downward API volume's file (`fieldRef:
+/// metadata.labels`): one `key="value"` per line, values quoted as Go quotes strings. The
+/// node rewrites the file when they change, so reading it again gives the current ones.
+///
+/// ```no_run
+/// let labels = bosun_sdk::pod::read_labels("/etc/podinfo/labels")?;
+/// let track = labels.get("track").map(String::as_str).unwrap_or("stable");
+/// # let _ = track;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn read_labels(path: impl AsRef<std::path::Path>) -> std::io::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)?;
+    parse_labels(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// `key="value"` lines → a map (see [`read_labels`]).
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, quoted) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{line:?} is not key=\"value\""))?;
+        let value = unquote(quoted.trim())
+            .ok_or_else(|| format!("the value of {key} is not a quoted string: {quoted}"))?;
+        out.insert(key.trim().to_string(), value);
+    }
+    Ok(out)
+}
+
+/// A double-quoted string with Go's or Rust's escapes (`\"`, `\\`, `\n`, `\t`, `\r`,
+/// `\uXXXX`, `\u{X…}`, `\0`).
+fn unquote(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            'u' => {
+                // Go writes \uXXXX, Rust (Bosun's node) \u{X…}.
+                let rest = chars.as_str();
+                let hex = if let Some(braced) = rest.strip_prefix('{') {
+                    let end = braced.find('}')?;
+                    let hex = &braced[..end];
+                    chars = braced[end + 1..].chars();
+                    hex
+                } else {
+                    let hex = rest.get(..4)?;
+                    chars = rest[4..].chars();
+                    hex
+                };
+                out.push(char::from_u32(u32::from_str_radix(hex, 16).ok()?)?);
+            }
+            '0' => out.push('\0'),
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downward_api_label_files_parse() {
+        let labels = parse_labels("app=\"web\"\ntier=\"a \\\"b\\\" \\u00e9\"\n\n").unwrap();
+        assert_eq!(labels["app"], "web");
+        assert_eq!(labels["tier"], "a \"b\" \u{e9}");
+        let rust = parse_labels("x=\"bell\\u{7}\\0\"\n").unwrap();
+        assert_eq!(rust["x"], "bell\u{7}\0");
+        assert!(parse_labels("app=web").is_err());
+        assert!(parse_labels("no equals").is_err());
+    }
 
     #[test]
     fn reads_the_downward_api_names_and_skips_empty_or_bad_values() {

@@ -232,25 +232,38 @@ async fn kubectl_drives_the_basics() {
          template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: app, image: \"reg/web:v1\", env: [{name: A, value: \"1\"}, {name: B, value: \"2\"}]}\n",
     )
     .unwrap();
-    // Validation needs the OpenAPI document, which the API-server issue adds.
-    let applied = k(&[
-        "apply",
-        "--validate=false",
-        "-f",
-        manifest.to_str().unwrap(),
-    ]);
+    // kubectl's default --validate=strict reads the OpenAPI documents.
+    let applied = k(&["apply", "-f", manifest.to_str().unwrap()]);
     assert!(
         applied.contains("configmap/cfg created")
             && applied.contains("deployment.apps/web created"),
         "{applied}"
     );
-    let again = k(&[
-        "apply",
-        "--validate=false",
-        "-f",
-        manifest.to_str().unwrap(),
-    ]);
+    let again = k(&["apply", "-f", manifest.to_str().unwrap()]);
     assert!(again.contains("configmap/cfg unchanged"), "{again}");
+    let misspelt = dir.path().join("misspelt.yaml");
+    std::fs::write(
+        &misspelt,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\ndta: {a: b}\n",
+    )
+    .unwrap();
+    let refused = server
+        .kubectl(&["apply", "-f", misspelt.to_str().unwrap()])
+        .unwrap_err();
+    assert!(refused.contains(r#"unknown field "dta""#), "{refused}");
+    assert!(server.kubectl(&["get", "cm", "typo"]).is_err());
+    let explained = k(&["explain", "deploy.spec.strategy"]);
+    assert!(
+        explained.contains("FIELD: strategy <DeploymentStrategy>")
+            && explained.contains("rollingUpdate")
+            && explained.contains(r#"Can be "Recreate" or "RollingUpdate""#),
+        "{explained}"
+    );
+    let pod_spec = k(&["explain", "pod.spec"]);
+    assert!(
+        pod_spec.contains("containers\t<[]Container> -required-"),
+        "{pod_spec}"
+    );
     assert!(k(&["get", "cm", "-l", "tier=front", "-o", "name"]).contains("configmap/cfg"));
     assert!(
         k(&["get", "cm", "-l", "tier!=front", "-o", "name"])

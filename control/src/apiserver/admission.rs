@@ -532,45 +532,20 @@ fn template_defaults(object: &mut Value) {
 
 /// Decodes the object into its k8s-openapi type (wrong field types are a 400, as in
 /// Kubernetes) and encodes it again: what the round trip loses are fields the kind lacks.
+/// `None` for kinds without a type.
 fn decode_typed(resource: &Resource, value: &Value) -> Result<Option<Value>, String> {
-    use k8s_openapi::api;
-    fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
-        value: &Value,
-    ) -> Result<Option<Value>, String> {
-        let typed = T::deserialize(value).map_err(|e| e.to_string())?;
-        serde_json::to_value(typed)
-            .map(Some)
-            .map_err(|e| e.to_string())
-    }
-    match (resource.group, resource.kind) {
-        ("", "Namespace") => check::<api::core::v1::Namespace>(value),
-        ("", "Pod") => check::<api::core::v1::Pod>(value),
-        ("", "Node") => check::<api::core::v1::Node>(value),
-        ("", "Event") => check::<api::core::v1::Event>(value),
-        ("", "ConfigMap") => check::<api::core::v1::ConfigMap>(value),
-        ("", "Secret") => check::<api::core::v1::Secret>(value),
-        ("", "Service") => check::<api::core::v1::Service>(value),
-        ("", "Endpoints") => check::<api::core::v1::Endpoints>(value),
-        ("", "ServiceAccount") => check::<api::core::v1::ServiceAccount>(value),
-        ("", "ResourceQuota") => check::<api::core::v1::ResourceQuota>(value),
-        ("", "LimitRange") => check::<api::core::v1::LimitRange>(value),
-        ("apps", "Deployment") => check::<api::apps::v1::Deployment>(value),
-        ("apps", "ReplicaSet") => check::<api::apps::v1::ReplicaSet>(value),
-        ("batch", "Job") => check::<api::batch::v1::Job>(value),
-        ("batch", "CronJob") => check::<api::batch::v1::CronJob>(value),
-        ("autoscaling", _) => check::<api::autoscaling::v2::HorizontalPodAutoscaler>(value),
-        ("coordination.k8s.io", _) => check::<api::coordination::v1::Lease>(value),
-        ("rbac.authorization.k8s.io", "Role") => check::<api::rbac::v1::Role>(value),
-        ("rbac.authorization.k8s.io", "RoleBinding") => check::<api::rbac::v1::RoleBinding>(value),
-        ("rbac.authorization.k8s.io", "ClusterRole") => check::<api::rbac::v1::ClusterRole>(value),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
-            check::<api::rbac::v1::ClusterRoleBinding>(value)
+    struct RoundTrip<'a>(&'a Value);
+    impl super::kinds::KindVisitor for RoundTrip<'_> {
+        type Output = Result<Value, String>;
+        fn visit<T>(self) -> Self::Output
+        where
+            T: serde::de::DeserializeOwned + serde::Serialize + k8s_openapi::schemars::JsonSchema,
+        {
+            let typed = T::deserialize(self.0).map_err(|e| e.to_string())?;
+            serde_json::to_value(typed).map_err(|e| e.to_string())
         }
-        ("discovery.k8s.io", _) => check::<api::discovery::v1::EndpointSlice>(value),
-        ("events.k8s.io", _) => check::<api::events::v1::Event>(value),
-        ("node.k8s.io", _) => check::<api::node::v1::RuntimeClass>(value),
-        _ => Ok(None),
     }
+    super::kinds::visit(resource.group, resource.kind, RoundTrip(value)).transpose()
 }
 
 /// Paths (`spec.replicass`) present in `input` but lost by the typed round trip.

@@ -16,6 +16,7 @@ pub mod admission;
 pub mod auth;
 mod discovery;
 pub mod expiry;
+mod kinds;
 pub mod logs;
 mod openapi;
 mod patch;

@@ -5,15 +5,44 @@
 //!
 //! This is what kubectl's validation needs: seeing `fieldValidation` on a kind's PATCH
 //! operation, it leaves validation to the server (`fieldValidation=Strict`, checked in
-//! admission) instead of downloading schemas. The documents do not carry the type schemas yet,
-//! so `kubectl explain` has nothing to show.
+//! admission) instead of downloading schemas.
+//!
+//! `components.schemas` has the type schemas, generated from the k8s-openapi types (their
+//! `schemars` implementations, with the field descriptions of the Kubernetes API) under
+//! Kubernetes' names (`io.k8s.api.apps.v1.Deployment`); each kind's schema carries
+//! `x-kubernetes-group-version-kind`, which is how `kubectl explain` finds it. The documents
+//! are made once per process.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use axum::Json;
 use axum::extract::Path;
 use bosun_api::resources::{self, Resource};
+use k8s_openapi::schemars::JsonSchema;
+use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use super::kinds::{self, KindVisitor};
 use super::status::ApiError;
+
+/// (group, version) → (document, hash).
+type Documents = BTreeMap<(&'static str, &'static str), (Arc<Value>, String)>;
+
+/// Every group version's document and its hash, made on first use.
+fn documents() -> &'static Documents {
+    static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
+    DOCUMENTS.get_or_init(|| {
+        resources::group_versions()
+            .into_iter()
+            .map(|(group, version)| {
+                let document = document(group, version);
+                let hash = hash(&document);
+                ((group, version), (Arc::new(document), hash))
+            })
+            .collect()
+    })
+}
 
 fn doc_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -32,28 +61,83 @@ fn hash(value: &Value) -> String {
 
 pub async fn index() -> Json<Value> {
     let mut paths = Map::new();
-    for (group, version) in resources::group_versions() {
+    for ((group, version), (_, hash)) in documents() {
         let path = doc_path(group, version);
-        let document = document(group, version);
         paths.insert(
             path.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", hash(&document))}),
+            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
         );
     }
     Json(json!({"paths": paths}))
 }
 
-pub async fn group_version(Path(path): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn group_version(Path(path): Path<String>) -> Result<Json<Arc<Value>>, ApiError> {
     let parts: Vec<&str> = path.split('/').collect();
     let (group, version) = match parts.as_slice() {
         ["api", version] => ("", *version),
         ["apis", group, version] => (*group, *version),
         _ => return Err(ApiError::not_found_path(&path)),
     };
-    if resources::in_group_version(group, version).next().is_none() {
-        return Err(ApiError::not_found_path(&path));
+    documents()
+        .iter()
+        .find(|((g, v), _)| *g == group && *v == version)
+        .map(|(_, (document, _))| Json(document.clone()))
+        .ok_or_else(|| ApiError::not_found_path(&path))
+}
+
+/// The type schemas of a group version's kinds and of everything they contain, by
+/// Kubernetes' schema names, each kind's with its `x-kubernetes-group-version-kind`.
+fn schemas(group: &str, version: &str) -> Map<String, Value> {
+    struct Add<'g>(&'g mut SchemaGenerator);
+    impl KindVisitor for Add<'_> {
+        type Output = String;
+        fn visit<T: serde::de::DeserializeOwned + serde::Serialize + JsonSchema>(self) -> String {
+            self.0.subschema_for::<T>();
+            T::schema_name().into_owned()
+        }
     }
-    Ok(Json(document(group, version)))
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let mut kinds_by_name = Vec::new();
+    for resource in resources::in_group_version(group, version) {
+        if let Some(name) = kinds::visit(resource.group, resource.kind, Add(&mut generator)) {
+            kinds_by_name.push((name, resource));
+        }
+    }
+    let mut schemas = generator.take_definitions(true);
+    for (name, schema) in schemas.iter_mut() {
+        add_patch_strategy(name, schema);
+    }
+    for (name, resource) in kinds_by_name {
+        if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
+            schema.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": resource.group, "version": resource.version, "kind": resource.kind}]),
+            );
+        }
+    }
+    schemas
+}
+
+/// `x-kubernetes-patch-strategy: merge` and `x-kubernetes-patch-merge-key` on the list
+/// fields whose elements a strategic merge patch merges by key (the keys `patch.rs` uses), as
+/// Kubernetes' own documents have them.
+fn add_patch_strategy(definition: &str, schema: &mut Value) {
+    // patch.rs tells a Service's ports from a container's by their parent field.
+    let parent = if definition.ends_with(".ServiceSpec") {
+        "spec"
+    } else {
+        ""
+    };
+    let Some(Value::Object(properties)) = schema.get_mut("properties") else {
+        return;
+    };
+    for (field, property) in properties.iter_mut() {
+        let of_objects = property["type"] == "array" && property["items"].get("$ref").is_some();
+        if let (true, Some(key)) = (of_objects, super::patch::merge_key(parent, field)) {
+            property["x-kubernetes-patch-strategy"] = json!("merge");
+            property["x-kubernetes-patch-merge-key"] = json!(key);
+        }
+    }
 }
 
 fn query(name: &str, description: &str) -> Value {
@@ -127,6 +211,54 @@ fn document(group: &str, version: &str) -> Value {
         "openapi": "3.0.0",
         "info": {"title": "Bosun", "version": format!("v1.{}.0", super::discovery::KUBE_MINOR)},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas(group, version)},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_schemas_with_their_group_version_kind_and_merge_keys() {
+        let apps = document("apps", "v1");
+        let schemas = &apps["components"]["schemas"];
+        let deployment = &schemas["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(
+            deployment["x-kubernetes-group-version-kind"],
+            json!([{"group": "apps", "version": "v1", "kind": "Deployment"}])
+        );
+        let strategy = &schemas["io.k8s.api.apps.v1.DeploymentStrategy"];
+        assert!(
+            strategy["properties"]["type"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("Recreate")
+        );
+        let pod_spec = &schemas["io.k8s.api.core.v1.PodSpec"];
+        assert_eq!(
+            pod_spec["properties"]["containers"]["x-kubernetes-patch-merge-key"],
+            "name"
+        );
+        let container = &schemas["io.k8s.api.core.v1.Container"];
+        assert_eq!(
+            container["properties"]["ports"]["x-kubernetes-patch-merge-key"],
+            "containerPort"
+        );
+        // Nested types are referenced, not inlined, and every reference resolves.
+        let text = apps.to_string();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &reference[..reference.find('"').unwrap()];
+            assert!(
+                schemas.get(name).is_some(),
+                "{name} is referenced but missing"
+            );
+        }
+        let core = document("", "v1");
+        assert_eq!(
+            core["components"]["schemas"]["io.k8s.api.core.v1.ServiceSpec"]["properties"]["ports"]
+                ["x-kubernetes-patch-merge-key"],
+            "port"
+        );
+    }
 }

@@ -52,7 +52,7 @@ pub fn merge(target: Value, patch: &Value) -> Value {
 
 /// The key that identifies elements of a list field in a strategic merge patch, as the
 /// Kubernetes types declare it (`patchMergeKey`). Lists without one are replaced whole.
-fn merge_key(parent: &str, field: &str) -> Option<&'static str> {
+pub(super) fn merge_key(parent: &str, field: &str) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"

@@ -220,6 +220,16 @@ async fn kubectl_drives_the_basics() {
     let k = |args: &[&str]| kubectl(&server.kubeconfig, args);
     let version = k(&["version"]);
     assert!(version.contains("Server Version: v1.33"), "{version}");
+    // Aggregated discovery: /api and /apis say everything, no group version is asked for.
+    let cache = dir.path().join("kube-cache");
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", &server.kubeconfig)
+        .args(["get", "deploy", "-v=6", "--cache-dir", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let trace = String::from_utf8_lossy(&out.stderr);
+    assert!(trace.contains("/apis?timeout"), "{trace}");
+    assert!(!trace.contains("/apis/apps/v1?timeout"), "{trace}");
     let namespaces = k(&["get", "namespaces"]);
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(namespaces.contains(ns), "{namespaces}");

@@ -1,10 +1,83 @@
 //! Discovery: `/version`, `/api`, `/apis`, and the resource list of each group version, built
-//! from the registry. Clients that ask for aggregated discovery get the legacy documents, which
-//! kubectl and kube-rs accept as a fallback.
+//! from the registry. `/api` and `/apis` answer with aggregated discovery
+//! (`apidiscovery.k8s.io/v2`: every group's resources in one document) to clients that ask
+//! for it in `Accept`, as kubectl does, and with the legacy documents otherwise.
 
 use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use bosun_api::resources::{self, Resource};
 use serde_json::{Value, json};
+
+/// The media type of an aggregated discovery document.
+const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether `Accept` asks for aggregated discovery (v2; kubectl lists it first).
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            let params: Vec<&str> = media.split(';').map(str::trim).collect();
+            params.contains(&"g=apidiscovery.k8s.io")
+                && params.contains(&"v=v2")
+                && params.contains(&"as=APIGroupDiscoveryList")
+        })
+}
+
+fn aggregated_response(document: Value) -> Response {
+    let mut response = Json(document).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(AGGREGATED));
+    response
+}
+
+/// `APIGroupDiscoveryList` of the core group (`core`) or of every named group.
+pub fn aggregated_document(core: bool) -> Value {
+    let mut items = Vec::new();
+    for (group, version) in resources::group_versions() {
+        if group.is_empty() != core {
+            continue;
+        }
+        let resources: Vec<Value> = resources::in_group_version(group, version)
+            .map(|resource| {
+                let subresources: Vec<Value> = subresources(resource)
+                    .into_iter()
+                    .map(|sub| {
+                        json!({
+                            "subresource": sub.name,
+                            "responseKind": {"group": sub.group, "version": sub.version, "kind": sub.kind},
+                            "verbs": sub.verbs,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "resource": resource.plural,
+                    "responseKind": {"group": group, "version": version, "kind": resource.kind},
+                    "scope": if resource.namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": resource.singular,
+                    "verbs": VERBS,
+                    "shortNames": resource.short_names,
+                    "categories": resource.categories,
+                    "subresources": subresources,
+                })
+            })
+            .collect();
+        items.push(json!({
+            "metadata": {"name": group, "creationTimestamp": null},
+            "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
+        }));
+    }
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
 
 /// The Kubernetes version Bosun's API corresponds to (within kubectl 1.32's supported skew).
 pub const KUBE_MINOR: &str = "33";
@@ -23,8 +96,11 @@ pub async fn version() -> Json<Value> {
     }))
 }
 
-pub async fn core_versions() -> Json<Value> {
-    Json(core_versions_document())
+pub async fn core_versions(headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated_response(aggregated_document(true));
+    }
+    Json(core_versions_document()).into_response()
 }
 
 pub fn core_versions_document() -> Value {
@@ -35,8 +111,11 @@ pub fn core_versions_document() -> Value {
     })
 }
 
-pub async fn groups() -> Json<Value> {
-    Json(groups_document())
+pub async fn groups(headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated_response(aggregated_document(false));
+    }
+    Json(groups_document()).into_response()
 }
 
 pub fn groups_document() -> Value {
@@ -87,17 +166,61 @@ fn entry(resource: &Resource) -> Value {
     })
 }
 
-fn subresource(resource: &Resource, sub: &str, kind: &str, group: &str, verbs: &[&str]) -> Value {
+/// A subresource as discovery describes it.
+struct Subresource {
+    name: &'static str,
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    verbs: &'static [&'static str],
+}
+
+/// The subresources of `resource`: status and scale as the registry says, and a pod's
+/// binding.
+fn subresources(resource: &Resource) -> Vec<Subresource> {
+    let mut out = Vec::new();
+    if resource.status {
+        out.push(Subresource {
+            name: "status",
+            group: resource.group,
+            version: resource.version,
+            kind: resource.kind,
+            verbs: &["get", "patch", "update"],
+        });
+    }
+    if resource.scale {
+        out.push(Subresource {
+            name: "scale",
+            group: "autoscaling",
+            version: "v1",
+            kind: "Scale",
+            verbs: &["get", "patch", "update"],
+        });
+    }
+    if resource.kind == "Pod" && resource.group.is_empty() {
+        out.push(Subresource {
+            name: "binding",
+            group: "",
+            version: "v1",
+            kind: "Binding",
+            verbs: &["create"],
+        });
+    }
+    out
+}
+
+fn subresource_entry(resource: &Resource, sub: &Subresource) -> Value {
     let mut entry = json!({
-        "name": format!("{}/{sub}", resource.plural),
+        "name": format!("{}/{}", resource.plural, sub.name),
         "singularName": "",
         "namespaced": resource.namespaced,
-        "kind": kind,
-        "verbs": verbs,
+        "kind": sub.kind,
+        "verbs": sub.verbs,
     });
-    if !group.is_empty() {
-        entry["group"] = json!(group);
-        entry["version"] = json!("v1");
+    // Legacy discovery names the group only when it differs from the list's.
+    if sub.group != resource.group {
+        entry["group"] = json!(sub.group);
+        entry["version"] = json!(sub.version);
     }
     entry
 }
@@ -107,26 +230,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut entries = Vec::new();
     for resource in resources::in_group_version(group, version) {
         entries.push(entry(resource));
-        if resource.status {
-            entries.push(subresource(
-                resource,
-                "status",
-                resource.kind,
-                "",
-                &["get", "patch", "update"],
-            ));
-        }
-        if resource.scale {
-            entries.push(subresource(
-                resource,
-                "scale",
-                "Scale",
-                "autoscaling",
-                &["get", "patch", "update"],
-            ));
-        }
-        if resource.kind == "Pod" {
-            entries.push(subresource(resource, "binding", "Binding", "", &["create"]));
+        for sub in subresources(resource) {
+            entries.push(subresource_entry(resource, &sub));
         }
     }
     if entries.is_empty() {
@@ -143,4 +248,55 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         "groupVersion": group_version,
         "resources": entries,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_discovery_is_asked_for_in_accept() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wants_aggregated(&headers));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
+            ),
+        );
+        assert!(wants_aggregated(&headers));
+    }
+
+    #[test]
+    fn the_aggregated_document_lists_every_group_with_its_resources() {
+        let named = aggregated_document(false);
+        let apps = named["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "apps")
+            .unwrap();
+        let deployments = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap();
+        assert_eq!(deployments["scope"], "Namespaced");
+        assert_eq!(deployments["shortNames"], json!(["deploy"]));
+        let subresources: Vec<&str> = deployments["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subresource"].as_str().unwrap())
+            .collect();
+        assert_eq!(subresources, ["status", "scale"]);
+        let core = aggregated_document(true);
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        assert_eq!(core["items"][0]["metadata"]["name"], "");
+        let pods = &core["items"][0]["versions"][0]["resources"][1];
+        assert_eq!(pods["resource"], "pods");
+        assert_eq!(pods["subresources"][1]["subresource"], "binding");
+    }
 }

@@ -12,6 +12,7 @@
 # Prints how long installing and building took. Usage: scripts/guests.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 root=$(pwd)
 toolchain="$root/target/guest-toolchain"
 start=$(date +%s)
@@ -25,13 +26,7 @@ command -v clang-14 >/dev/null || need_apt+=(clang-14)
 [ -x /usr/lib/llvm-14/bin/wasm-ld ] || need_apt+=(lld-14)
 ls /usr/lib/llvm-14/lib/clang/*/lib/wasi >/dev/null 2>&1 || need_apt+=(libclang-rt-14-dev-wasm32)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "missing packages: ${need_apt[*]} (install them as root)" >&2; exit 1
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
+install_missing "${need_apt[@]}"
 
 libc="$toolchain/wasi-libc/usr/lib/wasm32-wasip2"
 if [ ! -f "$libc/libc.a" ]; then

@@ -6,6 +6,7 @@
 # Prints how long each phase took. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 root=$(pwd)
 
 phase_start=$(date +%s)
@@ -21,13 +22,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v nft >/dev/null || need_apt+=(nftables)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "missing packages: ${need_apt[*]} (install them as root)" >&2; exit 1
-    fi
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
-command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+install_missing "${need_apt[@]}"
+require_cargo
 
 phase "starting a throwaway PostgreSQL"
 work=$(mktemp -d /tmp/bosun-test.XXXXXX)

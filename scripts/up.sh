@@ -10,6 +10,7 @@
 # Usage: scripts/up.sh [flags of bosun up]   (as root: pods get their own network)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 root=$(pwd)
 profile=${BOSUN_PROFILE:-release}
 
@@ -31,13 +32,8 @@ fi
 need_apt=()
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v nft >/dev/null || need_apt+=(nftables)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "missing packages: ${need_apt[*]} (install them as root)" >&2; exit 1
-    fi
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
-command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+install_missing "${need_apt[@]}"
+require_cargo
 
 echo "==> building bosun ($profile)"
 cargo build --locked --profile "$profile"

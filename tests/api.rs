@@ -224,7 +224,13 @@ async fn kubectl_drives_the_basics() {
     let cache = dir.path().join("kube-cache");
     let out = Command::new("kubectl")
         .env("KUBECONFIG", &server.kubeconfig)
-        .args(["get", "deploy", "-v=6", "--cache-dir", cache.to_str().unwrap()])
+        .args([
+            "get",
+            "deploy",
+            "-v=6",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let trace = String::from_utf8_lossy(&out.stderr);
@@ -509,4 +515,103 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().to_str().unwrap()]).await;
+    let k = |args: &[&str]| kubectl(&server.kubeconfig, args);
+    let manifest = |replicas: u32, env_b: bool| {
+        let b = if env_b {
+            ", {name: B, value: \"2\"}"
+        } else {
+            ""
+        };
+        let path = dir.path().join(format!("ssa-{replicas}-{env_b}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: ssa}}\nspec:\n  replicas: {replicas}\n  \
+                 selector: {{matchLabels: {{app: ssa}}}}\n  template:\n    metadata: {{labels: {{app: ssa}}}}\n    \
+                 spec:\n      containers:\n      - {{name: app, image: \"reg/x:v1\", env: [{{name: A, value: \"1\"}}{b}]}}\n"
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let first = manifest(2, true);
+    assert!(k(&["apply", "--server-side", "-f", &first]).contains("serverside-applied"));
+    let managers = k(&[
+        "get",
+        "deploy",
+        "ssa",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert_eq!(managers, "kubectl");
+
+    // Another manager setting replicas differently conflicts, and changes nothing.
+    let theirs = manifest(4, true);
+    let refused = server
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "-f",
+            &theirs,
+        ])
+        .unwrap_err();
+    assert!(
+        refused.contains(r#"conflict with "kubectl": .spec.replicas"#),
+        "{refused}"
+    );
+    assert_eq!(
+        k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    k(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "--force-conflicts",
+        "-f",
+        &theirs,
+    ]);
+    assert_eq!(
+        k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
+        "4"
+    );
+
+    // kubectl stops applying env B: B stays, because "other" applied it too; then "other"
+    // drops it as well and it goes.
+    k(&["apply", "--server-side", "-f", &manifest(4, false)]);
+    let env = |k: &dyn Fn(&[&str]) -> String| {
+        k(&[
+            "get",
+            "deploy",
+            "ssa",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+        ])
+    };
+    assert_eq!(env(&k), "A B");
+    k(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        &manifest(4, false),
+    ]);
+    assert_eq!(env(&k), "A");
+    // A client-side write keeps the ownership records.
+    k(&["label", "deploy", "ssa", "touched=yes"]);
+    let managers = k(&[
+        "get",
+        "deploy",
+        "ssa",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert_eq!(managers, "kubectl other");
 }

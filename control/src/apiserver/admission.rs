@@ -235,6 +235,12 @@ pub fn prepare_update(
         .as_object_mut()
         .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
     metadata.insert("name".into(), json!(name));
+    // A write that does not send managedFields keeps them (server-side apply's ownership).
+    if metadata.get("managedFields").is_none_or(Value::is_null)
+        && let Some(managed) = old.pointer("/metadata/managedFields")
+    {
+        metadata.insert("managedFields".into(), managed.clone());
+    }
     for kept in [
         "uid",
         "creationTimestamp",

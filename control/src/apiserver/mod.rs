@@ -13,6 +13,7 @@
 //! Unauthenticated requests get 401, except `/healthz`, `/livez`, `/readyz` and `/version`.
 
 pub mod admission;
+mod apply;
 pub mod auth;
 mod discovery;
 pub mod expiry;

@@ -273,6 +273,24 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
+            if content_type.starts_with("application/apply-patch+yaml") {
+                let manager = query
+                    .get("fieldManager")
+                    .filter(|m| !m.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::bad_request("fieldManager is required for apply requests")
+                    })?;
+                let config: Value = serde_yaml::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?;
+                let force = query.get("force").is_some_and(|f| f == "true");
+                let (status, applied) =
+                    apply_object(state, &target, config, manager, force, dry_run, &mut fields)
+                        .await?;
+                return Ok(with_warnings(
+                    (status, axum::Json(applied)).into_response(),
+                    &fields,
+                ));
+            }
             let kind = patch::Kind::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch: Value = serde_json::from_slice(&body)
@@ -783,6 +801,92 @@ async fn patch_object(
     Err(ApiError::conflict(
         target.resource,
         target.name(),
+        "too many concurrent writers",
+    ))
+}
+
+/// Server-side apply (`apply.rs`): creates the object if it is missing, else merges the
+/// manager's configuration in, with its field ownership; 201 or 200 and the object.
+async fn apply_object(
+    state: &ApiState,
+    target: &Target,
+    config: Value,
+    manager: &str,
+    force: bool,
+    dry_run: bool,
+    fields: &mut admission::FieldCheck,
+) -> ApiResult<(StatusCode, Value)> {
+    let name = target.name();
+    if target.subresource.is_some() {
+        return Err(ApiError::bad_request(
+            "server-side apply to a subresource is not supported",
+        ));
+    }
+    if !config.is_object() {
+        return Err(ApiError::bad_request("an apply body must be an object"));
+    }
+    let api_version = target.resource.api_version();
+    if config["apiVersion"] != json!(api_version) || config["kind"] != json!(target.resource.kind) {
+        return Err(ApiError::bad_request(format!(
+            "an apply body for {} must say apiVersion: {api_version} and kind: {}",
+            target.resource.plural, target.resource.kind
+        )));
+    }
+    if let Some(named) = config.pointer("/metadata/name").and_then(Value::as_str)
+        && named != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({named}) does not match the name on the URL ({name})"
+        )));
+    }
+    let has_status = target.resource.status;
+    let now = bosun_api::time::rfc3339(SystemTime::now());
+    for _ in 0..5 {
+        let current = match get(state, target).await {
+            Ok(current) => current,
+            Err(e) if e.code == StatusCode::NOT_FOUND => {
+                let mut body = super::apply::create(config.clone(), manager, has_status, &now);
+                body["metadata"]["name"] = json!(name);
+                match create(state, target, body, dry_run, fields).await {
+                    // Created by someone else meanwhile: apply to theirs.
+                    Err(e) if e.code == StatusCode::CONFLICT => continue,
+                    other => return other.map(|v| (StatusCode::CREATED, v)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let new = super::apply::apply(&current.value, &config, manager, force, has_status, &now)
+            .map_err(|conflicts| {
+                let list: Vec<String> = conflicts
+                    .iter()
+                    .map(|c| format!("conflict with {:?}: {}", c.manager, c.field()))
+                    .collect();
+                ApiError::apply_conflict(format!(
+                    "Apply failed with {} conflict{}: {}",
+                    list.len(),
+                    if list.len() == 1 { "" } else { "s" },
+                    list.join("; ")
+                ))
+            })?;
+        match store_update(
+            state,
+            target,
+            &current.value,
+            new,
+            Some(current.revision),
+            None,
+            dry_run,
+            fields,
+        )
+        .await
+        {
+            Err(e) if e.code == StatusCode::CONFLICT && e.reason == "Conflict" => continue,
+            other => return other.map(|v| (StatusCode::OK, v)),
+        }
+    }
+    Err(ApiError::conflict(
+        target.resource,
+        name,
         "too many concurrent writers",
     ))
 }

@@ -95,6 +95,11 @@ impl ApiError {
 
     /// 422 with the invalid fields, worded as Kubernetes does:
     /// `Pod "x" is invalid: spec.containers[0].name: Required value`.
+    /// Server-side apply met fields other managers own (409, reason Conflict).
+    pub fn apply_conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", message)
+    }
+
     pub fn invalid(resource: &Resource, name: &str, causes: Vec<Cause>) -> Self {
         let summary: Vec<String> = causes
             .iter()

@@ -615,3 +615,146 @@ async fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
     ]);
     assert_eq!(managers, "kubectl other");
 }
+
+/// Every field of `expected` is in `actual` with the same value (the server adds defaults).
+fn contains(expected: &serde_json::Value, actual: &serde_json::Value, path: &str) -> Vec<String> {
+    use serde_json::Value;
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .filter(|(_, v)| !v.is_null() && *v != &serde_json::json!({}))
+            .flat_map(|(k, v)| match a.get(k) {
+                Some(av) => contains(v, av, &format!("{path}.{k}")),
+                None => vec![format!("{path}.{k} is missing")],
+            })
+            .collect(),
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
+            .iter()
+            .zip(a)
+            .enumerate()
+            .flat_map(|(i, (x, y))| contains(x, y, &format!("{path}[{i}]")))
+            .collect(),
+        _ if expected == actual => vec![],
+        _ => vec![format!("{path}: {expected} != {actual}")],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_generators_send_protobuf_and_every_field_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().to_str().unwrap()]).await;
+    let k = |args: &[&str]| kubectl(&server.kubeconfig, args);
+    // (what to create, how to read it back): kubectl's own JSON of the object
+    // (--dry-run=client -o json) is the oracle for what the protobuf body carried.
+    let commands: &[(&[&str], &str)] = &[
+        (&["create", "namespace", "shop"], "namespace/shop"),
+        (
+            &[
+                "create",
+                "configmap",
+                "cfg",
+                "--from-literal=a=1",
+                "--from-literal=b=two",
+            ],
+            "configmap/cfg",
+        ),
+        (
+            &[
+                "create",
+                "secret",
+                "generic",
+                "sec",
+                "--from-literal=password=hunter2",
+            ],
+            "secret/sec",
+        ),
+        (
+            &[
+                "create",
+                "deployment",
+                "web",
+                "--image=reg/web:v1",
+                "--replicas=2",
+                "--port=8080",
+            ],
+            "deployment/web",
+        ),
+        (
+            &["create", "job", "j", "--image=reg/x:v1", "--", "run", "now"],
+            "job/j",
+        ),
+        (
+            &[
+                "create",
+                "cronjob",
+                "c",
+                "--image=reg/x:v1",
+                "--schedule=*/5 * * * *",
+            ],
+            "cronjob/c",
+        ),
+        (
+            &["create", "service", "nodeport", "np", "--tcp=80:8080"],
+            "service/np",
+        ),
+        (
+            &["create", "serviceaccount", "robot"],
+            "serviceaccount/robot",
+        ),
+        (
+            &["create", "role", "r", "--verb=get,list", "--resource=pods"],
+            "role/r",
+        ),
+        (
+            &[
+                "create",
+                "rolebinding",
+                "rb",
+                "--role=r",
+                "--serviceaccount=default:robot",
+            ],
+            "rolebinding/rb",
+        ),
+        (
+            &[
+                "create",
+                "clusterrolebinding",
+                "crb",
+                "--clusterrole=view",
+                "--user=alice",
+            ],
+            "clusterrolebinding/crb",
+        ),
+    ];
+    for (command, object) in commands {
+        // The flags go before a `--` (after it they are the container's arguments).
+        let mut dry = command.to_vec();
+        let at = dry.iter().position(|a| *a == "--").unwrap_or(dry.len());
+        dry.splice(at..at, ["--dry-run=client", "-o", "json"]);
+        let expected: serde_json::Value = serde_json::from_str(&k(&dry)).unwrap();
+        k(command);
+        let actual: serde_json::Value =
+            serde_json::from_str(&k(&["get", object, "-o", "json"])).unwrap();
+        let mut expected = expected;
+        expected.as_object_mut().unwrap().remove("status");
+        let missing = contains(&expected, &actual, "");
+        assert!(missing.is_empty(), "{object}: {missing:?}\n{actual:#}");
+    }
+    k(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    assert_eq!(
+        k(&[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}"
+        ]),
+        "8080"
+    );
+}

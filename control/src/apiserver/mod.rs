@@ -21,6 +21,7 @@ mod kinds;
 pub mod logs;
 mod openapi;
 mod patch;
+mod protobuf;
 mod rest;
 pub mod services;
 pub mod status;

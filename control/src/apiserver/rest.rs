@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Attributes, User};
 use super::status::{ApiError, ApiResult};
-use super::{ApiState, admission, discovery, patch, services, table, watch};
+use super::{ApiState, admission, discovery, patch, protobuf, services, table, watch};
 use crate::store::{Key, ListRequest, Object};
 
 /// Largest request body accepted (the store's object limit plus room for the envelope).
@@ -364,8 +364,9 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if content_type.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(content_type));
+    if content_type.starts_with(protobuf::MEDIA_TYPE) {
+        return protobuf::decode(body)
+            .map_err(|why| ApiError::unsupported_media_type_because(content_type, &why));
     }
     let value: Value = if content_type.contains("yaml") {
         serde_yaml::from_slice(body)

@@ -149,6 +149,15 @@ impl ApiError {
         )
     }
 
+    /// A body in a format Bosun reads only in part (protobuf), with what it could not read.
+    pub fn unsupported_media_type_because(content_type: &str, why: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the body of the request ({content_type}) could not be read: {why}"),
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

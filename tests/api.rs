@@ -758,3 +758,275 @@ async fn kubectl_generators_send_protobuf_and_every_field_arrives() {
         "8080"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubectl_suite_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().to_str().unwrap()]).await;
+    kubectl_suite(&server, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubectl_suite_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = postgres_db().await;
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--datastore-endpoint",
+        &url,
+    ])
+    .await;
+    kubectl_suite(&server, dir.path()).await;
+}
+
+/// What a kubectl user does day to day, in one namespace, with the kubectl on this machine.
+async fn kubectl_suite(server: &Server, dir: &std::path::Path) {
+    let k = |args: &[&str]| {
+        let mut all = vec!["-n", "suite"];
+        all.extend(args);
+        kubectl(&server.kubeconfig, &all)
+    };
+    assert_eq!(
+        k(&["create", "namespace", "suite"]),
+        "namespace/suite created\n"
+    );
+
+    let manifest = |color: &str| {
+        let path = dir.join(format!("app-{color}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  \
+                 selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    \
+                 spec:\n      containers:\n      - {{name: app, image: \"reg/web:v1\"}}\n---\n\
+                 apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n---\n\
+                 apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, labels: {{tier: front}}}}\ndata: {{color: {color}}}\n---\n\
+                 apiVersion: v1\nkind: Secret\nmetadata: {{name: sec}}\nstringData: {{password: hunter2}}\n"
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let blue = manifest("blue");
+    let created = k(&["apply", "-f", &blue]);
+    for object in [
+        "deployment.apps/web",
+        "service/web",
+        "configmap/cfg",
+        "secret/sec",
+    ] {
+        assert!(created.contains(&format!("{object} created")), "{created}");
+    }
+    let again = k(&["apply", "-f", &blue]);
+    for object in ["deployment.apps/web", "service/web", "configmap/cfg"] {
+        assert!(again.contains(&format!("{object} unchanged")), "{again}");
+    }
+    // As in Kubernetes: the server turns stringData into data, so kubectl's three-way patch
+    // always finds stringData to add (kubernetes/kubernetes#87736).
+    assert!(again.contains("secret/sec configured"), "{again}");
+    let changed = k(&["apply", "-f", &manifest("green")]);
+    assert!(changed.contains("configmap/cfg configured"), "{changed}");
+    assert!(
+        changed.contains("deployment.apps/web unchanged"),
+        "{changed}"
+    );
+
+    // Reading: tables, wide, YAML, JSONPath, selectors.
+    let table = k(&["get", "configmaps"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("cfg"), "{table}");
+    assert!(k(&["get", "svc", "-o", "wide"]).contains("SELECTOR"));
+    let yaml = k(&["get", "cm", "cfg", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: ConfigMap") && yaml.contains("color: green"),
+        "{yaml}"
+    );
+    assert_eq!(
+        k(&["get", "cm", "cfg", "-o", "jsonpath={.data.color}"]),
+        "green"
+    );
+    assert_eq!(
+        k(&["get", "cm", "-l", "tier=front", "-o", "name"]),
+        "configmap/cfg\n"
+    );
+    assert_eq!(
+        k(&[
+            "get",
+            "cm",
+            "--field-selector",
+            "metadata.name=cfg",
+            "-o",
+            "name"
+        ]),
+        "configmap/cfg\n"
+    );
+    let described = k(&["describe", "deployment", "web"]);
+    assert!(
+        described.contains("Name:") && described.contains("reg/web:v1"),
+        "{described}"
+    );
+
+    // Writing: label, annotate, the three patch types, scale, edit.
+    k(&["label", "cm", "cfg", "extra=yes"]);
+    k(&["annotate", "cm", "cfg", "note=hi"]);
+    k(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"size":"3"}}"#,
+    ]);
+    k(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/data/color","value":"red"}]"#,
+    ]);
+    k(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"reg/web:v2"}]}}}}"#,
+    ]);
+    let cm = k(&[
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.data.color} {.data.size} {.metadata.labels.extra} {.metadata.annotations.note}",
+    ]);
+    assert_eq!(cm, "red 3 yes hi");
+    assert_eq!(
+        k(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "reg/web:v2"
+    );
+    k(&["scale", "deploy", "web", "--replicas=3"]);
+    assert_eq!(
+        k(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    let editor = dir.join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/color: red/color: edited/' \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", &server.kubeconfig)
+        .env("KUBE_EDITOR", &editor)
+        .args(["-n", "suite", "edit", "cm", "cfg"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        k(&["get", "cm", "cfg", "-o", "jsonpath={.data.color}"]),
+        "edited"
+    );
+
+    // Watching: create, modify and delete seen by `kubectl get -w`.
+    let mut watch = Command::new("kubectl")
+        .env("KUBECONFIG", &server.kubeconfig)
+        .args([
+            "-n",
+            "suite",
+            "get",
+            "cm",
+            "--field-selector",
+            "metadata.name=w1",
+            "-w",
+            "--output-watch-events",
+            "--no-headers",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines, events_in) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // (Blocking is fine here: the server is another process.)
+    let next_event = || {
+        events_in
+            .recv_timeout(Duration::from_secs(30))
+            .expect("kubectl get -w printed nothing")
+    };
+    k(&["create", "configmap", "w1", "--from-literal=a=1"]);
+    // The watch has the object (from its list or its stream) before it changes.
+    let mut events = vec![next_event()];
+    k(&["label", "cm", "w1", "seen=yes"]);
+    k(&["delete", "cm", "w1"]);
+    events.push(next_event());
+    events.push(next_event());
+    let _ = watch.kill();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"], "{events:?}");
+
+    // Server-side apply and explain.
+    let ssa = dir.join("ssa.yaml");
+    std::fs::write(
+        &ssa,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {owner: me}\n",
+    )
+    .unwrap();
+    assert!(
+        k(&["apply", "--server-side", "-f", ssa.to_str().unwrap()]).contains("serverside-applied")
+    );
+    assert!(k(&["explain", "svc.spec.ports"]).contains("targetPort"));
+
+    // Deleting with --cascade=orphan keeps the ReplicaSet the controller made.
+    let rs = async {
+        for _ in 0..100 {
+            let names = k(&["get", "rs", "-l", "app=web", "-o", "name"]);
+            if !names.trim().is_empty() {
+                return names;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no ReplicaSet for the Deployment");
+    }
+    .await;
+    k(&["delete", "deploy", "web", "--cascade=orphan"]);
+    assert!(k(&["get", "deploy", "-o", "name"]).trim().is_empty());
+    let kept = k(&["get", "rs", "-l", "app=web", "-o", "name"]);
+    assert!(
+        !kept.trim().is_empty() && rs.lines().all(|r| kept.contains(r)),
+        "{kept}"
+    );
+    k(&["delete", "-f", &blue, "--ignore-not-found"]);
+    assert!(
+        k(&["get", "cm,secret,svc", "-o", "name"])
+            .lines()
+            .all(|l| !l.contains("/cfg") && !l.contains("/sec") && !l.contains("service/web"))
+    );
+}

@@ -986,6 +986,7 @@ async fn kubectl_suite(server: &Server, dir: &std::path::Path) {
     events.push(next_event());
     events.push(next_event());
     let _ = watch.kill();
+    let _ = watch.wait();
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| e.split_whitespace().next().unwrap_or(""))

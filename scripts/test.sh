@@ -54,7 +54,16 @@ mkdir -p "$smoke"
 BOSUN_PROFILE=dev scripts/up.sh --data-dir "$smoke" --port 0 --agent-port 0 --bridge bsmoke0 \
     --cluster-cidr 10.87.0.0/17 --service-cidr 10.87.128.0/17 >"$smoke/out" 2>"$smoke/err" &
 up_pid=$!
-stop_up() { kill -TERM "$up_pid" 2>/dev/null; wait "$up_pid" || true; }
+stop_up() {
+    kill -TERM "$up_pid" 2>/dev/null; wait "$up_pid" || true
+    # What the node leaves on the host: the pods' namespaces, the bridge, the proxy's table.
+    for record in "$smoke"/network/ipam/*; do
+        [ -f "$record" ] || continue
+        ip netns del "bosun-$(cat "$record")" 2>/dev/null || true
+    done
+    ip link del bsmoke0 2>/dev/null || true
+    nft delete table ip bsmoke0-proxy 2>/dev/null || true
+}
 for _ in $(seq 600); do grep -q '^kubeconfig: ' "$smoke/out" && break; sleep 1; done
 export KUBECONFIG="$smoke/admin.kubeconfig"
 if ! kubectl apply -f examples/hello/job.yaml \

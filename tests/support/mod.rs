@@ -485,21 +485,7 @@ impl Node {
 
     /// The pod UIDs holding addresses on this node (its IPAM records).
     pub fn address_records(&self) -> Vec<(String, String)> {
-        let dir = self.dir.path().join("network/ipam");
-        let mut records: Vec<(String, String)> = std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| {
-                        let ip = e.file_name().to_string_lossy().into_owned();
-                        ip.parse::<std::net::Ipv4Addr>().ok()?;
-                        Some((ip, std::fs::read_to_string(e.path()).ok()?))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        records.sort();
-        records
+        address_records(self.dir.path())
     }
 
     /// The wrapper's `ip netns exec HOST` namespace, if the agent runs in one.
@@ -516,18 +502,50 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
-        for (_, uid) in self.address_records() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &format!("bosun-{uid}")])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let mut del = Command::new("ip");
-        if let Some(host) = self.host_netns() {
-            del.args(["-n", host]);
-        }
-        let _ = del
-            .args(["link", "del", &self.bridge])
+        remove_node_network(self.dir.path(), &self.bridge, self.host_netns());
+    }
+}
+
+/// (address, pod UID) of the IPAM records in a node's data directory.
+pub fn address_records(data_dir: &std::path::Path) -> Vec<(String, String)> {
+    let dir = data_dir.join("network/ipam");
+    let mut records: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let ip = e.file_name().to_string_lossy().into_owned();
+                    ip.parse::<std::net::Ipv4Addr>().ok()?;
+                    Some((ip, std::fs::read_to_string(e.path()).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    records.sort();
+    records
+}
+
+/// Removes what a stopped node left on the host: its pods' namespaces, its bridge (and with
+/// it the routes to its pod and Service blocks, which later tests' blocks may overlap) and
+/// its service-proxy table.
+pub fn remove_node_network(data_dir: &std::path::Path, bridge: &str, host_netns: Option<&str>) {
+    for (_, uid) in address_records(data_dir) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("bosun-{uid}")])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let mut del = Command::new("ip");
+    if let Some(host) = host_netns {
+        del.args(["-n", host]);
+    }
+    let _ = del
+        .args(["link", "del", bridge])
+        .stderr(Stdio::null())
+        .status();
+    if host_netns.is_none() {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &format!("{bridge}-proxy")])
             .stderr(Stdio::null())
             .status();
     }

@@ -14,7 +14,15 @@ pub struct Up {
     pub server: Server,
     pub registry: Registry,
     pub dir: tempfile::TempDir,
+    bridge: String,
     flags: Vec<String>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.server.kill();
+        super::remove_node_network(self.dir.path(), &self.bridge, None);
+    }
 }
 
 impl Up {
@@ -61,6 +69,7 @@ impl Up {
             server,
             registry,
             dir,
+            bridge,
             flags,
         };
         up.eventually("the node is Ready", || {

@@ -1005,25 +1005,34 @@ async fn kubectl_suite(server: &Server, dir: &std::path::Path) {
     );
     assert!(k(&["explain", "svc.spec.ports"]).contains("targetPort"));
 
-    // Deleting with --cascade=orphan keeps the ReplicaSet the controller made.
+    // Deleting with --cascade=orphan keeps the ReplicaSet the controller made, without its
+    // owner reference (a Deployment of its own, with one ReplicaSet).
+    k(&["create", "deployment", "solo", "--image=reg/solo:v1"]);
     let rs = async {
         for _ in 0..100 {
-            let names = k(&["get", "rs", "-l", "app=web", "-o", "name"]);
+            let names = k(&["get", "rs", "-l", "app=solo", "-o", "name"]);
             if !names.trim().is_empty() {
-                return names;
+                return names.trim().to_string();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("no ReplicaSet for the Deployment");
     }
     .await;
-    k(&["delete", "deploy", "web", "--cascade=orphan"]);
-    assert!(k(&["get", "deploy", "-o", "name"]).trim().is_empty());
-    let kept = k(&["get", "rs", "-l", "app=web", "-o", "name"]);
-    assert!(
-        !kept.trim().is_empty() && rs.lines().all(|r| kept.contains(r)),
-        "{kept}"
-    );
+    k(&["delete", "deploy", "solo", "--cascade=orphan"]);
+    assert!(!k(&["get", "deploy", "-o", "name"]).contains("solo"));
+    let owners = async {
+        for _ in 0..100 {
+            let owners = k(&["get", &rs, "-o", "jsonpath={.metadata.ownerReferences}"]);
+            if matches!(owners.trim(), "" | "[]") {
+                return owners;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{rs} kept its owner reference");
+    }
+    .await;
+    assert!(!owners.contains("solo"), "{owners}");
     k(&["delete", "-f", &blue, "--ignore-not-found"]);
     assert!(
         k(&["get", "cm,secret,svc", "-o", "name"])

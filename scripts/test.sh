@@ -51,7 +51,9 @@ cargo test --workspace --locked "$@"
 phase "smoke test of scripts/up.sh (the README's run command) with the hello example"
 smoke="$work/up"
 mkdir -p "$smoke"
-BOSUN_PROFILE=dev scripts/up.sh --data-dir "$smoke" --port 0 --agent-port 0 --bridge bsmoke0 \
+# The binary the tests used (a `cargo build` here would rebuild much of the tree: the tests'
+# dev-dependencies unify other crate features).
+BOSUN_BIN="$root/target/debug/bosun" scripts/up.sh --data-dir "$smoke" --port 0 --agent-port 0 --bridge bsmoke0 \
     --cluster-cidr 10.87.0.0/17 --service-cidr 10.87.128.0/17 >"$smoke/out" 2>"$smoke/err" &
 up_pid=$!
 stop_up() {
@@ -65,6 +67,7 @@ stop_up() {
     nft delete table ip bsmoke0-proxy 2>/dev/null || true
 }
 for _ in $(seq 600); do grep -q '^kubeconfig: ' "$smoke/out" && break; sleep 1; done
+grep -q '^kubeconfig: ' "$smoke/out" || echo "bosun up did not print its kubeconfig within 600 s" >&2
 export KUBECONFIG="$smoke/admin.kubeconfig"
 if ! kubectl apply -f examples/hello/job.yaml \
     || ! kubectl wait --for=condition=complete job/hello --timeout=120s \

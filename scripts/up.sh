@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh machine to a running cluster with the examples ready to apply:
-# - builds bosun (release; BOSUN_PROFILE=dev for a debug build) and the Wasm examples
+# - builds bosun (release; BOSUN_PROFILE=dev for a debug build; BOSUN_BIN=PATH uses that binary
+#   instead) and the Wasm examples
 #   (scripts/guests.sh, which installs the guest toolchain);
 # - starts a local OCI registry on localhost:5000 (Debian's docker-registry, installed if
 #   missing, storage in DATA_DIR/registry) unless one answers there, and pushes the examples
@@ -35,11 +36,16 @@ command -v nft >/dev/null || need_apt+=(nftables)
 install_missing "${need_apt[@]}"
 require_cargo
 
-echo "==> building bosun ($profile)"
-cargo build --locked --profile "$profile"
-bin_dir=$profile
-[ "$profile" = dev ] && bin_dir=debug
-bosun="$root/target/$bin_dir/bosun"
+if [ -n "${BOSUN_BIN:-}" ]; then
+    bosun=$BOSUN_BIN
+    echo "==> using $bosun"
+else
+    echo "==> building bosun ($profile)"
+    cargo build --locked --profile "$profile"
+    bin_dir=$profile
+    [ "$profile" = dev ] && bin_dir=debug
+    bosun="$root/target/$bin_dir/bosun"
+fi
 
 echo "==> building the examples"
 scripts/guests.sh

@@ -634,6 +634,85 @@ async fn cascading_deletion_in_background_foreground_and_orphan_mode() {
     assert_eq!(running_images(&c.pods, "or").await.len(), 2);
 }
 
+/// The collector watches each kind on its own, so an owner's orphan deletion can reach it
+/// before dependents of other kinds made a moment earlier. Those are kept all the same, and no
+/// stale view of them (still naming the owner) gets them collected afterwards.
+#[tokio::test]
+async fn orphan_deletion_keeps_dependents_the_collector_has_not_seen_yet() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+    use kube::api::DeleteParams;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", data.path().to_str().unwrap()]).await;
+    let client = server.client().await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let rounds = 8;
+    for round in 0..rounds {
+        let owner: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("owner-{round}")}}))
+                .unwrap();
+        let owner = maps.create(&PostParams::default(), &owner).await.unwrap();
+        let metadata = |i: usize| {
+            json!({
+                "name": format!("dep-{round}-{i}"),
+                "labels": {"gc-test": "orphan"},
+                "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "name": owner.metadata.name, "uid": owner.metadata.uid,
+                }],
+            })
+        };
+        for i in 0..3 {
+            let secret: Secret = serde_json::from_value(json!({"metadata": metadata(i)})).unwrap();
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+            let account: ServiceAccount =
+                serde_json::from_value(json!({"metadata": metadata(i)})).unwrap();
+            accounts
+                .create(&PostParams::default(), &account)
+                .await
+                .unwrap();
+        }
+        maps.delete(&format!("owner-{round}"), &DeleteParams::orphan())
+            .await
+            .unwrap();
+    }
+    until(30, "every owner is gone", || async {
+        maps.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|m| !m.metadata.name.as_deref().unwrap().starts_with("owner-"))
+    })
+    .await;
+    // Time for a wrongful collection to happen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let selector = ListParams::default().labels("gc-test=orphan");
+    let kept_secrets = secrets.list(&selector).await.unwrap().items;
+    let kept_accounts = accounts.list(&selector).await.unwrap().items;
+    assert_eq!(kept_secrets.len(), rounds * 3, "secrets were collected");
+    assert_eq!(
+        kept_accounts.len(),
+        rounds * 3,
+        "service accounts were collected"
+    );
+    for meta in kept_secrets
+        .iter()
+        .map(|s| &s.metadata)
+        .chain(kept_accounts.iter().map(|a| &a.metadata))
+    {
+        assert!(
+            meta.owner_references.as_ref().is_none_or(|o| o.is_empty()),
+            "{:?} still names its owner",
+            meta.name
+        );
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_namespace_empties_it_then_removes_it() {
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace};

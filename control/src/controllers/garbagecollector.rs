@@ -13,8 +13,11 @@
 //! - **Orphan**: the owner gets the `orphan` finalizer; the collector removes the owner's
 //!   reference from each dependent, then the finalizer, and the dependents stay.
 //!
-//! An owner missing from the graph is looked up through the API before a dependent is deleted
-//! (the watch of its kind may simply be behind), and every delete carries the dependent's UID
+//! The graph only ever shortens the work; what is destroyed is decided on live objects, since
+//! each kind's watch may be behind the others. An owner missing from the graph is looked up
+//! through the API before a dependent is deleted; a dependent is read again before it is
+//! deleted for having lost its owners, and deleted only at that resourceVersion; the orphan
+//! policy lists the owner's dependents from the API. Every delete carries the dependent's UID
 //! as a precondition, so a recreated object of the same name is never hit.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -23,7 +26,7 @@ use bosun_api::resources::{RESOURCES, Resource};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PatchParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::{ControllersConfig, api_resource};
@@ -252,8 +255,13 @@ impl Collector {
     }
 
     /// Orphan policy: drop the owner's reference from every dependent, then the finalizer.
+    ///
+    /// The dependents are listed from the API rather than taken from the graph: each kind has
+    /// its own watch, so a dependent made just before the owner's deletion may not have
+    /// reached the collector yet, and once the owner is gone it would be collected as an
+    /// orphan of a missing owner, the opposite of what was asked.
     async fn orphan_dependents(&mut self, owner: &Item) -> Result<(), kube::Error> {
-        for dependent in self.dependents_of(owner.uid()) {
+        for dependent in self.list_dependents(owner).await? {
             let owners: Vec<OwnerReference> = dependent
                 .owners()
                 .iter()
@@ -263,6 +271,34 @@ impl Collector {
             self.set_owners(&dependent, &owners).await?;
         }
         self.remove_finalizer(owner, ORPHAN).await
+    }
+
+    /// Every object that names `owner` among its owners, read from the API: of the owner's
+    /// namespace if it has one (a namespaced object owns only objects of its namespace),
+    /// else of the whole cluster.
+    async fn list_dependents(&self, owner: &Item) -> Result<Vec<Item>, kube::Error> {
+        let mut found = Vec::new();
+        for (kind, resource) in self.kinds.iter().enumerate() {
+            if owner.namespace.is_some() && !resource.namespaced {
+                continue;
+            }
+            let list = self
+                .api(kind, owner.namespace.as_deref())
+                .list(&ListParams::default())
+                .await?;
+            for object in list.items {
+                let item = Item {
+                    kind,
+                    namespace: object.namespace(),
+                    name: object.name_any(),
+                    object,
+                };
+                if item.owners().iter().any(|o| o.uid == owner.uid()) {
+                    found.push(item);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Foreground policy: delete the dependents; once none that blocks is left, remove the
@@ -329,17 +365,42 @@ impl Collector {
             .dependents
             .get(item.uid())
             .is_some_and(|d| !d.is_empty());
-        let policy = if !waiting.is_empty() && has_dependents {
+        let mut policy = if !waiting.is_empty() && has_dependents {
             DeleteParams::foreground()
         } else {
             DeleteParams::background()
         };
+        // The graph may be behind the object: an orphaning owner may just have dropped its
+        // reference. Decide on the live object, and delete only the version looked at.
+        let Some(live) = self.item_api(item).get_opt(&item.name).await? else {
+            return Ok(());
+        };
+        let same_owners = |a: &[OwnerReference], b: &[OwnerReference]| {
+            a.iter().map(|o| &o.uid).collect::<BTreeSet<_>>()
+                == b.iter().map(|o| &o.uid).collect::<BTreeSet<_>>()
+        };
+        if live.metadata.uid.as_deref() != Some(item.uid())
+            || !same_owners(
+                live.metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default(),
+                item.owners(),
+            )
+        {
+            // The watch brings the newer version, and with it another look.
+            return Ok(());
+        }
         tracing::info!(
             kind = self.kinds[item.kind].kind,
             namespace = item.namespace.as_deref().unwrap_or_default(),
             name = %item.name,
             "deleting an object whose owners are gone"
         );
+        policy.preconditions = Some(Preconditions {
+            uid: Some(item.uid().to_string()),
+            resource_version: live.metadata.resource_version,
+        });
         self.delete(item, policy).await
     }
 
@@ -395,13 +456,15 @@ impl Collector {
         }
     }
 
+    /// Deletes `item`, never a replacement of the same name: the UID is a precondition (unless
+    /// `params` already carries stricter ones).
     async fn delete(&self, item: &Item, mut params: DeleteParams) -> Result<(), kube::Error> {
-        params.preconditions = Some(Preconditions {
+        params.preconditions.get_or_insert_with(|| Preconditions {
             uid: Some(item.uid().to_string()),
             resource_version: None,
         });
-        // A conflict (the UID precondition: the object was replaced) leaves the item dirty;
-        // the next round finds the replacement under its own UID, or tries again.
+        // A conflict (a precondition failed: the object was replaced or changed) leaves the
+        // item dirty; the next round finds the replacement under its own UID, or tries again.
         match self.item_api(item).delete(&item.name, &params).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

@@ -547,8 +547,9 @@ async fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
         "deploy",
         "ssa",
         "-o",
-        "jsonpath={.metadata.managedFields[*].manager}",
+        "jsonpath={.metadata.managedFields[?(@.operation==\"Apply\")].manager}",
     ]);
+    // (The Deployment controller's writes are Update entries of bosun-server's.)
     assert_eq!(managers, "kubectl");
 
     // Another manager setting replicas differently conflicts, and changes nothing.
@@ -604,16 +605,55 @@ async fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
         &manifest(4, false),
     ]);
     assert_eq!(env(&k), "A");
-    // A client-side write keeps the ownership records.
+    // A client-side write keeps the ownership records, and adds its own: an Update entry of
+    // the fields it changed.
     k(&["label", "deploy", "ssa", "touched=yes"]);
-    let managers = k(&[
-        "get",
-        "deploy",
-        "ssa",
-        "-o",
-        "jsonpath={.metadata.managedFields[*].manager}",
+    let entries = || {
+        k(&[
+            "get",
+            "deploy",
+            "ssa",
+            "-o",
+            "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation}/{.subresource} {end}",
+        ])
+    };
+    let listed = entries();
+    for entry in [
+        "kubectl/Apply/",
+        "other/Apply/",
+        "kubectl-label/Update/",
+        "bosun-server/Update/status",
+    ] {
+        assert!(listed.split(' ').any(|e| e == entry), "{entry}: {listed}");
+    }
+
+    // `kubectl scale` takes replicas over (through /scale); applying other replicas then
+    // conflicts with it, until forced.
+    k(&["scale", "deploy", "ssa", "--replicas=7"]);
+    assert!(entries().contains("/Update/scale"), "{}", entries());
+    let refused = server
+        .kubectl(&["apply", "--server-side", "-f", &manifest(4, false)])
+        .unwrap_err();
+    assert!(
+        refused.contains("using apps/v1: .spec.replicas"),
+        "{refused}"
+    );
+    assert_eq!(
+        k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
+        "7"
+    );
+    k(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &manifest(4, false),
     ]);
-    assert_eq!(managers, "kubectl other");
+    assert_eq!(
+        k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
+        "4"
+    );
+    assert!(!entries().contains("/Update/scale"), "{}", entries());
 }
 
 /// Every field of `expected` is in `actual` with the same value (the server adds defaults).
@@ -700,6 +740,16 @@ async fn kubectl_generators_send_protobuf_and_every_field_arrives() {
         (
             &["create", "serviceaccount", "robot"],
             "serviceaccount/robot",
+        ),
+        (
+            &[
+                "create",
+                "quota",
+                "q",
+                "--hard=pods=10,requests.cpu=2,requests.memory=1Gi",
+                "--scopes=NotTerminating",
+            ],
+            "resourcequota/q",
         ),
         (
             &["create", "role", "r", "--verb=get,list", "--resource=pods"],

@@ -243,9 +243,14 @@ async fn api_client(kubeconfig_yaml: &str) -> Result<kube::Client, ServerError> 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let error = |e: &dyn std::fmt::Display| ServerError::Client(e.to_string());
     let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(|e| error(&e))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .map_err(|e| error(&e))?;
+    // Names the server's controllers and scheduler as the field manager of their writes.
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(concat!("bosun-server/", env!("CARGO_PKG_VERSION"))),
+    ));
     kube::Client::try_from(config).map_err(|e| error(&e))
 }
 

@@ -37,7 +37,7 @@ impl Cluster {
             Some(path) => path.clone(),
             None => default_kubeconfig()?,
         };
-        let config = kube_config(&path).await?;
+        let config = kube_config(&path, "bosun").await?;
         let namespace = args
             .namespace
             .clone()

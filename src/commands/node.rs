@@ -164,18 +164,25 @@ impl AgentFlags {
     }
 }
 
-/// The kube-rs configuration in a kubeconfig file.
-pub async fn kube_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
+/// The kube-rs configuration in a kubeconfig file, for the component `agent` (its
+/// User-Agent, which names it as the field manager of its writes: `bosun-node`).
+pub async fn kube_config(path: &std::path::Path, agent: &str) -> anyhow::Result<kube::Config> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
-    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .with_context(|| format!("invalid kubeconfig {}", path.display()))
+        .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
+    let agent = format!("{agent}/{}", env!("CARGO_PKG_VERSION"));
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&agent).context("a User-Agent is ASCII")?,
+    ));
+    Ok(config)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let kube = kube_config(args.kubeconfig()).await?;
+    let kube = kube_config(args.kubeconfig(), "bosun-node").await?;
     let config = args.config();
     println!("bosun node {} starting", config.name);
     run_agent(kube, config, async {

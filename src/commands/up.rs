@@ -58,7 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    let kube = match kube_config(&kubeconfig).await {
+    let kube = match kube_config(&kubeconfig, "bosun-node").await {
         Ok(kube) => kube,
         Err(e) => {
             let _ = stop.send(true);

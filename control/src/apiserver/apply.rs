@@ -6,8 +6,13 @@
 //! and no longer does are removed unless another manager owns them too.
 //!
 //! Lists merge as strategic merge patch merges them: by their merge key (`patch.rs`), item
-//! by item; other lists are atomic. Ownership is tracked for apply operations; other writes
-//! (`Update`) do not record fields yet, so they never conflict with an applier.
+//! by item; other lists are atomic.
+//!
+//! Every other write (create, update, patch, on the object or its status or scale) is an
+//! `Update` entry of its manager (`record_update`): the fields whose values it changed become
+//! that manager's and leave everyone else's, without conflict, as in Kubernetes. An applier
+//! then conflicts with those fields too (`kubectl scale` and then an apply of other replicas
+//! is refused until forced).
 
 use std::collections::BTreeSet;
 
@@ -246,14 +251,29 @@ fn merge(live: Value, config: &Value, field: &str, parent: &str) -> Value {
     }
 }
 
-/// A field another applier owns with another value: (manager, path).
+/// A field another manager owns with another value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     pub manager: String,
+    /// The apiVersion the other manager wrote through, for an `Update` (Kubernetes names it
+    /// in the message); None for an applier.
+    pub updated_through: Option<String>,
     pub path: FieldPath,
 }
 
 impl Conflict {
+    /// `conflict with "kubectl-scale" using apps/v1: .spec.replicas`, as Kubernetes says it.
+    pub fn message(&self) -> String {
+        match &self.updated_through {
+            Some(version) => format!(
+                "conflict with {:?} using {version}: {}",
+                self.manager,
+                self.field()
+            ),
+            None => format!("conflict with {:?}: {}", self.manager, self.field()),
+        }
+    }
+
     /// `.spec.replicas`, `.spec.containers[name="app"].image`.
     pub fn field(&self) -> String {
         let mut out = String::new();
@@ -288,6 +308,101 @@ fn entry(manager: &str, api_version: &str, now: &str, paths: &BTreeSet<FieldPath
     })
 }
 
+/// The fields a write through `subresource` can change in `object`: the status alone through
+/// `status`, else the object's fields but its status (where a status subresource has it).
+fn fields_in_scope(
+    object: &Value,
+    subresource: Option<&str>,
+    has_status: bool,
+) -> BTreeSet<FieldPath> {
+    if subresource == Some("status") {
+        let mut out = BTreeSet::new();
+        if let Some(status) = object.get("status") {
+            collect(status, "status", &mut vec!["f:status".into()], &mut out);
+        }
+        return out;
+    }
+    fields_of(object, has_status)
+}
+
+/// Records in `new`'s managedFields a write by `manager` other than apply (an `Update`):
+/// `old` is the object before it, None for a create. The fields whose values the write
+/// changed become the manager's and leave every other entry, as do fields it removed;
+/// entries left owning nothing disappear. A write that changes no field leaves them be.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+    has_status: bool,
+    now: &str,
+) {
+    let after = fields_in_scope(new, subresource, has_status);
+    let before = old
+        .map(|o| fields_in_scope(o, subresource, has_status))
+        .unwrap_or_default();
+    let changed: BTreeSet<FieldPath> = after
+        .iter()
+        .filter(|path| match old {
+            None => true,
+            // A list item itself changes by appearing; its fields are paths of their own.
+            Some(old) if path.last().is_some_and(|s| s == ".") => {
+                value_at(old, &path[..path.len() - 1]).is_none()
+            }
+            Some(old) => value_at(old, path) != value_at(new, path),
+        })
+        .cloned()
+        .collect();
+    let removed: BTreeSet<FieldPath> = before.difference(&after).cloned().collect();
+    if changed.is_empty() && removed.is_empty() {
+        return;
+    }
+    let api_version = new["apiVersion"].as_str().unwrap_or_default().to_string();
+    let mut entries: Vec<Value> = new
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let is_mine = |e: &Value| {
+        e["manager"] == manager
+            && e["operation"] == "Update"
+            && e.get("subresource").and_then(Value::as_str) == subresource
+    };
+    let mut mine: BTreeSet<FieldPath> = BTreeSet::new();
+    let mut at = None;
+    for (i, e) in entries.iter_mut().enumerate() {
+        let owned = from_fields_v1(&e["fieldsV1"]);
+        if is_mine(e) {
+            mine = owned;
+            at = Some(i);
+            continue;
+        }
+        let kept: BTreeSet<FieldPath> = owned
+            .iter()
+            .filter(|p| !changed.contains(*p) && !removed.contains(*p))
+            .cloned()
+            .collect();
+        if kept.len() != owned.len() {
+            e["fieldsV1"] = to_fields_v1(&kept);
+        }
+    }
+    mine.extend(changed);
+    mine.retain(|p| !removed.contains(p));
+    let mut updated = entry(manager, &api_version, now, &mine);
+    updated["operation"] = json!("Update");
+    if let Some(sub) = subresource {
+        updated["subresource"] = json!(sub);
+    }
+    match at {
+        Some(i) => entries[i] = updated,
+        None => entries.push(updated),
+    }
+    entries.retain(|e| !from_fields_v1(&e["fieldsV1"]).is_empty());
+    if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("managedFields".into(), Value::Array(entries));
+    }
+}
+
 /// The object `config` creates for `manager`: the config with its managedFields.
 pub fn create(mut config: Value, manager: &str, has_status: bool, now: &str) -> Value {
     let paths = fields_of(&config, has_status);
@@ -305,7 +420,8 @@ pub fn create(mut config: Value, manager: &str, has_status: bool, now: &str) -> 
 }
 
 /// `live` with `config` applied by `manager`, its managedFields updated; the conflicts
-/// instead when other appliers own fields `config` changes and `force` is off.
+/// instead when other managers (appliers or updaters) own fields `config` changes and
+/// `force` is off.
 pub fn apply(
     live: &Value,
     config: &Value,
@@ -324,10 +440,7 @@ pub fn apply(
     let is_mine = |e: &Value| e["manager"] == manager && e["operation"] == "Apply";
 
     let mut conflicts = Vec::new();
-    for other in entries
-        .iter()
-        .filter(|e| e["operation"] == "Apply" && !is_mine(e))
-    {
+    for other in entries.iter().filter(|e| !is_mine(e)) {
         for path in owned(other).intersection(&new_paths) {
             if path.last().is_some_and(|s| s == ".") {
                 continue;
@@ -335,6 +448,8 @@ pub fn apply(
             if value_at(live, path) != value_at(config, path) {
                 conflicts.push(Conflict {
                     manager: other["manager"].as_str().unwrap_or_default().to_string(),
+                    updated_through: (other["operation"] == "Update")
+                        .then(|| other["apiVersion"].as_str().unwrap_or_default().to_string()),
                     path: path.clone(),
                 });
             }
@@ -373,13 +488,13 @@ pub fn apply(
         .unwrap_or_default()
         .to_string();
     entries.retain(|e| !is_mine(e));
-    for e in &mut entries {
-        if e["operation"] == "Apply" && !taken.is_empty() {
+    if !taken.is_empty() {
+        for e in &mut entries {
             let kept: BTreeSet<FieldPath> = owned(e).difference(&taken).cloned().collect();
             e["fieldsV1"] = to_fields_v1(&kept);
         }
     }
-    entries.retain(|e| e["operation"] != "Apply" || !owned(e).is_empty());
+    entries.retain(|e| !owned(e).is_empty());
     entries.push(entry(manager, &api_version, now, &new_paths));
     object["metadata"]["managedFields"] = Value::Array(entries);
     Ok(object)
@@ -481,5 +596,155 @@ mod tests {
             after["metadata"]["managedFields"].as_array().unwrap().len(),
             1
         );
+    }
+
+    fn managers(object: &Value) -> Vec<(String, String, Option<String>)> {
+        object["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["manager"].as_str().unwrap().to_string(),
+                    e["operation"].as_str().unwrap().to_string(),
+                    e["subresource"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    }
+
+    fn owned_by(object: &Value, manager: &str) -> BTreeSet<FieldPath> {
+        object["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["manager"] == manager)
+            .flat_map(|e| from_fields_v1(&e["fieldsV1"]))
+            .collect()
+    }
+
+    fn path(segments: &[&str]) -> FieldPath {
+        segments.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn updates_take_over_the_fields_they_change_and_drop_the_ones_they_remove() {
+        let mut created = deployment(2, "x", true);
+        record_update(None, &mut created, "kubectl-create", None, true, NOW);
+        assert_eq!(
+            managers(&created),
+            [("kubectl-create".into(), "Update".into(), None)]
+        );
+        let replicas = path(&["f:spec", "f:replicas"]);
+        assert!(owned_by(&created, "kubectl-create").contains(&replicas));
+
+        // A scale changes replicas only: that field moves, the rest stays the creator's.
+        let mut scaled = created.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        record_update(
+            Some(&created),
+            &mut scaled,
+            "kubectl-scale",
+            Some("scale"),
+            true,
+            NOW,
+        );
+        assert_eq!(
+            owned_by(&scaled, "kubectl-scale"),
+            BTreeSet::from([replicas.clone()])
+        );
+        assert!(!owned_by(&scaled, "kubectl-create").contains(&replicas));
+        assert_eq!(managers(&scaled)[1].2.as_deref(), Some("scale"));
+
+        // Writing the same values again records nothing.
+        let mut same = scaled.clone();
+        record_update(Some(&scaled), &mut same, "someone", None, true, NOW);
+        assert_eq!(managers(&same).len(), 2);
+
+        // An edit removing env B and setting the label: B leaves the creator's set.
+        let mut edited = scaled.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "A", "value": "1"}]);
+        record_update(Some(&scaled), &mut edited, "kubectl-edit", None, true, NOW);
+        let b = path(&[
+            "f:spec",
+            "f:template",
+            "f:spec",
+            "f:containers",
+            r#"k:{"name":"app"}"#,
+            "f:env",
+            r#"k:{"name":"B"}"#,
+            ".",
+        ]);
+        assert!(owned_by(&scaled, "kubectl-create").contains(&b));
+        assert!(!owned_by(&edited, "kubectl-create").contains(&b));
+        // Removing is not owning: the editor changed no value, so it has no entry.
+        assert_eq!(managers(&edited).len(), 2);
+
+        // A status write is an entry of its own, of status fields only.
+        let mut reported = edited.clone();
+        reported["status"] = json!({"replicas": 5});
+        record_update(
+            Some(&edited),
+            &mut reported,
+            "controller",
+            Some("status"),
+            true,
+            NOW,
+        );
+        assert_eq!(
+            owned_by(&reported, "controller"),
+            BTreeSet::from([path(&["f:status", "f:replicas"])])
+        );
+    }
+
+    #[test]
+    fn an_applier_conflicts_with_an_updater_unless_it_forces() {
+        let live = create(deployment(2, "x", false), "alice", true, NOW);
+        let mut scaled = live.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        record_update(
+            Some(&live),
+            &mut scaled,
+            "kubectl-scale",
+            Some("scale"),
+            true,
+            NOW,
+        );
+        // The scale took replicas from alice: her next apply of 2 conflicts with it.
+        let conflicts = apply(
+            &scaled,
+            &deployment(2, "x", false),
+            "alice",
+            false,
+            true,
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(
+            conflicts[0].message(),
+            r#"conflict with "kubectl-scale" using apps/v1: .spec.replicas"#
+        );
+        // Applying the value the updater set is no conflict; forcing takes the field back.
+        apply(
+            &scaled,
+            &deployment(5, "x", false),
+            "alice",
+            false,
+            true,
+            NOW,
+        )
+        .unwrap();
+        let forced = apply(
+            &scaled,
+            &deployment(2, "x", false),
+            "alice",
+            true,
+            true,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(forced["spec"]["replicas"], 2);
+        assert_eq!(managers(&forced), [("alice".into(), "Apply".into(), None)]);
     }
 }

@@ -1,6 +1,6 @@
 //! Protobuf request bodies (`application/vnd.kubernetes.protobuf`), for the clients that send
 //! them: kubectl's generators (`kubectl create namespace|configmap|secret|deployment|job|
-//! cronjob|service|serviceaccount|role|rolebinding|…`, `kubectl expose`) use client-go's typed
+//! cronjob|service|serviceaccount|quota|role|rolebinding|…`, `kubectl expose`) use client-go's typed
 //! clients, which encode built-in kinds as protobuf.
 //!
 //! A body is Kubernetes' envelope: the magic `k8s\0`, then a `runtime.Unknown` message
@@ -173,6 +173,42 @@ static SERVICE_ACCOUNT: Message = Message {
         f(1, "metadata", Msg(&OBJECT_META)),
         rep(3, "imagePullSecrets", Msg(&LOCAL_OBJECT_REFERENCE)),
         f(4, "automountServiceAccountToken", Bool),
+    ],
+};
+
+static SCOPED_RESOURCE_SELECTOR_REQUIREMENT: Message = Message {
+    name: "ScopedResourceSelectorRequirement",
+    fields: &[
+        f(1, "scopeName", Str),
+        f(2, "operator", Str),
+        rep(3, "values", Str),
+    ],
+};
+
+static SCOPE_SELECTOR: Message = Message {
+    name: "ScopeSelector",
+    fields: &[rep(
+        1,
+        "matchExpressions",
+        Msg(&SCOPED_RESOURCE_SELECTOR_REQUIREMENT),
+    )],
+};
+
+static RESOURCE_QUOTA_SPEC: Message = Message {
+    name: "ResourceQuotaSpec",
+    fields: &[
+        f(1, "hard", QuantityMap),
+        rep(2, "scopes", Str),
+        f(3, "scopeSelector", Msg(&SCOPE_SELECTOR)),
+    ],
+};
+
+static RESOURCE_QUOTA: Message = Message {
+    name: "ResourceQuota",
+    fields: &[
+        f(1, "metadata", Msg(&OBJECT_META)),
+        f(2, "spec", Msg(&RESOURCE_QUOTA_SPEC)),
+        f(3, "status", Skip),
     ],
 };
 
@@ -447,6 +483,7 @@ fn message_of(group: &str, kind: &str) -> Option<&'static Message> {
         ("", "ConfigMap") => &CONFIG_MAP,
         ("", "Secret") => &SECRET,
         ("", "ServiceAccount") => &SERVICE_ACCOUNT,
+        ("", "ResourceQuota") => &RESOURCE_QUOTA,
         ("", "Service") => &SERVICE,
         ("apps", "Deployment") => &DEPLOYMENT,
         ("batch", "Job") => &JOB,

@@ -204,6 +204,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         ApiError::too_large(format!("the request body is larger than {MAX_BODY} bytes"))
     })?;
     let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    let manager = field_manager(&query, &parts.headers);
     let mut fields =
         admission::FieldCheck::from_query(query.get("fieldValidation").map(String::as_str))?;
     match verb {
@@ -247,6 +248,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 state,
                 &target,
                 decode(&parts.headers, &body)?,
+                Some(&manager),
                 dry_run,
                 &mut fields,
             )
@@ -261,6 +263,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 state,
                 &target,
                 decode(&parts.headers, &body)?,
+                &manager,
                 dry_run,
                 &mut fields,
             )
@@ -295,7 +298,8 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
-            let patched = patch_object(state, &target, kind, &patch, dry_run, &mut fields).await?;
+            let patched =
+                patch_object(state, &target, kind, &patch, &manager, dry_run, &mut fields).await?;
             Ok(with_warnings(axum::Json(patched).into_response(), &fields))
         }
         "delete" => delete(state, &target, &body, &query, dry_run).await,
@@ -305,6 +309,20 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
             parts.method
         ))),
     }
+}
+
+/// The field manager a write other than apply is recorded under: `?fieldManager=`, else the
+/// client's User-Agent up to its first `/` (`kubectl`, `kube-rs`), as Kubernetes names it.
+fn field_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    if let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return manager.clone();
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let prefix = agent.split('/').next().unwrap_or_default();
+    prefix.chars().take(128).collect()
 }
 
 fn url_decode_pairs(query: &str) -> HashMap<String, String> {
@@ -507,10 +525,13 @@ async fn get(state: &ApiState, target: &Target) -> ApiResult<Object> {
     Ok(object)
 }
 
+/// Creates the object `body` describes. `manager` is recorded as the owner of its fields, but
+/// for a server-side apply, which wrote its own managedFields (None).
 async fn create(
     state: &ApiState,
     target: &Target,
     mut body: Value,
+    manager: Option<&str>,
     dry_run: bool,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
@@ -521,6 +542,16 @@ async fn create(
         fields,
     )?;
     admission::add_default_tolerations(target.resource, &mut body, state.default_tolerations);
+    if let Some(manager) = manager {
+        super::apply::record_update(
+            None,
+            &mut body,
+            manager,
+            None,
+            target.resource.status,
+            &now(),
+        );
+    }
     if is_service(target.resource) {
         services::admit_create(state, target.resource, &name, &mut body, dry_run).await?;
     }
@@ -581,6 +612,7 @@ async fn update(
     state: &ApiState,
     target: &Target,
     body: Value,
+    manager: &str,
     dry_run: bool,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
@@ -599,7 +631,10 @@ async fn update(
             &current.value,
             scaled,
             expected.or(Some(current.revision)),
-            None,
+            Writer {
+                subresource: Some("scale"),
+                manager: Some(manager),
+            },
             dry_run,
             fields,
         )
@@ -609,14 +644,16 @@ async fn update(
             ..current
         }));
     }
-    let sub = target.subresource.as_deref();
     store_update(
         state,
         target,
         &current.value,
         body,
         expected,
-        sub,
+        Writer {
+            subresource: target.subresource.as_deref(),
+            manager: Some(manager),
+        },
         dry_run,
         fields,
     )
@@ -644,6 +681,16 @@ async fn write(
     finish_deletion_if_done(state, target, value).await
 }
 
+/// Who writes through `store_update`, and where.
+#[derive(Clone, Copy)]
+struct Writer<'a> {
+    /// `status`, `scale`, `finalize`, or None for the object itself.
+    subresource: Option<&'a str>,
+    /// Recorded in managedFields as the owner of what the write changed (an `Update`); None
+    /// for a server-side apply, which has written its own managedFields.
+    manager: Option<&'a str>,
+}
+
 /// Admits a replacement of `old` by `new` and writes it.
 #[allow(clippy::too_many_arguments)]
 async fn store_update(
@@ -652,11 +699,23 @@ async fn store_update(
     old: &Value,
     mut new: Value,
     expected: Option<i64>,
-    sub: Option<&str>,
+    writer: Writer<'_>,
     dry_run: bool,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
+    // The scale subresource writes the whole object (with the new replicas) here.
+    let sub = writer.subresource.filter(|s| *s != "scale");
     admission::prepare_update(target.resource, target.name(), old, &mut new, sub, fields)?;
+    if let Some(manager) = writer.manager {
+        super::apply::record_update(
+            Some(old),
+            &mut new,
+            manager,
+            writer.subresource,
+            target.resource.status,
+            &now(),
+        );
+    }
     if is_service(target.resource) && sub.is_none() {
         services::admit_update(
             state,
@@ -734,6 +793,7 @@ async fn patch_object(
     target: &Target,
     kind: patch::Kind,
     patch: &Value,
+    manager: &str,
     dry_run: bool,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
@@ -779,14 +839,17 @@ async fn patch_object(
             }
             _ => patched,
         };
-        let sub = target.subresource.as_deref().filter(|s| *s == "status");
+        let writer = Writer {
+            subresource: target.subresource.as_deref(),
+            manager: Some(manager),
+        };
         match store_update(
             state,
             target,
             &current.value,
             new,
             Some(current.revision),
-            sub,
+            writer,
             dry_run,
             fields,
         )
@@ -841,14 +904,14 @@ async fn apply_object(
         )));
     }
     let has_status = target.resource.status;
-    let now = bosun_api::time::rfc3339(SystemTime::now());
+    let now = now();
     for _ in 0..5 {
         let current = match get(state, target).await {
             Ok(current) => current,
             Err(e) if e.code == StatusCode::NOT_FOUND => {
                 let mut body = super::apply::create(config.clone(), manager, has_status, &now);
                 body["metadata"]["name"] = json!(name);
-                match create(state, target, body, dry_run, fields).await {
+                match create(state, target, body, None, dry_run, fields).await {
                     // Created by someone else meanwhile: apply to theirs.
                     Err(e) if e.code == StatusCode::CONFLICT => continue,
                     other => return other.map(|v| (StatusCode::CREATED, v)),
@@ -860,7 +923,7 @@ async fn apply_object(
             .map_err(|conflicts| {
                 let list: Vec<String> = conflicts
                     .iter()
-                    .map(|c| format!("conflict with {:?}: {}", c.manager, c.field()))
+                    .map(super::apply::Conflict::message)
                     .collect();
                 ApiError::apply_conflict(format!(
                     "Apply failed with {} conflict{}: {}",
@@ -875,7 +938,10 @@ async fn apply_object(
             &current.value,
             new,
             Some(current.revision),
-            None,
+            Writer {
+                subresource: None,
+                manager: None,
+            },
             dry_run,
             fields,
         )
@@ -890,6 +956,10 @@ async fn apply_object(
         name,
         "too many concurrent writers",
     ))
+}
+
+fn now() -> String {
+    bosun_api::time::rfc3339(SystemTime::now())
 }
 
 fn scale_of(object: &Object) -> Value {

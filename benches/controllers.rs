@@ -2,7 +2,8 @@
 //! registry, all on this machine.
 //!
 //! Run: `cargo bench --bench controllers` (a few minutes; needs root for the pods' network
-//! namespaces). Prints a Markdown table for docs/benchmarks.md; the server's log goes to
+//! namespaces). `BOSUN_BENCH_TIMELINE=1` also prints when the pods of the baseline and of
+//! the scale-up were created, bound and Ready. Prints a Markdown table for docs/benchmarks.md; the server's log goes to
 //! `$TMPDIR/bosun-bench-controllers.log`.
 //!
 //! Measures, in one run:
@@ -92,6 +93,69 @@ async fn until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out: {what}");
+}
+
+/// When each pod labelled `app=<app>` was first seen, bound to a node and Ready, from a
+/// watch started at `start`: the stages of a scale-up, for `BOSUN_BENCH_TIMELINE=1`.
+#[derive(Default)]
+struct Timeline {
+    seen: std::collections::HashMap<String, [Option<Duration>; 3]>,
+}
+
+fn follow(pods: Api<Pod>, app: &str, start: Instant) -> std::sync::Arc<std::sync::Mutex<Timeline>> {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let timeline = std::sync::Arc::new(std::sync::Mutex::new(Timeline::default()));
+    let state = timeline.clone();
+    let config = watcher::Config::default().labels(&format!("app={app}"));
+    tokio::spawn(async move {
+        let mut events = watcher(pods, config).applied_objects().boxed();
+        while let Some(Ok(pod)) = events.next().await {
+            let at = start.elapsed();
+            let mut t = state.lock().unwrap();
+            let stages = t
+                .seen
+                .entry(pod.metadata.name.clone().unwrap())
+                .or_default();
+            let bound = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some();
+            for (stage, reached) in stages.iter_mut().zip([true, bound, ready(&pod)]) {
+                if reached && stage.is_none() {
+                    *stage = Some(at);
+                }
+            }
+        }
+    });
+    timeline
+}
+
+/// `stage: first / 50% / last` of the pods that reached each stage.
+fn print_timeline(what: &str, timeline: &Timeline) {
+    for (i, stage) in ["created", "bound", "ready"].iter().enumerate() {
+        let mut times: Vec<Duration> = timeline.seen.values().filter_map(|s| s[i]).collect();
+        times.sort();
+        if let (Some(first), Some(last)) = (times.first(), times.last()) {
+            eprintln!(
+                "{what}: {stage} {} pods: first {}, median {}, last {}",
+                times.len(),
+                secs(*first),
+                secs(times[times.len() / 2]),
+                secs(*last)
+            );
+        }
+    }
+}
+
+/// The pause between phases: `BOSUN_BENCH_SETTLE_SECONDS`, default 15.
+fn settle() -> Duration {
+    Duration::from_secs(
+        std::env::var("BOSUN_BENCH_SETTLE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(15),
+    )
 }
 
 /// Deletes every pod and waits until none is left (the node confirms each stop).
@@ -221,7 +285,9 @@ async fn main() {
         }))
         .unwrap()
     };
+    let timeline = std::env::var_os("BOSUN_BENCH_TIMELINE").is_some();
     let started = Instant::now();
+    let bare_timeline = timeline.then(|| follow(pods.clone(), "bare", started));
     futures::stream::iter(1..REPLICAS)
         .map(|i| {
             let pods = pods.clone();
@@ -243,6 +309,9 @@ async fn main() {
     })
     .await;
     let baseline = started.elapsed();
+    if let Some(t) = bare_timeline {
+        print_timeline("bare pods", &t.lock().unwrap());
+    }
     let _ = pods
         .delete_collection(
             &DeleteParams::default().grace_period(0),
@@ -258,8 +327,13 @@ async fn main() {
     })
     .await;
 
+    // The node has torn down 199 pod networks; the kernel destroys network namespaces in
+    // the background, and that work would share the cores with the next phase.
+    tokio::time::sleep(settle()).await;
+
     // Scale-up through kubectl, as a user would.
     let started = Instant::now();
+    let web_timeline = timeline.then(|| follow(pods.clone(), "web", started));
     let out = Command::new("kubectl")
         .env("KUBECONFIG", &kubeconfig)
         .args(["scale", "deployment/web", &format!("--replicas={REPLICAS}")])
@@ -272,11 +346,15 @@ async fn main() {
     );
     until("200 available", available(REPLICAS)).await;
     let scale = started.elapsed();
+    if let Some(t) = web_timeline {
+        print_timeline("scale-up", &t.lock().unwrap());
+    }
     deployments
         .delete("web", &DeleteParams::background())
         .await
         .unwrap();
     clear(&pods).await;
+    tokio::time::sleep(settle()).await;
 
     // Node loss: a second node, a Deployment spread over both, the first one killed.
     let mut second = node(bosun, dir.path(), &kubeconfig, "two", &host);

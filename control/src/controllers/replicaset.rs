@@ -2,8 +2,12 @@
 //! selector, as kube-controller-manager's does.
 //!
 //! One reconcile of a ReplicaSet:
-//! 1. lists the pods of its namespace from the API (a consistent read, so pods this controller
-//!    just created or deleted are always seen: no expectations cache is needed);
+//! 1. looks at the pods of its namespace in the controller's pod cache (a reflector fed by the
+//!    same watch that triggers reconciles, so the pod whose change triggered it is there). If
+//!    they are as they should be (as many active pods as wanted, none to adopt or release),
+//!    only the status is written, from the cache. Otherwise it acts, and what it acts on is
+//!    listed from the API (a consistent read, so pods the previous reconcile created or deleted
+//!    are always seen, even when the cache has not caught up: no expectations are needed);
 //! 2. claims pods: adopts orphans its selector matches, releases owned pods whose labels no
 //!    longer match, ignores pods another controller owns;
 //! 3. creates the missing pods from the template in slow-start batches (1, 2, 4, …, so a
@@ -25,8 +29,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -43,21 +47,28 @@ const BURST: usize = 500;
 struct Context {
     client: kube::Client,
     recorder: Recorder,
+    /// Every pod, as the watch that triggers reconciles has delivered them.
+    pods: Store<Pod>,
 }
 
 /// Runs until the watches end (never, with a live client).
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     let sets: Api<ReplicaSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
+    let (pods, cache) = reflector::store();
+    // The cache is written before the event goes on to trigger a reconcile.
+    let pod_events = reflector::reflector(
+        cache,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff(),
+    )
+    .touched_objects();
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
     let context = Arc::new(Context {
         recorder: Recorder::start(client.clone(), "replicaset-controller", config.events),
         client,
+        pods,
     });
-    let controller = controller.watches(pods, watcher::Config::default(), move |pod| {
-        interested(&store, &pod)
-    });
+    let controller = controller.watches_stream(pod_events, move |pod| interested(&store, &pod));
     super::drive(controller, "replicaset", reconcile, context, config.retry).await;
 }
 
@@ -105,9 +116,38 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
             return Ok(Action::await_change());
         }
     };
-    let listed = pods_api.list(&ListParams::default()).await?;
+    let wanted = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0) as usize;
+    // The cache is enough to tell that nothing needs doing; acting needs a consistent read.
+    if context.pods.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let cached: Vec<Pod> = context
+        .pods
+        .state()
+        .iter()
+        .filter(|pod| pod.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .map(|pod| Pod::clone(pod))
+        .collect();
+    let settled = cached
+        .iter()
+        .all(|pod| matches!(claim(&rs, &selector, pod), Claim::Owned | Claim::NotOurs))
+        && cached
+            .iter()
+            .filter(|pod| claim(&rs, &selector, pod) == Claim::Owned && pod_active(pod))
+            .count()
+            == wanted;
+    let pods = if settled || deleting(&rs.metadata) {
+        cached
+    } else {
+        pods_api.list(&ListParams::default()).await?.items
+    };
     let mut owned = Vec::new();
-    for pod in listed.items {
+    for pod in pods {
         match claim(&rs, &selector, &pod) {
             Claim::Owned => owned.push(pod),
             Claim::Adopt => {
@@ -120,12 +160,6 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         }
     }
     let active: Vec<Pod> = owned.into_iter().filter(pod_active).collect();
-    let wanted = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1)
-        .max(0) as usize;
     let mut failure = None;
     if !deleting(&rs.metadata) {
         if active.len() < wanted {

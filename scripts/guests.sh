@@ -49,7 +49,7 @@ if [ ! -f "$libc/libc.a" ]; then
     dpkg-deb -x "$apt_dir"/wasi-libc_*.deb "$toolchain/wasi-libc"
 fi
 
-rustup toolchain list | grep -q '^debian-web' || rustup toolchain link debian-web /usr
+grep -q '^debian-web' <<<"$(rustup toolchain list)" || rustup toolchain link debian-web /usr
 installed=$(date +%s)
 echo "guest toolchain ready in $((installed - start))s"
 

@@ -69,10 +69,15 @@ stop_up() {
 for _ in $(seq 600); do grep -q '^kubeconfig: ' "$smoke/out" && break; sleep 1; done
 grep -q '^kubeconfig: ' "$smoke/out" || echo "bosun up did not print its kubeconfig within 600 s" >&2
 export KUBECONFIG="$smoke/admin.kubeconfig"
+# The log is read whole before it is searched: `kubectl logs | grep -q` under pipefail fails
+# whenever grep has already quit when kubectl writes its next line (SIGPIPE).
+logs=""
 if ! kubectl apply -f examples/hello/job.yaml \
     || ! kubectl wait --for=condition=complete job/hello --timeout=120s \
-    || ! kubectl logs job/hello | grep -q 'Hello, Bosun user!'; then
-    echo "the smoke test failed; scripts/up.sh said:" >&2
+    || ! logs=$(kubectl logs job/hello) \
+    || ! grep -q 'Hello, Bosun user!' <<<"$logs"; then
+    echo "the smoke test failed; the job's log was: $logs" >&2
+    echo "scripts/up.sh said:" >&2
     cat "$smoke/out" >&2; tail -50 "$smoke/err" >&2
     stop_up; exit 1
 fi

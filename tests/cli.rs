@@ -117,6 +117,24 @@ async fn apply_get_describe_logs_and_delete_without_kubectl() {
     let yaml = ok(&up, &["get", "configmap/settings", "-o", "yaml"], "");
     let parsed: Value = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(parsed["data"]["color"], "blue");
+    // As in kubectl, the ownership records only on request.
+    assert!(parsed["metadata"].get("managedFields").is_none(), "{yaml}");
+    let shown = ok(
+        &up,
+        &[
+            "get",
+            "configmap/settings",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+        "",
+    );
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert!(
+        shown["metadata"]["managedFields"][0]["manager"].is_string(),
+        "{shown}"
+    );
     let list: Value = serde_json::from_str(&ok(&up, &["get", "jobs", "-o", "json"], "")).unwrap();
     assert_eq!(list["items"][0]["kind"], "Job");
 

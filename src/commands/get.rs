@@ -33,6 +33,10 @@ pub struct GetArgs {
     /// Objects of every namespace.
     #[arg(short = 'A', long)]
     all_namespaces: bool,
+    /// Keep `metadata.managedFields` in YAML and JSON output (left out by default, as
+    /// kubectl does).
+    #[arg(long)]
+    show_managed_fields: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -90,7 +94,15 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
             print!("{}", render_table(&merged, wide, with_namespace));
         }
         Some(format) => {
-            let objects = objects(&cluster, resource, namespace, &names, &args.selector).await?;
+            let mut objects =
+                objects(&cluster, resource, namespace, &names, &args.selector).await?;
+            if !args.show_managed_fields {
+                for object in &mut objects {
+                    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.remove("managedFields");
+                    }
+                }
+            }
             let single = names.len() == 1;
             print!("{}", render_objects(resource, objects, single, format)?);
         }

@@ -654,6 +654,24 @@ async fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
         "4"
     );
     assert!(!entries().contains("/Update/scale"), "{}", entries());
+
+    // From client-side to server-side apply, as Kubernetes allows: what `kubectl apply` set
+    // passes to kubectl's server-side apply without a conflict.
+    let cm = |a: &str| {
+        let path = dir.path().join(format!("cm-{a}.yaml"));
+        std::fs::write(
+            &path,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: upgraded}}\ndata: {{a: \"{a}\", b: \"2\"}}\n"),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    k(&["apply", "-f", &cm("1")]);
+    assert!(k(&["apply", "--server-side", "-f", &cm("3")]).contains("serverside-applied"));
+    assert_eq!(
+        k(&["get", "cm", "upgraded", "-o", "jsonpath={.data.a}"]),
+        "3"
+    );
 }
 
 /// Every field of `expected` is in `actual` with the same value (the server adds defaults).

@@ -419,6 +419,22 @@ pub fn create(mut config: Value, manager: &str, has_status: bool, now: &str) -> 
     config
 }
 
+/// The manager whose applies take over what client-side `kubectl apply` set (Kubernetes'
+/// upgrade path from client-side to server-side apply): a conflict over a field whose live
+/// value is still the one in the `kubectl.kubernetes.io/last-applied-configuration`
+/// annotation is no conflict for it, and the field moves to it as if forced. kubectl then
+/// moves the rest of the client-side applier's fields itself (a JSON patch of managedFields).
+const UPGRADING_MANAGER: &str = "kubectl";
+
+/// The configuration `kubectl apply` (client-side) last applied to `live`, if any.
+fn last_applied(live: &Value) -> Option<Value> {
+    let text = live
+        .pointer("/metadata/annotations")?
+        .get("kubectl.kubernetes.io/last-applied-configuration")?
+        .as_str()?;
+    serde_json::from_str(text).ok()
+}
+
 /// `live` with `config` applied by `manager`, its managedFields updated; the conflicts
 /// instead when other managers (appliers or updaters) own fields `config` changes and
 /// `force` is off.
@@ -456,7 +472,22 @@ pub fn apply(
         }
     }
     if !conflicts.is_empty() && !force {
-        return Err(conflicts);
+        let last_applied = (manager == UPGRADING_MANAGER)
+            .then(|| last_applied(live))
+            .flatten();
+        let standing: Vec<Conflict> = conflicts
+            .iter()
+            .filter(|c| {
+                !last_applied.as_ref().is_some_and(|last| {
+                    value_at(last, &c.path).is_some_and(|v| value_at(live, &c.path) == Some(v))
+                })
+            })
+            .cloned()
+            .collect();
+        if !standing.is_empty() {
+            return Err(standing);
+        }
+        // Every conflict is over a field `kubectl apply` set: it changes hands as if forced.
     }
 
     let mut object = merge(live.clone(), config, "", "");
@@ -746,5 +777,68 @@ mod tests {
         .unwrap();
         assert_eq!(forced["spec"]["replicas"], 2);
         assert_eq!(managers(&forced), [("alice".into(), "Apply".into(), None)]);
+    }
+
+    #[test]
+    fn kubectl_takes_over_what_client_side_apply_set() {
+        // `kubectl apply` (client-side) created it: an Update entry, and the annotation.
+        let mut created = deployment(2, "x", false);
+        created["metadata"]["annotations"] = json!({
+            "kubectl.kubernetes.io/last-applied-configuration":
+                deployment(2, "x", false).to_string(),
+        });
+        record_update(
+            None,
+            &mut created,
+            "kubectl-client-side-apply",
+            None,
+            true,
+            NOW,
+        );
+        // kubectl's server-side apply of new replicas: no conflict, replicas change hands.
+        let applied = apply(
+            &created,
+            &deployment(3, "x", false),
+            "kubectl",
+            false,
+            true,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(applied["spec"]["replicas"], 3);
+        let replicas = path(&["f:spec", "f:replicas"]);
+        assert!(owned_by(&applied, "kubectl").contains(&replicas));
+        assert!(!owned_by(&applied, "kubectl-client-side-apply").contains(&replicas));
+        // Another manager gets the conflict, and so does kubectl over a field someone changed
+        // since the last client-side apply.
+        apply(
+            &created,
+            &deployment(3, "x", false),
+            "bob",
+            false,
+            true,
+            NOW,
+        )
+        .unwrap_err();
+        let mut scaled = created.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        record_update(
+            Some(&created),
+            &mut scaled,
+            "kubectl-client-side-apply",
+            None,
+            true,
+            NOW,
+        );
+        let refused = apply(
+            &scaled,
+            &deployment(3, "x", false),
+            "kubectl",
+            false,
+            true,
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(refused[0].field(), ".spec.replicas");
     }
 }

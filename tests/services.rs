@@ -402,27 +402,33 @@ async fn a_pod_failing_readiness_leaves_the_endpoints_and_the_proxy() {
         (ready == [steady.clone()] && not_ready == [flaky.clone()]).then_some(())
     })
     .await;
+    // The EndpointSlice is written after the Endpoints: it follows.
     let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
-    let slice = slices
-        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
-        .await
-        .unwrap()
-        .items
-        .remove(0);
-    let readiness: Vec<(String, Option<bool>)> = slice
-        .endpoints
-        .iter()
-        .map(|e| {
-            (
-                e.addresses[0].clone(),
-                e.conditions.as_ref().and_then(|c| c.ready),
-            )
-        })
-        .collect();
-    assert!(
-        readiness.contains(&(flaky.clone(), Some(false))),
-        "{readiness:?}"
-    );
+    until(
+        "the EndpointSlice marks the flaky pod not ready",
+        || async {
+            let slice = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+                .await
+                .ok()?
+                .items
+                .pop()?;
+            let readiness: Vec<(String, Option<bool>)> = slice
+                .endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.addresses[0].clone(),
+                        e.conditions.as_ref().and_then(|c| c.ready),
+                    )
+                })
+                .collect();
+            readiness
+                .contains(&(flaky.clone(), Some(false)))
+                .then_some(())
+        },
+    )
+    .await;
     // The node's rules send new connections only to the ready pod.
     until("the proxy leaving the flaky pod out", || async {
         (proxied(&c, 8080) == [steady.clone()]).then_some(())

@@ -296,16 +296,27 @@ impl Conflict {
     }
 }
 
-/// The managedFields entry of one manager.
-fn entry(manager: &str, api_version: &str, now: &str, paths: &BTreeSet<FieldPath>) -> Value {
-    json!({
+/// The managedFields entry of one manager's `Apply`, or with `update` of its `Update` (through
+/// `subresource`, if any).
+fn entry(
+    manager: &str,
+    update: Option<Option<&str>>,
+    api_version: &str,
+    now: &str,
+    paths: &BTreeSet<FieldPath>,
+) -> Value {
+    let mut entry = json!({
         "manager": manager,
-        "operation": "Apply",
+        "operation": if update.is_some() { "Update" } else { "Apply" },
         "apiVersion": api_version,
         "time": now,
         "fieldsType": "FieldsV1",
         "fieldsV1": to_fields_v1(paths),
-    })
+    });
+    if let Some(Some(subresource)) = update {
+        entry["subresource"] = json!(subresource);
+    }
+    entry
 }
 
 /// The fields a write through `subresource` can change in `object`: the status alone through
@@ -388,16 +399,13 @@ pub fn record_update(
     }
     mine.extend(changed);
     mine.retain(|p| !removed.contains(p));
-    let mut updated = entry(manager, &api_version, now, &mine);
-    updated["operation"] = json!("Update");
-    if let Some(sub) = subresource {
-        updated["subresource"] = json!(sub);
-    }
+    let updated = entry(manager, Some(subresource), &api_version, now, &mine);
     match at {
         Some(i) => entries[i] = updated,
         None => entries.push(updated),
     }
-    entries.retain(|e| !from_fields_v1(&e["fieldsV1"]).is_empty());
+    // (An entry owning nothing has the empty tree `{}`.)
+    entries.retain(|e| e["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
     if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("managedFields".into(), Value::Array(entries));
     }
@@ -413,7 +421,7 @@ pub fn create(mut config: Value, manager: &str, has_status: bool, now: &str) -> 
     if let Some(meta) = config.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert(
             "managedFields".into(),
-            json!([entry(manager, &api_version, now, &paths)]),
+            json!([entry(manager, None, &api_version, now, &paths)]),
         );
     }
     config
@@ -526,7 +534,7 @@ pub fn apply(
         }
     }
     entries.retain(|e| !owned(e).is_empty());
-    entries.push(entry(manager, &api_version, now, &new_paths));
+    entries.push(entry(manager, None, &api_version, now, &new_paths));
     object["metadata"]["managedFields"] = Value::Array(entries);
     Ok(object)
 }

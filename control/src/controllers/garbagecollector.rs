@@ -375,18 +375,8 @@ impl Collector {
         let Some(live) = self.item_api(item).get_opt(&item.name).await? else {
             return Ok(());
         };
-        let same_owners = |a: &[OwnerReference], b: &[OwnerReference]| {
-            a.iter().map(|o| &o.uid).collect::<BTreeSet<_>>()
-                == b.iter().map(|o| &o.uid).collect::<BTreeSet<_>>()
-        };
         if live.metadata.uid.as_deref() != Some(item.uid())
-            || !same_owners(
-                live.metadata
-                    .owner_references
-                    .as_deref()
-                    .unwrap_or_default(),
-                item.owners(),
-            )
+            || live.metadata.owner_references != item.object.metadata.owner_references
         {
             // The watch brings the newer version, and with it another look.
             return Ok(());

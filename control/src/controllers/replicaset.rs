@@ -126,21 +126,19 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
     if context.pods.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let cached: Vec<Pod> = context
-        .pods
-        .state()
-        .iter()
-        .filter(|pod| pod.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        .map(|pod| Pod::clone(pod))
-        .collect();
-    let settled = cached
-        .iter()
-        .all(|pod| matches!(claim(&rs, &selector, pod), Claim::Owned | Claim::NotOurs))
-        && cached
-            .iter()
-            .filter(|pod| claim(&rs, &selector, pod) == Claim::Owned && pod_active(pod))
-            .count()
-            == wanted;
+    let mut cached = Vec::new();
+    let mut settled = true;
+    for pod in context.pods.state() {
+        if pod.metadata.namespace.as_deref() != Some(namespace.as_str()) {
+            continue;
+        }
+        match claim(&rs, &selector, &pod) {
+            Claim::Owned => cached.push(Pod::clone(&pod)),
+            Claim::NotOurs => {}
+            Claim::Adopt | Claim::Release => settled = false,
+        }
+    }
+    settled = settled && cached.iter().filter(|pod| pod_active(pod)).count() == wanted;
     let pods = if settled || deleting(&rs.metadata) {
         cached
     } else {

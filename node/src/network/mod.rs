@@ -13,9 +13,12 @@
 //! runs pods, on its own network: [`Network::host`], with the reason for the node's
 //! condition and the pods' events.
 //!
-//! Changes go through the `ip` command ([`ip`]); every step is idempotent, so a restarted
-//! agent (even after `kill -9`) finds a pod's namespace and address again or repairs them,
-//! and [`Network::reconcile`] removes what belongs to pods that are gone.
+//! A pod's namespace, veth pair, address and route are made and removed over route netlink
+//! from the agent's process ([`netlink`]: they lie on every pod's start path); the node's
+//! rarer changes (its bridge, routes to other nodes) go through the `ip` command ([`ip`]).
+//! Every step is idempotent, so a restarted agent (even after `kill -9`) finds a pod's
+//! namespace and address again or repairs them, and [`Network::reconcile`] removes what
+//! belongs to pods that are gone.
 //!
 //! Services: [`proxy`] spreads connections to cluster IPs and node ports over ready endpoints
 //! with nftables rules, and [`names`] resolves Services' names for pods.
@@ -23,6 +26,7 @@
 pub mod ip;
 pub mod ipam;
 pub mod names;
+pub mod netlink;
 pub mod policy;
 pub mod ports;
 pub mod proxy;
@@ -126,6 +130,8 @@ impl Network {
         }
         commands.push(format!("link set {} up", config.bridge));
         ip::batch(None, &commands).map_err(|e| e.to_string())?;
+        netlink::prepare_netns_dir(std::path::Path::new(NETNS_DIR))
+            .map_err(|e| format!("cannot prepare {NETNS_DIR}: {e}"))?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| format!("cannot turn on IPv4 forwarding: {e}"))?;
         if let Err(reason) = proxy::prepare(&config.bridge, config.service_cidr) {
@@ -355,25 +361,13 @@ fn attach(ipam: &Ipam, bridge: &str, uid: &str) -> Result<PodNetwork, String> {
         // Half made (the agent died during a setup): start again.
         teardown(uid);
     }
-    let prefix = ipam.block().prefix();
-    let setup = ip::batch(
-        None,
-        &[
-            format!("netns add {netns}"),
-            format!("link add {veth} type veth peer name eth0 netns {netns}"),
-            format!("link set {veth} master {bridge} up"),
-        ],
-    )
-    .and_then(|()| {
-        ip::batch(
-            Some(&netns),
-            &[
-                "link set lo up".to_string(),
-                format!("addr add {address}/{prefix} dev eth0"),
-                "link set eth0 up".to_string(),
-                format!("route add default via {}", ipam.gateway()),
-            ],
-        )
+    let setup = netlink::make_pod_netns(&netlink::PodNetworkSpec {
+        path: &path,
+        veth: &veth,
+        bridge,
+        address,
+        prefix: ipam.block().prefix(),
+        gateway: ipam.gateway(),
     });
     match setup {
         Ok(()) => {
@@ -396,14 +390,20 @@ fn is_configured(netns: &str, veth: &str, bridge: &str, address: Ipv4Addr) -> bo
 
 /// Removes a pod's veth and namespace, whatever of them is there.
 fn teardown(uid: &str) {
-    let ignore_missing = |result: Result<String, IpError>| match result {
-        Err(e) if !e.is_missing() => tracing::warn!(pod_uid = %uid, error = %e, "network teardown"),
-        _ => {}
-    };
     // Deleting the veth takes its peer with it at once (a namespace's interfaces go only when
     // the kernel gets round to destroying it).
-    ignore_missing(ip::ip(&["link", "del", &host_veth(uid)]));
-    ignore_missing(ip::ip(&["netns", "del", &netns_name(uid)]));
+    let veth = host_veth(uid);
+    let deleted = netlink::Socket::open().and_then(|mut node| node.delete_link(&veth));
+    match deleted {
+        Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
+            tracing::warn!(pod_uid = %uid, error = %e, "network teardown: cannot delete {veth}")
+        }
+        _ => {}
+    }
+    let path = PathBuf::from(NETNS_DIR).join(netns_name(uid));
+    if let Err(e) = netlink::remove_netns(&path) {
+        tracing::warn!(pod_uid = %uid, error = %e, "network teardown: cannot remove {}", path.display());
+    }
 }
 
 fn sync_routes(wanted: &BTreeSet<(Ipv4Cidr, Ipv4Addr)>) -> Result<(), IpError> {

@@ -76,13 +76,36 @@ fn instantiate_alone() -> (Duration, Duration) {
 
 /// Creates `count` pods one at a time and times each from create to the first watch event
 /// that `done` accepts.
+/// When a watcher saw each pod reach each stage, from its create.
+#[derive(Default)]
+struct Stages {
+    /// Bound to a node (`spec.nodeName` set by the scheduler).
+    bound: Vec<Duration>,
+    /// The node's first status (containers waiting in ContainerCreating).
+    first_status: Vec<Duration>,
+    /// Done.
+    done: Vec<Duration>,
+}
+
 async fn timed_creates(
     pods: &Api<Pod>,
     count: usize,
     make: impl Fn(usize) -> serde_json::Value,
     done: impl Fn(&Pod) -> bool,
 ) -> Vec<Duration> {
-    let mut times = Vec::new();
+    let mut stages = Stages::default();
+    timed_stages(pods, count, make, done, &mut stages).await;
+    stages.done.sort();
+    stages.done
+}
+
+async fn timed_stages(
+    pods: &Api<Pod>,
+    count: usize,
+    make: impl Fn(usize) -> serde_json::Value,
+    done: impl Fn(&Pod) -> bool,
+    stages: &mut Stages,
+) {
     for i in 0..count {
         let pod: Pod = serde_json::from_value(make(i)).unwrap();
         let name = pod.metadata.name.clone().unwrap();
@@ -92,17 +115,32 @@ async fn timed_creates(
         let mut watch = pods.watch(&params, &rv).await.unwrap().boxed();
         let t = Instant::now();
         pods.create(&PostParams::default(), &pod).await.unwrap();
+        let (mut bound, mut first_status) = (None, None);
         loop {
             match watch.next().await {
-                Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) if done(&p) => break,
+                Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => {
+                    let seen = t.elapsed();
+                    if p.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                        bound.get_or_insert(seen);
+                    }
+                    if p.status
+                        .as_ref()
+                        .is_some_and(|s| s.container_statuses.is_some())
+                    {
+                        first_status.get_or_insert(seen);
+                    }
+                    if done(&p) {
+                        stages.bound.push(bound.unwrap_or(seen));
+                        stages.first_status.push(first_status.unwrap_or(seen));
+                        stages.done.push(seen);
+                        break;
+                    }
+                }
                 Some(Ok(_)) => {}
                 other => panic!("watch ended: {other:?}"),
             }
         }
-        times.push(t.elapsed());
     }
-    times.sort();
-    times
 }
 
 #[tokio::main]
@@ -190,7 +228,16 @@ async fn main() {
         |_| true,
     )
     .await;
-    let start = timed_creates(&pods, PODS, |i| pod(format!("p-{i}")), running).await;
+    let mut stages = Stages::default();
+    timed_stages(&pods, PODS, |i| pod(format!("p-{i}")), running, &mut stages).await;
+    let Stages {
+        mut bound,
+        mut first_status,
+        done: mut start,
+    } = stages;
+    for times in [&mut bound, &mut first_status, &mut start] {
+        times.sort();
+    }
 
     println!("| measure | p50 | p99 |");
     println!("|---|---|---|");
@@ -210,6 +257,15 @@ async fn main() {
         ms(percentile(&start, 0.99))
     );
     println!("(first pod, with pull and compile: {})", ms(warm[0]));
+    println!(
+        "(pod start stages, from create, p50 / p99: bound {} / {}, the node's first status {} / {}, Running {} / {})",
+        ms(percentile(&bound, 0.5)),
+        ms(percentile(&bound, 0.99)),
+        ms(percentile(&first_status, 0.5)),
+        ms(percentile(&first_status, 0.99)),
+        ms(percentile(&start, 0.5)),
+        ms(percentile(&start, 0.99)),
+    );
 
     let _ = pods
         .delete_collection(

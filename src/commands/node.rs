@@ -75,6 +75,10 @@ pub struct AgentFlags {
     /// How often configMap, secret and downwardAPI volumes are refreshed from their objects.
     #[arg(long, env = "BOSUN_VOLUME_SYNC_PERIOD", default_value = "10s", value_parser = duration)]
     volume_sync_period: Duration,
+    /// How long a new pod's first status waits for its containers to start (a pod that
+    /// starts sooner is written once, Running; a slower start shows ContainerCreating then).
+    #[arg(long, env = "BOSUN_FIRST_STATUS_DELAY", default_value = "100ms", value_parser = duration)]
+    first_status_delay: Duration,
     /// The image cache is trimmed to this size, e.g. 10Gi.
     #[arg(long, env = "BOSUN_IMAGE_CACHE_SIZE", default_value = "10Gi", value_parser = quantity)]
     image_cache_size: u64,
@@ -156,6 +160,7 @@ impl AgentFlags {
         };
         config.image_cache_max_bytes = self.image_cache_size;
         config.volume_sync_period = self.volume_sync_period;
+        config.first_status_delay = self.first_status_delay;
         config.bridge = self.bridge;
         config.cluster_cidr = cluster_cidr;
         config.service_cidr = service_cidr;

@@ -69,6 +69,11 @@ pub struct NodeConfig {
     pub image_cache_max_bytes: u64,
     /// How often configMap, secret and downwardAPI volumes are rewritten from the objects.
     pub volume_sync_period: Duration,
+    /// How long a new pod's first status waits while its containers are being started, so
+    /// that a pod that starts quickly is written once, Running, instead of ContainerCreating
+    /// and then Running (the kubelet's status manager likewise writes only the latest
+    /// status). A start that takes longer shows ContainerCreating after this.
+    pub first_status_delay: Duration,
     /// The bridge the pods' veths join (made if missing).
     pub bridge: String,
     /// The cluster's pod block (the server's `--cluster-cidr`): guests may connect inside it.
@@ -107,6 +112,7 @@ impl NodeConfig {
             },
             image_cache_max_bytes: 10 << 30,
             volume_sync_period: Duration::from_secs(10),
+            first_status_delay: Duration::from_millis(100),
             bridge: "bosun0".to_string(),
             cluster_cidr: "10.88.0.0/16".parse().expect("a valid block"),
             service_cidr: "10.89.0.0/16".parse().expect("a valid block"),

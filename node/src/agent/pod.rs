@@ -316,6 +316,9 @@ struct Worker {
     published: Option<Value>,
     syncing_volumes: bool,
     volumes_synced_at: Instant,
+    /// Until when the first status is held back while containers are being started
+    /// (`first_status_delay`).
+    hold_first_status_until: Instant,
     /// The pod's address, once its network is set up (or from the status an earlier run of
     /// the agent wrote).
     pod_ip: Option<Ipv4Addr>,
@@ -348,6 +351,7 @@ impl Worker {
             .map(|t| t.0.to_string())
             .unwrap_or_else(now_rfc3339);
         let phase = status.and_then(|s| s.phase.as_deref());
+        let agent_delay = agent.config.first_status_delay;
         let mut worker = Self {
             dir: agent.pods_dir.join(&uid),
             agent,
@@ -364,6 +368,7 @@ impl Worker {
             published: None,
             syncing_volumes: false,
             volumes_synced_at: Instant::now(),
+            hold_first_status_until: Instant::now() + agent_delay,
             pod_ip: status
                 .and_then(|s| s.pod_ip.as_deref())
                 .and_then(|ip| ip.parse().ok()),
@@ -495,6 +500,10 @@ impl Worker {
             })
             .chain(sync)
             .chain(probes)
+            .chain(
+                self.holding_first_status()
+                    .then_some(self.hold_first_status_until),
+            )
             .min()
     }
 
@@ -961,9 +970,21 @@ impl Worker {
         self.agent.event(reference, kind, reason, action, note);
     }
 
+    /// Whether the first status is held back: nothing written yet, a container being
+    /// started, and `first_status_delay` not over.
+    fn holding_first_status(&self) -> bool {
+        self.published.is_none()
+            && Instant::now() < self.hold_first_status_until
+            && self
+                .init
+                .iter()
+                .chain(&self.apps)
+                .any(|s| matches!(s.state, State::Launching))
+    }
+
     /// Writes the status if it changed; false if that failed (to be retried).
     async fn publish(&mut self) -> bool {
-        if self.finished_before {
+        if self.finished_before || self.holding_first_status() {
             return true;
         }
         let status = self.status();

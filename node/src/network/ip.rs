@@ -14,17 +14,9 @@ pub struct IpError {
 }
 
 impl IpError {
-    /// Whether `ip` said the object is already there (or, on delete, not there).
+    /// Whether `ip` said the object is already there.
     pub fn is_exists(&self) -> bool {
         self.message.contains("File exists")
-    }
-
-    pub fn is_missing(&self) -> bool {
-        let m = &self.message;
-        m.contains("Cannot find device")
-            || m.contains("No such file or directory")
-            || m.contains("No such process")
-            || m.contains("does not exist")
     }
 }
 

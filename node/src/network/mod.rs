@@ -335,6 +335,11 @@ pub fn netns_name(uid: &str) -> String {
     format!("bosun-{uid}")
 }
 
+/// Where a pod's namespace is mounted.
+fn netns_path(uid: &str) -> PathBuf {
+    PathBuf::from(NETNS_DIR).join(netns_name(uid))
+}
+
 /// The node end of a pod's veth pair: `bv` and 12 hex digits of the UID's hash (interface
 /// names have at most 15 characters).
 fn host_veth(uid: &str) -> String {
@@ -348,7 +353,7 @@ fn attach(ipam: &Ipam, bridge: &str, uid: &str) -> Result<PodNetwork, String> {
         .allocate(uid)
         .map_err(|e| format!("cannot get a pod address: {e}"))?;
     let netns = netns_name(uid);
-    let path = PathBuf::from(NETNS_DIR).join(&netns);
+    let path = netns_path(uid);
     let veth = host_veth(uid);
     let done = PodNetwork {
         ip: address,
@@ -394,13 +399,12 @@ fn teardown(uid: &str) {
     // the kernel gets round to destroying it).
     let veth = host_veth(uid);
     let deleted = netlink::Socket::open().and_then(|mut node| node.delete_link(&veth));
-    match deleted {
-        Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
-            tracing::warn!(pod_uid = %uid, error = %e, "network teardown: cannot delete {veth}")
-        }
-        _ => {}
+    if let Err(e) = deleted
+        && e.raw_os_error() != Some(libc::ENODEV)
+    {
+        tracing::warn!(pod_uid = %uid, error = %e, "network teardown: cannot delete {veth}");
     }
-    let path = PathBuf::from(NETNS_DIR).join(netns_name(uid));
+    let path = netns_path(uid);
     if let Err(e) = netlink::remove_netns(&path) {
         tracing::warn!(pod_uid = %uid, error = %e, "network teardown: cannot remove {}", path.display());
     }

@@ -265,6 +265,8 @@ pub trait Store: Send + Sync + 'static {
     /// compacted starting point fails with [`Error::Gone`].
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
     async fn revisions(&self) -> Result<Revisions>;
+    /// Watches being served by this process: a watch counts until its stream is dropped.
+    fn watches(&self) -> usize;
     /// Drops events older than `window` (keeping the newest); returns the compacted revision.
     async fn compact(&self, window: Duration) -> Result<i64>;
     /// Fails when the datastore cannot answer a query.
@@ -477,6 +479,10 @@ impl<B: Backend> Store for SqlStore<B> {
 
     async fn revisions(&self) -> Result<Revisions> {
         self.backend.revisions().await
+    }
+
+    fn watches(&self) -> usize {
+        self.hub.watchers()
     }
 
     async fn compact(&self, window: Duration) -> Result<i64> {

@@ -68,6 +68,11 @@ impl Hub {
         })
     }
 
+    /// Watchers being served: each holds one subscription until its consumer goes away.
+    pub fn watchers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     pub async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         let live = {
             // Under the pump's lock: if the pump is idle, it resumes from a revision read after
@@ -193,7 +198,14 @@ impl Watcher {
     async fn follow(&mut self, live: &mut broadcast::Receiver<Arc<Event>>) -> Result<(), Stop> {
         self.catch_up().await?;
         loop {
-            match live.recv().await {
+            // A consumer that goes away is noticed at once, not at the next event it would
+            // have been sent: a watch on a quiet resource would otherwise live on, woken by
+            // every other resource's events, until one of its own came.
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = self.out.closed() => return Err(Stop::ConsumerGone),
+            };
+            match received {
                 Ok(event) if event.revision <= self.cursor => {}
                 Ok(event) if event.revision == self.cursor + 1 => self.offer(&event).await?,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,

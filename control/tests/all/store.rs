@@ -34,6 +34,7 @@ on_both_backends!(
     watch_from_a_revision_sees_every_change_in_order,
     watch_with_selectors_sees_objects_enter_and_leave,
     watchers_that_come_and_go_between_writes_miss_nothing,
+    a_dropped_watch_ends_without_waiting_for_its_next_event,
     compaction_makes_old_revisions_gone,
     restart_keeps_data_and_revisions,
     bad_input_is_refused_and_writes_nothing,
@@ -773,5 +774,60 @@ async fn watchers_that_come_and_go_between_writes_miss_nothing(kind: Kind) {
     revisions.push(write(8).await);
     for expected in &revisions {
         assert_eq!(next_event(&mut second).await.revision, *expected);
+    }
+}
+
+async fn a_dropped_watch_ends_without_waiting_for_its_next_event(kind: Kind) {
+    let place = Place::new(kind).await;
+    let store = place.open().await;
+    let start = store.revisions().await.unwrap().current;
+    let mut streams = Vec::new();
+    for resource in ["pods", "pods", "secrets"] {
+        streams.push(
+            store
+                .watch(WatchRequest {
+                    resource: resource.into(),
+                    after: start,
+                    ..Default::default()
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(store.watches(), 3);
+    // Events of another resource keep coming, none of them for the dropped watches.
+    let configmap = |n: u32| Key::new("configmaps", "default", format!("c{n}"));
+    store
+        .create(&configmap(0), json!({"metadata": {"name": "c0"}}))
+        .await
+        .unwrap();
+    streams.truncate(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut n = 1;
+    while store.watches() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} watches still served after their streams were dropped",
+            store.watches()
+        );
+        store
+            .create(
+                &configmap(n),
+                json!({"metadata": {"name": format!("c{n}")}}),
+            )
+            .await
+            .unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.watches(), 1, "the watch still held must stay");
+    drop(streams);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.watches() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last watch was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

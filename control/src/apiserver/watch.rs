@@ -120,6 +120,8 @@ pub async fn serve(
         loop {
             let bytes = tokio::select! {
                 () = &mut deadline => return,
+                // The client went away: let go of the store's watch now, not at the next event.
+                () = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => bookmark(last, false),
                 next = stream.next() => match next {
                     Some(Ok(event)) => {

@@ -738,6 +738,17 @@ async fn kubectl_generators_send_protobuf_and_every_field_arrives() {
             "deployment/web",
         ),
         (
+            &[
+                "autoscale",
+                "deployment",
+                "web",
+                "--min=2",
+                "--max=5",
+                "--cpu-percent=80",
+            ],
+            "hpa/web",
+        ),
+        (
             &["create", "job", "j", "--image=reg/x:v1", "--", "run", "now"],
             "job/j",
         ),

@@ -1,7 +1,7 @@
 //! Protobuf request bodies (`application/vnd.kubernetes.protobuf`), for the clients that send
 //! them: kubectl's generators (`kubectl create namespace|configmap|secret|deployment|job|
-//! cronjob|service|serviceaccount|quota|role|rolebinding|…`, `kubectl expose`) use client-go's typed
-//! clients, which encode built-in kinds as protobuf.
+//! cronjob|service|serviceaccount|quota|role|rolebinding|…`, `kubectl expose`, `kubectl
+//! autoscale`) use client-go's typed clients, which encode built-in kinds as protobuf.
 //!
 //! A body is Kubernetes' envelope: the magic `k8s\0`, then a `runtime.Unknown` message
 //! (`typeMeta` = 1 with `apiVersion` = 1 and `kind` = 2, `raw` = 2, `contentEncoding` = 3,
@@ -36,6 +36,8 @@ enum Ty {
     BytesMap,
     /// `map<string, Quantity>`.
     QuantityMap,
+    /// One `resource.Quantity`.
+    Quantity,
     /// `metav1.Time` (`seconds` = 1, `nanos` = 2); the zero time is left out.
     Time,
     /// `intstr.IntOrString` (`type` = 1, `intVal` = 2, `strVal` = 3).
@@ -75,7 +77,8 @@ const fn rep(number: u32, name: &'static str, ty: Ty) -> Field {
 }
 
 use Ty::{
-    Bool, Bool0, BytesMap, Int, Int0, IntOrString, Msg, QuantityMap, Skip, Str, StrMap, Time,
+    Bool, Bool0, BytesMap, Int, Int0, IntOrString, Msg, Quantity, QuantityMap, Skip, Str, StrMap,
+    Time,
 };
 
 static OWNER_REFERENCE: Message = Message {
@@ -388,6 +391,135 @@ static CRON_JOB: Message = Message {
     ],
 };
 
+// autoscaling/v2, which `kubectl autoscale` writes (it falls back to v1 only when v2 fails).
+
+static CROSS_VERSION_OBJECT_REFERENCE: Message = Message {
+    name: "CrossVersionObjectReference",
+    fields: &[
+        f(1, "kind", Str),
+        f(2, "name", Str),
+        f(3, "apiVersion", Str),
+    ],
+};
+
+static METRIC_TARGET: Message = Message {
+    name: "MetricTarget",
+    fields: &[
+        f(1, "type", Str),
+        f(2, "value", Quantity),
+        f(3, "averageValue", Quantity),
+        f(4, "averageUtilization", Int),
+    ],
+};
+
+static METRIC_IDENTIFIER: Message = Message {
+    name: "MetricIdentifier",
+    fields: &[f(1, "name", Str), f(2, "selector", Msg(&LABEL_SELECTOR))],
+};
+
+static RESOURCE_METRIC_SOURCE: Message = Message {
+    name: "ResourceMetricSource",
+    fields: &[f(1, "name", Str), f(2, "target", Msg(&METRIC_TARGET))],
+};
+
+static CONTAINER_RESOURCE_METRIC_SOURCE: Message = Message {
+    name: "ContainerResourceMetricSource",
+    fields: &[
+        f(1, "name", Str),
+        f(2, "target", Msg(&METRIC_TARGET)),
+        f(3, "container", Str),
+    ],
+};
+
+static PODS_METRIC_SOURCE: Message = Message {
+    name: "PodsMetricSource",
+    fields: &[
+        f(1, "metric", Msg(&METRIC_IDENTIFIER)),
+        f(2, "target", Msg(&METRIC_TARGET)),
+    ],
+};
+
+static OBJECT_METRIC_SOURCE: Message = Message {
+    name: "ObjectMetricSource",
+    fields: &[
+        f(1, "describedObject", Msg(&CROSS_VERSION_OBJECT_REFERENCE)),
+        f(2, "target", Msg(&METRIC_TARGET)),
+        f(3, "metric", Msg(&METRIC_IDENTIFIER)),
+    ],
+};
+
+static EXTERNAL_METRIC_SOURCE: Message = Message {
+    name: "ExternalMetricSource",
+    fields: &[
+        f(1, "metric", Msg(&METRIC_IDENTIFIER)),
+        f(2, "target", Msg(&METRIC_TARGET)),
+    ],
+};
+
+static METRIC_SPEC: Message = Message {
+    name: "MetricSpec",
+    fields: &[
+        f(1, "type", Str),
+        f(2, "object", Msg(&OBJECT_METRIC_SOURCE)),
+        f(3, "pods", Msg(&PODS_METRIC_SOURCE)),
+        f(4, "resource", Msg(&RESOURCE_METRIC_SOURCE)),
+        f(5, "external", Msg(&EXTERNAL_METRIC_SOURCE)),
+        f(
+            7,
+            "containerResource",
+            Msg(&CONTAINER_RESOURCE_METRIC_SOURCE),
+        ),
+    ],
+};
+
+static HPA_SCALING_POLICY: Message = Message {
+    name: "HPAScalingPolicy",
+    fields: &[
+        f(1, "type", Str),
+        f(2, "value", Int0),
+        f(3, "periodSeconds", Int0),
+    ],
+};
+
+static HPA_SCALING_RULES: Message = Message {
+    name: "HPAScalingRules",
+    fields: &[
+        f(1, "selectPolicy", Str),
+        rep(2, "policies", Msg(&HPA_SCALING_POLICY)),
+        f(3, "stabilizationWindowSeconds", Int),
+        f(4, "tolerance", Quantity),
+    ],
+};
+
+static HPA_BEHAVIOR: Message = Message {
+    name: "HorizontalPodAutoscalerBehavior",
+    fields: &[
+        f(1, "scaleUp", Msg(&HPA_SCALING_RULES)),
+        f(2, "scaleDown", Msg(&HPA_SCALING_RULES)),
+    ],
+};
+
+static HPA_SPEC: Message = Message {
+    name: "HorizontalPodAutoscalerSpec",
+    fields: &[
+        f(1, "scaleTargetRef", Msg(&CROSS_VERSION_OBJECT_REFERENCE)),
+        f(2, "minReplicas", Int),
+        // Go always writes it, and so does JSON (no omitempty): 0 stays 0.
+        f(3, "maxReplicas", Int),
+        rep(4, "metrics", Msg(&METRIC_SPEC)),
+        f(5, "behavior", Msg(&HPA_BEHAVIOR)),
+    ],
+};
+
+static HORIZONTAL_POD_AUTOSCALER: Message = Message {
+    name: "HorizontalPodAutoscaler",
+    fields: &[
+        f(1, "metadata", Msg(&OBJECT_META)),
+        f(2, "spec", Msg(&HPA_SPEC)),
+        f(3, "status", Skip),
+    ],
+};
+
 static SERVICE_PORT: Message = Message {
     name: "ServicePort",
     fields: &[
@@ -476,20 +608,22 @@ static ROLE_BINDING: Message = Message {
     ],
 };
 
-/// The message of a kind whose protobuf Bosun reads.
-fn message_of(group: &str, kind: &str) -> Option<&'static Message> {
-    Some(match (group, kind) {
-        ("", "Namespace") => &NAMESPACE,
-        ("", "ConfigMap") => &CONFIG_MAP,
-        ("", "Secret") => &SECRET,
-        ("", "ServiceAccount") => &SERVICE_ACCOUNT,
-        ("", "ResourceQuota") => &RESOURCE_QUOTA,
-        ("", "Service") => &SERVICE,
-        ("apps", "Deployment") => &DEPLOYMENT,
-        ("batch", "Job") => &JOB,
-        ("batch", "CronJob") => &CRON_JOB,
-        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => &ROLE,
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &ROLE_BINDING,
+/// The message of a kind whose protobuf Bosun reads, by API version: the field numbers are
+/// those of one version.
+fn message_of(api_version: &str, kind: &str) -> Option<&'static Message> {
+    Some(match (api_version, kind) {
+        ("v1", "Namespace") => &NAMESPACE,
+        ("v1", "ConfigMap") => &CONFIG_MAP,
+        ("v1", "Secret") => &SECRET,
+        ("v1", "ServiceAccount") => &SERVICE_ACCOUNT,
+        ("v1", "ResourceQuota") => &RESOURCE_QUOTA,
+        ("v1", "Service") => &SERVICE,
+        ("apps/v1", "Deployment") => &DEPLOYMENT,
+        ("batch/v1", "Job") => &JOB,
+        ("batch/v1", "CronJob") => &CRON_JOB,
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => &HORIZONTAL_POD_AUTOSCALER,
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => &ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => &ROLE_BINDING,
         _ => return None,
     })
 }
@@ -523,8 +657,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     if !encoding.is_empty() {
         return Err(format!("content encoding {encoding:?} is not supported"));
     }
-    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    let message = message_of(group, &kind).ok_or_else(|| {
+    let message = message_of(&api_version, &kind).ok_or_else(|| {
         format!("Bosun does not read {kind} ({api_version}) as protobuf; send it as JSON")
     })?;
     let mut object = decode_message(raw, message)?;
@@ -608,6 +741,7 @@ fn decode_value(spec: &Field, wire: Wire) -> Result<Option<Value>, String> {
             }
             Some(json!([key, value]))
         }
+        (Quantity, Wire::Bytes(b)) => Some(quantity(b)?),
         (Time, Wire::Bytes(b)) => {
             let (mut seconds, mut nanos) = (0i64, 0i64);
             for field in Fields::new(b) {
@@ -815,6 +949,52 @@ mod tests {
             object["spec"],
             json!({"ports": [{"port": 80, "targetPort": 8080}, {"port": 443, "targetPort": "http"}], "type": "ClusterIP"})
         );
+    }
+
+    #[test]
+    fn an_autoscaler_decodes_as_kubectl_autoscale_writes_it() {
+        let target = [
+            bytes(1, b"Deployment"),
+            bytes(2, b"web"),
+            bytes(3, b"apps/v1"),
+        ]
+        .concat();
+        let utilization = [bytes(1, b"Utilization"), int(4, 80)].concat();
+        let cpu = [bytes(1, b"cpu"), bytes(2, &utilization)].concat();
+        let metric = [bytes(1, b"Resource"), bytes(4, &cpu)].concat();
+        let memory = [bytes(1, b"AverageValue"), bytes(3, &bytes(1, b"256Mi"))].concat();
+        let by_memory = [
+            bytes(1, b"Resource"),
+            bytes(4, &[bytes(1, b"memory"), bytes(2, &memory)].concat()),
+        ]
+        .concat();
+        let spec = [
+            bytes(1, &target),
+            int(2, 2),
+            int(3, 5),
+            bytes(4, &metric),
+            bytes(4, &by_memory),
+        ]
+        .concat();
+        let raw = [bytes(1, &bytes(1, b"web")), bytes(2, &spec), bytes(3, &[])].concat();
+        let object = decode(&envelope("autoscaling/v2", "HorizontalPodAutoscaler", &raw)).unwrap();
+        assert_eq!(
+            object["spec"],
+            json!({
+                "scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"},
+                "minReplicas": 2,
+                "maxReplicas": 5,
+                "metrics": [
+                    {"type": "Resource", "resource": {"name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80}}},
+                    {"type": "Resource", "resource": {"name": "memory",
+                        "target": {"type": "AverageValue", "averageValue": "256Mi"}}},
+                ]
+            })
+        );
+        // autoscaling/v1 numbers its fields otherwise (4 is targetCPUUtilizationPercentage).
+        let err = decode(&envelope("autoscaling/v1", "HorizontalPodAutoscaler", &raw)).unwrap_err();
+        assert!(err.contains("send it as JSON"), "{err}");
     }
 
     #[test]

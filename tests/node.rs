@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use support::Registry;
-use support::cluster::{cluster, container, finished, node_logs, phase, pod};
+use support::cluster::{cluster, cluster_with, container, finished, node_logs, phase, pod};
 
 /// A WASI preview 1 command: "hello from wasm\n" at offset 16, `$hello` prints it, `_start`
 /// runs `body`.
@@ -249,6 +249,67 @@ async fn node_registers_renews_its_lease_and_runs_a_pod_from_the_registry() {
     }
     let uid = done["metadata"]["uid"].as_str().unwrap();
     assert_eq!(node_logs(&c.node, uid, "main"), "hello from wasm\n");
+
+    // The node's event about the pod arrives through its rate-limited writer.
+    let started = node_events(&c, "Started", 1).await;
+    assert_eq!(
+        started[0].regarding.as_ref().unwrap().uid.as_deref(),
+        Some(uid)
+    );
+}
+
+/// Waits for `count` events with `reason` written by the node agent, oldest first.
+async fn node_events(
+    c: &support::cluster::Cluster,
+    reason: &str,
+    count: usize,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(c.client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut found: Vec<_> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reporting_controller.as_deref() == Some("bosun-node"))
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect();
+        if found.len() >= count {
+            found.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} {reason} events arrived",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_nodes_events_are_paced_by_event_qps() {
+    let c = cluster_with("n1", &[], &["--event-qps", "2", "--event-burst", "1"]).await;
+    let image = c
+        .registry
+        .push("hello:v1", command("(call $hello)"), Layout::ConfigV0)
+        .await;
+    for n in 0..4 {
+        c.create(pod(&format!("hello-{n}"), &image, json!({})))
+            .await;
+    }
+    let started = node_events(&c, "Started", 4).await;
+    let at = |n: usize| started[n].event_time.as_ref().unwrap().0;
+    // One at once, then one every half second: at least 1.5 s from the first to the fourth,
+    // however fast the pods started.
+    let spread = at(3).duration_since(at(0));
+    assert!(
+        spread >= k8s_openapi::jiff::SignedDuration::from_millis(1400),
+        "four events at 2/s took {spread:?}"
+    );
 }
 
 #[tokio::test]

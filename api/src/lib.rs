@@ -7,6 +7,7 @@
 //! - [`cron`]: CronJob schedules (`*/15 9-17 * * mon-fri`, `@hourly`).
 //! - [`duration`]: Go/Kubernetes style durations (`40s`, `5m`, `1h30m`).
 //! - [`resources`]: the registry of served kinds (group, version, plural, scope, columns).
+//! - [`ratelimit`]: the token bucket that paces event writers.
 //!
 //! This crate does no I/O and has no async code, so that the control plane, the node agent and
 //! the command line can all use it cheaply. Kubernetes wire types come from `k8s-openapi`, not
@@ -19,5 +20,6 @@ pub mod fields;
 pub mod labels;
 pub mod names;
 pub mod quantity;
+pub mod ratelimit;
 pub mod resources;
 pub mod time;

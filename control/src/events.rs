@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
+use bosun_api::ratelimit::TokenBucket;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -72,7 +72,7 @@ impl Recorder {
                     .unwrap_or_default()
             }),
             written: HashMap::new(),
-            bucket: TokenBucket::new(options.qps, options.burst),
+            bucket: TokenBucket::new(options.qps, options.burst, Instant::now().into_std()),
             dropped: dropped.clone(),
         };
         tokio::spawn(writer.run(rx));
@@ -125,7 +125,10 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Record>) {
         let mut reported_drops = 0;
         while let Some(record) = rx.recv().await {
-            self.bucket.take().await;
+            let wait = self.bucket.reserve(Instant::now().into_std());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             if let Err(error) = self.write(record).await {
                 tracing::warn!(%error, component = %self.component, "cannot write an event");
             }
@@ -208,40 +211,6 @@ impl Writer {
     }
 }
 
-/// A token bucket: `burst` tokens, refilled at `rate` per second.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            rate: rate.max(f64::MIN_POSITIVE),
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
-    }
-
-    async fn take(&mut self) {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
-            tokio::time::sleep(wait).await;
-            self.tokens = 1.0;
-            self.last = Instant::now();
-        }
-        self.tokens -= 1.0;
-    }
-}
-
 /// A reference to an object for an event's `involvedObject`.
 pub fn reference<K>(object: &K) -> ObjectReference
 where
@@ -256,28 +225,5 @@ where
         uid: meta.uid.clone(),
         resource_version: meta.resource_version.clone(),
         ..Default::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn token_bucket_allows_a_burst_then_the_rate() {
-        let mut bucket = TokenBucket::new(10.0, 5);
-        let start = Instant::now();
-        for _ in 0..5 {
-            bucket.take().await;
-        }
-        assert_eq!(start.elapsed(), Duration::ZERO, "the burst is free");
-        for _ in 0..10 {
-            bucket.take().await;
-        }
-        let waited = start.elapsed().as_secs_f64();
-        assert!(
-            (0.95..=1.05).contains(&waited),
-            "10 more at 10/s took {waited} s"
-        );
     }
 }

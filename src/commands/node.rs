@@ -79,6 +79,12 @@ pub struct AgentFlags {
     /// starts sooner is written once, Running; a slower start shows ContainerCreating then).
     #[arg(long, env = "BOSUN_FIRST_STATUS_DELAY", default_value = "100ms", value_parser = duration)]
     first_status_delay: Duration,
+    /// Events the node writes per second, after a burst of --event-burst (0: no limit).
+    #[arg(long, env = "BOSUN_EVENT_QPS", default_value_t = 50.0, value_parser = event_qps)]
+    event_qps: f64,
+    /// Events the node may write at once before --event-qps applies.
+    #[arg(long, env = "BOSUN_EVENT_BURST", default_value_t = 100)]
+    event_burst: u32,
     /// The image cache is trimmed to this size, e.g. 10Gi.
     #[arg(long, env = "BOSUN_IMAGE_CACHE_SIZE", default_value = "10Gi", value_parser = quantity)]
     image_cache_size: u64,
@@ -88,6 +94,15 @@ pub struct AgentFlags {
     /// The cluster's DNS domain: pods resolve Services as `NAME.NAMESPACE.svc.DOMAIN`.
     #[arg(long, env = "BOSUN_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+}
+
+fn event_qps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(qps) if qps.is_finite() && qps >= 0.0 => Ok(qps),
+        _ => Err(format!(
+            "{s:?} is not a rate: a number of events per second, 0 or more"
+        )),
+    }
 }
 
 fn interface_name(s: &str) -> Result<String, String> {
@@ -161,6 +176,8 @@ impl AgentFlags {
         config.image_cache_max_bytes = self.image_cache_size;
         config.volume_sync_period = self.volume_sync_period;
         config.first_status_delay = self.first_status_delay;
+        config.event_qps = self.event_qps;
+        config.event_burst = self.event_burst;
         config.bridge = self.bridge;
         config.cluster_cidr = cluster_cidr;
         config.service_cidr = service_cidr;

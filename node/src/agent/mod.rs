@@ -13,6 +13,7 @@
 //!   Services and EndpointSlices.
 
 pub(crate) mod env;
+mod events;
 mod node;
 mod pod;
 mod probe;
@@ -74,6 +75,10 @@ pub struct NodeConfig {
     /// and then Running (the kubelet's status manager likewise writes only the latest
     /// status). A start that takes longer shows ContainerCreating after this.
     pub first_status_delay: Duration,
+    /// Events written per second after a burst of `event_burst` (0: no limit); more wait in
+    /// a queue of 1000, and past that are dropped.
+    pub event_qps: f64,
+    pub event_burst: u32,
     /// The bridge the pods' veths join (made if missing).
     pub bridge: String,
     /// The cluster's pod block (the server's `--cluster-cidr`): guests may connect inside it.
@@ -113,6 +118,8 @@ impl NodeConfig {
             image_cache_max_bytes: 10 << 30,
             volume_sync_period: Duration::from_secs(10),
             first_status_delay: Duration::from_millis(100),
+            event_qps: 50.0,
+            event_burst: 100,
             bridge: "bosun0".to_string(),
             cluster_cidr: "10.88.0.0/16".parse().expect("a valid block"),
             service_cidr: "10.89.0.0/16".parse().expect("a valid block"),
@@ -148,7 +155,7 @@ pub(crate) struct Agent {
     pub runtime: WasmtimeRuntime,
     pub images: Images,
     pub node_ip: Ipv4Addr,
-    pub recorder: Recorder,
+    pub events: events::Events,
     /// `<data_dir>/pods`: one directory per pod UID (logs, volumes).
     pub pods_dir: PathBuf,
     /// The log server's certificate (PEM), published on the Node.
@@ -162,8 +169,8 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Records an event about `regarding` in the background (a failure only goes to the
-    /// debug log: events are best effort).
+    /// Records an event about `regarding` in the background, rate limited (a failure only
+    /// goes to the debug log: events are best effort).
     pub fn event(
         &self,
         regarding: k8s_openapi::api::core::v1::ObjectReference,
@@ -172,7 +179,6 @@ impl Agent {
         action: &str,
         note: &str,
     ) {
-        let recorder = self.recorder.clone();
         let event = Event {
             type_: kind,
             reason: reason.to_string(),
@@ -180,11 +186,7 @@ impl Agent {
             action: action.to_string(),
             secondary: None,
         };
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &regarding).await {
-                tracing::debug!(%error, "cannot record an event");
-            }
-        });
+        self.events.record(regarding, event);
     }
 
     /// The pod network. Pod workers start only after it is set up.
@@ -264,12 +266,16 @@ pub async fn run(
     )
     .map_err(AgentError::LogServer)?;
     let logs = Arc::new(LogIndex::default());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "bosun-node".to_string(),
-            instance: Some(config.name.clone()),
-        },
+    let events = events::Events::start(
+        Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "bosun-node".to_string(),
+                instance: Some(config.name.clone()),
+            },
+        ),
+        config.event_qps,
+        config.event_burst,
     );
     let cluster_domain = config.cluster_domain.clone();
     let agent = Arc::new(Agent {
@@ -278,7 +284,7 @@ pub async fn run(
         runtime,
         images,
         node_ip,
-        recorder,
+        events,
         pods_dir,
         serving_cert: Some(serving_cert),
         logs: logs.clone(),

@@ -1,17 +1,25 @@
 //! Push-based watch: one hub per store process, one task per watcher.
 //!
 //! The hub waits for a change signal (Postgres `NOTIFY` from any API server, or the in-process
-//! signal of the SQLite writer), reads the events after the last one it saw, and broadcasts
-//! them. Because revisions are gapless and assigned in commit order, "events after N" is always
+//! signal of the SQLite writer), reads the events after the last one it saw, and hands each to
+//! the watchers of its resource: one broadcast channel per watched resource, so a write wakes
+//! only the watchers that might want it, and an event nobody watches is not even decoded.
+//! Because revisions are gapless and assigned in commit order, "events after N" is always
 //! complete. An idle hub runs no queries, and neither does a hub nobody is subscribed to.
 //!
-//! Each watcher subscribes to the broadcast first, then reads its backlog from the datastore,
-//! then follows the broadcast. It never trusts the broadcast blindly: a skipped revision (it
-//! lagged, or joined between a read and a send) sends it back to the datastore for the missing
-//! range, and a range that was compacted meanwhile ends the watch with `Gone`.
+//! Each event on a resource's channel carries the revision of the one sent before it on that
+//! channel, so a watcher can tell that it missed none of its resource's events: if that
+//! revision is past the watcher's cursor, something in between did not reach it.
+//!
+//! Each watcher subscribes to its channel first, then reads its backlog from the datastore,
+//! then follows the channel. It never trusts the channel blindly: a gap (it lagged, or joined
+//! between a read and a send) sends it back to the datastore for the missing range, and a
+//! range that was compacted meanwhile ends the watch with `Gone`.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -22,20 +30,42 @@ use super::codec::Codec;
 use super::list::selected;
 use super::{Backend, ChangeSignal, Error, Event, EventType, RawEvent, Result, WatchRequest};
 
-/// Events buffered per hub before a slow watcher has to catch up from the datastore.
+/// Events buffered per resource before a slow watcher has to catch up from the datastore.
 const BROADCAST_CAPACITY: usize = 4096;
 /// Events read per query, by the hub and by a catching-up watcher.
 const READ_PAGE: i64 = 1000;
 /// Events buffered per watcher before its task waits for the consumer.
 const WATCHER_BUFFER: usize = 1024;
 
+/// An event on its resource's channel, with the revision of the channel's previous event.
+#[derive(Clone)]
+struct Routed {
+    previous: i64,
+    event: Arc<Event>,
+}
+
+/// The watchers of one resource.
+struct Channel {
+    sender: broadcast::Sender<Routed>,
+    /// The revision of the last event sent on this channel, or the hub's cursor when the
+    /// channel was opened: the resource has no event between it and the next one sent.
+    last: i64,
+}
+
+/// What the pump and new watchers share, under one lock.
+#[derive(Default)]
+struct Dispatch {
+    /// The last revision the pump has read; `None` while nobody listens (the pump then reads
+    /// nothing, and the next subscriber sets the starting point).
+    cursor: Option<i64>,
+    channels: HashMap<String, Channel>,
+}
+
 pub(crate) struct Hub {
     backend: Arc<dyn Backend>,
     codec: Arc<Codec>,
-    events: broadcast::Sender<Arc<Event>>,
-    /// The last revision the pump has broadcast; `None` while nobody listens (the pump then
-    /// reads nothing, and the next subscriber sets the starting point).
-    last: Arc<Mutex<Option<i64>>>,
+    dispatch: Arc<Mutex<Dispatch>>,
+    watchers: Arc<AtomicUsize>,
     pump: JoinHandle<()>,
 }
 
@@ -50,39 +80,49 @@ impl Hub {
         // Listen before reading the starting point, so that nothing committed in between is
         // missed: the first signal makes the pump read everything after `start`.
         let signal = backend.changes().await?;
-        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let last = Arc::new(Mutex::new(None));
+        let dispatch = Arc::new(Mutex::new(Dispatch::default()));
         let pump = tokio::spawn(pump(
             backend.clone(),
             codec.clone(),
-            events.clone(),
             signal,
-            last.clone(),
+            dispatch.clone(),
         ));
         Ok(Self {
             backend,
             codec,
-            events,
-            last,
+            dispatch,
+            watchers: Arc::new(AtomicUsize::new(0)),
             pump,
         })
     }
 
-    /// Watchers being served: each holds one subscription until its consumer goes away.
+    /// Watchers being served: each counts until its consumer goes away.
     pub fn watchers(&self) -> usize {
-        self.events.receiver_count()
+        self.watchers.load(Ordering::Relaxed)
     }
 
     pub async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         let live = {
             // Under the pump's lock: if the pump is idle, it resumes from a revision read after
             // we subscribed; everything up to it is in the log, which the watcher reads first.
-            let mut last = self.last.lock().await;
-            let live = self.events.subscribe();
-            if last.is_none() {
-                *last = Some(self.backend.revisions().await?.current);
-            }
-            live
+            let mut dispatch = self.dispatch.lock().await;
+            let cursor = match dispatch.cursor {
+                Some(cursor) => cursor,
+                None => {
+                    let current = self.backend.revisions().await?.current;
+                    dispatch.cursor = Some(current);
+                    current
+                }
+            };
+            dispatch
+                .channels
+                .entry(request.resource.clone())
+                .or_insert_with(|| Channel {
+                    sender: broadcast::channel(BROADCAST_CAPACITY).0,
+                    last: cursor,
+                })
+                .sender
+                .subscribe()
         };
         let revisions = self.backend.revisions().await?;
         if request.after < revisions.compacted {
@@ -92,36 +132,50 @@ impl Hub {
             });
         }
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        self.watchers.fetch_add(1, Ordering::Relaxed);
         let watcher = Watcher {
             backend: self.backend.clone(),
             codec: self.codec.clone(),
             cursor: request.after,
             request,
             out: tx,
+            _served: Served(self.watchers.clone()),
         };
         tokio::spawn(watcher.run(live));
         Ok(WatchStream { rx })
     }
 }
 
+/// Counts a watcher as served for as long as its task lives.
+struct Served(Arc<AtomicUsize>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn pump(
     backend: Arc<dyn Backend>,
     codec: Arc<Codec>,
-    events: broadcast::Sender<Arc<Event>>,
     mut signal: Box<dyn ChangeSignal>,
-    last: Arc<Mutex<Option<i64>>>,
+    dispatch: Arc<Mutex<Dispatch>>,
 ) {
     loop {
         if let Err(error) = signal.changed().await {
             tracing::warn!(%error, "watch change signal failed; reading the log anyway");
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        let mut last = last.lock().await;
-        if events.receiver_count() == 0 {
-            *last = None;
+        let mut guard = dispatch.lock().await;
+        let dispatch = &mut *guard;
+        dispatch
+            .channels
+            .retain(|_, channel| channel.sender.receiver_count() > 0);
+        if dispatch.channels.is_empty() {
+            dispatch.cursor = None;
             continue;
         }
-        let Some(mut cursor) = *last else {
+        let Some(mut cursor) = dispatch.cursor else {
             continue;
         };
         loop {
@@ -130,9 +184,20 @@ async fn pump(
                     let full = batch.len() as i64 == READ_PAGE;
                     for raw in batch {
                         cursor = raw.revision;
+                        let Some(channel) = dispatch.channels.get_mut(&raw.key.resource) else {
+                            continue;
+                        };
                         match decode_event(&codec, raw) {
-                            // A send fails only when every watcher has just left: harmless.
-                            Ok(event) => drop(events.send(Arc::new(event))),
+                            Ok(event) => {
+                                let routed = Routed {
+                                    previous: channel.last,
+                                    event: Arc::new(event),
+                                };
+                                channel.last = cursor;
+                                // A send fails only when the resource's last watcher has just
+                                // left: harmless.
+                                drop(channel.sender.send(routed));
+                            }
                             Err(error) => {
                                 tracing::error!(%error, revision = cursor, "undecodable event")
                             }
@@ -143,9 +208,13 @@ async fn pump(
                     }
                 }
                 Err(Error::Gone { compacted, .. }) => {
-                    // The hub itself fell behind compaction; watchers notice the gap and
-                    // resolve it on their own (which ends them with Gone where it matters).
+                    // The hub itself fell behind compaction: what it skips was sent to nobody,
+                    // so the next event on every channel shows a gap from `compacted`, and
+                    // watchers behind it resolve that on their own (ending with Gone).
                     cursor = compacted;
+                    for channel in dispatch.channels.values_mut() {
+                        channel.last = channel.last.max(compacted);
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "reading the event log failed");
@@ -154,7 +223,7 @@ async fn pump(
                 }
             }
         }
-        *last = Some(cursor);
+        dispatch.cursor = Some(cursor);
     }
 }
 
@@ -179,6 +248,8 @@ struct Watcher {
     /// The last revision this watcher has accounted for (delivered or filtered out).
     cursor: i64,
     out: mpsc::Sender<Result<Event>>,
+    /// Held for the count of watchers served.
+    _served: Served,
 }
 
 /// Why a watcher stops.
@@ -188,14 +259,14 @@ enum Stop {
 }
 
 impl Watcher {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<Event>>) {
+    async fn run(mut self, mut live: broadcast::Receiver<Routed>) {
         let outcome = self.follow(&mut live).await;
         if let Err(Stop::Failed(error)) = outcome {
             let _ = self.out.send(Err(error)).await;
         }
     }
 
-    async fn follow(&mut self, live: &mut broadcast::Receiver<Arc<Event>>) -> Result<(), Stop> {
+    async fn follow(&mut self, live: &mut broadcast::Receiver<Routed>) -> Result<(), Stop> {
         self.catch_up().await?;
         loop {
             // A consumer that goes away is noticed at once, not at the next event it would
@@ -206,8 +277,9 @@ impl Watcher {
                 () = self.out.closed() => return Err(Stop::ConsumerGone),
             };
             match received {
-                Ok(event) if event.revision <= self.cursor => {}
-                Ok(event) if event.revision == self.cursor + 1 => self.offer(&event).await?,
+                Ok(routed) if routed.event.revision <= self.cursor => {}
+                // Nothing of this resource between the cursor and this event.
+                Ok(routed) if routed.previous <= self.cursor => self.offer(&routed.event).await?,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
                 Err(broadcast::error::RecvError::Closed) => {
                     return Err(Stop::Failed(Error::WriterStopped));

@@ -35,6 +35,7 @@ on_both_backends!(
     watch_with_selectors_sees_objects_enter_and_leave,
     watchers_that_come_and_go_between_writes_miss_nothing,
     a_dropped_watch_ends_without_waiting_for_its_next_event,
+    watchers_of_interleaved_resources_see_exactly_their_own,
     compaction_makes_old_revisions_gone,
     restart_keeps_data_and_revisions,
     bad_input_is_refused_and_writes_nothing,
@@ -829,5 +830,63 @@ async fn a_dropped_watch_ends_without_waiting_for_its_next_event(kind: Kind) {
             "the last watch was not released"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn watchers_of_interleaved_resources_see_exactly_their_own(kind: Kind) {
+    let place = Place::new(kind).await;
+    let store = place.open().await;
+    let start = store.revisions().await.unwrap().current;
+    let watch = |resource: &str, after: i64| {
+        store.watch(WatchRequest {
+            resource: resource.into(),
+            after,
+            ..Default::default()
+        })
+    };
+    let mut pods = watch("pods", start).await.unwrap();
+    let mut configmaps = watch("configmaps", start).await.unwrap();
+    let (mut pod_revisions, mut configmap_revisions) = (Vec::new(), Vec::new());
+    let mut late = None;
+    for n in 0..30u32 {
+        let key = Key::new(
+            ["pods", "configmaps", "secrets"][n as usize % 3],
+            "default",
+            format!("o{n}"),
+        );
+        let revision = store
+            .create(&key, json!({"metadata": {"name": key.name}}))
+            .await
+            .unwrap()
+            .revision;
+        match n % 3 {
+            0 => pod_revisions.push(revision),
+            1 => configmap_revisions.push(revision),
+            _ => {}
+        }
+        // A second pod watcher joins halfway, from the current revision.
+        if n == 14 {
+            late = Some((revision, watch("pods", revision).await.unwrap()));
+        }
+    }
+    for expected in &pod_revisions {
+        assert_eq!(next_event(&mut pods).await.revision, *expected);
+    }
+    for expected in &configmap_revisions {
+        let event = next_event(&mut configmaps).await;
+        assert_eq!(event.revision, *expected);
+        assert_eq!(event.object.key.resource, "configmaps");
+    }
+    let (joined_at, mut late) = late.unwrap();
+    for expected in pod_revisions.iter().filter(|r| **r > joined_at) {
+        assert_eq!(next_event(&mut late).await.revision, *expected);
+    }
+    // And nothing more: the secrets went to nobody.
+    for stream in [&mut pods, &mut configmaps, &mut late] {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), stream.next())
+                .await
+                .is_err()
+        );
     }
 }

@@ -250,12 +250,21 @@ async fn node_registers_renews_its_lease_and_runs_a_pod_from_the_registry() {
     let uid = done["metadata"]["uid"].as_str().unwrap();
     assert_eq!(node_logs(&c.node, uid, "main"), "hello from wasm\n");
 
-    // The node's event about the pod arrives through its rate-limited writer.
-    let started = node_events(&c, "Started", 1).await;
-    assert_eq!(
-        started[0].regarding.as_ref().unwrap().uid.as_deref(),
-        Some(uid)
-    );
+    // The node's events about the pod arrive through its rate-limited writer, worded as the
+    // kubelet's.
+    for (reason, note) in [
+        ("Pulled", "Successfully pulled image"),
+        ("Created", "Created container main"),
+        ("Started", "Started container main"),
+    ] {
+        let events = node_events(&c, reason, 1).await;
+        let event = events
+            .iter()
+            .find(|e| e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid))
+            .unwrap_or_else(|| panic!("no {reason} event about the pod"));
+        let text = event.note.as_deref().unwrap_or_default();
+        assert!(text.starts_with(note), "{reason}: {text}");
+    }
 }
 
 /// Waits for `count` events with `reason` written by the node agent, oldest first.
@@ -303,8 +312,8 @@ async fn the_nodes_events_are_paced_by_event_qps() {
     }
     let started = node_events(&c, "Started", 4).await;
     let at = |n: usize| started[n].event_time.as_ref().unwrap().0;
-    // One at once, then one every half second: at least 1.5 s from the first to the fourth,
-    // however fast the pods started.
+    // The node's events (three a pod) leave one at once, then one every half second: the
+    // fourth pod's Started is at least 1.5 s after the first's, however fast the pods start.
     let spread = at(3).duration_since(at(0));
     assert!(
         spread >= k8s_openapi::jiff::SignedDuration::from_millis(1400),

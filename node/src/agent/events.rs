@@ -1,9 +1,9 @@
-//! The node's Events (Pulled, Started, Failed, BackOff, Killing, Unhealthy…), written in the
-//! background as the kubelet writes its own: callers never wait, a bounded queue drops what
-//! does not fit (and counts it), and one writer paces the writes with a token bucket
-//! (`--event-qps`, `--event-burst`; the kubelet's defaults are 50 and 100). A node starting
-//! a few hundred pods at once thus writes its events over a few seconds instead of adding
-//! three writes per pod to the API server's busiest moment.
+//! The node's Events (Pulled, Created, Started, Failed, BackOff, Killing, Unhealthy…),
+//! written in the background as the kubelet writes its own: callers never wait, a bounded
+//! queue drops what does not fit (and counts it), and one writer paces the writes with a token
+//! bucket (`--event-qps`, `--event-burst`; the kubelet's defaults are 50 and 100). A node
+//! starting a few hundred pods at once thus writes their events over a few seconds instead of
+//! adding three writes per pod to the API server's busiest moment.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

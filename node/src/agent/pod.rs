@@ -132,7 +132,8 @@ struct Which {
 struct Launch {
     running: Running,
     image: Image,
-    pulled: bool,
+    /// How long getting the image took (a look in the cache, or a pull).
+    pull_time: Duration,
     /// The pod's address (its own, or the node's for hostNetwork).
     pod_ip: Ipv4Addr,
 }
@@ -688,10 +689,19 @@ impl Worker {
             );
         }
         let slot = self.slot(which);
-        // Held for the pod's life: the image cache keeps what live pods use.
-        slot.image = Some(launch.image);
         let name = slot.spec.name.clone();
         let image = slot.spec.image.clone().unwrap_or_default();
+        // As the kubelet words it.
+        let pulled = if launch.image.pulled {
+            format!(
+                "Successfully pulled image {image:?} in {:.3}s",
+                launch.pull_time.as_secs_f64()
+            )
+        } else {
+            format!("Container image {image:?} already present on machine")
+        };
+        // Held for the pod's life: the image cache keeps what live pods use.
+        slot.image = Some(launch.image);
         let container_id = format!("wasmtime://{uid}-{name}-{}", slot.restart_count);
         self.agent
             .logs
@@ -722,14 +732,13 @@ impl Worker {
             }
             .boxed(),
         );
-        if launch.pulled {
-            self.event(
-                EventType::Normal,
-                "Pulled",
-                "Pull",
-                &format!("Successfully pulled image {image:?}"),
-            );
-        }
+        self.event(EventType::Normal, "Pulled", "Pull", &pulled);
+        self.event(
+            EventType::Normal,
+            "Created",
+            "Create",
+            &format!("Created container {name}"),
+        );
         self.event(
             EventType::Normal,
             "Started",
@@ -1259,9 +1268,11 @@ async fn launch(
         let mut secrets =
             env::Sources::new(&agent.client, pod, agent.node_ip.to_string(), String::new());
         let credentials = pull_credentials(&mut secrets, pod).await;
-        agent.images.ensure(&image_name, policy, &credentials).await
+        let started = Instant::now();
+        let image = agent.images.ensure(&image_name, policy, &credentials).await;
+        (image, started.elapsed())
     };
-    let (network, image) = tokio::join!(attach, pull);
+    let (network, (image, pull_time)) = tokio::join!(attach, pull);
     let image = image.map_err(|e| LaunchError {
         reason: e.reason(),
         message: e.to_string(),
@@ -1335,7 +1346,7 @@ async fn launch(
     Ok(Launch {
         running,
         image,
-        pulled: policy == PullPolicy::Always,
+        pull_time,
         pod_ip: network.ip,
     })
 }

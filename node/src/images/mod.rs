@@ -74,6 +74,8 @@ pub struct Image {
     /// The digest of the Wasm layer.
     pub digest: String,
     pub wasm: Arc<[u8]>,
+    /// Whether getting it went to the registry (false when the cache had it).
+    pub pulled: bool,
 }
 
 /// Why an image could not be had.
@@ -306,6 +308,7 @@ impl Images {
             image_id: record.image_id,
             digest: record.digest,
             wasm,
+            pulled: true,
         })
     }
 
@@ -327,6 +330,7 @@ impl Images {
             image_id: record.image_id,
             digest: record.digest,
             wasm,
+            pulled: false,
         }))
     }
 

@@ -846,6 +846,56 @@ async fn host_ports_are_forwarded_from_the_node_and_host_network_pods_use_the_no
     })
     .await;
 
+    // A UDP hostPort: datagrams to the node's port reach the pod, and its answers come back.
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = c
+        .create(netcheck_pod(
+            "echo",
+            &image,
+            &[("main", &["udp-echo", "0.0.0.0:5353"])],
+            json!({"spec": {"containers": [{"name": "main", "image": image,
+                "args": ["udp-echo", "0.0.0.0:5353"],
+                "ports": [{"containerPort": 5353, "hostPort": udp_port, "protocol": "UDP"}]}]}}),
+        ))
+        .await;
+    c.wait(&name, "echoing", |p| {
+        status_of(p, "main")["state"]["running"].is_object()
+    })
+    .await;
+    let answer = tokio::task::spawn_blocking(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(("127.0.0.1", udp_port)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 1500];
+        loop {
+            // A datagram sent before the guest listens is lost: send again until answered.
+            let _ = socket.send(b"over udp");
+            match socket.recv(&mut buf) {
+                Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(_) if Instant::now() < deadline => {}
+                Err(e) => panic!("no answer through UDP hostPort {udp_port}: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("pong over udp"), "{answer}");
+    c.pods
+        .delete(&name, &DeleteParams::default().grace_period(1))
+        .await
+        .unwrap();
+    eventually("the node's UDP port is free again", || {
+        std::net::UdpSocket::bind(("0.0.0.0", udp_port)).is_ok()
+    })
+    .await;
+
     let host = c
         .create(netcheck_pod(
             "on-the-node",

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use super::probe::{self, Probes, Verdict};
 use super::{Agent, env};
 use crate::images::{Credential, Image, PullPolicy, parse_docker_config};
-use crate::network::{EGRESS_ANNOTATION, HostPort};
+use crate::network::{EGRESS_ANNOTATION, HostPort, Protocol};
 use crate::runtime::{ContainerSpec, Exit, NetworkAccess, Running, Runtime, Stopper};
 
 /// Runs one pod until it is deleted (`pod`'s sender dropped or the pod marked for deletion and
@@ -1364,9 +1364,15 @@ fn host_ports(pod: &Pod) -> Vec<HostPort> {
     spec.into_iter()
         .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
         .flat_map(|c| c.ports.iter().flatten())
-        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
         .filter_map(|p| {
+            let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                // SCTP: wasi:sockets has none, so nothing in a guest could answer.
+                _ => return None,
+            };
             Some(HostPort {
+                protocol,
                 host_ip: p
                     .host_ip
                     .as_deref()

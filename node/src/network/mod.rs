@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use ip::IpError;
 use ipam::Ipam;
 pub use policy::{EGRESS_ANNOTATION, SocketPolicy};
-pub use ports::HostPort;
+pub use ports::{HostPort, Protocol};
 
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";

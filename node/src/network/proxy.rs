@@ -13,7 +13,9 @@
 //! masqueraded (marked, then `masquerade` on the way out) when the answer would otherwise not
 //! come back through this node: a pod reaching itself through its Service (hairpin), node
 //! ports, and clients outside the pod network. A Service port without endpoints is refused
-//! (ICMP port unreachable, so a TCP client gets "connection refused" at once).
+//! (ICMP port unreachable, so a TCP client gets "connection refused" at once). The same table
+//! masquerades pods' connections that leave the cluster block (egress), which the outside
+//! could not answer otherwise.
 //!
 //! Pods on one bridge answer each other directly at layer 2, so for the replies of DNATed
 //! connections to be translated back the bridge must pass its traffic through netfilter
@@ -228,7 +230,14 @@ pub fn ruleset(ports: &[ServicePort], config: &ProxyConfig) -> String {
     );
     let _ = writeln!(
         out,
-        "    meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} masquerade\n  }}"
+        "    meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} masquerade"
+    );
+    // Egress: pods leaving the cluster go out as the node, or the answers would be addressed
+    // to a pod network the outside has no route to (the CNI bridge plugin's `ipMasq`).
+    let cluster = config.cluster_cidr;
+    let _ = writeln!(
+        out,
+        "    ip saddr {cluster} ip daddr != {cluster} masquerade\n  }}"
     );
     out.push_str(
         "  chain refuse {

@@ -4,6 +4,10 @@
 //! signal of the SQLite writer), reads the events after the last one it saw, and hands each to
 //! the watchers of its resource: one broadcast channel per watched resource, so a write wakes
 //! only the watchers that might want it, and an event nobody watches is not even decoded.
+//! Pods watched by node name (`spec.nodeName=<node>`, as every node agent and the scheduler
+//! watch them) have a channel per node name, as kube-apiserver's watch cache indexes them: an
+//! event goes to the channels of the node names of the pod before and after it, so a node's
+//! agent is woken by its own pods only.
 //! Because revisions are gapless and assigned in commit order, "events after N" is always
 //! complete. An idle hub runs no queries, and neither does a hub nobody is subscribed to.
 //!
@@ -22,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use bosun_api::fields;
 use futures::Stream;
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -52,13 +57,84 @@ struct Channel {
     last: i64,
 }
 
+impl Channel {
+    fn open(last: i64) -> Self {
+        Self {
+            sender: broadcast::channel(BROADCAST_CAPACITY).0,
+            last,
+        }
+    }
+
+    fn send(&mut self, event: &Arc<Event>) {
+        let routed = Routed {
+            previous: self.last,
+            event: event.clone(),
+        };
+        self.last = event.revision;
+        // A send fails only when the channel's last watcher has just left: harmless.
+        drop(self.sender.send(routed));
+    }
+
+    fn watched(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+}
+
+/// The field pod watches are routed by.
+const NODE_NAME: &str = "spec.nodeName";
+
+/// The channels of one resource: for every watcher of it, and (pods) per node name.
+#[derive(Default)]
+struct Channels {
+    all: Option<Channel>,
+    by_node: HashMap<String, Channel>,
+}
+
+impl Channels {
+    fn forget_unwatched(&mut self) {
+        self.all = self.all.take().filter(Channel::watched);
+        self.by_node.retain(|_, channel| channel.watched());
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_none() && self.by_node.is_empty()
+    }
+
+    fn send(&mut self, event: &Arc<Event>) {
+        if let Some(all) = &mut self.all {
+            all.send(event);
+        }
+        if self.by_node.is_empty() {
+            return;
+        }
+        let now = fields::field_value(&event.object.value, NODE_NAME);
+        let before = event
+            .prev
+            .as_deref()
+            .map(|prev| fields::field_value(prev, NODE_NAME));
+        if let Some(channel) = self.by_node.get_mut(&now) {
+            channel.send(event);
+        }
+        if let Some(before) = before.filter(|b| *b != now)
+            && let Some(channel) = self.by_node.get_mut(&before)
+        {
+            channel.send(event);
+        }
+    }
+
+    fn all_mut(&mut self) -> impl Iterator<Item = &mut Channel> {
+        self.all.iter_mut().chain(self.by_node.values_mut())
+    }
+}
+
 /// What the pump and new watchers share, under one lock.
 #[derive(Default)]
 struct Dispatch {
     /// The last revision the pump has read; `None` while nobody listens (the pump then reads
     /// nothing, and the next subscriber sets the starting point).
     cursor: Option<i64>,
-    channels: HashMap<String, Channel>,
+    /// By resource.
+    channels: HashMap<String, Channels>,
 }
 
 pub(crate) struct Hub {
@@ -114,15 +190,21 @@ impl Hub {
                     current
                 }
             };
-            dispatch
+            let channels = dispatch
                 .channels
                 .entry(request.resource.clone())
-                .or_insert_with(|| Channel {
-                    sender: broadcast::channel(BROADCAST_CAPACITY).0,
-                    last: cursor,
-                })
-                .sender
-                .subscribe()
+                .or_default();
+            let node = (request.resource == "pods")
+                .then(|| request.fields.equality(NODE_NAME))
+                .flatten();
+            let channel = match node {
+                Some(node) => channels
+                    .by_node
+                    .entry(node.to_string())
+                    .or_insert_with(|| Channel::open(cursor)),
+                None => channels.all.get_or_insert_with(|| Channel::open(cursor)),
+            };
+            channel.sender.subscribe()
         };
         let revisions = self.backend.revisions().await?;
         if request.after < revisions.compacted {
@@ -168,9 +250,10 @@ async fn pump(
         }
         let mut guard = dispatch.lock().await;
         let dispatch = &mut *guard;
-        dispatch
-            .channels
-            .retain(|_, channel| channel.sender.receiver_count() > 0);
+        dispatch.channels.retain(|_, channels| {
+            channels.forget_unwatched();
+            !channels.is_empty()
+        });
         if dispatch.channels.is_empty() {
             dispatch.cursor = None;
             continue;
@@ -184,20 +267,11 @@ async fn pump(
                     let full = batch.len() as i64 == READ_PAGE;
                     for raw in batch {
                         cursor = raw.revision;
-                        let Some(channel) = dispatch.channels.get_mut(&raw.key.resource) else {
+                        let Some(channels) = dispatch.channels.get_mut(&raw.key.resource) else {
                             continue;
                         };
                         match decode_event(&codec, raw) {
-                            Ok(event) => {
-                                let routed = Routed {
-                                    previous: channel.last,
-                                    event: Arc::new(event),
-                                };
-                                channel.last = cursor;
-                                // A send fails only when the resource's last watcher has just
-                                // left: harmless.
-                                drop(channel.sender.send(routed));
-                            }
+                            Ok(event) => channels.send(&Arc::new(event)),
                             Err(error) => {
                                 tracing::error!(%error, revision = cursor, "undecodable event")
                             }
@@ -212,7 +286,7 @@ async fn pump(
                     // so the next event on every channel shows a gap from `compacted`, and
                     // watchers behind it resolve that on their own (ending with Gone).
                     cursor = compacted;
-                    for channel in dispatch.channels.values_mut() {
+                    for channel in dispatch.channels.values_mut().flat_map(Channels::all_mut) {
                         channel.last = channel.last.max(compacted);
                     }
                 }

@@ -36,6 +36,7 @@ on_both_backends!(
     watchers_that_come_and_go_between_writes_miss_nothing,
     a_dropped_watch_ends_without_waiting_for_its_next_event,
     watchers_of_interleaved_resources_see_exactly_their_own,
+    pod_watchers_by_node_name_see_their_nodes_pods_come_and_go,
     compaction_makes_old_revisions_gone,
     restart_keeps_data_and_revisions,
     bad_input_is_refused_and_writes_nothing,
@@ -889,4 +890,110 @@ async fn watchers_of_interleaved_resources_see_exactly_their_own(kind: Kind) {
                 .is_err()
         );
     }
+}
+
+async fn pod_watchers_by_node_name_see_their_nodes_pods_come_and_go(kind: Kind) {
+    let place = Place::new(kind).await;
+    let store = place.open().await;
+    let start = store.revisions().await.unwrap().current;
+    let watch = |fields: &str| {
+        store.watch(WatchRequest {
+            resource: "pods".into(),
+            fields: fields::Selector::parse(fields).unwrap(),
+            after: start,
+            ..Default::default()
+        })
+    };
+    // As the scheduler (unscheduled pods) and two node agents watch.
+    let mut pending = watch("spec.nodeName=").await.unwrap();
+    let mut n1 = watch("spec.nodeName=n1,status.phase!=Succeeded")
+        .await
+        .unwrap();
+    let mut n2 = watch("spec.nodeName=n2").await.unwrap();
+    let mut all = watch("").await.unwrap();
+    let (a, b) = (pod_key("a"), pod_key("b"));
+    let mut every = Vec::new();
+    let mut write = |revision: i64| every.push(revision);
+    let a_created = store.create(&a, pod("a", json!({}), "", "")).await.unwrap();
+    write(a_created.revision);
+    let b_created = store
+        .create(&b, pod("b", json!({}), "n2", ""))
+        .await
+        .unwrap();
+    write(b_created.revision);
+    let a_bound = store
+        .update(&a, pod("a", json!({}), "n1", ""), None)
+        .await
+        .unwrap();
+    write(a_bound.revision);
+    let a_done = store
+        .update(&a, pod("a", json!({}), "n1", "Succeeded"), None)
+        .await
+        .unwrap();
+    write(a_done.revision);
+    let b_moved = store
+        .update(&b, pod("b", json!({}), "n1", ""), None)
+        .await
+        .unwrap();
+    write(b_moved.revision);
+    let b_gone = store.delete(&b, None).await.unwrap();
+    write(b_gone.revision);
+    let a_gone = store.delete(&a, None).await.unwrap();
+    write(a_gone.revision);
+
+    expect_events(
+        &mut pending,
+        vec![
+            (EventType::Added, a_created.revision),
+            (EventType::Deleted, a_bound.revision),
+        ],
+    )
+    .await;
+    expect_events(
+        &mut n1,
+        vec![
+            (EventType::Added, a_bound.revision),
+            (EventType::Deleted, a_done.revision),
+            (EventType::Added, b_moved.revision),
+            (EventType::Deleted, b_gone.revision),
+        ],
+    )
+    .await;
+    expect_events(
+        &mut n2,
+        vec![
+            (EventType::Added, b_created.revision),
+            (EventType::Deleted, b_moved.revision),
+        ],
+    )
+    .await;
+    let kinds = [
+        EventType::Added,
+        EventType::Added,
+        EventType::Modified,
+        EventType::Modified,
+        EventType::Modified,
+        EventType::Deleted,
+        EventType::Deleted,
+    ];
+    expect_events(&mut all, kinds.into_iter().zip(every).collect()).await;
+}
+
+/// Exactly these events (kind, revision), then nothing more.
+async fn expect_events(
+    stream: &mut bosun_control::store::WatchStream,
+    want: Vec<(EventType, i64)>,
+) {
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        let e = next_event(stream).await;
+        got.push((e.kind, e.revision));
+    }
+    assert_eq!(got, want);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.next())
+            .await
+            .is_err(),
+        "nothing more"
+    );
 }

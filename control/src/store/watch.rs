@@ -4,12 +4,13 @@
 //! signal of the SQLite writer), reads the events after the last one it saw, and hands each to
 //! the watchers of its resource: one broadcast channel per watched resource, so a write wakes
 //! only the watchers that might want it, and an event nobody watches is not even decoded.
+//! Because revisions are gapless and assigned in commit order, "events after N" is always
+//! complete. An idle hub runs no queries, and neither does a hub nobody is subscribed to.
+//!
 //! Pods watched by node name (`spec.nodeName=<node>`, as every node agent and the scheduler
 //! watch them) have a channel per node name, as kube-apiserver's watch cache indexes them: an
 //! event goes to the channels of the node names of the pod before and after it, so a node's
 //! agent is woken by its own pods only.
-//! Because revisions are gapless and assigned in commit order, "events after N" is always
-//! complete. An idle hub runs no queries, and neither does a hub nobody is subscribed to.
 //!
 //! Each event on a resource's channel carries the revision of the one sent before it on that
 //! channel, so a watcher can tell that it missed none of its resource's events: if that
@@ -49,7 +50,7 @@ struct Routed {
     event: Arc<Event>,
 }
 
-/// The watchers of one resource.
+/// The watchers of one resource, or of one node's pods.
 struct Channel {
     sender: broadcast::Sender<Routed>,
     /// The revision of the last event sent on this channel, or the hub's cursor when the
@@ -214,14 +215,13 @@ impl Hub {
             });
         }
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-        self.watchers.fetch_add(1, Ordering::Relaxed);
         let watcher = Watcher {
             backend: self.backend.clone(),
             codec: self.codec.clone(),
             cursor: request.after,
             request,
             out: tx,
-            _served: Served(self.watchers.clone()),
+            _served: Served::count(&self.watchers),
         };
         tokio::spawn(watcher.run(live));
         Ok(WatchStream { rx })
@@ -230,6 +230,13 @@ impl Hub {
 
 /// Counts a watcher as served for as long as its task lives.
 struct Served(Arc<AtomicUsize>);
+
+impl Served {
+    fn count(watchers: &Arc<AtomicUsize>) -> Self {
+        watchers.fetch_add(1, Ordering::Relaxed);
+        Self(watchers.clone())
+    }
+}
 
 impl Drop for Served {
     fn drop(&mut self) {

@@ -5,7 +5,6 @@
 //! starting a few hundred pods at once thus writes their events over a few seconds instead of
 //! adding three writes per pod to the API server's busiest moment.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bosun_api::ratelimit::TokenBucket;
@@ -20,7 +19,7 @@ const QUEUE: usize = 1000;
 /// Hands events to the writer task.
 pub(crate) struct Events {
     tx: mpsc::Sender<(ObjectReference, Event)>,
-    dropped: Arc<AtomicU64>,
+    dropped: AtomicU64,
 }
 
 impl Events {
@@ -28,10 +27,12 @@ impl Events {
     /// 0 means no limit).
     pub fn start(recorder: Recorder, qps: f64, burst: u32) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
         let bucket = TokenBucket::new(qps, burst, Instant::now().into_std());
-        tokio::spawn(write(recorder, rx, bucket, dropped.clone()));
-        Self { tx, dropped }
+        tokio::spawn(write(recorder, rx, bucket));
+        Self {
+            tx,
+            dropped: AtomicU64::new(0),
+        }
     }
 
     pub fn record(&self, regarding: ObjectReference, event: Event) {
@@ -48,7 +49,6 @@ async fn write(
     recorder: Recorder,
     mut rx: mpsc::Receiver<(ObjectReference, Event)>,
     mut bucket: TokenBucket,
-    dropped: Arc<AtomicU64>,
 ) {
     while let Some((regarding, event)) = rx.recv().await {
         let wait = bucket.reserve(Instant::now().into_std());
@@ -59,9 +59,5 @@ async fn write(
         if let Err(error) = recorder.publish(&event, &regarding).await {
             tracing::debug!(%error, reason = %event.reason, "cannot record an event");
         }
-    }
-    let dropped = dropped.load(Ordering::Relaxed);
-    if dropped > 0 {
-        tracing::debug!(dropped, "the event writer stopped");
     }
 }

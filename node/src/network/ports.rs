@@ -1,6 +1,6 @@
 //! `hostPort`: a port of the node forwarded to a port of the pod, as the kubelet's CNI
-//! portmap plugin does, here in user space (the machines Bosun is built on have no iptables or
-//! nftables). For TCP, each accepted connection is joined to a new connection to
+//! portmap plugin does, here in user space (the plugin's iptables rules are not available on
+//! the machines Bosun is built on). For TCP, each accepted connection is joined to a new connection to
 //! `podIP:containerPort` and bytes are copied both ways until either side closes. For UDP,
 //! each client address gets a flow: a socket of the node connected to the pod, whose answers
 //! go back to that client, until the flow has been idle for [`UDP_FLOW_IDLE`] (as conntrack

@@ -1,49 +1,9 @@
 //! The resource registry: every kind the API server serves, with what the generic REST code
 //! needs to know about it (group, version, plural, scope, short names, subresources, the
-//! extra field selectors it supports, the columns `kubectl get` prints).
+//! extra field selectors it supports). How each kind behaves (defaults, validation, table
+//! columns) is its strategy in the API server (`control/src/apiserver/kinds/`).
 //!
-//! Adding a kind is one entry here plus its validation in the API server.
-
-/// How a column of `kubectl get` output is computed from an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Column {
-    /// `metadata.name`.
-    Name,
-    /// Age from `metadata.creationTimestamp`.
-    Age,
-    /// A field at a JSON pointer, printed as it is (`/spec/type`).
-    Field(&'static str),
-    /// A kind-specific computation, named (`pod-ready`, `pod-status`, `deploy-ready`, …).
-    Computed(&'static str),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableColumn {
-    pub name: &'static str,
-    /// "string", "integer", "date".
-    pub kind: &'static str,
-    pub column: Column,
-    /// Shown only with `-o wide` (priority 1 in the Table).
-    pub wide: bool,
-}
-
-const fn col(name: &'static str, kind: &'static str, column: Column) -> TableColumn {
-    TableColumn {
-        name,
-        kind,
-        column,
-        wide: false,
-    }
-}
-
-const fn wide(name: &'static str, kind: &'static str, column: Column) -> TableColumn {
-    TableColumn {
-        name,
-        kind,
-        column,
-        wide: true,
-    }
-}
+//! Adding a kind is one entry here plus its strategy there.
 
 /// One served resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +21,6 @@ pub struct Resource {
     pub scale: bool,
     /// Field selectors beyond `metadata.name` and `metadata.namespace`.
     pub fields: &'static [&'static str],
-    /// Columns after NAME (and before AGE, which every table ends with).
-    pub columns: &'static [TableColumn],
     /// Where the objects are stored when two API versions serve one resource (events).
     pub storage: Option<&'static str>,
 }
@@ -120,12 +78,9 @@ const fn resource(
         status: false,
         scale: false,
         fields: NONE,
-        columns: &[],
         storage: None,
     }
 }
-
-use Column::{Computed, Field};
 
 const EVENT_FIELDS: &[&str] = &[
     "involvedObject.kind",
@@ -151,7 +106,6 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["ns"],
         status: true,
         fields: &["status.phase"],
-        columns: &[col("STATUS", "string", Field("/status/phase"))],
         ..resource("", "v1", "Namespace", "namespaces", "namespace", false)
     },
     Resource {
@@ -168,83 +122,40 @@ pub static RESOURCES: &[Resource] = &[
             "status.podIP",
             "status.nominatedNodeName",
         ],
-        columns: &[
-            col("READY", "string", Computed("pod-ready")),
-            col("STATUS", "string", Computed("pod-status")),
-            col("RESTARTS", "string", Computed("pod-restarts")),
-            wide("IP", "string", Field("/status/podIP")),
-            wide("NODE", "string", Field("/spec/nodeName")),
-        ],
         ..resource("", "v1", "Pod", "pods", "pod", true)
     },
     Resource {
         short_names: &["no"],
         status: true,
         fields: &["spec.unschedulable"],
-        columns: &[
-            col("STATUS", "string", Computed("node-status")),
-            col("ROLES", "string", Computed("node-roles")),
-            col(
-                "VERSION",
-                "string",
-                Field("/status/nodeInfo/kubeletVersion"),
-            ),
-            wide("INTERNAL-IP", "string", Computed("node-internal-ip")),
-            wide("OS-IMAGE", "string", Field("/status/nodeInfo/osImage")),
-            wide(
-                "KERNEL-VERSION",
-                "string",
-                Field("/status/nodeInfo/kernelVersion"),
-            ),
-        ],
         ..resource("", "v1", "Node", "nodes", "node", false)
     },
     Resource {
         short_names: &["ev"],
         fields: EVENT_FIELDS,
-        columns: &[
-            col("TYPE", "string", Field("/type")),
-            col("REASON", "string", Field("/reason")),
-            col("OBJECT", "string", Computed("event-object")),
-            col("MESSAGE", "string", Field("/message")),
-        ],
         storage: Some("events"),
         ..resource("", "v1", "Event", "events", "event", true)
     },
     Resource {
         short_names: &["cm"],
-        columns: &[col("DATA", "integer", Computed("data-count"))],
         ..resource("", "v1", "ConfigMap", "configmaps", "configmap", true)
     },
     Resource {
         fields: &["type"],
-        columns: &[
-            col("TYPE", "string", Field("/type")),
-            col("DATA", "integer", Computed("data-count")),
-        ],
         ..resource("", "v1", "Secret", "secrets", "secret", true)
     },
     Resource {
         short_names: &["svc"],
         categories: ALL,
         status: true,
-        columns: &[
-            col("TYPE", "string", Field("/spec/type")),
-            col("CLUSTER-IP", "string", Field("/spec/clusterIP")),
-            col("EXTERNAL-IP", "string", Computed("service-external-ip")),
-            col("PORT(S)", "string", Computed("service-ports")),
-            wide("SELECTOR", "string", Computed("service-selector")),
-        ],
         ..resource("", "v1", "Service", "services", "service", true)
     },
     Resource {
         short_names: &["ep"],
-        columns: &[col("ENDPOINTS", "string", Computed("endpoints"))],
         ..resource("", "v1", "Endpoints", "endpoints", "endpoints", true)
     },
     Resource {
         short_names: &["sa"],
-        columns: &[col("SECRETS", "integer", Computed("secrets-count"))],
         ..resource(
             "",
             "v1",
@@ -275,14 +186,6 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         status: true,
         scale: true,
-        columns: &[
-            col("READY", "string", Computed("deploy-ready")),
-            col("UP-TO-DATE", "integer", Field("/status/updatedReplicas")),
-            col("AVAILABLE", "integer", Field("/status/availableReplicas")),
-            wide("CONTAINERS", "string", Computed("containers")),
-            wide("IMAGES", "string", Computed("images")),
-            wide("SELECTOR", "string", Computed("label-selector")),
-        ],
         ..resource(
             "apps",
             "v1",
@@ -297,14 +200,6 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         status: true,
         scale: true,
-        columns: &[
-            col("DESIRED", "integer", Field("/spec/replicas")),
-            col("CURRENT", "integer", Field("/status/replicas")),
-            col("READY", "integer", Field("/status/readyReplicas")),
-            wide("CONTAINERS", "string", Computed("containers")),
-            wide("IMAGES", "string", Computed("images")),
-            wide("SELECTOR", "string", Computed("label-selector")),
-        ],
         ..resource(
             "apps",
             "v1",
@@ -317,37 +212,18 @@ pub static RESOURCES: &[Resource] = &[
     Resource {
         categories: ALL,
         status: true,
-        columns: &[
-            col("STATUS", "string", Computed("job-status")),
-            col("COMPLETIONS", "string", Computed("job-completions")),
-            wide("CONTAINERS", "string", Computed("containers")),
-            wide("IMAGES", "string", Computed("images")),
-        ],
         ..resource("batch", "v1", "Job", "jobs", "job", true)
     },
     Resource {
         short_names: &["cj"],
         categories: ALL,
         status: true,
-        columns: &[
-            col("SCHEDULE", "string", Field("/spec/schedule")),
-            col("TIMEZONE", "string", Field("/spec/timeZone")),
-            col("SUSPEND", "string", Field("/spec/suspend")),
-            col("ACTIVE", "integer", Computed("cronjob-active")),
-            col("LAST SCHEDULE", "date", Field("/status/lastScheduleTime")),
-        ],
         ..resource("batch", "v1", "CronJob", "cronjobs", "cronjob", true)
     },
     Resource {
         short_names: &["hpa"],
         categories: ALL,
         status: true,
-        columns: &[
-            col("REFERENCE", "string", Computed("hpa-reference")),
-            col("MINPODS", "integer", Field("/spec/minReplicas")),
-            col("MAXPODS", "integer", Field("/spec/maxReplicas")),
-            col("REPLICAS", "integer", Field("/status/currentReplicas")),
-        ],
         ..resource(
             "autoscaling",
             "v2",
@@ -358,7 +234,6 @@ pub static RESOURCES: &[Resource] = &[
         )
     },
     Resource {
-        columns: &[col("HOLDER", "string", Field("/spec/holderIdentity"))],
         ..resource(
             "coordination.k8s.io",
             "v1",
@@ -401,11 +276,6 @@ pub static RESOURCES: &[Resource] = &[
         false,
     ),
     Resource {
-        columns: &[
-            col("ADDRESSTYPE", "string", Field("/addressType")),
-            col("PORTS", "string", Computed("slice-ports")),
-            col("ENDPOINTS", "string", Computed("slice-endpoints")),
-        ],
         ..resource(
             "discovery.k8s.io",
             "v1",
@@ -418,23 +288,27 @@ pub static RESOURCES: &[Resource] = &[
     Resource {
         short_names: &["ev"],
         fields: EVENT_FIELDS,
-        columns: &[
-            col("TYPE", "string", Field("/type")),
-            col("REASON", "string", Field("/reason")),
-            col("OBJECT", "string", Computed("event-object")),
-            col("MESSAGE", "string", Field("/note")),
-        ],
         storage: Some("events"),
         ..resource("events.k8s.io", "v1", "Event", "events", "event", true)
     },
     Resource {
-        columns: &[col("HANDLER", "string", Field("/handler"))],
         ..resource(
             "node.k8s.io",
             "v1",
             "RuntimeClass",
             "runtimeclasses",
             "runtimeclass",
+            false,
+        )
+    },
+    Resource {
+        short_names: &["pc"],
+        ..resource(
+            "scheduling.k8s.io",
+            "v1",
+            "PriorityClass",
+            "priorityclasses",
+            "priorityclass",
             false,
         )
     },

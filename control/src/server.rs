@@ -10,8 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::net::TcpListener;
 
-use crate::apiserver::admission::DefaultTolerations;
-use crate::apiserver::services::ServiceRanges;
+use crate::apiserver::admission::{self, DefaultTolerations, ServiceRanges};
 use crate::apiserver::{self, ApiState};
 use crate::controllers::{self, ControllersConfig};
 use crate::leader::{LeaderElector, LeaseTiming};
@@ -154,8 +153,10 @@ pub async fn run(
             authorizer: Arc::new(apiserver::auth::AllowAuthenticated),
             bookmark_interval: config.bookmark_interval,
             node_clients: Some(Arc::new(node_clients)),
-            default_tolerations: config.default_tolerations,
-            service_ranges: config.service_ranges,
+            admission: Arc::new(admission::Chain::standard(admission::Config {
+                default_tolerations: config.default_tolerations,
+                service_ranges: config.service_ranges,
+            })),
         },
         authenticator,
     );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bosun_api::cidr::Ipv4Cidr;
 use bosun_control::apiserver::admission::DefaultTolerations;
-use bosun_control::apiserver::services::{ServiceRanges, parse_port_range};
+use bosun_control::apiserver::admission::services::{ServiceRanges, parse_port_range};
 use bosun_control::controllers::ControllersConfig;
 use bosun_control::leader::LeaseTiming;
 use bosun_control::scheduler::SchedulerConfig;

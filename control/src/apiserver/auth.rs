@@ -33,16 +33,20 @@ pub struct Attributes<'a> {
     pub name: Option<&'a str>,
 }
 
-/// Decides whether a user may perform a request.
+/// Decides whether a user may perform a request. Asynchronous, so that an authorizer may read
+/// what it needs (RBAC's roles and bindings, from a cache kept by a watch or from the store).
+#[async_trait::async_trait]
 pub trait Authorizer: Send + Sync {
-    fn authorize(&self, user: &User, request: &Attributes<'_>) -> Result<(), String>;
+    /// `Err` says why not.
+    async fn authorize(&self, user: &User, request: &Attributes<'_>) -> Result<(), String>;
 }
 
 /// Every authenticated user may do everything: the policy until RBAC is enforced.
 pub struct AllowAuthenticated;
 
+#[async_trait::async_trait]
 impl Authorizer for AllowAuthenticated {
-    fn authorize(&self, _: &User, _: &Attributes<'_>) -> Result<(), String> {
+    async fn authorize(&self, _: &User, _: &Attributes<'_>) -> Result<(), String> {
         Ok(())
     }
 }

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use bosun_api::resources::{self, Resource};
 use serde_json::{Value, json};
 
+use super::kinds;
+
 /// The media type of an aggregated discovery document.
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
@@ -44,7 +46,7 @@ pub fn aggregated_document(core: bool) -> Value {
         }
         let resources: Vec<Value> = resources::in_group_version(group, version)
             .map(|resource| {
-                let subresources: Vec<Value> = subresources(resource)
+                let subresources: Vec<Value> = kinds::subresources(resource)
                     .into_iter()
                     .map(|sub| {
                         json!({
@@ -166,50 +168,7 @@ fn entry(resource: &Resource) -> Value {
     })
 }
 
-/// A subresource as discovery describes it.
-struct Subresource {
-    name: &'static str,
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    verbs: &'static [&'static str],
-}
-
-/// The subresources of `resource`: status and scale as the registry says, and a pod's
-/// binding.
-fn subresources(resource: &Resource) -> Vec<Subresource> {
-    let mut out = Vec::new();
-    if resource.status {
-        out.push(Subresource {
-            name: "status",
-            group: resource.group,
-            version: resource.version,
-            kind: resource.kind,
-            verbs: &["get", "patch", "update"],
-        });
-    }
-    if resource.scale {
-        out.push(Subresource {
-            name: "scale",
-            group: "autoscaling",
-            version: "v1",
-            kind: "Scale",
-            verbs: &["get", "patch", "update"],
-        });
-    }
-    if resource.kind == "Pod" && resource.group.is_empty() {
-        out.push(Subresource {
-            name: "binding",
-            group: "",
-            version: "v1",
-            kind: "Binding",
-            verbs: &["create"],
-        });
-    }
-    out
-}
-
-fn subresource_entry(resource: &Resource, sub: &Subresource) -> Value {
+fn subresource_entry(resource: &Resource, sub: &kinds::Subresource) -> Value {
     let mut entry = json!({
         "name": format!("{}/{}", resource.plural, sub.name),
         "singularName": "",
@@ -230,7 +189,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut entries = Vec::new();
     for resource in resources::in_group_version(group, version) {
         entries.push(entry(resource));
-        for sub in subresources(resource) {
+        for sub in kinds::subresources(resource) {
             entries.push(subresource_entry(resource, &sub));
         }
     }

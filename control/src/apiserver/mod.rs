@@ -2,10 +2,12 @@
 //! cluster CA.
 //!
 //! - [`discovery`]: `/version`, `/api`, `/apis`, resource lists built from the registry.
-//! - [`openapi`]: `/openapi/v3`, the operations of each group version (no type schemas yet).
+//! - [`openapi`]: `/openapi/v3`, the operations and type schemas of each group version.
 //! - [`rest`]: one generic implementation of get, list, watch, create, update, patch, delete
-//!   and deletecollection for every registered kind, plus `status`, `scale` and `binding`.
-//! - [`admission`]: metadata, defaults and validation per kind.
+//!   and deletecollection for every registered kind, plus `status` and `scale`.
+//! - [`kinds`]: a strategy per kind (its type, defaults, validation, subresources, deletion
+//!   hooks, table columns, protobuf message).
+//! - [`admission`]: metadata, the kind's preparation, then the chain of admission plugins.
 //! - [`patch`], [`table`], [`watch`]: patch formats, server-side printing, watch streams.
 //! - [`auth`]: bearer-token authentication and the authorization seam.
 //! - [`status`]: the one place errors become `metav1.Status` responses.
@@ -17,13 +19,12 @@ mod apply;
 pub mod auth;
 mod discovery;
 pub mod expiry;
-mod kinds;
+pub mod kinds;
 pub mod logs;
 mod openapi;
 mod patch;
 mod protobuf;
 mod rest;
-pub mod services;
 pub mod status;
 mod table;
 mod tls;
@@ -49,10 +50,8 @@ pub struct ApiState {
     pub bookmark_interval: std::time::Duration,
     /// How the server reaches nodes' log servers; `None` answers `pods/log` with 503.
     pub node_clients: Option<Arc<logs::NodeClients>>,
-    /// The NoExecute tolerations admission gives every new pod.
-    pub default_tolerations: admission::DefaultTolerations,
-    /// Where Services' cluster IPs and node ports come from.
-    pub service_ranges: services::ServiceRanges,
+    /// The admission plugins every write goes through.
+    pub admission: Arc<admission::Chain>,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {
@@ -101,12 +100,14 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, String) {
 }
 
 /// Creates the objects every cluster starts with, if they are missing: the namespaces
-/// `default`, `kube-system`, `kube-public`, `kube-node-lease`, and the `wasmtime` RuntimeClass.
+/// `default`, `kube-system`, `kube-public`, `kube-node-lease`, the `wasmtime` RuntimeClass and
+/// the system PriorityClasses.
 pub async fn ensure_builtin_objects(store: &dyn Store) -> crate::store::Result<()> {
     use bosun_api::resources::find;
     use serde_json::json;
     let namespaces = find("", "v1", "namespaces").expect("registered");
     let runtime_classes = find("node.k8s.io", "v1", "runtimeclasses").expect("registered");
+    let priority_classes = find("scheduling.k8s.io", "v1", "priorityclasses").expect("registered");
     let mut objects = Vec::new();
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         objects.push((namespaces, json!({"metadata": {"name": ns}})));
@@ -115,6 +116,12 @@ pub async fn ensure_builtin_objects(store: &dyn Store) -> crate::store::Result<(
         runtime_classes,
         json!({"metadata": {"name": "wasmtime"}, "handler": "wasmtime"}),
     ));
+    for (name, value) in kinds::SYSTEM_PRIORITY_CLASSES {
+        objects.push((
+            priority_classes,
+            json!({"metadata": {"name": name}, "value": value}),
+        ));
+    }
     for (resource, mut object) in objects {
         let mut strict = admission::FieldCheck::new(admission::FieldValidation::Strict);
         let name = admission::prepare_create(resource, None, &mut object, &mut strict)

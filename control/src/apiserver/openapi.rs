@@ -19,11 +19,10 @@ use std::sync::{Arc, OnceLock};
 use axum::Json;
 use axum::extract::Path;
 use bosun_api::resources::{self, Resource};
-use k8s_openapi::schemars::JsonSchema;
-use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
+use k8s_openapi::schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
-use super::kinds::{self, KindVisitor};
+use super::kinds;
 use super::status::ApiError;
 
 /// (group, version) → (document, hash).
@@ -88,20 +87,13 @@ pub async fn group_version(Path(path): Path<String>) -> Result<Json<Arc<Value>>,
 /// The type schemas of a group version's kinds and of everything they contain, by
 /// Kubernetes' schema names, each kind's with its `x-kubernetes-group-version-kind`.
 fn schemas(group: &str, version: &str) -> Map<String, Value> {
-    struct Add<'g>(&'g mut SchemaGenerator);
-    impl KindVisitor for Add<'_> {
-        type Output = String;
-        fn visit<T: serde::de::DeserializeOwned + serde::Serialize + JsonSchema>(self) -> String {
-            self.0.subschema_for::<T>();
-            T::schema_name().into_owned()
-        }
-    }
     let mut generator = SchemaSettings::openapi3().into_generator();
     let mut kinds_by_name = Vec::new();
     for resource in resources::in_group_version(group, version) {
-        if let Some(name) = kinds::visit(resource.group, resource.kind, Add(&mut generator)) {
-            kinds_by_name.push((name, resource));
-        }
+        let name = kinds::for_resource(resource)
+            .object_type()
+            .add_schema(&mut generator);
+        kinds_by_name.push((name, resource));
     }
     let mut schemas = generator.take_definitions(true);
     for (name, schema) in schemas.iter_mut() {

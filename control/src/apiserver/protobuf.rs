@@ -53,7 +53,7 @@ struct Field {
     repeated: bool,
 }
 
-struct Message {
+pub struct Message {
     name: &'static str,
     fields: &'static [Field],
 }
@@ -135,7 +135,7 @@ static NAMESPACE_SPEC: Message = Message {
     fields: &[rep(1, "finalizers", Str)],
 };
 
-static NAMESPACE: Message = Message {
+pub static NAMESPACE: Message = Message {
     name: "Namespace",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -144,7 +144,7 @@ static NAMESPACE: Message = Message {
     ],
 };
 
-static CONFIG_MAP: Message = Message {
+pub static CONFIG_MAP: Message = Message {
     name: "ConfigMap",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -154,7 +154,7 @@ static CONFIG_MAP: Message = Message {
     ],
 };
 
-static SECRET: Message = Message {
+pub static SECRET: Message = Message {
     name: "Secret",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -170,7 +170,7 @@ static LOCAL_OBJECT_REFERENCE: Message = Message {
     fields: &[f(1, "name", Str)],
 };
 
-static SERVICE_ACCOUNT: Message = Message {
+pub static SERVICE_ACCOUNT: Message = Message {
     name: "ServiceAccount",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -206,7 +206,7 @@ static RESOURCE_QUOTA_SPEC: Message = Message {
     ],
 };
 
-static RESOURCE_QUOTA: Message = Message {
+pub static RESOURCE_QUOTA: Message = Message {
     name: "ResourceQuota",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -326,7 +326,7 @@ static DEPLOYMENT_SPEC: Message = Message {
     ],
 };
 
-static DEPLOYMENT: Message = Message {
+pub static DEPLOYMENT: Message = Message {
     name: "Deployment",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -351,7 +351,7 @@ static JOB_SPEC: Message = Message {
     ],
 };
 
-static JOB: Message = Message {
+pub static JOB: Message = Message {
     name: "Job",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -382,7 +382,7 @@ static CRON_JOB_SPEC: Message = Message {
     ],
 };
 
-static CRON_JOB: Message = Message {
+pub static CRON_JOB: Message = Message {
     name: "CronJob",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -511,7 +511,7 @@ static HPA_SPEC: Message = Message {
     ],
 };
 
-static HORIZONTAL_POD_AUTOSCALER: Message = Message {
+pub static HORIZONTAL_POD_AUTOSCALER: Message = Message {
     name: "HorizontalPodAutoscaler",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -556,7 +556,7 @@ static SERVICE_SPEC: Message = Message {
     ],
 };
 
-static SERVICE: Message = Message {
+pub static SERVICE: Message = Message {
     name: "Service",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -576,7 +576,7 @@ static POLICY_RULE: Message = Message {
     ],
 };
 
-static ROLE: Message = Message {
+pub static ROLE: Message = Message {
     name: "Role",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -599,7 +599,7 @@ static ROLE_REF: Message = Message {
     fields: &[f(1, "apiGroup", Str), f(2, "kind", Str), f(3, "name", Str)],
 };
 
-static ROLE_BINDING: Message = Message {
+pub static ROLE_BINDING: Message = Message {
     name: "RoleBinding",
     fields: &[
         f(1, "metadata", Msg(&OBJECT_META)),
@@ -608,28 +608,13 @@ static ROLE_BINDING: Message = Message {
     ],
 };
 
-/// The message of a kind whose protobuf Bosun reads, by API version: the field numbers are
-/// those of one version.
-fn message_of(api_version: &str, kind: &str) -> Option<&'static Message> {
-    Some(match (api_version, kind) {
-        ("v1", "Namespace") => &NAMESPACE,
-        ("v1", "ConfigMap") => &CONFIG_MAP,
-        ("v1", "Secret") => &SECRET,
-        ("v1", "ServiceAccount") => &SERVICE_ACCOUNT,
-        ("v1", "ResourceQuota") => &RESOURCE_QUOTA,
-        ("v1", "Service") => &SERVICE,
-        ("apps/v1", "Deployment") => &DEPLOYMENT,
-        ("batch/v1", "Job") => &JOB,
-        ("batch/v1", "CronJob") => &CRON_JOB,
-        ("autoscaling/v2", "HorizontalPodAutoscaler") => &HORIZONTAL_POD_AUTOSCALER,
-        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => &ROLE,
-        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => &ROLE_BINDING,
-        _ => return None,
-    })
-}
-
-/// The JSON object a protobuf body holds. The error says what could not be read.
-pub fn decode(body: &[u8]) -> Result<Value, String> {
+/// The JSON object a protobuf body holds. `message_of` gives the message of an API version's
+/// kind, if Bosun reads it as protobuf (the kind's strategy says). The error says what could
+/// not be read.
+pub fn decode(
+    body: &[u8],
+    message_of: impl Fn(&str, &str) -> Option<&'static Message>,
+) -> Result<Value, String> {
     let envelope = body
         .strip_prefix(MAGIC)
         .ok_or("a protobuf body starts with the magic bytes k8s\\0")?;
@@ -865,6 +850,10 @@ impl<'a> Iterator for Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode(body: &[u8]) -> Result<Value, String> {
+        super::decode(body, crate::apiserver::kinds::protobuf_message)
+    }
 
     fn varint(mut v: u64, out: &mut Vec<u8>) {
         loop {

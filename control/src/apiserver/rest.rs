@@ -11,11 +11,13 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bosun_api::resources::{self, Resource};
 use bosun_api::{fields, labels};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use serde_json::{Value, json};
 
+use super::admission::{self, Operation};
 use super::auth::{Attributes, User};
 use super::status::{ApiError, ApiResult};
-use super::{ApiState, admission, discovery, patch, protobuf, services, table, watch};
+use super::{ApiState, discovery, kinds, patch, protobuf, table, watch};
 use crate::store::{Key, ListRequest, Object};
 
 /// Largest request body accepted (the store's object limit plus room for the envelope).
@@ -31,7 +33,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn key(&self, name: &str) -> Key {
+    pub(super) fn key(&self, name: &str) -> Key {
         Key::new(
             self.resource.storage_name(),
             self.namespace.clone().unwrap_or_default(),
@@ -39,9 +41,16 @@ impl Target {
         )
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         self.name.as_deref().unwrap_or_default()
     }
+}
+
+/// Who writes, and whether for real.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    user: &'a User,
+    dry_run: bool,
 }
 
 /// What a path under `/api` or `/apis` names: a discovery document or a resource target.
@@ -176,6 +185,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 name: target.name.as_deref(),
             },
         )
+        .await
         .map_err(|why| {
             ApiError::forbidden(format!(
                 "{} {:?} is forbidden: User {:?} cannot {verb} resource {:?}: {why}",
@@ -186,13 +196,9 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
             ))
         })?;
     if let Some(sub) = target.subresource.as_deref() {
-        let allowed = match sub {
-            "status" => target.resource.status,
-            "scale" => target.resource.scale,
-            "binding" | "log" => target.resource.kind == "Pod",
-            "finalize" => target.resource.kind == "Namespace" && verb == "update",
-            _ => false,
-        };
+        let allowed = kinds::subresources(target.resource)
+            .iter()
+            .any(|s| s.name == sub && s.verbs.contains(&verb));
         if !allowed {
             return Err(ApiError::not_found_path(path));
         }
@@ -203,7 +209,10 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::too_large(format!("the request body is larger than {MAX_BODY} bytes"))
     })?;
-    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    let caller = Caller {
+        user: &user,
+        dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+    };
     let manager = field_manager(&query, &parts.headers);
     let mut fields =
         admission::FieldCheck::from_query(query.get("fieldValidation").map(String::as_str))?;
@@ -241,7 +250,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
             })
         }
         "create" if target.subresource.as_deref() == Some("binding") => {
-            bind(state, &target, decode(&parts.headers, &body)?).await
+            kinds::pod::bind(state, &target, decode(&parts.headers, &body)?).await
         }
         "create" if target.name.is_none() => {
             let created = create(
@@ -249,7 +258,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 &target,
                 decode(&parts.headers, &body)?,
                 Some(&manager),
-                dry_run,
+                caller,
                 &mut fields,
             )
             .await?;
@@ -264,7 +273,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 &target,
                 decode(&parts.headers, &body)?,
                 &manager,
-                dry_run,
+                caller,
                 &mut fields,
             )
             .await?;
@@ -287,7 +296,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                     .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?;
                 let force = query.get("force").is_some_and(|f| f == "true");
                 let (status, applied) =
-                    apply_object(state, &target, config, manager, force, dry_run, &mut fields)
+                    apply_object(state, &target, config, manager, force, caller, &mut fields)
                         .await?;
                 return Ok(with_warnings(
                     (status, axum::Json(applied)).into_response(),
@@ -299,11 +308,11 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
             let patched =
-                patch_object(state, &target, kind, &patch, &manager, dry_run, &mut fields).await?;
+                patch_object(state, &target, kind, &patch, &manager, caller, &mut fields).await?;
             Ok(with_warnings(axum::Json(patched).into_response(), &fields))
         }
-        "delete" => delete(state, &target, &body, &query, dry_run).await,
-        "deletecollection" => delete_collection(state, &target, &query, dry_run).await,
+        "delete" => delete(state, &target, &body, &query, caller).await,
+        "deletecollection" => delete_collection(state, &target, &query, caller).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "{} is not supported on {path}",
             parts.method
@@ -326,34 +335,8 @@ fn field_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> String
 }
 
 fn url_decode_pairs(query: &str) -> HashMap<String, String> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
-                .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
-                .flatten()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match (bytes[i], hex) {
-                (b'%', Some(b)) => {
-                    out.push(b);
-                    i += 2;
-                }
-                (b'+', _) => out.push(b' '),
-                (b, _) => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
         .collect()
 }
 
@@ -383,7 +366,7 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     if content_type.starts_with(protobuf::MEDIA_TYPE) {
-        return protobuf::decode(body)
+        return protobuf::decode(body, kinds::protobuf_message)
             .map_err(|why| ApiError::unsupported_media_type_because(content_type, &why));
     }
     let value: Value = if content_type.contains("yaml") {
@@ -480,41 +463,11 @@ pub(super) async fn list(
 pub(super) fn presented(resource: &Resource, mut value: Value) -> Value {
     value["apiVersion"] = json!(resource.api_version());
     value["kind"] = json!(resource.kind);
-    if resource.kind == "Event" {
-        convert_event(&mut value, resource.group.is_empty());
-    }
+    kinds::for_resource(resource).present(resource, &mut value);
     value
 }
 
-/// The fields core/v1 and events.k8s.io/v1 Events name differently, as (core, events.k8s.io).
-const EVENT_FIELDS: &[(&str, &str)] = &[
-    ("involvedObject", "regarding"),
-    ("message", "note"),
-    ("reportingComponent", "reportingController"),
-    ("source", "deprecatedSource"),
-    ("firstTimestamp", "deprecatedFirstTimestamp"),
-    ("lastTimestamp", "deprecatedLastTimestamp"),
-    ("count", "deprecatedCount"),
-];
-
-/// Renames an Event's fields to those of core/v1 (`to_core`) or of events.k8s.io/v1, as the
-/// Kubernetes API server converts between the two; the writer's version decides how it is
-/// stored, so either may come out of the store.
-fn convert_event(value: &mut Value, to_core: bool) {
-    let Some(object) = value.as_object_mut() else {
-        return;
-    };
-    for (core, new) in EVENT_FIELDS {
-        let (from, to) = if to_core { (new, core) } else { (core, new) };
-        if let Some(v) = object.remove(*from)
-            && !object.contains_key(*to)
-        {
-            object.insert(to.to_string(), v);
-        }
-    }
-}
-
-async fn get(state: &ApiState, target: &Target) -> ApiResult<Object> {
+pub(super) async fn get(state: &ApiState, target: &Target) -> ApiResult<Object> {
     let name = target.name();
     let mut object = state
         .store
@@ -526,13 +479,14 @@ async fn get(state: &ApiState, target: &Target) -> ApiResult<Object> {
 }
 
 /// Creates the object `body` describes. `manager` is recorded as the owner of its fields, but
-/// for a server-side apply, which wrote its own managedFields (None).
+/// for a server-side apply, which wrote its own managedFields (None). The fields admission
+/// plugins add are not the manager's, as in Kubernetes.
 async fn create(
     state: &ApiState,
     target: &Target,
     mut body: Value,
     manager: Option<&str>,
-    dry_run: bool,
+    caller: Caller<'_>,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
     let name = admission::prepare_create(
@@ -541,7 +495,6 @@ async fn create(
         &mut body,
         fields,
     )?;
-    admission::add_default_tolerations(target.resource, &mut body, state.default_tolerations);
     if let Some(manager) = manager {
         super::apply::record_update(
             None,
@@ -552,13 +505,24 @@ async fn create(
             &now(),
         );
     }
-    if is_service(target.resource) {
-        services::admit_create(state, target.resource, &name, &mut body, dry_run).await?;
-    }
-    if target.resource.namespaced {
-        ensure_namespace(state, target).await?;
-    }
-    if dry_run {
+    state
+        .admission
+        .run(
+            &*state.store,
+            &mut admission::Request {
+                operation: Operation::Create,
+                resource: target.resource,
+                subresource: None,
+                namespace: target.namespace.as_deref(),
+                name: &name,
+                user: caller.user,
+                object: &mut body,
+                old: None,
+                dry_run: caller.dry_run,
+            },
+        )
+        .await?;
+    if caller.dry_run {
         return Ok(body);
     }
     let created = state
@@ -567,30 +531,6 @@ async fn create(
         .await
         .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
     Ok(presented(target.resource, created.value))
-}
-
-async fn ensure_namespace(state: &ApiState, target: &Target) -> ApiResult<()> {
-    let ns = target.namespace.as_deref().unwrap_or_default();
-    match state.store.get(&Key::new("namespaces", "", ns)).await {
-        Ok(namespace) => {
-            if namespace
-                .value
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                == Some("Terminating")
-            {
-                return Err(ApiError::forbidden(format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                )));
-            }
-            Ok(())
-        }
-        Err(crate::store::Error::NotFound { .. }) => Err(ApiError::not_found(
-            resources::find("", "v1", "namespaces").expect("registered"),
-            ns,
-        )),
-        Err(e) => Err(ApiError::from_store(e, target.resource, ns)),
-    }
 }
 
 /// The resourceVersion a client sent, as a store precondition.
@@ -613,7 +553,7 @@ async fn update(
     target: &Target,
     body: Value,
     manager: &str,
-    dry_run: bool,
+    caller: Caller<'_>,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
     let expected = precondition(&body)?;
@@ -635,7 +575,7 @@ async fn update(
                 subresource: Some("scale"),
                 manager: Some(manager),
             },
-            dry_run,
+            caller,
             fields,
         )
         .await?;
@@ -654,31 +594,10 @@ async fn update(
             subresource: target.subresource.as_deref(),
             manager: Some(manager),
         },
-        dry_run,
+        caller,
         fields,
     )
     .await
-}
-
-/// Applies a prepared replacement (or validates it, for a dry run).
-async fn write(
-    state: &ApiState,
-    target: &Target,
-    body: Value,
-    expected: Option<i64>,
-    dry_run: bool,
-) -> ApiResult<Value> {
-    if dry_run {
-        return Ok(body);
-    }
-    let name = target.name();
-    let updated = state
-        .store
-        .update(&target.key(name), body, expected)
-        .await
-        .map_err(|e| ApiError::from_store(e, target.resource, name))?;
-    let value = presented(target.resource, updated.value);
-    finish_deletion_if_done(state, target, value).await
 }
 
 /// Who writes through `store_update`, and where.
@@ -700,7 +619,7 @@ async fn store_update(
     mut new: Value,
     expected: Option<i64>,
     writer: Writer<'_>,
-    dry_run: bool,
+    caller: Caller<'_>,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
     // The scale subresource writes the whole object (with the new replicas) here.
@@ -716,22 +635,34 @@ async fn store_update(
             &now(),
         );
     }
-    if is_service(target.resource) && sub.is_none() {
-        services::admit_update(
-            state,
-            target.resource,
-            target.name(),
-            old,
-            &mut new,
-            dry_run,
+    state
+        .admission
+        .run(
+            &*state.store,
+            &mut admission::Request {
+                operation: Operation::Update,
+                resource: target.resource,
+                subresource: writer.subresource,
+                namespace: target.namespace.as_deref(),
+                name: target.name(),
+                user: caller.user,
+                object: &mut new,
+                old: Some(old),
+                dry_run: caller.dry_run,
+            },
         )
         .await?;
+    if caller.dry_run {
+        return Ok(new);
     }
-    write(state, target, new, expected, dry_run).await
-}
-
-fn is_service(resource: &Resource) -> bool {
-    resource.group.is_empty() && resource.kind == "Service"
+    let name = target.name();
+    let updated = state
+        .store
+        .update(&target.key(name), new, expected)
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, name))?;
+    let value = presented(target.resource, updated.value);
+    finish_deletion_if_done(state, target, value).await
 }
 
 /// An object marked for deletion goes once its last finalizer is removed.
@@ -745,18 +676,20 @@ async fn finish_deletion_if_done(
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    if marked && !finalizers && !awaits_others(target.resource, &value) {
+    if marked && !finalizers && !kinds::for_resource(target.resource).awaits_others(&value) {
         let name = target.name();
         let rv = value
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .and_then(|r| r.parse().ok());
         match state.store.delete(&target.key(name), rv).await {
-            Ok(deleted) if is_service(target.resource) => {
-                services::release(state, &deleted.value).await;
+            Ok(deleted) => {
+                let admission = &state.admission;
+                admission
+                    .deleted(&*state.store, target.resource, &deleted.value)
+                    .await;
             }
-            Ok(_)
-            | Err(crate::store::Error::NotFound { .. })
+            Err(crate::store::Error::NotFound { .. })
             | Err(crate::store::Error::Conflict { .. }) => {}
             Err(e) => return Err(ApiError::from_store(e, target.resource, name)),
         }
@@ -764,29 +697,31 @@ async fn finish_deletion_if_done(
     Ok(value)
 }
 
-/// Whether deletion waits for someone other than the finalizers: a pod on a node is removed
-/// by its node once its containers have stopped (the node deletes it with a zero grace
-/// period), as the kubelet does; a namespace is removed once the namespace controller has
-/// emptied it and cleared `spec.finalizers` through `/finalize`.
-fn awaits_others(resource: &Resource, value: &Value) -> bool {
-    if resource.kind == "Namespace" && resource.group.is_empty() {
-        return value
-            .pointer("/spec/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-    }
-    resource.kind == "Pod"
-        && resource.group.is_empty()
-        && value
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty())
-        && value
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            > 0
+/// Kubernetes' `GuaranteedUpdate`: `$attempt` (an expression evaluated anew for each try)
+/// reads the object and writes its new version with the revision it read as the
+/// precondition; when another write came in between (a stale write), it is tried again on the
+/// newer version, up to five times. A macro rather than a function over an async closure,
+/// whose future the compiler cannot yet prove `Send` for axum.
+macro_rules! guaranteed_update {
+    ($target:expr, $attempt:expr) => {{
+        let mut result = Err(ApiError::conflict(
+            $target.resource,
+            $target.name(),
+            "too many concurrent writers",
+        ));
+        for _ in 0..5 {
+            match $attempt.await {
+                Err(e) if e.is_stale_write() => continue,
+                other => {
+                    result = other;
+                    break;
+                }
+            }
+        }
+        result
+    }};
 }
+pub(super) use guaranteed_update;
 
 async fn patch_object(
     state: &ApiState,
@@ -794,79 +729,77 @@ async fn patch_object(
     kind: patch::Kind,
     patch: &Value,
     manager: &str,
-    dry_run: bool,
+    caller: Caller<'_>,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<Value> {
-    // Read, patch, write with the read revision as precondition; retry on a concurrent write
-    // (a patch without a resourceVersion must not fail because someone else wrote first).
-    for _ in 0..5 {
-        let current = get(state, target).await?;
-        let base = match target.subresource.as_deref() {
-            Some("scale") => scale_of(&current),
-            _ => current.value.clone(),
-        };
-        let patched = patch::apply(kind, &base, patch).map_err(|e| {
-            ApiError::invalid(
-                target.resource,
-                target.name(),
-                vec![super::status::Cause {
-                    field: "patch".into(),
-                    message: e,
-                }],
-            )
-        })?;
-        let expected = precondition(&patched)?.filter(|rv| *rv != current.revision);
-        if let Some(rv) = expected {
-            return Err(ApiError::from_store(
-                crate::store::Error::Conflict {
-                    key: target.key(target.name()),
-                    expected: rv,
-                    actual: current.revision,
-                },
-                target.resource,
-                target.name(),
-            ));
-        }
-        let new = match target.subresource.as_deref() {
-            Some("scale") => {
-                let replicas = patched
-                    .pointer("/spec/replicas")
-                    .cloned()
-                    .unwrap_or(json!(0));
-                let mut v = current.value.clone();
-                v["spec"]["replicas"] = replicas;
-                v
-            }
-            _ => patched,
-        };
-        let writer = Writer {
-            subresource: target.subresource.as_deref(),
-            manager: Some(manager),
-        };
-        match store_update(
-            state,
-            target,
-            &current.value,
-            new,
-            Some(current.revision),
-            writer,
-            dry_run,
-            fields,
+    // A patch without a resourceVersion must not fail because someone else wrote first.
+    guaranteed_update!(
+        target,
+        patch_once(state, target, kind, patch, manager, caller, fields)
+    )
+}
+
+async fn patch_once(
+    state: &ApiState,
+    target: &Target,
+    kind: patch::Kind,
+    patch: &Value,
+    manager: &str,
+    caller: Caller<'_>,
+    fields: &mut admission::FieldCheck,
+) -> ApiResult<Value> {
+    let current = get(state, target).await?;
+    let base = match target.subresource.as_deref() {
+        Some("scale") => scale_of(&current),
+        _ => current.value.clone(),
+    };
+    let patched = patch::apply(kind, &base, patch).map_err(|e| {
+        ApiError::invalid(
+            target.resource,
+            target.name(),
+            vec![super::status::Cause {
+                field: "patch".into(),
+                message: e,
+            }],
         )
-        .await
-        {
-            Err(e) if e.code == StatusCode::CONFLICT && e.reason == "Conflict" => continue,
-            Ok(value) if target.subresource.as_deref() == Some("scale") => {
-                return Ok(scale_of(&Object { value, ..current }));
-            }
-            other => return other,
-        }
+    })?;
+    if precondition(&patched)?.is_some_and(|rv| rv != current.revision) {
+        return Err(ApiError::precondition_failed(
+            target.resource,
+            target.name(),
+        ));
     }
-    Err(ApiError::conflict(
-        target.resource,
-        target.name(),
-        "too many concurrent writers",
-    ))
+    let new = match target.subresource.as_deref() {
+        Some("scale") => {
+            let replicas = patched
+                .pointer("/spec/replicas")
+                .cloned()
+                .unwrap_or(json!(0));
+            let mut v = current.value.clone();
+            v["spec"]["replicas"] = replicas;
+            v
+        }
+        _ => patched,
+    };
+    let writer = Writer {
+        subresource: target.subresource.as_deref(),
+        manager: Some(manager),
+    };
+    let value = store_update(
+        state,
+        target,
+        &current.value,
+        new,
+        Some(current.revision),
+        writer,
+        caller,
+        fields,
+    )
+    .await?;
+    Ok(match target.subresource.as_deref() {
+        Some("scale") => scale_of(&Object { value, ..current }),
+        _ => value,
+    })
 }
 
 /// Server-side apply (`apply.rs`): creates the object if it is missing, else merges the
@@ -877,7 +810,7 @@ async fn apply_object(
     config: Value,
     manager: &str,
     force: bool,
-    dry_run: bool,
+    caller: Caller<'_>,
     fields: &mut admission::FieldCheck,
 ) -> ApiResult<(StatusCode, Value)> {
     let name = target.name();
@@ -903,59 +836,68 @@ async fn apply_object(
             "the name of the object ({named}) does not match the name on the URL ({name})"
         )));
     }
+    guaranteed_update!(
+        target,
+        apply_once(state, target, &config, manager, force, caller, fields)
+    )
+}
+
+async fn apply_once(
+    state: &ApiState,
+    target: &Target,
+    config: &Value,
+    manager: &str,
+    force: bool,
+    caller: Caller<'_>,
+    fields: &mut admission::FieldCheck,
+) -> ApiResult<(StatusCode, Value)> {
+    let name = target.name();
     let has_status = target.resource.status;
     let now = now();
-    for _ in 0..5 {
-        let current = match get(state, target).await {
-            Ok(current) => current,
-            Err(e) if e.code == StatusCode::NOT_FOUND => {
-                let mut body = super::apply::create(config.clone(), manager, has_status, &now);
-                body["metadata"]["name"] = json!(name);
-                match create(state, target, body, None, dry_run, fields).await {
-                    // Created by someone else meanwhile: apply to theirs.
-                    Err(e) if e.code == StatusCode::CONFLICT => continue,
-                    other => return other.map(|v| (StatusCode::CREATED, v)),
+    let current = match get(state, target).await {
+        Ok(current) => current,
+        Err(e) if e.code == StatusCode::NOT_FOUND => {
+            let mut body = super::apply::create(config.clone(), manager, has_status, &now);
+            body["metadata"]["name"] = json!(name);
+            return match create(state, target, body, None, caller, fields).await {
+                // Created by someone else meanwhile: apply to theirs.
+                Err(e) if e.code == StatusCode::CONFLICT => {
+                    Err(ApiError::stale_write(target.resource, name))
                 }
-            }
-            Err(e) => return Err(e),
-        };
-        let new = super::apply::apply(&current.value, &config, manager, force, has_status, &now)
-            .map_err(|conflicts| {
-                let list: Vec<String> = conflicts
-                    .iter()
-                    .map(super::apply::Conflict::message)
-                    .collect();
-                ApiError::apply_conflict(format!(
-                    "Apply failed with {} conflict{}: {}",
-                    list.len(),
-                    if list.len() == 1 { "" } else { "s" },
-                    list.join("; ")
-                ))
-            })?;
-        match store_update(
-            state,
-            target,
-            &current.value,
-            new,
-            Some(current.revision),
-            Writer {
-                subresource: None,
-                manager: None,
-            },
-            dry_run,
-            fields,
-        )
-        .await
-        {
-            Err(e) if e.code == StatusCode::CONFLICT && e.reason == "Conflict" => continue,
-            other => return other.map(|v| (StatusCode::OK, v)),
+                other => other.map(|v| (StatusCode::CREATED, v)),
+            };
         }
-    }
-    Err(ApiError::conflict(
-        target.resource,
-        name,
-        "too many concurrent writers",
-    ))
+        Err(e) => return Err(e),
+    };
+    let new = super::apply::apply(&current.value, config, manager, force, has_status, &now)
+        .map_err(|conflicts| {
+            let list: Vec<String> = conflicts
+                .iter()
+                .map(super::apply::Conflict::message)
+                .collect();
+            ApiError::apply_conflict(format!(
+                "Apply failed with {} conflict{}: {}",
+                list.len(),
+                if list.len() == 1 { "" } else { "s" },
+                list.join("; ")
+            ))
+        })?;
+    let writer = Writer {
+        subresource: None,
+        manager: None,
+    };
+    store_update(
+        state,
+        target,
+        &current.value,
+        new,
+        Some(current.revision),
+        writer,
+        caller,
+        fields,
+    )
+    .await
+    .map(|v| (StatusCode::OK, v))
 }
 
 fn now() -> String {
@@ -977,104 +919,9 @@ fn scale_of(object: &Object) -> Value {
         "spec": {"replicas": v.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
         "status": {
             "replicas": v.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
-            "selector": table::selector_string(v),
+            "selector": kinds::selector_string(v),
         },
     })
-}
-
-async fn bind(state: &ApiState, target: &Target, body: Value) -> ApiResult<Response> {
-    let node = body
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::bad_request("a Binding needs target.name"))?
-        .to_string();
-    let uid = body.pointer("/metadata/uid").and_then(Value::as_str);
-    // Read-modify-write like any update; a concurrent status write only means another try.
-    for _ in 0..5 {
-        let current = get(state, target).await?;
-        let conflict = |message: &str| ApiError::conflict(target.resource, target.name(), message);
-        let current_uid = current
-            .value
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str);
-        if let Some(uid) = uid.filter(|u| !u.is_empty())
-            && current_uid != Some(uid)
-        {
-            return Err(conflict(&format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                current_uid.unwrap_or_default()
-            )));
-        }
-        if let Some(assigned) = current
-            .value
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            return Err(conflict(&format!(
-                "pod {} is already assigned to node {assigned:?}",
-                target.name()
-            )));
-        }
-        if current
-            .value
-            .pointer("/metadata/deletionTimestamp")
-            .is_some()
-        {
-            return Err(conflict(&format!(
-                "pod {} is being deleted, cannot be assigned to a host",
-                target.name()
-            )));
-        }
-        let mut bound = current.value.clone();
-        bound["spec"]["nodeName"] = json!(node);
-        set_pod_scheduled(&mut bound);
-        match state
-            .store
-            .update(&target.key(target.name()), bound, Some(current.revision))
-            .await
-        {
-            Ok(_) => {
-                return Ok((
-                    StatusCode::CREATED,
-                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})),
-                )
-                    .into_response());
-            }
-            Err(crate::store::Error::Conflict { .. }) => continue,
-            Err(e) => return Err(ApiError::from_store(e, target.resource, target.name())),
-        }
-    }
-    Err(ApiError::conflict(
-        target.resource,
-        target.name(),
-        "too many concurrent writers",
-    ))
-}
-
-/// A bound pod's `PodScheduled` condition becomes True, as the Kubernetes binding does.
-fn set_pod_scheduled(pod: &mut Value) {
-    let condition = json!({
-        "type": "PodScheduled",
-        "status": "True",
-        "lastProbeTime": null,
-        "lastTransitionTime": bosun_api::time::rfc3339(std::time::SystemTime::now()),
-    });
-    if !pod.get("status").is_some_and(Value::is_object) {
-        pod["status"] = json!({});
-    }
-    let conditions = pod["status"]
-        .as_object_mut()
-        .expect("made an object above")
-        .entry("conditions")
-        .or_insert_with(|| json!([]));
-    if !conditions.is_array() {
-        *conditions = json!([]);
-    }
-    let list = conditions.as_array_mut().expect("made an array above");
-    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-    list.push(condition);
 }
 
 /// Deletes an object. Without a resourceVersion precondition, a write that lands between
@@ -1086,46 +933,48 @@ async fn delete(
     target: &Target,
     body: &[u8],
     query: &HashMap<String, String>,
-    dry_run: bool,
+    caller: Caller<'_>,
 ) -> ApiResult<Response> {
-    let precondition = serde_json::from_slice::<Value>(body)
-        .ok()
-        .is_some_and(|o| o.pointer("/preconditions/resourceVersion").is_some());
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match delete_once(state, target, body, query, dry_run).await {
-            Err(e) if e.code == StatusCode::CONFLICT && !precondition && attempts < 8 => continue,
-            other => return other,
-        }
+    let options: DeleteOptions = if body.is_empty() {
+        DeleteOptions::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let preconditions = options.preconditions.clone().unwrap_or_default();
+    if preconditions.resource_version.is_some() {
+        return delete_once(state, target, &options, query, caller).await;
     }
+    guaranteed_update!(target, delete_once(state, target, &options, query, caller))
 }
 
 async fn delete_once(
     state: &ApiState,
     target: &Target,
-    body: &[u8],
+    options: &DeleteOptions,
     query: &HashMap<String, String>,
-    dry_run: bool,
+    caller: Caller<'_>,
 ) -> ApiResult<Response> {
-    let options: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
-    };
-    if target.resource.kind == "Namespace"
-        && matches!(target.name(), "default" | "kube-system" | "kube-public")
-    {
-        return Err(ApiError::forbidden(format!(
-            "namespaces \"{}\" is forbidden: this namespace may not be deleted",
-            target.name()
-        )));
-    }
-    let current = get(state, target).await?;
-    if let Some(uid) = options
-        .pointer("/preconditions/uid")
-        .and_then(Value::as_str)
+    let mut current = get(state, target).await?;
+    state
+        .admission
+        .run(
+            &*state.store,
+            &mut admission::Request {
+                operation: Operation::Delete,
+                resource: target.resource,
+                subresource: None,
+                namespace: target.namespace.as_deref(),
+                name: target.name(),
+                user: caller.user,
+                object: &mut current.value,
+                old: None,
+                dry_run: caller.dry_run,
+            },
+        )
+        .await?;
+    let preconditions = options.preconditions.clone().unwrap_or_default();
+    if let Some(uid) = preconditions.uid.as_deref()
         && current
             .value
             .pointer("/metadata/uid")
@@ -1141,10 +990,7 @@ async fn delete_once(
             ),
         ));
     }
-    let expected = match options
-        .pointer("/preconditions/resourceVersion")
-        .and_then(Value::as_str)
-    {
+    let expected = match preconditions.resource_version.as_deref() {
         Some(rv) => Some(
             rv.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
@@ -1152,8 +998,7 @@ async fn delete_once(
         None => None,
     };
     let grace = options
-        .get("gracePeriodSeconds")
-        .and_then(Value::as_i64)
+        .grace_period_seconds
         .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()))
         .or_else(|| {
             current
@@ -1164,13 +1009,10 @@ async fn delete_once(
         .unwrap_or(0);
     // Foreground and Orphan deletion are finalizers the garbage collector acts on.
     let policy = options
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
+        .propagation_policy
+        .as_deref()
         .or_else(|| query.get("propagationPolicy").map(String::as_str))
-        .or_else(|| {
-            (options.get("orphanDependents").and_then(Value::as_bool) == Some(true))
-                .then_some("Orphan")
-        });
+        .or_else(|| (options.orphan_dependents == Some(true)).then_some("Orphan"));
     let finalizer = match policy {
         None | Some("Background") => None,
         Some("Foreground") => Some("foregroundDeletion"),
@@ -1181,9 +1023,10 @@ async fn delete_once(
             )));
         }
     };
-    if dry_run {
+    if caller.dry_run {
         return Ok(axum::Json(current.value).into_response());
     }
+    let strategy = kinds::for_resource(target.resource);
     let mut marked = current.value.clone();
     if let Some(finalizer) = finalizer {
         let list = marked["metadata"]
@@ -1208,7 +1051,7 @@ async fn delete_once(
     // A second delete may only shorten the grace period.
     let grace = previous_grace.map_or(grace, |g| g.min(grace));
     marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-    if has_finalizers || awaits_others(target.resource, &marked) {
+    if has_finalizers || strategy.awaits_others(&marked) {
         // Mark it; finalizers (or the pod's node) finish the deletion.
         let when = SystemTime::now() + Duration::from_secs(grace.max(0) as u64);
         if current
@@ -1219,9 +1062,7 @@ async fn delete_once(
         {
             marked["metadata"]["deletionTimestamp"] = json!(bosun_api::time::rfc3339(when));
         }
-        if target.resource.kind == "Namespace" {
-            marked["status"]["phase"] = json!("Terminating");
-        }
+        strategy.mark_deleting(&mut marked);
         if marked == current.value {
             return Ok((StatusCode::ACCEPTED, axum::Json(current.value)).into_response());
         }
@@ -1245,9 +1086,10 @@ async fn delete_once(
         )
         .await
         .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
-    if is_service(target.resource) {
-        services::release(state, &deleted.value).await;
-    }
+    state
+        .admission
+        .deleted(&*state.store, target.resource, &deleted.value)
+        .await;
     Ok(axum::Json(presented(target.resource, deleted.value)).into_response())
 }
 
@@ -1255,7 +1097,7 @@ async fn delete_collection(
     state: &ApiState,
     target: &Target,
     query: &HashMap<String, String>,
-    dry_run: bool,
+    caller: Caller<'_>,
 ) -> ApiResult<Response> {
     let list = list(state, target, query).await?;
     for item in list["items"].as_array().into_iter().flatten() {
@@ -1273,7 +1115,7 @@ async fn delete_collection(
             name: Some(name.to_string()),
             subresource: None,
         };
-        match delete(state, &one, &[], query, dry_run).await {
+        match delete(state, &one, &[], query, caller).await {
             Ok(_) => {}
             Err(e) if e.code == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e),

@@ -14,6 +14,9 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// A write lost a race with another (its revision precondition, taken from the read it
+    /// was computed from, failed): the read-modify-write may be tried again.
+    stale: bool,
 }
 
 /// One invalid field, as `details.causes` lists them.
@@ -31,6 +34,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            stale: false,
         }
     }
 
@@ -91,6 +95,32 @@ impl ApiError {
             ),
         )
         .with_details(resource, name)
+    }
+
+    /// A write that lost a race: another write came in since the object was read.
+    pub fn stale_write(resource: &Resource, name: &str) -> Self {
+        Self {
+            stale: true,
+            ..Self::conflict(
+                resource,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
+        }
+    }
+
+    /// A client's resourceVersion precondition does not hold: the same answer as a stale
+    /// write, but trying again cannot help.
+    pub fn precondition_failed(resource: &Resource, name: &str) -> Self {
+        Self {
+            stale: false,
+            ..Self::stale_write(resource, name)
+        }
+    }
+
+    /// Whether a read-modify-write that got this error may be tried again.
+    pub fn is_stale_write(&self) -> bool {
+        self.stale
     }
 
     /// 422 with the invalid fields, worded as Kubernetes does:
@@ -176,11 +206,7 @@ impl ApiError {
         match error {
             E::NotFound { .. } => Self::not_found(resource, name),
             E::AlreadyExists { .. } => Self::already_exists(resource, name),
-            E::Conflict { .. } => Self::conflict(
-                resource,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ),
+            E::Conflict { .. } => Self::stale_write(resource, name),
             E::Gone {
                 requested,
                 compacted,

@@ -34,8 +34,7 @@ async fn a_watch_request_lets_go_of_the_store_when_its_client_leaves() {
         authorizer: Arc::new(auth::AllowAuthenticated),
         bookmark_interval: Duration::from_secs(60),
         node_clients: None,
-        default_tolerations: Default::default(),
-        service_ranges: Default::default(),
+        admission: Arc::new(apiserver::admission::Chain::standard(Default::default())),
     };
     let router = apiserver::router(
         state,
@@ -59,4 +58,150 @@ async fn a_watch_request_lets_go_of_the_store_when_its_client_leaves() {
     wait_for_watches(&*store, 1, "while the client reads").await;
     drop(body);
     wait_for_watches(&*store, 0, "after the client left").await;
+}
+
+/// An in-process API server on a fresh SQLite store, with the admin's token.
+async fn in_process() -> (tempfile::TempDir, axum::Router, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, secrets) = SqliteStore::open(&dir.path().join("state.db"), Some("t"))
+        .await
+        .unwrap();
+    apiserver::ensure_builtin_objects(&store).await.unwrap();
+    let state = ApiState {
+        store: Arc::new(store),
+        authorizer: Arc::new(auth::AllowAuthenticated),
+        bookmark_interval: Duration::from_secs(60),
+        node_clients: None,
+        admission: Arc::new(apiserver::admission::Chain::standard(Default::default())),
+    };
+    let router = apiserver::router(
+        state,
+        Arc::new(auth::Authenticator::with_admin(secrets.admin_token_hash())),
+    );
+    (dir, router, secrets.admin_token)
+}
+
+async fn send(
+    router: &axum::Router,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header(
+            "content-type",
+            if method == "PATCH" {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            },
+        )
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn pod(name: &str, class: Option<&str>) -> serde_json::Value {
+    let mut pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/app:v1"}]}});
+    if let Some(class) = class {
+        pod["spec"]["priorityClassName"] = class.into();
+    }
+    pod
+}
+
+#[tokio::test]
+async fn priority_classes_give_pods_their_priority() {
+    let (_dir, router, token) = in_process().await;
+    let classes = "/apis/scheduling.k8s.io/v1/priorityclasses";
+    let pods = "/api/v1/namespaces/default/pods";
+    let (status, class) = send(&router, &token, "POST", classes,
+        serde_json::json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{class}");
+
+    let (status, created) = send(&router, &token, "POST", pods, pod("a", Some("high"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["priority"], 1000);
+    assert_eq!(created["spec"]["preemptionPolicy"], "Never");
+
+    let (status, err) = send(&router, &token, "POST", pods, pod("b", Some("missing"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("no PriorityClass with name missing was found"),
+        "{err}"
+    );
+    let mut forged = pod("c", Some("high"));
+    forged["spec"]["priority"] = 5.into();
+    let (status, err) = send(&router, &token, "POST", pods, forged).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+
+    // The system classes exist; a user class may not reach their range.
+    let (status, system) = send(
+        &router,
+        &token,
+        "GET",
+        &format!("{classes}/system-node-critical"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(system["value"], 2_000_001_000);
+    let (status, err) = send(
+        &router,
+        &token,
+        "POST",
+        classes,
+        serde_json::json!({"metadata": {"name": "huge"}, "value": 1_000_000_001}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+
+    // Without a class a pod gets 0, then the global default's value once there is one; and
+    // there is only ever one global default.
+    let (_, plain) = send(&router, &token, "POST", pods, pod("d", None)).await;
+    assert_eq!(plain["spec"]["priority"], 0);
+    let (status, _) = send(
+        &router,
+        &token,
+        "POST",
+        classes,
+        serde_json::json!({"metadata": {"name": "normal"}, "value": 10, "globalDefault": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, err) = send(
+        &router,
+        &token,
+        "POST",
+        classes,
+        serde_json::json!({"metadata": {"name": "other"}, "value": 20, "globalDefault": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (_, defaulted) = send(&router, &token, "POST", pods, pod("e", None)).await;
+    assert_eq!(defaulted["spec"]["priority"], 10);
+    assert_eq!(defaulted["spec"]["priorityClassName"], "normal");
+
+    // A class's value does not change.
+    let (status, err) = send(
+        &router,
+        &token,
+        "PATCH",
+        &format!("{classes}/high"),
+        serde_json::json!({"value": 2000}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
 }

@@ -1,5 +1,5 @@
-//! Services: validation, and the cluster IPs and node ports the API server hands out when a
-//! Service is created or changed.
+//! ServiceAllocation: the checks of a Service that need the server's ranges, and the cluster
+//! IPs and node ports the API server hands out when a Service is created or changed.
 //!
 //! Each address or port in use has a record in the store (resource `ipaddresses` named by the
 //! IP, `servicenodeports` named by the number, as Kubernetes' `IPAddress` objects), naming the
@@ -18,9 +18,10 @@ use bosun_api::resources::Resource;
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::ApiState;
-use super::status::{ApiError, ApiResult, Cause};
-use crate::store::{self, Key};
+use super::{Operation, Plugin, Request};
+use crate::apiserver::kinds::cause;
+use crate::apiserver::status::{ApiError, ApiResult, Cause};
+use crate::store::{self, Key, Store};
 
 const IP_RECORDS: &str = "ipaddresses";
 const PORT_RECORDS: &str = "servicenodeports";
@@ -63,10 +64,63 @@ pub fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     Ok((low, high))
 }
 
-fn cause(field: &str, message: impl Into<String>) -> Cause {
-    Cause {
-        field: field.into(),
-        message: message.into(),
+/// The admission plugin: allocates on create and update of a Service, releases on delete.
+pub struct ServiceAllocation(pub ServiceRanges);
+
+/// What an allocation works with.
+struct Allocation<'a> {
+    store: &'a dyn Store,
+    service_ranges: ServiceRanges,
+}
+
+#[async_trait::async_trait]
+impl Plugin for ServiceAllocation {
+    fn name(&self) -> &'static str {
+        "ServiceAllocation"
+    }
+
+    async fn admit(&self, store: &dyn Store, request: &mut Request<'_>) -> ApiResult<()> {
+        if !request.is("", "Service") || request.subresource.is_some() {
+            return Ok(());
+        }
+        let state = Allocation {
+            store,
+            service_ranges: self.0,
+        };
+        match (request.operation, request.old) {
+            (Operation::Create, _) => {
+                admit_create(
+                    &state,
+                    request.resource,
+                    request.name,
+                    request.object,
+                    request.dry_run,
+                )
+                .await
+            }
+            (Operation::Update, Some(old)) => {
+                admit_update(
+                    &state,
+                    request.resource,
+                    request.name,
+                    old,
+                    request.object,
+                    request.dry_run,
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn deleted(&self, store: &dyn Store, resource: &Resource, object: &Value) {
+        if resource.group.is_empty() && resource.kind == "Service" {
+            let state = Allocation {
+                store,
+                service_ranges: self.0,
+            };
+            release(&state, object).await;
+        }
     }
 }
 
@@ -218,7 +272,11 @@ fn holder(service: &Value) -> Value {
 
 /// Whether the Service a record names still uses what the record is for. A record whose
 /// Service does not exist (yet) is held for a grace period: the Service may be being created.
-async fn held(state: &ApiState, record: &Value, uses: impl Fn(&Value) -> bool) -> ApiResult<bool> {
+async fn held(
+    state: &Allocation<'_>,
+    record: &Value,
+    uses: impl Fn(&Value) -> bool,
+) -> ApiResult<bool> {
     let namespace = str_at(record, "/service/namespace").unwrap_or("");
     let name = str_at(record, "/service/name").unwrap_or("");
     let service = match state
@@ -249,7 +307,7 @@ async fn held(state: &ApiState, record: &Value, uses: impl Fn(&Value) -> bool) -
 
 /// Frees what a deleted Service held (best effort: a record left behind is taken over when
 /// wanted, see the module's documentation).
-pub async fn release(state: &ApiState, service: &Value) {
+async fn release(state: &Allocation<'_>, service: &Value) {
     let mut keys = Vec::new();
     if let Some(ip) = cluster_ip_of(service) {
         keys.push(Key::new(IP_RECORDS, "", ip));
@@ -275,7 +333,7 @@ pub async fn release(state: &ApiState, service: &Value) {
 
 /// Takes the record `key` for `service` if it is free; `Ok(false)` if someone holds it.
 async fn claim(
-    state: &ApiState,
+    state: &Allocation<'_>,
     key: &Key,
     service: &Value,
     uses: impl Fn(&Value) -> bool,
@@ -327,7 +385,7 @@ fn uses_port(port: i64) -> impl Fn(&Value) -> bool {
 
 /// Gives `service` a cluster IP: the one it asks for if free, else a random free one.
 async fn allocate_ip(
-    state: &ApiState,
+    state: &Allocation<'_>,
     resource: &Resource,
     name: &str,
     service: &mut Value,
@@ -380,7 +438,7 @@ async fn allocate_ip(
 /// Gives every port of `service` that needs one a node port, keeping those in `old` for the
 /// same port and protocol.
 async fn allocate_node_ports(
-    state: &ApiState,
+    state: &Allocation<'_>,
     resource: &Resource,
     name: &str,
     service: &mut Value,
@@ -456,8 +514,8 @@ async fn allocate_node_ports(
 /// Validates a new Service and gives it its cluster IP and node ports. A dry run validates
 /// only. If storing the Service then fails, what was allocated is free again once the grace
 /// for Services being created has passed.
-pub async fn admit_create(
-    state: &ApiState,
+async fn admit_create(
+    state: &Allocation<'_>,
     resource: &Resource,
     name: &str,
     service: &mut Value,
@@ -484,7 +542,7 @@ pub async fn admit_create(
 /// A cluster IP for a Service that has none (headless if it asks for `None`), and the
 /// address-family fields that go with it.
 async fn give_cluster_ip(
-    state: &ApiState,
+    state: &Allocation<'_>,
     resource: &Resource,
     name: &str,
     service: &mut Value,
@@ -514,8 +572,8 @@ fn set_families(service: &mut Value) {
 /// Validates a changed Service: the cluster IP stays (an update that leaves it out keeps it, as
 /// `kubectl replace` relies on), node ports are kept for ports that had them, allocated for
 /// new ones and dropped when the type no longer has them.
-pub async fn admit_update(
-    state: &ApiState,
+async fn admit_update(
+    state: &Allocation<'_>,
     resource: &Resource,
     name: &str,
     old: &Value,

@@ -1,0 +1,96 @@
+//! Nodes and RuntimeClasses: what `kubectl get nodes` and `kubectl get runtimeclasses` show.
+
+use k8s_openapi::api::{core::v1, node::v1 as node_v1};
+use serde_json::{Value, json};
+
+use super::{Cell, Column, KindStrategy, ObjectType, Typed, col, items, or_none, wide};
+
+pub struct Node;
+
+static TYPE: Typed<v1::Node> = Typed::new();
+
+impl KindStrategy for Node {
+    fn object_type(&self) -> &'static dyn ObjectType {
+        &TYPE
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        const COLUMNS: &[Column] = &[
+            col("STATUS", "string", Cell::Computed(status)),
+            col("ROLES", "string", Cell::Computed(roles)),
+            col(
+                "VERSION",
+                "string",
+                Cell::Field("/status/nodeInfo/kubeletVersion"),
+            ),
+            wide("INTERNAL-IP", "string", Cell::Computed(internal_ip)),
+            wide(
+                "OS-IMAGE",
+                "string",
+                Cell::Field("/status/nodeInfo/osImage"),
+            ),
+            wide(
+                "KERNEL-VERSION",
+                "string",
+                Cell::Field("/status/nodeInfo/kernelVersion"),
+            ),
+        ];
+        COLUMNS
+    }
+}
+
+fn status(node: &Value) -> Value {
+    let ready = items(node, "/status/conditions")
+        .into_iter()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .map_or("Unknown", |s| match s {
+            "True" => "Ready",
+            "False" => "NotReady",
+            _ => "Unknown",
+        });
+    let mut status = ready.to_string();
+    if node.pointer("/spec/unschedulable") == Some(&json!(true)) {
+        status.push_str(",SchedulingDisabled");
+    }
+    json!(status)
+}
+
+fn roles(node: &Value) -> Value {
+    let roles: Vec<&str> = node
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .collect()
+        })
+        .unwrap_or_default();
+    or_none(roles.join(","))
+}
+
+fn internal_ip(node: &Value) -> Value {
+    or_none(
+        items(node, "/status/addresses")
+            .into_iter()
+            .find(|a| a["type"] == "InternalIP")
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+pub struct RuntimeClass;
+
+static RUNTIME_CLASS: Typed<node_v1::RuntimeClass> = Typed::new();
+
+impl KindStrategy for RuntimeClass {
+    fn object_type(&self) -> &'static dyn ObjectType {
+        &RUNTIME_CLASS
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        const COLUMNS: &[Column] = &[col("HANDLER", "string", Cell::Field("/handler"))];
+        COLUMNS
+    }
+}

@@ -22,32 +22,28 @@ impl Kind {
     }
 }
 
-pub fn apply(kind: Kind, target: &Value, patch: &Value) -> Result<Value, String> {
-    match kind {
-        Kind::Merge => Ok(merge(target.clone(), patch)),
-        Kind::Json => json_patch(target.clone(), patch),
-        Kind::Strategic => Ok(strategic(target.clone(), patch, "")),
-    }
+/// Why a patch could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("a JSON patch must be a list of operations: {0}")]
+    NotOperations(#[source] serde_json::Error),
+    #[error("{0}")]
+    Failed(#[from] json_patch::PatchError),
 }
 
-/// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
-pub fn merge(target: Value, patch: &Value) -> Value {
-    let Value::Object(patch) = patch else {
-        return patch.clone();
-    };
-    let mut target = match target {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            let current = target.remove(key).unwrap_or(Value::Null);
-            target.insert(key.clone(), merge(current, value));
+/// `patch` applied to `target`.
+pub fn apply(kind: Kind, target: &Value, patch: &Value) -> Result<Value, Error> {
+    let mut doc = target.clone();
+    match kind {
+        Kind::Merge => json_patch::merge(&mut doc, patch),
+        Kind::Json => {
+            let operations: json_patch::Patch =
+                serde_json::from_value(patch.clone()).map_err(Error::NotOperations)?;
+            json_patch::patch(&mut doc, &operations)?;
         }
+        Kind::Strategic => doc = strategic(doc, patch, ""),
     }
-    Value::Object(target)
+    Ok(doc)
 }
 
 /// The key that identifies elements of a list field in a strategic merge patch, as the
@@ -162,117 +158,6 @@ fn strip_directives(value: Value) -> Value {
     }
 }
 
-/// RFC 6902: add, remove, replace, move, copy, test, applied in order; any failure fails all.
-pub fn json_patch(mut doc: Value, patch: &Value) -> Result<Value, String> {
-    let ops = patch
-        .as_array()
-        .ok_or("a JSON patch must be a list of operations")?;
-    for (i, op) in ops.iter().enumerate() {
-        let fail = |why: String| format!("operation {i}: {why}");
-        let name = op
-            .get("op")
-            .and_then(Value::as_str)
-            .ok_or_else(|| fail("missing op".into()))?;
-        let path = op
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| fail("missing path".into()))?;
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| fail("missing value".into()))
-        };
-        let from = || {
-            op.get("from")
-                .and_then(Value::as_str)
-                .ok_or_else(|| fail("missing from".into()))
-        };
-        match name {
-            "add" => add(&mut doc, path, value()?).map_err(fail)?,
-            "remove" => {
-                remove(&mut doc, path).map_err(fail)?;
-            }
-            "replace" => {
-                remove(&mut doc, path).map_err(fail)?;
-                add(&mut doc, path, value()?).map_err(fail)?;
-            }
-            "move" => {
-                let moved = remove(&mut doc, from()?).map_err(fail)?;
-                add(&mut doc, path, moved).map_err(fail)?;
-            }
-            "copy" => {
-                let copied = doc
-                    .pointer(from()?)
-                    .cloned()
-                    .ok_or_else(|| fail("from does not exist".into()))?;
-                add(&mut doc, path, copied).map_err(fail)?;
-            }
-            "test" => {
-                if doc.pointer(path) != Some(&value()?) {
-                    return Err(fail(format!("test failed at {path}")));
-                }
-            }
-            other => return Err(fail(format!("unknown op {other:?}"))),
-        }
-    }
-    Ok(doc)
-}
-
-fn split(path: &str) -> Result<(String, String), String> {
-    let (parent, last) = path
-        .rsplit_once('/')
-        .ok_or_else(|| format!("invalid path {path:?}"))?;
-    Ok((
-        parent.to_string(),
-        last.replace("~1", "/").replace("~0", "~"),
-    ))
-}
-
-fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
-    if path.is_empty() {
-        *doc = value;
-        return Ok(());
-    }
-    let (parent, key) = split(path)?;
-    match doc.pointer_mut(&parent) {
-        Some(Value::Object(map)) => {
-            map.insert(key, value);
-            Ok(())
-        }
-        Some(Value::Array(list)) => {
-            let index = if key == "-" {
-                list.len()
-            } else {
-                key.parse::<usize>()
-                    .map_err(|_| format!("invalid index {key:?}"))?
-            };
-            if index > list.len() {
-                return Err(format!("index {index} out of bounds"));
-            }
-            list.insert(index, value);
-            Ok(())
-        }
-        _ => Err(format!("path {parent:?} does not exist")),
-    }
-}
-
-fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
-    let (parent, key) = split(path)?;
-    match doc.pointer_mut(&parent) {
-        Some(Value::Object(map)) => map
-            .remove(&key)
-            .ok_or_else(|| format!("path {path:?} does not exist")),
-        Some(Value::Array(list)) => {
-            let index: usize = key.parse().map_err(|_| format!("invalid index {key:?}"))?;
-            if index >= list.len() {
-                return Err(format!("index {index} out of bounds"));
-            }
-            Ok(list.remove(index))
-        }
-        _ => Err(format!("path {parent:?} does not exist")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,7 +166,12 @@ mod tests {
     #[test]
     fn merge_patch_replaces_lists_and_deletes_nulls() {
         let doc = json!({"a": {"b": 1, "c": 2}, "l": [1, 2]});
-        let out = merge(doc, &json!({"a": {"b": null, "d": 3}, "l": [3]}));
+        let out = apply(
+            Kind::Merge,
+            &doc,
+            &json!({"a": {"b": null, "d": 3}, "l": [3]}),
+        )
+        .unwrap();
         assert_eq!(out, json!({"a": {"c": 2, "d": 3}, "l": [3]}));
     }
 
@@ -319,8 +209,9 @@ mod tests {
     #[test]
     fn json_patch_ops_and_failures() {
         let doc = json!({"metadata": {"labels": {"a": "1"}}, "l": [1, 2]});
-        let out = json_patch(
-            doc.clone(),
+        let out = apply(
+            Kind::Json,
+            &doc,
             &json!([
                 {"op": "add", "path": "/metadata/labels/b", "value": "2"},
                 {"op": "replace", "path": "/l/0", "value": 9},
@@ -334,7 +225,19 @@ mod tests {
             out,
             json!({"metadata": {"labels": {"b": "2"}}, "l": [9, 2, 3]})
         );
-        assert!(json_patch(doc.clone(), &json!([{"op": "remove", "path": "/nope"}])).is_err());
-        assert!(json_patch(doc, &json!({"op": "add"})).is_err());
+        let missing = apply(
+            Kind::Json,
+            &doc,
+            &json!([{"op": "remove", "path": "/nope"}]),
+        );
+        assert!(missing.unwrap_err().to_string().contains("/nope"));
+        let not_a_list = apply(Kind::Json, &doc, &json!({"op": "add"}));
+        assert!(matches!(not_a_list, Err(Error::NotOperations(_))));
+        let test_failed = apply(
+            Kind::Json,
+            &doc,
+            &json!([{"op": "test", "path": "/l/0", "value": 5}]),
+        );
+        assert!(test_failed.is_err());
     }
 }

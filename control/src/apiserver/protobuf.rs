@@ -19,6 +19,35 @@ pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
 const MAGIC: &[u8] = b"k8s\0";
 
+/// Why a protobuf body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("a protobuf body starts with the magic bytes k8s\\0")]
+    NoMagic,
+    #[error("content encoding {0:?} is not supported")]
+    Encoding(String),
+    #[error("Bosun does not read {kind} ({api_version}) as protobuf; send it as JSON")]
+    UnknownKind { api_version: String, kind: String },
+    #[error(
+        "field {number} of {message} is not one Bosun reads from protobuf; send the object as JSON"
+    )]
+    UnknownField { number: u32, message: &'static str },
+    #[error("field {number} ({name}) has the wrong wire type")]
+    WrongWireType { number: u32, name: &'static str },
+    #[error("wire type {0} is not supported")]
+    UnsupportedWireType(u64),
+    #[error("a map entry without a key")]
+    MapEntryWithoutKey,
+    #[error("a string that is not UTF-8")]
+    NotUtf8,
+    #[error("a truncated varint")]
+    TruncatedVarint,
+    #[error("a varint longer than 10 bytes")]
+    LongVarint,
+    #[error("a truncated field")]
+    TruncatedField,
+}
+
 /// How a field's bytes become JSON.
 #[derive(Clone, Copy)]
 enum Ty {
@@ -614,10 +643,8 @@ pub static ROLE_BINDING: Message = Message {
 pub fn decode(
     body: &[u8],
     message_of: impl Fn(&str, &str) -> Option<&'static Message>,
-) -> Result<Value, String> {
-    let envelope = body
-        .strip_prefix(MAGIC)
-        .ok_or("a protobuf body starts with the magic bytes k8s\\0")?;
+) -> Result<Value, Error> {
+    let envelope = body.strip_prefix(MAGIC).ok_or(Error::NoMagic)?;
     let mut api_version = String::new();
     let mut kind = String::new();
     let mut raw: &[u8] = &[];
@@ -640,31 +667,30 @@ pub fn decode(
         }
     }
     if !encoding.is_empty() {
-        return Err(format!("content encoding {encoding:?} is not supported"));
+        return Err(Error::Encoding(encoding));
     }
-    let message = message_of(&api_version, &kind).ok_or_else(|| {
-        format!("Bosun does not read {kind} ({api_version}) as protobuf; send it as JSON")
-    })?;
+    let Some(message) = message_of(&api_version, &kind) else {
+        return Err(Error::UnknownKind { api_version, kind });
+    };
     let mut object = decode_message(raw, message)?;
     object.insert("apiVersion".into(), json!(api_version));
     object.insert("kind".into(), json!(kind));
     Ok(Value::Object(object))
 }
 
-fn decode_message(bytes: &[u8], message: &Message) -> Result<Map<String, Value>, String> {
+fn decode_message(bytes: &[u8], message: &Message) -> Result<Map<String, Value>, Error> {
     let mut out = Map::new();
     for field in Fields::new(bytes) {
         let (number, wire) = field?;
-        let spec = message
-            .fields
-            .iter()
-            .find(|f| f.number == number)
-            .ok_or_else(|| {
-                format!(
-                    "field {number} of {} is not one Bosun reads from protobuf; send the object as JSON",
-                    message.name
-                )
-            })?;
+        let spec =
+            message
+                .fields
+                .iter()
+                .find(|f| f.number == number)
+                .ok_or(Error::UnknownField {
+                    number,
+                    message: message.name,
+                })?;
         let Some(value) = decode_value(spec, wire)? else {
             continue;
         };
@@ -673,7 +699,7 @@ fn decode_message(bytes: &[u8], message: &Message) -> Result<Map<String, Value>,
                 let (key, value) = value
                     .as_array()
                     .and_then(|kv| Some((kv.first()?.as_str()?.to_string(), kv.get(1)?.clone())))
-                    .ok_or("a map entry without a key")?;
+                    .ok_or(Error::MapEntryWithoutKey)?;
                 let map = out.entry(spec.name).or_insert_with(|| json!({}));
                 map[key] = value;
             }
@@ -691,12 +717,10 @@ fn decode_message(bytes: &[u8], message: &Message) -> Result<Map<String, Value>,
 
 /// One field's value; `None` for what JSON would leave out (empty strings, the zero time).
 /// Map entries come back as `[key, value]`.
-fn decode_value(spec: &Field, wire: Wire) -> Result<Option<Value>, String> {
-    let wrong = || {
-        format!(
-            "field {} ({}) has the wrong wire type",
-            spec.number, spec.name
-        )
+fn decode_value(spec: &Field, wire: Wire) -> Result<Option<Value>, Error> {
+    let wrong = || Error::WrongWireType {
+        number: spec.number,
+        name: spec.name,
     };
     Ok(match (spec.ty, wire) {
         (Skip, _) => None,
@@ -759,7 +783,7 @@ fn decode_value(spec: &Field, wire: Wire) -> Result<Option<Value>, String> {
 }
 
 /// A `resource.Quantity` message: its one field, the string form.
-fn quantity(bytes: &[u8]) -> Result<Value, String> {
+fn quantity(bytes: &[u8]) -> Result<Value, Error> {
     for field in Fields::new(bytes) {
         if let (1, Wire::Bytes(s)) = field? {
             return Ok(json!(utf8(s)?));
@@ -768,8 +792,8 @@ fn quantity(bytes: &[u8]) -> Result<Value, String> {
     Ok(json!("0"))
 }
 
-fn utf8(bytes: &[u8]) -> Result<String, String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| "a string that is not UTF-8".to_string())
+fn utf8(bytes: &[u8]) -> Result<String, Error> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::NotUtf8)
 }
 
 /// A field's payload on the wire.
@@ -789,22 +813,22 @@ impl<'a> Fields<'a> {
         Self { rest: bytes }
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Result<u64, Error> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
-            let (&byte, rest) = self.rest.split_first().ok_or("a truncated varint")?;
+            let (&byte, rest) = self.rest.split_first().ok_or(Error::TruncatedVarint)?;
             self.rest = rest;
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
             }
         }
-        Err("a varint longer than 10 bytes".into())
+        Err(Error::LongVarint)
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         if self.rest.len() < n {
-            return Err("a truncated field".into());
+            return Err(Error::TruncatedField);
         }
         let (head, rest) = self.rest.split_at(n);
         self.rest = rest;
@@ -813,7 +837,7 @@ impl<'a> Fields<'a> {
 }
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u32, Wire<'a>), String>;
+    type Item = Result<(u32, Wire<'a>), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
@@ -836,7 +860,7 @@ impl<'a> Iterator for Fields<'a> {
                     self.take(4)?;
                     Wire::Fixed
                 }
-                other => return Err(format!("wire type {other} is not supported")),
+                other => return Err(Error::UnsupportedWireType(other)),
             };
             Ok((number, wire))
         })();
@@ -852,7 +876,7 @@ mod tests {
     use super::*;
 
     fn decode(body: &[u8]) -> Result<Value, String> {
-        super::decode(body, crate::apiserver::kinds::protobuf_message)
+        super::decode(body, crate::apiserver::kinds::protobuf_message).map_err(|e| e.to_string())
     }
 
     fn varint(mut v: u64, out: &mut Vec<u8>) {

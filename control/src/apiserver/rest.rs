@@ -366,8 +366,9 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     if content_type.starts_with(protobuf::MEDIA_TYPE) {
-        return protobuf::decode(body, kinds::protobuf_message)
-            .map_err(|why| ApiError::unsupported_media_type_because(content_type, &why));
+        return protobuf::decode(body, kinds::protobuf_message).map_err(|why| {
+            ApiError::unsupported_media_type_because(content_type, &why.to_string())
+        });
     }
     let value: Value = if content_type.contains("yaml") {
         serde_yaml::from_slice(body)
@@ -759,7 +760,7 @@ async fn patch_once(
             target.name(),
             vec![super::status::Cause {
                 field: "patch".into(),
-                message: e,
+                message: e.to_string(),
             }],
         )
     })?;

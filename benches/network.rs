@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bosun_node::network::{Network, NetworkConfig, PodNetwork};
-use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
-use bosun_node::runtime::{ContainerSpec, NetworkAccess, Runtime};
+use bosun_node::runtime::wasmtime::{ClusterBlocks, WasmtimeOptions, WasmtimeRuntime};
+use bosun_node::runtime::{self, Artifact, Container, ContainerSpec, Runtime};
 
 const SETUPS: usize = 100;
 const ROUND_TRIPS: usize = 5000;
@@ -95,30 +95,27 @@ struct Guests {
 }
 
 impl Guests {
-    fn start(
-        &self,
-        name: &str,
-        args: &[&str],
-        pod: &PodNetwork,
-        network: &Network,
-    ) -> bosun_node::runtime::Running {
+    fn start(&self, name: &str, args: &[&str], pod: &PodNetwork) -> Arc<dyn Container> {
         let mut argv = vec!["netcheck".to_string()];
         argv.extend(args.iter().map(|a| a.to_string()));
         self.runtime
             .start(ContainerSpec {
                 name: name.to_string(),
-                wasm: self.wasm.clone(),
-                digest: Some("sha256:netcheck".to_string()),
+                artifact: Artifact::Wasm {
+                    bytes: self.wasm.clone(),
+                    digest: Some("sha256:netcheck".to_string()),
+                },
                 args: argv,
                 env: Vec::new(),
                 mounts: Vec::new(),
                 log: self.dir.path().join(format!("{name}.log")),
                 memory_limit: 64 << 20,
                 cpu_limit_millis: None,
-                network: Some(NetworkAccess {
+                network: Some(runtime::PodNetwork {
                     netns: pod.netns.clone(),
-                    policy: network.policy(pod.ip, false),
-                    names: None,
+                    ip: pod.ip,
+                    egress: false,
+                    namespace: "default".to_string(),
                 }),
             })
             .unwrap()
@@ -157,10 +154,14 @@ async fn main() {
     .expect("the guests (scripts/guests.sh)")
     .into();
     let dir = tempfile::tempdir().unwrap();
-    let config = NetworkConfig {
-        bridge: BRIDGE.to_string(),
+    let blocks = ClusterBlocks {
         cluster_cidr: "10.199.0.0/16".parse().unwrap(),
         service_cidr: "10.198.0.0/16".parse().unwrap(),
+    };
+    let config = NetworkConfig {
+        bridge: BRIDGE.to_string(),
+        cluster_cidr: blocks.cluster_cidr,
+        service_cidr: blocks.service_cidr,
         dir: dir.path().join("network"),
     };
     let network = Network::start(
@@ -186,7 +187,11 @@ async fn main() {
 
     let host = host_round_trips();
     let guests = Guests {
-        runtime: WasmtimeRuntime::new(WasmtimeOptions::default()).unwrap(),
+        runtime: WasmtimeRuntime::new(WasmtimeOptions {
+            sockets: blocks,
+            ..Default::default()
+        })
+        .unwrap(),
         wasm,
         dir: tempfile::tempdir().unwrap(),
     };
@@ -195,21 +200,16 @@ async fn main() {
         network.attach("bench-a", false, &[]).await.unwrap(),
         network.attach("bench-b", false, &[]).await.unwrap(),
     );
-    let server = guests.start("local-server", &["listen", "127.0.0.1:7000"], &a, &network);
-    let client = guests.start(
-        "local-client",
-        &["ping", "127.0.0.1:7000", &count],
-        &a,
-        &network,
-    );
-    assert_eq!(client.wait().code, 0);
-    server.stop();
+    let server = guests.start("local-server", &["listen", "127.0.0.1:7000"], &a);
+    let client = guests.start("local-client", &["ping", "127.0.0.1:7000", &count], &a);
+    assert_eq!(client.wait().await.code, 0);
+    server.kill();
     let local = guests.round_trips("local-client");
-    let server = guests.start("pod-server", &["listen", "0.0.0.0:7001"], &b, &network);
+    let server = guests.start("pod-server", &["listen", "0.0.0.0:7001"], &b);
     let target = format!("{}:7001", b.ip);
-    let client = guests.start("pod-client", &["ping", &target, &count], &a, &network);
-    assert_eq!(client.wait().code, 0);
-    server.stop();
+    let client = guests.start("pod-client", &["ping", &target, &count], &a);
+    assert_eq!(client.wait().await.code, 0);
+    server.kill();
     let pods = guests.round_trips("pod-client");
     network.detach("bench-a").await;
     network.detach("bench-b").await;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bosun_node::images::Layout;
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
-use bosun_node::runtime::{ContainerSpec, Runtime};
+use bosun_node::runtime::{Artifact, ContainerSpec, Runtime};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
@@ -53,8 +53,10 @@ fn instantiate_alone() -> (Duration, Duration) {
             .into();
     let spec = ContainerSpec {
         name: "nop".to_string(),
-        wasm,
-        digest: Some("sha256:nop".to_string()),
+        artifact: Artifact::Wasm {
+            bytes: wasm,
+            digest: Some("sha256:nop".to_string()),
+        },
         args: vec!["nop".to_string()],
         env: Vec::new(),
         mounts: Vec::new(),
@@ -63,11 +65,13 @@ fn instantiate_alone() -> (Duration, Duration) {
         cpu_limit_millis: None,
         network: None,
     };
-    runtime.start(spec.clone()).unwrap().wait();
+    let run =
+        |spec: ContainerSpec| futures::executor::block_on(runtime.start(spec).unwrap().wait());
+    run(spec.clone());
     let mut times = Vec::new();
     for _ in 0..1000 {
         let t = Instant::now();
-        runtime.start(spec.clone()).unwrap().wait();
+        run(spec.clone());
         times.push(t.elapsed());
     }
     times.sort();

@@ -38,7 +38,8 @@ use crate::images::Images;
 use crate::logs::server::LogIndex;
 use crate::network::names::Resolver;
 use crate::network::{Network, NetworkConfig};
-use crate::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
+use crate::runtime::Runtime;
+use crate::runtime::wasmtime::{ClusterBlocks, WasmtimeOptions, WasmtimeRuntime};
 
 pub use node::NodeReadings;
 
@@ -152,7 +153,8 @@ pub enum AgentError {
 pub(crate) struct Agent {
     pub client: kube::Client,
     pub config: NodeConfig,
-    pub runtime: WasmtimeRuntime,
+    /// A runtime per RuntimeClass handler.
+    runtimes: HashMap<&'static str, Arc<dyn Runtime>>,
     pub images: Images,
     pub node_ip: Ipv4Addr,
     pub events: events::Events,
@@ -187,6 +189,18 @@ impl Agent {
             secondary: None,
         };
         self.events.record(regarding, event);
+    }
+
+    /// The runtime of a RuntimeClass handler, if this node has it.
+    pub fn runtime(&self, handler: &str) -> Option<Arc<dyn Runtime>> {
+        self.runtimes.get(handler).cloned()
+    }
+
+    /// The handlers this node has runtimes for, sorted.
+    pub fn handlers(&self) -> Vec<&'static str> {
+        let mut handlers: Vec<&'static str> = self.runtimes.keys().copied().collect();
+        handlers.sort_unstable();
+        handlers
     }
 
     /// The pod network. Pod workers start only after it is set up.
@@ -227,11 +241,18 @@ pub async fn run(
     let images_dir = config.data_dir.join("images");
     let images = Images::open(&images_dir, &config.insecure_registries)
         .map_err(io("cannot open the image cache in", &images_dir))?;
+    let resolver = Arc::new(Resolver::new(&config.cluster_domain));
     let mut wasmtime = config.wasmtime.clone();
     wasmtime
         .cache_dir
         .get_or_insert_with(|| config.data_dir.join("compiled"));
-    let runtime = WasmtimeRuntime::new(wasmtime)?;
+    wasmtime.sockets = ClusterBlocks {
+        cluster_cidr: config.cluster_cidr,
+        service_cidr: config.service_cidr,
+    };
+    wasmtime.resolver = Some(resolver.clone());
+    let wasmtime: Arc<dyn Runtime> = Arc::new(WasmtimeRuntime::new(wasmtime)?);
+    let runtimes = HashMap::from([(wasmtime.handler(), wasmtime)]);
     let node_ip = match config.address {
         Some(IpAddr::V4(ip)) => ip,
         Some(IpAddr::V6(ip)) => {
@@ -277,11 +298,10 @@ pub async fn run(
         config.event_qps,
         config.event_burst,
     );
-    let cluster_domain = config.cluster_domain.clone();
     let agent = Arc::new(Agent {
         client: client.clone(),
         config,
-        runtime,
+        runtimes,
         images,
         node_ip,
         events,
@@ -289,7 +309,7 @@ pub async fn run(
         serving_cert: Some(serving_cert),
         logs: logs.clone(),
         network: OnceLock::new(),
-        resolver: Arc::new(Resolver::new(&cluster_domain)),
+        resolver,
     });
     let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
     let log_server = tokio::spawn(crate::logs::server::serve(
@@ -447,7 +467,9 @@ async fn collect_garbage(agent: Arc<Agent>) {
     loop {
         tick.tick().await;
         let in_use = agent.images.in_use();
-        agent.runtime.retain_compiled(&in_use);
+        for runtime in agent.runtimes.values() {
+            runtime.retain(&in_use);
+        }
         let freed = agent
             .images
             .collect_garbage(agent.config.image_cache_max_bytes, &in_use);
@@ -501,8 +523,8 @@ async fn watch_pods(agent: Arc<Agent>, mut stopping: watch::Receiver<bool>) {
                         }
                         None => {
                             let (tx, rx) = watch::channel(pod);
-                            let task =
-                                tokio::spawn(pod::run(agent.clone(), rx, for_workers.clone()));
+                            let host: Arc<dyn pod::Host> = agent.clone();
+                            let task = tokio::spawn(pod::run(host, rx, for_workers.clone()));
                             workers.insert(uid, Worker { pod: tx, task });
                         }
                     }

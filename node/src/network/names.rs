@@ -45,6 +45,14 @@ pub struct Resolver {
     directory: RwLock<Arc<Directory>>,
 }
 
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Resolver {
     /// A resolver for the cluster domain `domain` (`cluster.local`), with no Services yet.
     pub fn new(domain: &str) -> Self {

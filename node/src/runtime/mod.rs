@@ -1,53 +1,76 @@
-//! The seam between the agent and what runs containers: [`Runtime`] starts a container from
-//! a [`ContainerSpec`] and hands back a [`Running`] container to stop or wait for.
+//! The seam between the agent and what runs containers. A [`Runtime`] serves one RuntimeClass
+//! handler (`wasmtime`; `runc` arrives later) and starts a container from a [`ContainerSpec`];
+//! what it hands back is a [`Container`] handle to stop or wait for, whatever runs behind it
+//! (a thread with a Wasm guest, a process).
+//!
+//! The spec is the same for every runtime: the artifact ([`Artifact`]), argv, environment,
+//! mounts, log file, limits, and the facts of the pod's network ([`PodNetwork`]). How a
+//! runtime enforces them is its own business: the wasmtime runtime turns the pod's network
+//! into a socket policy and a name resolver from its own configuration
+//! ([`wasmtime::WasmtimeOptions`]).
 //!
 //! [`wasmtime`] is the implementation for Wasm (WASI preview 1 modules and preview 2 command
-//! components); runc arrives later as a second one.
+//! components). [`fake`] (tests only) stands in for it in the unit tests of the pod worker.
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod wasmtime;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// The handler of the RuntimeClass pods get when they name none.
+pub const DEFAULT_HANDLER: &str = "wasmtime";
 
 /// Everything a runtime needs to start one container.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     /// The container's name (also `argv[0]` unless `args` says otherwise).
     pub name: String,
-    /// The module or component, as pulled.
-    pub wasm: Arc<[u8]>,
-    /// The digest of `wasm`, if it has one: compiled code is cached under it.
-    pub digest: Option<String>,
+    /// What to run, as pulled.
+    pub artifact: Artifact,
     /// argv, including argv[0].
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// Directories the guest sees; nothing else of the host's file system is visible.
+    /// Directories the container sees; nothing else of the host's file system is visible.
     pub mounts: Vec<Mount>,
     /// Where stdout and stderr go (appended, in the CRI log format).
     pub log: PathBuf,
-    /// Cap on the guest's linear memory, in bytes.
+    /// Cap on the container's memory, in bytes.
     pub memory_limit: u64,
     /// CPU share in thousandths of a core (`250` = `250m`); `None` is unlimited.
     pub cpu_limit_millis: Option<u64>,
-    /// The guest's sockets; `None` gives it none.
-    pub network: Option<NetworkAccess>,
+    /// The pod's network; `None` gives the container no sockets.
+    pub network: Option<PodNetwork>,
 }
 
-/// Where a guest's sockets live and what they may reach.
+/// What a container runs.
 #[derive(Debug, Clone)]
-pub struct NetworkAccess {
+pub enum Artifact {
+    /// A Wasm module or component. Compiled code is cached under `digest`, if it has one.
+    Wasm {
+        bytes: Arc<[u8]>,
+        digest: Option<String>,
+    },
+}
+
+/// The pod's network, as a runtime needs to know it.
+#[derive(Debug, Clone)]
+pub struct PodNetwork {
     /// The pod's network namespace (a file such as `/run/netns/bosun-<uid>`); `None` is the
     /// node's own.
     pub netns: Option<PathBuf>,
-    pub policy: crate::network::SocketPolicy,
-    /// How the pod's names resolve (`None`: only through the node's resolver).
-    pub names: Option<crate::network::names::PodNames>,
+    /// The pod's address (the node's for pods on the host network).
+    pub ip: Ipv4Addr,
+    /// Whether the pod may connect outside the cluster (`bosun.dev/egress: allow`).
+    pub egress: bool,
+    /// The pod's namespace, where short Service names resolve.
+    pub namespace: String,
 }
 
-/// A host directory preopened in the guest.
+/// A host directory the container sees.
 #[derive(Debug, Clone)]
 pub struct Mount {
     pub host: PathBuf,
@@ -81,6 +104,15 @@ impl Exit {
             message: Some(message.into()),
         }
     }
+
+    /// Stopped by the agent, like a container killed by its runtime (128 + SIGKILL).
+    pub fn stopped() -> Self {
+        Self {
+            code: 137,
+            reason: "Stopped".to_string(),
+            message: None,
+        }
+    }
 }
 
 /// Why a container could not be started.
@@ -96,103 +128,46 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Starts containers.
+/// Starts containers for one RuntimeClass handler. `start` may block (compiling, forking):
+/// the agent calls it off the async threads.
 pub trait Runtime: Send + Sync {
-    fn start(&self, spec: ContainerSpec) -> Result<Running>;
+    /// The RuntimeClass handler this runtime serves (`wasmtime`).
+    fn handler(&self) -> &'static str;
+
+    fn start(&self, spec: ContainerSpec) -> Result<Arc<dyn Container>>;
+
+    /// The artifacts of the node's pods, by digest: a runtime may forget cached work for
+    /// others.
+    fn retain(&self, _in_use: &std::collections::HashSet<String>) {}
 }
 
-/// A started container: it runs on its own thread until it exits or is stopped.
-pub struct Running {
-    stop: Stopper,
-    thread: Option<JoinHandle<Exit>>,
-    /// Closed when the thread ends (its sender is dropped with the thread's closure).
-    done: tokio::sync::watch::Receiver<()>,
+/// A started container.
+#[async_trait::async_trait]
+pub trait Container: Send + Sync {
+    /// Asks the container to finish on its own: Bosun's SIGTERM (for Wasm guests, the
+    /// `bosun:lifecycle` interface, `node/wit/lifecycle.wit`).
+    fn terminate(&self);
+
+    /// Ends the container now, wherever it is (SIGKILL).
+    fn kill(&self);
+
+    /// Whether it has ended.
+    fn is_finished(&self) -> bool;
+
+    /// Waits for its end; every caller gets the same exit.
+    async fn wait(&self) -> Exit;
 }
 
-/// Stops a running container from anywhere.
-#[derive(Clone, Debug)]
-pub struct Stopper {
-    stop: Arc<AtomicBool>,
-    /// Wakes a container blocked in a host call (accept, sleep, read) so that it stops too.
-    wake: Arc<tokio::sync::Notify>,
-    shutdown: Arc<AtomicBool>,
-}
-
-impl Stopper {
-    /// Interrupts the guest wherever it is: at its next epoch tick (a few milliseconds) in a
-    /// loop that never calls the host, at once when it waits in a host call.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
-    }
-
-    /// Tells the guest that it is being stopped, through the `bosun:lifecycle` host
-    /// interface (`node/wit/lifecycle.wit`); a guest that looks can finish and exit.
-    pub fn request_shutdown(&self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Running {
-    /// `thread` must hold `done`'s sender until it ends.
-    pub(crate) fn new(
-        stop: Arc<AtomicBool>,
-        wake: Arc<tokio::sync::Notify>,
-        shutdown: Arc<AtomicBool>,
-        thread: JoinHandle<Exit>,
-        done: tokio::sync::watch::Receiver<()>,
-    ) -> Self {
-        Self {
-            stop: Stopper {
-                stop,
-                wake,
-                shutdown,
-            },
-            thread: Some(thread),
-            done,
-        }
-    }
-
-    /// See [`Stopper::stop`].
-    pub fn stop(&self) {
-        self.stop.stop();
-    }
-
-    pub fn stopper(&self) -> Stopper {
-        self.stop.clone()
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
-    }
-
-    /// Waits for the container to end.
-    pub fn wait(mut self) -> Exit {
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(exit)) => exit,
-            Some(Err(_)) => Exit::error(128, "the container's thread panicked"),
-            None => Exit::error(128, "already waited for"),
-        }
-    }
-
-    /// Waits for the container to end without blocking the async runtime.
-    pub async fn exited(mut self) -> Exit {
-        // The sender is never used, so this returns when the thread drops it.
-        while self.done.changed().await.is_ok() {}
-        // The thread is at its very end (dropping the sender is its last act): joining takes
-        // microseconds, so it is done in place.
-        self.wait()
-    }
-
-    /// Waits up to `timeout`; `None` if it is still running.
-    pub fn wait_timeout(self, timeout: Duration) -> Result<Exit, Self> {
-        let deadline = std::time::Instant::now() + timeout;
-        while !self.is_finished() {
-            if std::time::Instant::now() >= deadline {
-                return Err(self);
+impl dyn Container {
+    /// Stops the container within `grace`: asks it to finish, and ends it when `grace` is over.
+    pub async fn stop(&self, grace: Duration) -> Exit {
+        self.terminate();
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(exit) => exit,
+            Err(_) => {
+                self.kill();
+                self.wait().await
             }
-            std::thread::sleep(Duration::from_millis(2));
         }
-        Ok(self.wait())
     }
 }

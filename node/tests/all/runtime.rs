@@ -6,7 +6,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
-use bosun_node::runtime::{ContainerSpec, Error, Runtime};
+use bosun_node::runtime::{Artifact, Container, ContainerSpec, Error, Exit, Runtime};
+
+/// Blocks until the container ends.
+fn wait(container: Arc<dyn Container>) -> Exit {
+    futures::executor::block_on(container.wait())
+}
+
+/// Blocks until the container ends, for at most `timeout`.
+fn wait_timeout(container: &Arc<dyn Container>, timeout: Duration) -> Option<Exit> {
+    let deadline = Instant::now() + timeout;
+    while !container.is_finished() {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Some(futures::executor::block_on(container.wait()))
+}
 
 /// A WASI preview 1 command whose `_start` runs `body` (WAT instructions) with `fd_write`
 /// and `proc_exit` imported and "hello from wasm\n" at offset 16 of its one-page memory.
@@ -51,8 +68,10 @@ fn runtime() -> WasmtimeRuntime {
 fn spec(dir: &tempfile::TempDir, name: &str, wasm: Vec<u8>) -> ContainerSpec {
     ContainerSpec {
         name: name.to_string(),
-        wasm: Arc::from(wasm),
-        digest: None,
+        artifact: Artifact::Wasm {
+            bytes: Arc::from(wasm),
+            digest: None,
+        },
         args: vec![name.to_string()],
         env: Vec::new(),
         mounts: Vec::new(),
@@ -67,10 +86,10 @@ fn spec(dir: &tempfile::TempDir, name: &str, wasm: Vec<u8>) -> ContainerSpec {
 fn a_command_writes_to_its_log_and_completes() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let exit = rt
-        .start(spec(&dir, "hello", command("(call $hello)")))
-        .unwrap()
-        .wait();
+    let exit = wait(
+        rt.start(spec(&dir, "hello", command("(call $hello)")))
+            .unwrap(),
+    );
     assert_eq!(exit.reason, "Completed", "{exit:?}");
     assert_eq!(exit.code, 0);
     assert_eq!(
@@ -99,23 +118,23 @@ fn component(body: &str) -> Vec<u8> {
 fn a_component_runs_as_a_command_too() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let exit = rt
-        .start(spec(&dir, "hello-p2", component("(call $hello)")))
-        .unwrap()
-        .wait();
+    let exit = wait(
+        rt.start(spec(&dir, "hello-p2", component("(call $hello)")))
+            .unwrap(),
+    );
     assert_eq!(exit.reason, "Completed", "{exit:?}");
     assert_eq!(
         log_lines(&dir.path().join("hello-p2.log")),
         [("stdout".to_string(), "hello from wasm".to_string())]
     );
-    let exit = rt
-        .start(spec(
+    let exit = wait(
+        rt.start(spec(
             &dir,
             "exit-p2",
             component("(call $proc_exit (i32.const 4))"),
         ))
-        .unwrap()
-        .wait();
+        .unwrap(),
+    );
     // wasi:cli/exit in preview 2 carries only success or failure: any failing code is 1.
     assert_eq!((exit.code, exit.reason.as_str()), (1, "Error"), "{exit:?}");
 }
@@ -123,14 +142,15 @@ fn a_component_runs_as_a_command_too() {
 #[test]
 fn proc_exit_gives_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();
-    let exit = runtime()
-        .start(spec(
-            &dir,
-            "fails",
-            command("(call $proc_exit (i32.const 3))"),
-        ))
-        .unwrap()
-        .wait();
+    let exit = wait(
+        runtime()
+            .start(spec(
+                &dir,
+                "fails",
+                command("(call $proc_exit (i32.const 3))"),
+            ))
+            .unwrap(),
+    );
     assert_eq!((exit.code, exit.reason.as_str()), (3, "Error"));
 }
 
@@ -141,7 +161,7 @@ fn growing_past_the_memory_limit_is_oomkilled() {
     let bomb = command("(loop (drop (memory.grow (i32.const 1))) (br 0))");
     let mut s = spec(&dir, "bomb", bomb);
     s.memory_limit = 2 << 20;
-    let exit = runtime().start(s).unwrap().wait();
+    let exit = wait(runtime().start(s).unwrap());
     assert_eq!(exit.reason, "OOMKilled", "{exit:?}");
     assert_eq!(exit.code, 137);
     assert!(exit.message.unwrap().contains("memory limit exceeded"));
@@ -156,10 +176,9 @@ fn a_guest_that_never_calls_the_host_is_stopped() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(!running.is_finished());
     let asked = Instant::now();
-    running.stop();
-    let exit = running
-        .wait_timeout(Duration::from_secs(2))
-        .unwrap_or_else(|_| panic!("the guest did not stop"));
+    running.kill();
+    let exit = wait_timeout(&running, Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("the guest did not stop"));
     assert_eq!(exit.reason, "Stopped");
     assert!(
         asked.elapsed() < Duration::from_millis(500),
@@ -186,10 +205,9 @@ fn a_guest_waiting_in_a_host_call_is_stopped_too() {
         let running = rt.start(spec(&dir, "sleeper", wasm)).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         assert!(!running.is_finished());
-        running.stop();
-        let exit = running
-            .wait_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| panic!("a sleeping guest did not stop"));
+        running.kill();
+        let exit = wait_timeout(&running, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("a sleeping guest did not stop"));
         assert_eq!(exit.reason, "Stopped");
         assert_eq!(exit.code, 137);
     }
@@ -225,8 +243,8 @@ fn a_busy_loop_with_cpu_250m_uses_a_quarter_of_a_core() {
     std::thread::sleep(Duration::from_secs(4));
     let used = thread_cpu("wasm-busy").unwrap() - before;
     let share = used.as_secs_f64() / started.elapsed().as_secs_f64();
-    running.stop();
-    running.wait();
+    running.kill();
+    wait(running);
     eprintln!("cpu: 250m guest used {share:.3} CPU-seconds per second");
     assert!(
         (0.20..=0.30).contains(&share),
@@ -248,7 +266,7 @@ fn bytes_that_are_not_wasm_are_refused_clearly() {
     let err = rt.start(spec(&dir, "broken", broken)).err().unwrap();
     assert!(matches!(err, Error::Invalid(_)), "{err}");
     let no_start = wat::parse_str("(module (memory 1))").unwrap();
-    let exit = rt.start(spec(&dir, "nostart", no_start)).unwrap().wait();
+    let exit = wait(rt.start(spec(&dir, "nostart", no_start)).unwrap());
     assert_eq!(exit.reason, "Error");
     assert!(
         exit.message.unwrap().contains("no _start"),
@@ -272,10 +290,9 @@ fn a_guest_that_watches_for_shutdown_exits_cleanly_when_asked() {
     let running = runtime().start(spec(&dir, "polite", polite)).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert!(!running.is_finished(), "it waits for the request");
-    running.stopper().request_shutdown();
-    let exit = running
-        .wait_timeout(Duration::from_secs(2))
-        .unwrap_or_else(|_| panic!("the guest ignored the request"));
+    running.terminate();
+    let exit = wait_timeout(&running, Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("the guest ignored the request"));
     assert_eq!(exit, bosun_node::runtime::Exit::completed());
 }
 
@@ -335,10 +352,9 @@ fn a_component_learns_of_shutdown_by_asking_or_by_waiting_on_a_pollable() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert!(!running.is_finished(), "{how}: it waits for the request");
-        running.stopper().request_shutdown();
-        let exit = running
-            .wait_timeout(Duration::from_secs(2))
-            .unwrap_or_else(|_| panic!("{how}: the guest was not told"));
+        running.terminate();
+        let exit = wait_timeout(&running, Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("{how}: the guest was not told"));
         assert_eq!(exit, bosun_node::runtime::Exit::completed(), "{how}");
     }
 }

@@ -5,11 +5,13 @@
 //! (`wasi:cli/command`), told apart by the binary's header. It gets exactly what its spec
 //! gives: argv, environment, preopened directories, stdout and stderr to its log file (CRI
 //! format, [`crate::logs`]). No
-//! ambient file system and no host environment. Sockets (wasi:sockets, TCP and UDP) only with
-//! a [`NetworkAccess`]: the container's thread first enters the pod's network namespace
-//! (`setns(2)` affects only the calling thread, and every socket the guest creates is made
-//! on it), and each address the guest uses is checked against the pod's
-//! [`SocketPolicy`](crate::network::SocketPolicy).
+//! ambient file system and no host environment. Sockets (wasi:sockets, TCP and UDP) only when
+//! the spec has a [`PodNetwork`]: the container's thread first enters the pod's network
+//! namespace (`setns(2)` affects only the calling thread, and every socket the guest creates
+//! is made on it), and each address the guest uses is checked against the pod's
+//! [`SocketPolicy`](crate::network::SocketPolicy), made from the pod's network and the
+//! cluster's blocks in [`WasmtimeOptions::sockets`]. Names resolve through
+//! [`WasmtimeOptions::resolver`].
 //!
 //! Each container's thread runs its guest as a future on a current-thread tokio runtime of its
 //! own (wasmtime's async API, on a fiber): host calls that wait (accept, read, sleep) wait on
@@ -35,6 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bosun_api::cidr::Ipv4Cidr;
+
 use wasmtime::component::{Component, Linker as ComponentLinker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
@@ -43,14 +47,15 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::{ContainerSpec, Error, Exit, NetworkAccess, Result, Running, Runtime};
+use super::{Artifact, Container, ContainerSpec, Error, Exit, PodNetwork, Result, Runtime};
 use crate::logs::{LogFile, Stream};
-use crate::network::names::PodNames;
+use crate::network::SocketPolicy;
+use crate::network::names::{PodNames, Resolver};
 
 /// The wasmtime release the runtime is built on (from Cargo.lock).
 pub const VERSION: &str = env!("BOSUN_WASMTIME_VERSION");
 
-/// Sizing of the node's engine.
+/// Sizing of the node's engine, and what guests' sockets and names see.
 #[derive(Debug, Clone)]
 pub struct WasmtimeOptions {
     /// Instances (and memories, tables, stacks) the pooling allocator keeps slots for.
@@ -62,6 +67,26 @@ pub struct WasmtimeOptions {
     /// Where compiled code is kept, by (engine fingerprint, image digest), so that a cached
     /// module starts without compiling after a restart. `None` keeps it in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// The blocks guests may always connect to.
+    pub sockets: ClusterBlocks,
+    /// How guests' names resolve (Services); `None`: only through the node's resolver.
+    pub resolver: Option<Arc<Resolver>>,
+}
+
+/// The cluster's pod and Service blocks (the server's `--cluster-cidr` and `--service-cidr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterBlocks {
+    pub cluster_cidr: Ipv4Cidr,
+    pub service_cidr: Ipv4Cidr,
+}
+
+impl Default for ClusterBlocks {
+    fn default() -> Self {
+        Self {
+            cluster_cidr: "10.88.0.0/16".parse().expect("a valid block"),
+            service_cidr: "10.89.0.0/16".parse().expect("a valid block"),
+        }
+    }
 }
 
 impl Default for WasmtimeOptions {
@@ -71,6 +96,8 @@ impl Default for WasmtimeOptions {
             max_memory_size: 4 << 30,
             epoch_tick: Duration::from_millis(5),
             cache_dir: None,
+            sockets: ClusterBlocks::default(),
+            resolver: None,
         }
     }
 }
@@ -83,6 +110,8 @@ pub struct WasmtimeRuntime {
     compiled: Mutex<HashMap<String, Program>>,
     /// `<cache_dir>/<engine fingerprint>`, for programs compiled by this very engine.
     disk_cache: Option<PathBuf>,
+    sockets: ClusterBlocks,
+    resolver: Option<Arc<Resolver>>,
 }
 
 /// The thread that advances the epoch. The runtime and every running container hold it, so
@@ -149,6 +178,8 @@ impl WasmtimeRuntime {
             }),
             compiled: Mutex::new(HashMap::new()),
             disk_cache,
+            sockets: options.sockets,
+            resolver: options.resolver,
         })
     }
 
@@ -264,13 +295,24 @@ pub enum Program {
 }
 
 impl Runtime for WasmtimeRuntime {
-    fn start(&self, spec: ContainerSpec) -> Result<Running> {
-        let program = self.compile_cached(spec.digest.as_deref(), &spec.wasm)?;
+    fn handler(&self) -> &'static str {
+        "wasmtime"
+    }
+
+    fn start(&self, spec: ContainerSpec) -> Result<Arc<dyn Container>> {
+        let Artifact::Wasm { bytes, digest } = &spec.artifact;
+        let program = self.compile_cached(digest.as_deref(), bytes)?;
         let log = LogFile::open(&spec.log).map_err(|e| {
             Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
         })?;
-        let wasi = wasi_builder(&spec, &log)?;
-        let names = spec.network.as_ref().and_then(|n| n.names.clone());
+        let policy = spec.network.as_ref().map(|n| self.policy(n));
+        let wasi = wasi_builder(&spec, policy, &log)?;
+        let names = spec.network.as_ref().and_then(|n| {
+            Some(PodNames {
+                resolver: self.resolver.clone()?,
+                namespace: n.namespace.clone(),
+            })
+        });
         // Opened here so that a missing namespace fails the start, not the guest.
         let netns = spec
             .network
@@ -298,9 +340,9 @@ impl Runtime for WasmtimeRuntime {
         let engine = self.engine.clone();
         let ticker = self.ticker.clone();
         let name = spec.name.clone();
-        let (done, done_rx) = tokio::sync::watch::channel(());
+        let (exit_tx, exit) = tokio::sync::watch::channel(None);
         let stop_wake = wake.clone();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("wasm-{}", spec.name))
             .spawn(move || {
                 let exit = match netns.map(|ns| enter_netns(&ns)).transpose() {
@@ -314,11 +356,69 @@ impl Runtime for WasmtimeRuntime {
                     tracing::warn!(container = %name, %error, "cannot finish the log");
                 }
                 drop(ticker);
-                drop(done);
-                exit
+                // The thread's last act: whoever waits learns how it ended.
+                exit_tx.send_replace(Some(exit));
             })
             .map_err(|e| Error::Setup(format!("cannot start a thread: {e}")))?;
-        Ok(Running::new(stop, wake, shutdown, thread, done_rx))
+        Ok(Arc::new(WasmContainer {
+            stop,
+            wake,
+            shutdown,
+            exit,
+        }))
+    }
+
+    fn retain(&self, in_use: &std::collections::HashSet<String>) {
+        self.retain_compiled(in_use);
+    }
+}
+
+impl WasmtimeRuntime {
+    /// The socket rules of a pod on this node.
+    fn policy(&self, network: &PodNetwork) -> SocketPolicy {
+        SocketPolicy {
+            pod_ip: network.ip,
+            cluster_cidr: self.sockets.cluster_cidr,
+            service_cidr: self.sockets.service_cidr,
+            egress: network.egress,
+        }
+    }
+}
+
+/// A guest running on its own thread.
+struct WasmContainer {
+    stop: Arc<AtomicBool>,
+    /// Wakes a guest blocked in a host call (accept, sleep, read) so that it stops too.
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: Arc<AtomicBool>,
+    /// Set by the thread as it ends; closed without a value if the thread panicked.
+    exit: tokio::sync::watch::Receiver<Option<Exit>>,
+}
+
+#[async_trait::async_trait]
+impl Container for WasmContainer {
+    /// Tells the guest through `bosun:lifecycle`; a guest that looks can finish and exit.
+    fn terminate(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// Interrupts the guest wherever it is: at its next epoch tick (a few milliseconds) in a
+    /// loop that never calls the host, at once when it waits in a host call.
+    fn kill(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn is_finished(&self) -> bool {
+        self.exit.borrow().is_some() || self.exit.has_changed().is_err()
+    }
+
+    async fn wait(&self) -> Exit {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(exit) => exit.clone().expect("waited for it"),
+            Err(_) => Exit::error(128, "the container's thread panicked"),
+        }
     }
 }
 
@@ -334,15 +434,19 @@ fn enter_netns(ns: &std::fs::File) -> std::io::Result<()> {
     }
 }
 
-fn wasi_builder(spec: &ContainerSpec, log: &LogFile) -> Result<WasiCtxBuilder> {
+fn wasi_builder(
+    spec: &ContainerSpec,
+    policy: Option<SocketPolicy>,
+    log: &LogFile,
+) -> Result<WasiCtxBuilder> {
     let mut builder = WasiCtxBuilder::new();
     builder
         .args(&spec.args)
         .envs(&spec.env)
         .stdout(log.stream(Stream::Stdout))
         .stderr(log.stream(Stream::Stderr));
-    if let Some(network) = &spec.network {
-        allow_sockets(&mut builder, network, &spec.name);
+    if let Some(policy) = policy {
+        allow_sockets(&mut builder, policy, &spec.name);
     }
     for mount in &spec.mounts {
         let perms = if mount.read_only {
@@ -365,10 +469,9 @@ fn wasi_builder(spec: &ContainerSpec, log: &LogFile) -> Result<WasiCtxBuilder> {
 
 /// Lets the guest use TCP and UDP sockets for the addresses its pod's policy allows; a denied
 /// address gets `access-denied` in the guest and a line in the node's log.
-fn allow_sockets(builder: &mut WasiCtxBuilder, network: &NetworkAccess, container: &str) {
+fn allow_sockets(builder: &mut WasiCtxBuilder, policy: SocketPolicy, container: &str) {
     use crate::network::policy::Use;
     use wasmtime_wasi::sockets::SocketAddrUse;
-    let policy = network.policy.clone();
     let container = container.to_string();
     builder
         .allow_tcp(true)
@@ -603,12 +706,7 @@ fn exit_of(result: wasmtime::Result<()>, guard: &Guard) -> Exit {
         };
     }
     if guard.stop.load(Ordering::Relaxed) {
-        // Stopped as asked, like a container killed by its runtime (128 + SIGKILL).
-        return Exit {
-            code: 137,
-            reason: "Stopped".to_string(),
-            message: None,
-        };
+        return Exit::stopped();
     }
     Exit::error(1, format!("{error:#}"))
 }

@@ -12,6 +12,7 @@
 //! - [`network`]: a network namespace and an IP per pod, the bridge, routes to other nodes'
 //!   pods, and the rules for guests' sockets;
 //! - [`logs`]: container log files in the CRI format, and the log server;
+//! - [`objects`]: the ConfigMaps, Secrets and downward API fields a pod's containers read;
 //! - [`volumes`]: emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes as
 //!   directories preopened in the guest.
 
@@ -19,5 +20,6 @@ pub mod agent;
 pub mod images;
 pub mod logs;
 pub mod network;
+pub mod objects;
 pub mod runtime;
 pub mod volumes;

@@ -2,94 +2,9 @@
 //! Secrets, with prefixes), then `env` (values, ConfigMap and Secret keys, downward API fields
 //! and resources), with `$(VAR)` references expanded.
 
-use std::collections::HashMap;
+use k8s_openapi::api::core::v1::{Container, Pod};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use kube::api::Api;
-
-/// Reads ConfigMaps and Secrets of the pod's namespace, each once per container start.
-pub(crate) struct Sources<'a> {
-    pub client: &'a kube::Client,
-    pub namespace: &'a str,
-    pub pod: &'a Pod,
-    pub host_ip: String,
-    pub pod_ip: String,
-    configmaps: HashMap<String, Option<ConfigMap>>,
-    secrets: HashMap<String, Option<Secret>>,
-}
-
-impl<'a> Sources<'a> {
-    pub fn new(client: &'a kube::Client, pod: &'a Pod, host_ip: String, pod_ip: String) -> Self {
-        Self {
-            client,
-            namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
-            pod,
-            host_ip,
-            pod_ip,
-            configmaps: HashMap::new(),
-            secrets: HashMap::new(),
-        }
-    }
-
-    pub async fn configmap(&mut self, name: &str) -> Result<Option<&ConfigMap>, String> {
-        if !self.configmaps.contains_key(name) {
-            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.namespace);
-            let found = api
-                .get_opt(name)
-                .await
-                .map_err(|e| format!("cannot read configmap {name:?}: {e}"))?;
-            self.configmaps.insert(name.to_string(), found);
-        }
-        Ok(self.configmaps[name].as_ref())
-    }
-
-    pub async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, String> {
-        if !self.secrets.contains_key(name) {
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
-            let found = api
-                .get_opt(name)
-                .await
-                .map_err(|e| format!("cannot read secret {name:?}: {e}"))?;
-            self.secrets.insert(name.to_string(), found);
-        }
-        Ok(self.secrets[name].as_ref())
-    }
-}
-
-/// The values of a ConfigMap (text and binary data) as strings.
-pub(crate) fn configmap_data(cm: &ConfigMap) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = cm
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-        .collect();
-    out.extend(
-        cm.binary_data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.0.clone())),
-    );
-    out
-}
-
-/// The values of a Secret (`data` and, if the API server left it, `stringData`).
-pub(crate) fn secret_data(secret: &Secret) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect();
-    out.extend(
-        secret
-            .string_data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
-    );
-    out
-}
+use crate::objects::{Sources, configmap_data, field_value, secret_data};
 
 /// Puts Kubernetes' service variables (the Services of the pod's namespace, as
 /// [`crate::network::names::service_env`] writes them) before `env`, unless the pod turned
@@ -210,45 +125,6 @@ pub(super) async fn environment(
 
 fn lossy(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-/// A downward API field of the pod.
-pub(crate) fn field_value(sources: &Sources<'_>, path: &str) -> Result<String, String> {
-    let meta = &sources.pod.metadata;
-    let spec = sources.pod.spec.as_ref();
-    let keyed = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .and_then(|rest| rest.strip_prefix("['"))
-            .and_then(|rest| rest.strip_suffix("']"))
-    };
-    Ok(match path {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => sources.namespace.to_string(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        "spec.serviceAccountName" => spec
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_default(),
-        "status.hostIP" | "status.hostIPs" => sources.host_ip.clone(),
-        "status.podIP" | "status.podIPs" => sources.pod_ip.clone(),
-        _ => {
-            if let Some(key) = keyed("metadata.labels") {
-                meta.labels
-                    .as_ref()
-                    .and_then(|l| l.get(key))
-                    .cloned()
-                    .unwrap_or_default()
-            } else if let Some(key) = keyed("metadata.annotations") {
-                meta.annotations
-                    .as_ref()
-                    .and_then(|a| a.get(key))
-                    .cloned()
-                    .unwrap_or_default()
-            } else {
-                return Err(format!("unsupported downward API field {path:?}"));
-            }
-        }
-    })
 }
 
 /// A container's resource limit or request, divided by `divisor` and rounded up, as the

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
-use crate::agent::env::{self, Sources};
+use crate::objects::{self, Sources};
 use crate::runtime::Mount;
 
 /// The mounts of `container`, preparing the volumes it uses. An error is the message of a
@@ -259,7 +259,7 @@ impl Files {
         optional: Option<bool>,
         default_mode: Option<i32>,
     ) -> Result<(), String> {
-        let data = sources.configmap(name).await?.map(env::configmap_data);
+        let data = sources.configmap(name).await?.map(objects::configmap_data);
         self.object("configmap", name, data, items, optional, default_mode)
     }
 
@@ -271,7 +271,7 @@ impl Files {
         optional: Option<bool>,
         default_mode: Option<i32>,
     ) -> Result<(), String> {
-        let data = sources.secret(name).await?.map(env::secret_data);
+        let data = sources.secret(name).await?.map(objects::secret_data);
         self.object("secret", name, data, items, optional, default_mode)
     }
 
@@ -311,7 +311,7 @@ impl Files {
                     // Whole maps, one key="value" per line, as the kubelet writes them.
                     "metadata.labels" => key_values(sources.pod.metadata.labels.as_ref()),
                     "metadata.annotations" => key_values(sources.pod.metadata.annotations.as_ref()),
-                    path => env::field_value(sources, path)?,
+                    path => objects::field_value(sources, path)?,
                 },
                 None => {
                     return Err(format!(

@@ -9,9 +9,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::super::{Agent, env, probe};
+use super::super::{Agent, probe};
 use super::{Host, Launch, LaunchError, Published, Settings, launch};
 use crate::logs::server::LogIndex;
+use crate::objects::Sources;
 
 #[async_trait::async_trait]
 impl Host for Agent {
@@ -49,7 +50,7 @@ impl Host for Agent {
     }
 
     async fn sync_volumes(&self, pod: &Pod, dir: &Path, pod_ip: Ipv4Addr) -> Result<(), String> {
-        let mut sources = env::Sources::new(
+        let mut sources = Sources::new(
             &self.client,
             pod,
             self.node_ip.to_string(),

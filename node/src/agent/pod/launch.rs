@@ -16,6 +16,7 @@ use super::super::{Agent, env};
 use super::{Launch, LaunchError};
 use crate::images::{Credential, Image, PullPolicy, parse_docker_config};
 use crate::network::{EGRESS_ANNOTATION, HostPort, Protocol};
+use crate::objects::Sources;
 use crate::runtime::{Artifact, ContainerSpec, DEFAULT_HANDLER, PodNetwork};
 
 /// A container, resolved: everything its runtime needs, and what the worker reports.
@@ -62,7 +63,7 @@ pub(super) async fn plan(
     let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image_name);
     let pull = async {
         let mut secrets =
-            env::Sources::new(&agent.client, pod, agent.node_ip.to_string(), String::new());
+            Sources::new(&agent.client, pod, agent.node_ip.to_string(), String::new());
         let credentials = pull_credentials(&mut secrets, pod).await;
         let started = Instant::now();
         let image = agent.images.ensure(&image_name, policy, &credentials).await;
@@ -75,7 +76,7 @@ pub(super) async fn plan(
         pull: true,
     })?;
     let network = network.map_err(create_error)?;
-    let mut sources = env::Sources::new(
+    let mut sources = Sources::new(
         &agent.client,
         pod,
         agent.node_ip.to_string(),
@@ -251,7 +252,7 @@ async fn memory_limit(agent: &Agent, pod: &Pod, container: &Container) -> Result
 /// Registry credentials from the pod's `imagePullSecrets` (`kubernetes.io/dockerconfigjson`).
 /// A missing or malformed secret is skipped, as the kubelet does; the pull then fails with the
 /// registry's own message.
-async fn pull_credentials(sources: &mut env::Sources<'_>, pod: &Pod) -> Vec<Credential> {
+async fn pull_credentials(sources: &mut Sources<'_>, pod: &Pod) -> Vec<Credential> {
     let mut out = Vec::new();
     let names: Vec<String> = pod
         .spec

@@ -1,0 +1,131 @@
+//! The API objects a pod's containers refer to, for their environment and their volumes:
+//! ConfigMaps and Secrets of the pod's namespace (each read once per container start) and the
+//! pod's downward API fields.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::Api;
+
+/// Reads ConfigMaps and Secrets of the pod's namespace, each once per container start.
+pub struct Sources<'a> {
+    pub client: &'a kube::Client,
+    pub namespace: &'a str,
+    pub pod: &'a Pod,
+    pub host_ip: String,
+    pub pod_ip: String,
+    configmaps: HashMap<String, Option<ConfigMap>>,
+    secrets: HashMap<String, Option<Secret>>,
+}
+
+impl<'a> Sources<'a> {
+    pub fn new(client: &'a kube::Client, pod: &'a Pod, host_ip: String, pod_ip: String) -> Self {
+        Self {
+            client,
+            namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod,
+            host_ip,
+            pod_ip,
+            configmaps: HashMap::new(),
+            secrets: HashMap::new(),
+        }
+    }
+
+    pub async fn configmap(&mut self, name: &str) -> Result<Option<&ConfigMap>, String> {
+        if !self.configmaps.contains_key(name) {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.namespace);
+            let found = api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("cannot read configmap {name:?}: {e}"))?;
+            self.configmaps.insert(name.to_string(), found);
+        }
+        Ok(self.configmaps[name].as_ref())
+    }
+
+    pub async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, String> {
+        if !self.secrets.contains_key(name) {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
+            let found = api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("cannot read secret {name:?}: {e}"))?;
+            self.secrets.insert(name.to_string(), found);
+        }
+        Ok(self.secrets[name].as_ref())
+    }
+}
+
+/// The values of a ConfigMap (text and binary data) as strings.
+pub fn configmap_data(cm: &ConfigMap) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    out.extend(
+        cm.binary_data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone())),
+    );
+    out
+}
+
+/// The values of a Secret (`data` and, if the API server left it, `stringData`).
+pub fn secret_data(secret: &Secret) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    out.extend(
+        secret
+            .string_data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
+    );
+    out
+}
+
+/// A downward API field of the pod.
+pub fn field_value(sources: &Sources<'_>, path: &str) -> Result<String, String> {
+    let meta = &sources.pod.metadata;
+    let spec = sources.pod.spec.as_ref();
+    let keyed = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix("['"))
+            .and_then(|rest| rest.strip_suffix("']"))
+    };
+    Ok(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => sources.namespace.to_string(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => sources.host_ip.clone(),
+        "status.podIP" | "status.podIPs" => sources.pod_ip.clone(),
+        _ => {
+            if let Some(key) = keyed("metadata.labels") {
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(key))
+                    .cloned()
+                    .unwrap_or_default()
+            } else if let Some(key) = keyed("metadata.annotations") {
+                meta.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(key))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                return Err(format!("unsupported downward API field {path:?}"));
+            }
+        }
+    })
+}

@@ -19,8 +19,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bosun_api::cluster::Blocks;
 use bosun_node::network::{Network, NetworkConfig, PodNetwork};
-use bosun_node::runtime::wasmtime::{ClusterBlocks, WasmtimeOptions, WasmtimeRuntime};
+use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 use bosun_node::runtime::{self, Artifact, Container, ContainerSpec, Runtime};
 
 const SETUPS: usize = 100;
@@ -154,7 +155,7 @@ async fn main() {
     .expect("the guests (scripts/guests.sh)")
     .into();
     let dir = tempfile::tempdir().unwrap();
-    let blocks = ClusterBlocks {
+    let blocks = Blocks {
         cluster_cidr: "10.199.0.0/16".parse().unwrap(),
         service_cidr: "10.198.0.0/16".parse().unwrap(),
     };

@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use support::Registry;
 use support::cluster::{cluster, cluster_with, container, finished, node_logs, phase, pod};
+use support::{BOSUN, Registry};
 
 /// A WASI preview 1 command: "hello from wasm\n" at offset 16, `$hello` prints it, `_start`
 /// runs `body`.
@@ -1071,4 +1071,40 @@ async fn a_sidecar_starts_first_restarts_when_it_stops_and_stops_when_the_app_is
     assert_eq!(container(&p)["state"]["terminated"]["exitCode"], 0);
     let uid = p["metadata"]["uid"].as_str().unwrap();
     assert!(node_logs(&c.node, uid, "main").contains("hello from wasm"));
+}
+
+#[tokio::test]
+async fn a_node_that_disagrees_with_the_clusters_blocks_refuses_to_start() {
+    let c = cluster_with("blocks", &["--cluster-cidr", "10.123.0.0/16"], &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |flags: &[&str]| {
+        std::process::Command::new(BOSUN)
+            .arg("node")
+            .arg("--kubeconfig")
+            .arg(&c.server.kubeconfig)
+            .args(["--name", "rebel", "--port", "0", "--bridge", "brebel0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(flags)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--cluster-cidr", "10.124.0.0/16"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--cluster-cidr 10.124.0.0/16 disagrees with the cluster's 10.123.0.0/16"),
+        "{stderr}"
+    );
+    let out = run(&["--service-cidr", "10.125.0.0/16"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--service-cidr 10.125.0.0/16 disagrees with the cluster's 10.89.0.0/16"),
+        "{stderr}"
+    );
+    let nodes: Api<NodeObject> = Api::all(c.client.clone());
+    assert!(
+        nodes.get_opt("rebel").await.unwrap().is_none(),
+        "the refused node did not register"
+    );
 }

@@ -1,6 +1,7 @@
 //! Bosun's shared API vocabulary: the pieces every other crate agrees on.
 //!
 //! - [`cidr`]: IPv4 blocks (`10.88.0.0/16`) for the pod and service ranges.
+//! - [`cluster`]: the cluster-wide blocks every component agrees on, and where they are kept.
 //! - [`labels`]: Kubernetes label selectors (`app=web,tier in (a,b),!legacy`).
 //! - [`fields`]: field selectors (`spec.nodeName=n1,status.phase!=Failed`).
 //! - [`names`]: the DNS-1123 and label-key rules for object names.
@@ -14,6 +15,7 @@
 //! from here; this crate holds only what those types do not.
 
 pub mod cidr;
+pub mod cluster;
 pub mod cron;
 pub mod duration;
 pub mod fields;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use bosun_api::cidr::Ipv4Cidr;
+use bosun_api::cluster;
 use tokio::net::TcpListener;
 
 use crate::apiserver::admission::{self, DefaultTolerations, ServiceRanges};
@@ -48,6 +50,8 @@ pub struct ServerConfig {
     pub default_tolerations: DefaultTolerations,
     /// Where Services' cluster IPs and node ports come from.
     pub service_ranges: ServiceRanges,
+    /// The cluster's pod block (`--cluster-cidr`), published with the Service block for nodes.
+    pub cluster_cidr: Ipv4Cidr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,39 @@ pub enum ServerError {
     Tls(#[from] apiserver::TlsError),
     #[error("cannot make an API client from the admin kubeconfig: {0}")]
     Client(String),
+    #[error(transparent)]
+    Cluster(#[from] cluster::Error),
+}
+
+/// Publishes the cluster's blocks in `kube-system/bosun-cluster`, where nodes read them. The
+/// first server's are the cluster's: a later server with other blocks refuses to start.
+async fn publish_blocks(store: &dyn Store, blocks: cluster::Blocks) -> Result<(), ServerError> {
+    let configmaps = bosun_api::resources::find("", "v1", "configmaps").expect("registered");
+    let mut object = serde_json::json!({
+        "metadata": {"name": cluster::NAME, "namespace": cluster::NAMESPACE},
+        "data": blocks.to_data(),
+    });
+    let mut strict = admission::FieldCheck::new(admission::FieldValidation::Strict);
+    admission::prepare_create(
+        configmaps,
+        Some(cluster::NAMESPACE),
+        &mut object,
+        &mut strict,
+    )
+    .expect("the cluster's ConfigMap is valid");
+    let key = store::Key::new(configmaps.storage_name(), cluster::NAMESPACE, cluster::NAME);
+    match store.create(&key, object).await {
+        Ok(_) => Ok(()),
+        Err(store::Error::AlreadyExists { .. }) => {
+            let published = store.get(&key).await?;
+            let data: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(published.value["data"].clone()).unwrap_or_default();
+            cluster::Blocks::from_data(&data)?
+                .check(Some(blocks.cluster_cidr), Some(blocks.service_cidr))?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What a started server tells its caller.
@@ -144,6 +181,14 @@ pub async fn run(
         sweep,
     ));
     apiserver::ensure_builtin_objects(&*store).await?;
+    publish_blocks(
+        &*store,
+        cluster::Blocks {
+            cluster_cidr: config.cluster_cidr,
+            service_cidr: config.service_ranges.cidr,
+        },
+    )
+    .await?;
     let authenticator = Arc::new(apiserver::auth::Authenticator::with_admin(
         secrets.admin_token_hash(),
     ));
@@ -379,6 +424,30 @@ fn write_private(path: &Path, contents: &str) -> Result<(), ServerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_first_servers_blocks_are_the_clusters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("state.db"), Some("t"))
+            .await
+            .unwrap();
+        apiserver::ensure_builtin_objects(&store).await.unwrap();
+        let blocks = cluster::Blocks::default();
+        publish_blocks(&store, blocks).await.unwrap();
+        // A second start with the same blocks is fine; other blocks are refused.
+        publish_blocks(&store, blocks).await.unwrap();
+        let other = cluster::Blocks {
+            service_cidr: "10.99.0.0/16".parse().unwrap(),
+            ..blocks
+        };
+        let err = publish_blocks(&store, other).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "--service-cidr 10.99.0.0/16 disagrees with the cluster's 10.89.0.0/16"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn wildcard_binds_are_reached_on_loopback() {

@@ -27,12 +27,14 @@ pub struct Args {
     /// one).
     #[arg(long, env = "BOSUN_PORT", default_value_t = 10250)]
     port: u16,
-    /// The cluster's pod block, as given to the server: pods may connect anywhere in it.
-    #[arg(long, env = "BOSUN_CLUSTER_CIDR", default_value = "10.88.0.0/16")]
-    cluster_cidr: Ipv4Cidr,
-    /// The cluster's Service block, as given to the server: pods may connect anywhere in it.
-    #[arg(long, env = "BOSUN_SERVICE_CIDR", default_value = "10.89.0.0/16")]
-    service_cidr: Ipv4Cidr,
+    /// The cluster's pod block. The node learns it from the control plane; given here, it must
+    /// agree with that.
+    #[arg(long, env = "BOSUN_CLUSTER_CIDR")]
+    cluster_cidr: Option<Ipv4Cidr>,
+    /// The cluster's Service block. The node learns it from the control plane; given here, it
+    /// must agree with that.
+    #[arg(long, env = "BOSUN_SERVICE_CIDR")]
+    service_cidr: Option<Ipv4Cidr>,
     #[command(flatten)]
     agent: AgentFlags,
 }
@@ -158,8 +160,8 @@ impl AgentFlags {
         name: String,
         data_dir: PathBuf,
         port: u16,
-        cluster_cidr: Ipv4Cidr,
-        service_cidr: Ipv4Cidr,
+        cluster_cidr: Option<Ipv4Cidr>,
+        service_cidr: Option<Ipv4Cidr>,
     ) -> NodeConfig {
         let mut config = NodeConfig::new(name, data_dir);
         config.address = self.node_ip;

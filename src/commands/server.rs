@@ -150,16 +150,6 @@ pub(crate) fn default_data_dir() -> PathBuf {
 }
 
 impl Args {
-    /// The block pod IPs come from (`bosun up` gives it to its node too).
-    pub fn cluster_cidr(&self) -> Ipv4Cidr {
-        self.cluster_cidr
-    }
-
-    /// The block of Services' cluster IPs.
-    pub fn service_cidr(&self) -> Ipv4Cidr {
-        self.service_cidr
-    }
-
     /// The data directory these flags name, or the default one.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
@@ -214,6 +204,7 @@ impl Args {
                 renew_deadline: args.leader_elect_renew_deadline,
                 retry_period: args.leader_elect_retry_period,
             },
+            cluster_cidr: args.cluster_cidr,
             service_ranges: ServiceRanges {
                 cidr: args.service_cidr,
                 node_ports: args.service_node_port_range,

@@ -31,8 +31,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.node_name.unwrap_or_else(host_name),
         data_dir,
         args.agent_port,
-        args.server.cluster_cidr(),
-        args.server.service_cidr(),
+        // The node learns the blocks from the server, as any node does.
+        None,
+        None,
     );
     let server = args.server.config()?;
     let (stop, stopped) = watch::channel(false);

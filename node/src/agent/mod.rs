@@ -26,8 +26,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bosun_api::cidr::Ipv4Cidr;
+use bosun_api::cluster;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -39,7 +40,7 @@ use crate::logs::server::LogIndex;
 use crate::network::names::Resolver;
 use crate::network::{Network, NetworkConfig};
 use crate::runtime::Runtime;
-use crate::runtime::wasmtime::{ClusterBlocks, WasmtimeOptions, WasmtimeRuntime};
+use crate::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 
 pub use node::NodeReadings;
 
@@ -82,10 +83,11 @@ pub struct NodeConfig {
     pub event_burst: u32,
     /// The bridge the pods' veths join (made if missing).
     pub bridge: String,
-    /// The cluster's pod block (the server's `--cluster-cidr`): guests may connect inside it.
-    pub cluster_cidr: Ipv4Cidr,
-    /// The cluster's Service block (the server's `--service-cidr`): guests may connect to it.
-    pub service_cidr: Ipv4Cidr,
+    /// The cluster's pod block, if given: the control plane publishes it
+    /// (`kube-system/bosun-cluster`), and a value given here must agree with it.
+    pub cluster_cidr: Option<Ipv4Cidr>,
+    /// The cluster's Service block, if given; as `cluster_cidr`.
+    pub service_cidr: Option<Ipv4Cidr>,
     /// The cluster's DNS domain: Services are `NAME.NAMESPACE.svc.<domain>`.
     pub cluster_domain: String,
     /// How long pods wait at start for the first listing of Services.
@@ -122,8 +124,8 @@ impl NodeConfig {
             event_qps: 50.0,
             event_burst: 100,
             bridge: "bosun0".to_string(),
-            cluster_cidr: "10.88.0.0/16".parse().expect("a valid block"),
-            service_cidr: "10.89.0.0/16".parse().expect("a valid block"),
+            cluster_cidr: None,
+            service_cidr: None,
             cluster_domain: "cluster.local".to_string(),
             services_sync_timeout: Duration::from_secs(10),
             wasmtime: WasmtimeOptions::default(),
@@ -147,12 +149,18 @@ pub enum AgentError {
     Address(String),
     #[error("cannot start the log server: {0}")]
     LogServer(String),
+    #[error("cannot read the cluster's blocks from the control plane: {0}")]
+    ReadBlocks(#[source] kube::Error),
+    #[error(transparent)]
+    Blocks(#[from] cluster::Error),
 }
 
 /// What the pod workers share.
 pub(crate) struct Agent {
     pub client: kube::Client,
     pub config: NodeConfig,
+    /// The cluster's pod and Service blocks, as the control plane publishes them.
+    pub blocks: cluster::Blocks,
     /// A runtime per RuntimeClass handler.
     runtimes: HashMap<&'static str, Arc<dyn Runtime>>,
     pub images: Images,
@@ -246,10 +254,10 @@ pub async fn run(
     wasmtime
         .cache_dir
         .get_or_insert_with(|| config.data_dir.join("compiled"));
-    wasmtime.sockets = ClusterBlocks {
-        cluster_cidr: config.cluster_cidr,
-        service_cidr: config.service_cidr,
-    };
+    let blocks = cluster_blocks(&client)
+        .await?
+        .check(config.cluster_cidr, config.service_cidr)?;
+    wasmtime.sockets = blocks;
     wasmtime.resolver = Some(resolver.clone());
     let wasmtime: Arc<dyn Runtime> = Arc::new(WasmtimeRuntime::new(wasmtime)?);
     let runtimes = HashMap::from([(wasmtime.handler(), wasmtime)]);
@@ -301,6 +309,7 @@ pub async fn run(
     let agent = Arc::new(Agent {
         client: client.clone(),
         config,
+        blocks,
         runtimes,
         images,
         node_ip,
@@ -367,13 +376,23 @@ pub async fn run(
     Ok(())
 }
 
+/// The cluster's blocks, from the ConfigMap the control plane keeps them in.
+async fn cluster_blocks(client: &kube::Client) -> Result<cluster::Blocks, AgentError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), cluster::NAMESPACE);
+    let map = api
+        .get(cluster::NAME)
+        .await
+        .map_err(AgentError::ReadBlocks)?;
+    Ok(cluster::Blocks::from_data(&map.data.unwrap_or_default())?)
+}
+
 /// Sets up the pod network on the node's podCIDR, waiting for the control plane to assign
 /// one; without the privileges for it, pods get the node's own network.
 async fn start_network(agent: &Agent) -> Network {
     let config = NetworkConfig {
         bridge: agent.config.bridge.clone(),
-        cluster_cidr: agent.config.cluster_cidr,
-        service_cidr: agent.config.service_cidr,
+        cluster_cidr: agent.blocks.cluster_cidr,
+        service_cidr: agent.blocks.service_cidr,
         dir: agent.config.data_dir.join("network"),
     };
     let host = |reason: String| {

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bosun_api::cidr::Ipv4Cidr;
+use bosun_api::cluster::Blocks;
 
 use wasmtime::component::{Component, Linker as ComponentLinker, ResourceTable};
 use wasmtime::{
@@ -67,26 +67,10 @@ pub struct WasmtimeOptions {
     /// Where compiled code is kept, by (engine fingerprint, image digest), so that a cached
     /// module starts without compiling after a restart. `None` keeps it in memory only.
     pub cache_dir: Option<PathBuf>,
-    /// The blocks guests may always connect to.
-    pub sockets: ClusterBlocks,
+    /// The cluster's blocks: guests may always connect inside them.
+    pub sockets: Blocks,
     /// How guests' names resolve (Services); `None`: only through the node's resolver.
     pub resolver: Option<Arc<Resolver>>,
-}
-
-/// The cluster's pod and Service blocks (the server's `--cluster-cidr` and `--service-cidr`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClusterBlocks {
-    pub cluster_cidr: Ipv4Cidr,
-    pub service_cidr: Ipv4Cidr,
-}
-
-impl Default for ClusterBlocks {
-    fn default() -> Self {
-        Self {
-            cluster_cidr: "10.88.0.0/16".parse().expect("a valid block"),
-            service_cidr: "10.89.0.0/16".parse().expect("a valid block"),
-        }
-    }
 }
 
 impl Default for WasmtimeOptions {
@@ -96,7 +80,7 @@ impl Default for WasmtimeOptions {
             max_memory_size: 4 << 30,
             epoch_tick: Duration::from_millis(5),
             cache_dir: None,
-            sockets: ClusterBlocks::default(),
+            sockets: Blocks::default(),
             resolver: None,
         }
     }
@@ -110,7 +94,7 @@ pub struct WasmtimeRuntime {
     compiled: Mutex<HashMap<String, Program>>,
     /// `<cache_dir>/<engine fingerprint>`, for programs compiled by this very engine.
     disk_cache: Option<PathBuf>,
-    sockets: ClusterBlocks,
+    sockets: Blocks,
     resolver: Option<Arc<Resolver>>,
 }
 

@@ -3,6 +3,8 @@
 //!
 //! - [`discovery`]: `/version`, `/api`, `/apis`, resource lists built from the registry.
 //! - [`openapi`]: `/openapi/v3`, the operations and type schemas of each group version.
+//! - [`request`]: what a request names and asks (its target, verb, list and watch options);
+//!   [`read`]: reads of the store as the API presents them.
 //! - [`rest`]: one generic implementation of get, list, watch, create, update, patch, delete
 //!   and deletecollection for every registered kind, plus `status` and `scale`.
 //! - [`kinds`]: a strategy per kind (its type, defaults, validation, subresources, deletion
@@ -24,6 +26,8 @@ pub mod logs;
 mod openapi;
 mod patch;
 mod protobuf;
+mod read;
+mod request;
 mod rest;
 pub mod status;
 mod table;

@@ -1,113 +1,32 @@
-//! The generic REST implementation: one handler for every resource in the registry.
-//!
-//! Paths: `/api/v1/...` and `/apis/{group}/{version}/...`, then `{plural}[/{name}[/{sub}]]` for
-//! cluster-scoped resources (or all namespaces), or `namespaces/{ns}/{plural}[/{name}[/{sub}]]`.
+//! The generic REST verbs: one handler for every resource in the registry (get, list, watch,
+//! create, update, patch, delete, deletecollection, and the `status` and `scale`
+//! subresources). What the request names and asks is parsed in [`super::request`]; reads go
+//! through [`super::read`]; what differs by kind is the kind's strategy ([`super::kinds`]).
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bosun_api::resources::{self, Resource};
-use bosun_api::{fields, labels};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use serde_json::{Value, json};
 
 use super::admission::{self, Operation};
 use super::auth::{Attributes, User};
+use super::read::{get, list};
+use super::request::{self, ListOptions, Parsed, Query, Target, WatchOptions};
 use super::status::{ApiError, ApiResult};
-use super::{ApiState, discovery, kinds, patch, protobuf, table, watch};
-use crate::store::{Key, ListRequest, Object};
+use super::{ApiState, kinds, patch, protobuf, table, watch};
+use crate::store::Object;
 
 /// Largest request body accepted (the store's object limit plus room for the envelope).
 const MAX_BODY: usize = crate::store::MAX_OBJECT_BYTES + 64 * 1024;
-
-/// What a request path names.
-#[derive(Debug)]
-pub struct Target {
-    pub resource: &'static Resource,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub subresource: Option<String>,
-}
-
-impl Target {
-    pub(super) fn key(&self, name: &str) -> Key {
-        Key::new(
-            self.resource.storage_name(),
-            self.namespace.clone().unwrap_or_default(),
-            name,
-        )
-    }
-
-    pub(super) fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or_default()
-    }
-}
 
 /// Who writes, and whether for real.
 #[derive(Clone, Copy)]
 struct Caller<'a> {
     user: &'a User,
     dry_run: bool,
-}
-
-/// What a path under `/api` or `/apis` names: a discovery document or a resource target.
-#[derive(Debug)]
-enum Parsed {
-    Document(Value),
-    Target(Target),
-}
-
-/// Parses the part after `/api` or `/apis`.
-fn parse(core: bool, rest: &str) -> ApiResult<Parsed> {
-    let not_found = || ApiError::not_found_path(rest);
-    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let (group, version, parts) = match (core, parts.as_slice()) {
-        (true, []) => return Ok(Parsed::Document(discovery::core_versions_document())),
-        (true, [version, rest @ ..]) => ("", *version, rest),
-        (false, []) => return Ok(Parsed::Document(discovery::groups_document())),
-        (false, [group]) => {
-            return discovery::group(group)
-                .map(Parsed::Document)
-                .ok_or_else(not_found);
-        }
-        (false, [group, version, rest @ ..]) => (*group, *version, rest),
-    };
-    if parts.is_empty() {
-        return discovery::resource_list(group, version)
-            .map(Parsed::Document)
-            .ok_or_else(not_found);
-    }
-    let lookup = |plural: &str| resources::find(group, version, plural).ok_or_else(not_found);
-    let owned = |s: &&str| s.to_string();
-    let target = match parts {
-        ["namespaces", ns, plural, tail @ ..]
-            if resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
-        {
-            Target {
-                resource: lookup(plural)?,
-                namespace: Some(ns.to_string()),
-                name: tail.first().map(owned),
-                subresource: tail.get(1).map(owned),
-            }
-        }
-        [plural, tail @ ..] => Target {
-            resource: lookup(plural)?,
-            namespace: None,
-            name: tail.first().map(owned),
-            subresource: tail.get(1).map(owned),
-        },
-        [] => unreachable!("checked above"),
-    };
-    let too_deep = parts.len() > 5 || (target.namespace.is_none() && parts.len() > 3);
-    let needs_namespace =
-        target.resource.namespaced && target.namespace.is_none() && target.name.is_some();
-    if too_deep || needs_namespace {
-        return Err(not_found());
-    }
-    Ok(Parsed::Target(target))
 }
 
 pub async fn core(state: State<ApiState>, request: Request) -> Response {
@@ -138,31 +57,14 @@ async fn handle(State(state): State<ApiState>, core: bool, request: Request) -> 
     }
 }
 
-/// The verb RBAC would see for a request.
-fn verb(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'static str {
-    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-    match (method.as_str(), target.name.is_some()) {
-        ("GET", _) if watching => "watch",
-        ("GET", true) => "get",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => "unknown",
-    }
-}
-
 async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let rest = path
         .strip_prefix(if core { "/api" } else { "/apis" })
         .unwrap_or("");
-    let query: HashMap<String, String> =
-        parts.uri.query().map(url_decode_pairs).unwrap_or_default();
-    let target = match parse(core, rest)? {
+    let query = request::query(parts.uri.query());
+    let target = match request::parse(core, rest)? {
         Parsed::Target(target) => target,
         Parsed::Document(document) => return Ok(axum::Json(document).into_response()),
     };
@@ -171,7 +73,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         .get::<User>()
         .cloned()
         .ok_or_else(ApiError::unauthorized)?;
-    let verb = verb(&parts.method, &target, &query);
+    let verb = request::verb(&parts.method, &target, &query);
     state
         .authorizer
         .authorize(
@@ -217,9 +119,13 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
     let mut fields =
         admission::FieldCheck::from_query(query.get("fieldValidation").map(String::as_str))?;
     match verb {
-        "watch" => watch::serve(state, &target, &query).await,
+        "watch" => {
+            let options = WatchOptions::from_query(target.resource, &query)?;
+            watch::serve(state, &target, &options).await
+        }
         "list" => {
-            let list = list(state, &target, &query).await?;
+            let options = ListOptions::from_query(target.resource, &query)?;
+            let list = list(state, &target, &options).await?;
             Ok(if as_table {
                 axum::Json(table::from_list(target.resource, &list, include)).into_response()
             } else {
@@ -322,7 +228,7 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
 
 /// The field manager a write other than apply is recorded under: `?fieldManager=`, else the
 /// client's User-Agent up to its first `/` (`kubectl`, `kube-rs`), as Kubernetes names it.
-fn field_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> String {
+fn field_manager(query: &Query, headers: &HeaderMap) -> String {
     if let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) {
         return manager.clone();
     }
@@ -332,12 +238,6 @@ fn field_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> String
         .unwrap_or_default();
     let prefix = agent.split('/').next().unwrap_or_default();
     prefix.chars().take(128).collect()
-}
-
-fn url_decode_pairs(query: &str) -> HashMap<String, String> {
-    form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect()
 }
 
 /// Adds a `Warning: 299 - "…"` header per warning, as the Kubernetes API reports them.
@@ -381,102 +281,6 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         return Err(ApiError::bad_request("the request body must be an object"));
     }
     Ok(value)
-}
-
-pub(super) fn selectors(
-    resource: &Resource,
-    query: &HashMap<String, String>,
-) -> ApiResult<(labels::Selector, fields::Selector)> {
-    let labels = labels::Selector::parse(query.get("labelSelector").map_or("", String::as_str))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let fields = fields::Selector::parse(query.get("fieldSelector").map_or("", String::as_str))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    for requirement in fields.requirements() {
-        if !resource.supports_field(&requirement.field) {
-            return Err(ApiError::bad_request(format!(
-                "field label not supported: {}",
-                requirement.field
-            )));
-        }
-    }
-    Ok((labels, fields))
-}
-
-pub(super) fn parse_revision(text: Option<&String>) -> ApiResult<Option<i64>> {
-    match text.map(String::as_str) {
-        None | Some("") | Some("0") => Ok(None),
-        Some(rv) => rv
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}"))),
-    }
-}
-
-pub(super) async fn list(
-    state: &ApiState,
-    target: &Target,
-    query: &HashMap<String, String>,
-) -> ApiResult<Value> {
-    let (labels, fields) = selectors(target.resource, query)?;
-    let limit = match query.get("limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
-        None => 0,
-    };
-    let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
-    let revision = if exact {
-        parse_revision(query.get("resourceVersion"))?
-    } else {
-        None
-    };
-    let result = state
-        .store
-        .list(&ListRequest {
-            resource: target.resource.storage_name(),
-            namespace: target.namespace.clone(),
-            labels,
-            fields,
-            limit,
-            continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
-            revision,
-        })
-        .await
-        .map_err(|e| ApiError::from_store(e, target.resource, ""))?;
-    let items: Vec<Value> = result
-        .items
-        .into_iter()
-        .map(|o| presented(target.resource, o.value))
-        .collect();
-    let mut metadata = json!({"resourceVersion": result.revision.to_string()});
-    if let Some(token) = result.continue_token {
-        metadata["continue"] = json!(token);
-    }
-    Ok(json!({
-        "kind": format!("{}List", target.resource.kind),
-        "apiVersion": target.resource.api_version(),
-        "metadata": metadata,
-        "items": items,
-    }))
-}
-
-/// An object as this endpoint presents it (two API versions may share one store: events).
-pub(super) fn presented(resource: &Resource, mut value: Value) -> Value {
-    value["apiVersion"] = json!(resource.api_version());
-    value["kind"] = json!(resource.kind);
-    kinds::for_resource(resource).present(resource, &mut value);
-    value
-}
-
-pub(super) async fn get(state: &ApiState, target: &Target) -> ApiResult<Object> {
-    let name = target.name();
-    let mut object = state
-        .store
-        .get(&target.key(name))
-        .await
-        .map_err(|e| ApiError::from_store(e, target.resource, name))?;
-    object.value = presented(target.resource, object.value);
-    Ok(object)
 }
 
 /// Creates the object `body` describes. `manager` is recorded as the owner of its fields, but
@@ -531,7 +335,7 @@ async fn create(
         .create(&target.key(&name), body)
         .await
         .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
-    Ok(presented(target.resource, created.value))
+    Ok(kinds::presented(target.resource, created.value))
 }
 
 /// The resourceVersion a client sent, as a store precondition.
@@ -662,7 +466,7 @@ async fn store_update(
         .update(&target.key(name), new, expected)
         .await
         .map_err(|e| ApiError::from_store(e, target.resource, name))?;
-    let value = presented(target.resource, updated.value);
+    let value = kinds::presented(target.resource, updated.value);
     finish_deletion_if_done(state, target, value).await
 }
 
@@ -933,7 +737,7 @@ async fn delete(
     state: &ApiState,
     target: &Target,
     body: &[u8],
-    query: &HashMap<String, String>,
+    query: &Query,
     caller: Caller<'_>,
 ) -> ApiResult<Response> {
     let options: DeleteOptions = if body.is_empty() {
@@ -953,7 +757,7 @@ async fn delete_once(
     state: &ApiState,
     target: &Target,
     options: &DeleteOptions,
-    query: &HashMap<String, String>,
+    query: &Query,
     caller: Caller<'_>,
 ) -> ApiResult<Response> {
     let mut current = get(state, target).await?;
@@ -1075,7 +879,7 @@ async fn delete_once(
             .map_err(|e| ApiError::from_store(e, target.resource, target.name()))?;
         return Ok((
             StatusCode::ACCEPTED,
-            axum::Json(presented(target.resource, updated.value)),
+            axum::Json(kinds::presented(target.resource, updated.value)),
         )
             .into_response());
     }
@@ -1091,16 +895,21 @@ async fn delete_once(
         .admission
         .deleted(&*state.store, target.resource, &deleted.value)
         .await;
-    Ok(axum::Json(presented(target.resource, deleted.value)).into_response())
+    Ok(axum::Json(kinds::presented(target.resource, deleted.value)).into_response())
 }
 
 async fn delete_collection(
     state: &ApiState,
     target: &Target,
-    query: &HashMap<String, String>,
+    query: &Query,
     caller: Caller<'_>,
 ) -> ApiResult<Response> {
-    let list = list(state, target, query).await?;
+    let list = list(
+        state,
+        target,
+        &ListOptions::from_query(target.resource, query)?,
+    )
+    .await?;
     for item in list["items"].as_array().into_iter().flatten() {
         let name = item
             .pointer("/metadata/name")
@@ -1126,69 +935,4 @@ async fn delete_collection(
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
     )
     .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target(core: bool, path: &str) -> Target {
-        match parse(core, path).unwrap() {
-            Parsed::Target(target) => target,
-            Parsed::Document(d) => panic!("{path} is a document: {d}"),
-        }
-    }
-
-    #[test]
-    fn paths_name_their_targets() {
-        let t = target(true, "/v1/namespaces/default/pods/web/status");
-        assert_eq!(
-            (
-                t.resource.plural,
-                t.namespace.as_deref(),
-                t.name.as_deref(),
-                t.subresource.as_deref()
-            ),
-            ("pods", Some("default"), Some("web"), Some("status"))
-        );
-        let t = target(true, "/v1/pods");
-        assert_eq!(
-            (t.resource.plural, t.namespace, t.name),
-            ("pods", None, None)
-        );
-        let t = target(true, "/v1/namespaces/default");
-        assert_eq!(
-            (t.resource.plural, t.name.as_deref()),
-            ("namespaces", Some("default"))
-        );
-        let t = target(true, "/v1/namespaces/kube-system/status");
-        assert_eq!(
-            (
-                t.resource.plural,
-                t.name.as_deref(),
-                t.subresource.as_deref()
-            ),
-            ("namespaces", Some("kube-system"), Some("status"))
-        );
-        let t = target(false, "/apps/v1/namespaces/a/deployments/d/scale");
-        assert_eq!(
-            (t.resource.kind, t.subresource.as_deref()),
-            ("Deployment", Some("scale"))
-        );
-        let t = target(true, "/v1/nodes/n1");
-        assert_eq!((t.resource.kind, t.name.as_deref()), ("Node", Some("n1")));
-        assert!(parse(true, "/v1/widgets").is_err());
-        assert!(
-            parse(true, "/v1/pods/web").is_err(),
-            "a namespaced object needs its namespace"
-        );
-        assert!(parse(false, "/apps/v2/deployments").is_err());
-    }
-
-    #[test]
-    fn query_strings_are_decoded() {
-        let q = url_decode_pairs("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1");
-        assert_eq!(q["labelSelector"], "app=web,tier in (a)");
-        assert_eq!(q["watch"], "1");
-    }
 }

@@ -2,7 +2,6 @@
 //! line, with bookmarks, `timeoutSeconds`, and an `ERROR` event carrying a 410 Status when the
 //! requested revision has been compacted.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -13,13 +12,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::ApiState;
-use super::rest::{Target, list, parse_revision, presented, selectors};
+use super::read::list;
+use super::request::{Target, WatchOptions};
 use super::status::{ApiError, ApiResult};
+use super::{ApiState, kinds};
 use crate::store::{EventType, WatchRequest};
-
-/// The longest a watch stays open without `timeoutSeconds` (Kubernetes picks 30–60 min).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 fn line(kind: &str, object: &Value) -> Bytes {
     let mut bytes =
@@ -31,33 +28,20 @@ fn line(kind: &str, object: &Value) -> Bytes {
 pub async fn serve(
     state: &ApiState,
     target: &Target,
-    query: &HashMap<String, String>,
+    options: &WatchOptions,
 ) -> ApiResult<Response> {
     let resource = target.resource;
-    let (labels, fields) = selectors(resource, query)?;
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-    let bookmarks = query
-        .get("allowWatchBookmarks")
-        .is_some_and(|b| b == "true");
+    let (timeout, bookmarks, send_initial) =
+        (options.timeout, options.bookmarks, options.send_initial);
     let bookmark_interval = state.bookmark_interval.max(Duration::from_millis(10));
-    let send_initial = query.get("sendInitialEvents").is_some_and(|b| b == "true");
-    let requested = parse_revision(query.get("resourceVersion"))?;
 
     // Without a revision (or with sendInitialEvents) the watch starts with the current state,
     // as synthetic ADDED events, then follows from the revision of that list.
     let mut initial = Vec::new();
-    let after = match requested {
+    let after = match options.resource_version {
         Some(rv) if !send_initial => rv,
         _ => {
-            let mut q = query.clone();
-            q.remove("limit");
-            q.remove("continue");
-            q.remove("resourceVersion");
-            q.remove("resourceVersionMatch");
-            let list = list(state, target, &q).await?;
+            let list = list(state, target, &options.initial_list()).await?;
             initial = list["items"].as_array().cloned().unwrap_or_default();
             list["metadata"]["resourceVersion"]
                 .as_str()
@@ -68,8 +52,8 @@ pub async fn serve(
     let request = WatchRequest {
         resource: resource.storage_name(),
         namespace: target.namespace.clone(),
-        labels,
-        fields,
+        labels: options.labels.clone(),
+        fields: options.fields.clone(),
         after,
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
@@ -131,7 +115,7 @@ pub async fn serve(
                             EventType::Modified => "MODIFIED",
                             EventType::Deleted => "DELETED",
                         };
-                        line(kind, &presented(resource, event.object.value.clone()))
+                        line(kind, &kinds::presented(resource, event.object.value.clone()))
                     }
                     Some(Err(error)) => {
                         let status = match error {

@@ -83,6 +83,14 @@ pub fn for_resource(resource: &Resource) -> &'static dyn KindStrategy {
         .unwrap_or_else(|| panic!("no strategy for {}", resource.api_version()))
 }
 
+/// An object as this endpoint presents it (two API versions may share one store: events).
+pub fn presented(resource: &Resource, mut value: Value) -> Value {
+    value["apiVersion"] = json!(resource.api_version());
+    value["kind"] = json!(resource.kind);
+    for_resource(resource).present(resource, &mut value);
+    value
+}
+
 /// The protobuf message of `kind` at `api_version`, for the kinds read as protobuf.
 pub(crate) fn protobuf_message(api_version: &str, kind: &str) -> Option<&'static Message> {
     bosun_api::resources::by_kind(api_version, kind).and_then(|r| for_resource(r).protobuf())

@@ -13,7 +13,9 @@ use super::{
     set_default, wide,
 };
 use crate::apiserver::ApiState;
-use crate::apiserver::rest::{Target, get, guaranteed_update};
+use crate::apiserver::read::get;
+use crate::apiserver::request::Target;
+use crate::apiserver::rest::guaranteed_update;
 use crate::apiserver::status::{ApiError, ApiResult, Cause};
 
 pub struct Pod;

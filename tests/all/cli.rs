@@ -1,14 +1,12 @@
 //! `bosun apply|get|describe|delete|logs|completion`: the commands for machines without
 //! kubectl, against `bosun up`, checked against what kubectl sees.
 
-mod support;
-
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
+use crate::support::BOSUN;
+use crate::support::up::Up;
 use serde_json::Value;
-use support::BOSUN;
-use support::up::Up;
 
 /// Runs `bosun ARGS` with the cluster's kubeconfig and `stdin`: (success, stdout, stderr).
 fn bosun(up: &Up, args: &[&str], stdin: &str) -> (bool, String, String) {

@@ -2,12 +2,12 @@
 //! ReplicaSet and Deployment controllers), a real node running the pods, and the real kubectl
 //! driving rollouts as a user would.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::Server;
+use crate::support::cluster::cluster;
 use bosun_node::images::Layout;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -15,8 +15,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
-use support::Server;
-use support::cluster::cluster;
 
 /// A WASI preview 1 command that sleeps forever, 10 s at a time; `tag` goes into a data
 /// segment so that every version is a different image.
@@ -55,7 +53,7 @@ fn deployment(name: &str, image: &str, replicas: i32, extra: Value) -> Deploymen
             },
         },
     });
-    support::cluster::merge(&mut d, extra);
+    crate::support::cluster::merge(&mut d, extra);
     serde_json::from_value(d).unwrap()
 }
 
@@ -816,11 +814,18 @@ async fn deleting_a_namespace_empties_it_then_removes_it() {
 }
 
 /// A server with fast node monitoring (3 s grace, no toleration) and three node agents.
-async fn three_nodes(prefix: &str) -> (Vec<support::Node>, Server, support::Registry) {
+async fn three_nodes(
+    prefix: &str,
+) -> (Vec<crate::support::Node>, Server, crate::support::Registry) {
     let data = tempfile::tempdir().unwrap();
+    let (pods, services) = crate::support::cluster::own_blocks();
     let server = Server::start(&[
         "--data-dir",
         data.path().to_str().unwrap(),
+        "--cluster-cidr",
+        &pods,
+        "--service-cidr",
+        &services,
         "--node-monitor-grace-period",
         "3s",
         "--node-monitor-period",
@@ -834,10 +839,10 @@ async fn three_nodes(prefix: &str) -> (Vec<support::Node>, Server, support::Regi
     ])
     .await;
     std::mem::forget(data);
-    let registry = support::Registry::start().await;
+    let registry = crate::support::Registry::start().await;
     let nodes = ["a", "b", "c"]
         .iter()
-        .map(|n| support::Node::start(&server, &format!("{prefix}-{n}"), &registry, &[]))
+        .map(|n| crate::support::Node::start(&server, &format!("{prefix}-{n}"), &registry, &[]))
         .collect();
     (nodes, server, registry)
 }
@@ -1043,14 +1048,15 @@ fn job(name: &str, image: &str, spec: Value) -> k8s_openapi::api::batch::v1::Job
             }},
         },
     });
-    support::cluster::merge(&mut j, json!({ "spec": spec }));
+    crate::support::cluster::merge(&mut j, json!({ "spec": spec }));
     serde_json::from_value(j).unwrap()
 }
 
 #[tokio::test]
 async fn jobs_run_to_completion_in_parallel_stop_at_the_backoff_limit_and_index_their_pods() {
     use k8s_openapi::api::batch::v1::Job;
-    let c = support::cluster::cluster_with("ctl-jobs", &["--job-backoff", "100ms"], &[]).await;
+    let c =
+        crate::support::cluster::cluster_with("ctl-jobs", &["--job-backoff", "100ms"], &[]).await;
     let ok = c
         .registry
         .push("task:ok", short_task(0), Layout::ConfigV0)
@@ -1366,7 +1372,7 @@ async fn pod_gc_removes_pods_of_missing_nodes_and_old_finished_pods() {
 async fn a_standby_controller_manager_takes_over_when_the_leader_dies() {
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Event;
-    let db = support::postgres_db().await;
+    let db = crate::support::postgres_db().await;
     let lease_flags = [
         "--leader-elect-lease-duration",
         "2s",

@@ -5,22 +5,20 @@
 //! Traffic goes only over loopback and namespaces these tests make themselves. Every cluster
 //! has a pod block of its own (`--cluster-cidr`), and every node a bridge of its own.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{
+    finished, netcheck, netcheck_cluster, node_logs, own_block, own_blocks, phase, wait_for,
+};
+use crate::support::{Node, Registry, Server};
 use bosun_node::images::Layout;
 use k8s_openapi::api::core::v1::{Namespace, Node as NodeObject, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
-use support::cluster::{
-    finished, netcheck, netcheck_cluster, node_logs, own_block, own_blocks, phase, wait_for,
-};
-use support::{Node, Registry, Server};
 
 /// A number of this test's own, for blocks and names that must not collide.
 fn unique() -> u32 {
@@ -37,7 +35,7 @@ fn netcheck_pod(name: &str, image: &str, containers: &[(&str, &[&str])], extra: 
         "metadata": {"name": name},
         "spec": {"restartPolicy": "Never", "containers": containers},
     });
-    support::cluster::merge(&mut pod, extra);
+    crate::support::cluster::merge(&mut pod, extra);
     pod
 }
 

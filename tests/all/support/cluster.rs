@@ -24,7 +24,9 @@ pub async fn cluster(node: &str) -> Cluster {
     cluster_with(node, &[], &[]).await
 }
 
-/// The same with extra flags for the server and the node.
+/// The same with extra flags for the server and the node. Without `--cluster-cidr` among the
+/// server's flags, the cluster gets blocks no other cluster of this test process has
+/// ([`own_blocks`]): the areas' tests run at the same time, each cluster with its bridge.
 pub async fn cluster_with(node: &str, server_args: &[&str], node_args: &[&str]) -> Cluster {
     let data = tempfile::tempdir().unwrap();
     let mut args = vec![
@@ -35,6 +37,10 @@ pub async fn cluster_with(node: &str, server_args: &[&str], node_args: &[&str]) 
         "--pod-max-backoff",
         "1s",
     ];
+    let (pods, services) = own_blocks();
+    if !server_args.contains(&"--cluster-cidr") {
+        args.extend(["--cluster-cidr", &pods, "--service-cidr", &services]);
+    }
     args.extend(server_args);
     let server = Server::start(&args).await;
     std::mem::forget(data);

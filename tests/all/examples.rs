@@ -3,12 +3,10 @@
 //! at (logs, status, answers). The modules come from scripts/guests.sh, which builds them
 //! from source (guests/target/examples/).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::up::Up;
 use serde_json::Value;
-use support::up::Up;
 
 /// The JSON log lines in `logs` whose `msg` is `msg`.
 fn log_lines(logs: &str, msg: &str) -> Vec<Value> {

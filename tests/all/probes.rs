@@ -1,13 +1,11 @@
 //! Container probes end to end: a real server, node and registry, and the `netcheck` guest
 //! serving TCP and HTTP in its pod's network namespace, probed from the node.
 
-mod support;
-
+use crate::support::cluster::{Cluster, netcheck_cluster};
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
-use support::cluster::{Cluster, netcheck_cluster};
 
 fn condition<'a>(pod: &'a Value, kind: &str) -> &'a Value {
     pod["status"]["conditions"]
@@ -40,7 +38,7 @@ async fn readiness_follows_the_probe_and_a_failing_liveness_probe_restarts_the_c
         let mut container = json!({"name": "main", "image": image,
             "args": ["http", "0.0.0.0:8080", "3"],
             "ports": [{"name": "http", "containerPort": 8080}]});
-        support::cluster::merge(&mut container, probes);
+        crate::support::cluster::merge(&mut container, probes);
         json!({"metadata": {"name": name},
                "spec": {"restartPolicy": "Always", "containers": [container]}})
     };

@@ -6,17 +6,17 @@
 //! proxies of concurrent tests, which share this network namespace, never see each other's
 //! addresses.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{
+    Cluster, finished, netcheck_cluster_with, node_logs, own_blocks, wait_for,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::cluster::{Cluster, finished, netcheck_cluster_with, node_logs, own_blocks, wait_for};
 
 /// A cluster whose pods and Services have blocks of their own; returns it, the netcheck image
 /// and the Service block.

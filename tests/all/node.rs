@@ -2,18 +2,16 @@
 //! (Debian's docker-registry) and WAT fixtures compiled here. Pods are created through the
 //! API and scheduled by the server's scheduler onto the node.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{cluster, cluster_with, container, finished, node_logs, phase, pod};
+use crate::support::{BOSUN, Registry};
 use bosun_node::images::Layout;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use support::cluster::{cluster, cluster_with, container, finished, node_logs, phase, pod};
-use support::{BOSUN, Registry};
 
 /// A WASI preview 1 command: "hello from wasm\n" at offset 16, `$hello` prints it, `_start`
 /// runs `body`.
@@ -269,7 +267,7 @@ async fn node_registers_renews_its_lease_and_runs_a_pod_from_the_registry() {
 
 /// Waits for `count` events with `reason` written by the node agent, oldest first.
 async fn node_events(
-    c: &support::cluster::Cluster,
+    c: &crate::support::cluster::Cluster,
     reason: &str,
     count: usize,
 ) -> Vec<k8s_openapi::api::events::v1::Event> {
@@ -1075,7 +1073,18 @@ async fn a_sidecar_starts_first_restarts_when_it_stops_and_stops_when_the_app_is
 
 #[tokio::test]
 async fn a_node_that_disagrees_with_the_clusters_blocks_refuses_to_start() {
-    let c = cluster_with("blocks", &["--cluster-cidr", "10.123.0.0/16"], &[]).await;
+    // Outside the blocks the other clusters of the test process take (10.100-249).
+    let c = cluster_with(
+        "blocks",
+        &[
+            "--cluster-cidr",
+            "10.60.0.0/16",
+            "--service-cidr",
+            "10.61.0.0/16",
+        ],
+        &[],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let run = |flags: &[&str]| {
         std::process::Command::new(BOSUN)
@@ -1089,17 +1098,17 @@ async fn a_node_that_disagrees_with_the_clusters_blocks_refuses_to_start() {
             .output()
             .unwrap()
     };
-    let out = run(&["--cluster-cidr", "10.124.0.0/16"]);
+    let out = run(&["--cluster-cidr", "10.62.0.0/16"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("--cluster-cidr 10.124.0.0/16 disagrees with the cluster's 10.123.0.0/16"),
+        stderr.contains("--cluster-cidr 10.62.0.0/16 disagrees with the cluster's 10.60.0.0/16"),
         "{stderr}"
     );
-    let out = run(&["--service-cidr", "10.125.0.0/16"]);
+    let out = run(&["--service-cidr", "10.63.0.0/16"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--service-cidr 10.125.0.0/16 disagrees with the cluster's 10.89.0.0/16"),
+        stderr.contains("--service-cidr 10.63.0.0/16 disagrees with the cluster's 10.61.0.0/16"),
         "{stderr}"
     );
     let nodes: Api<NodeObject> = Api::all(c.client.clone());

@@ -1,10 +1,9 @@
 //! kube-rs, the client library Bosun's controllers and node agent are built on, against a real
 //! `bosun server`: typed CRUD, and a `watcher` that survives a forced 410 Gone by re-listing.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::Server;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -12,7 +11,6 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::json;
-use support::Server;
 
 async fn client(server: &Server) -> Client {
     server.client().await

@@ -1,11 +1,9 @@
 //! End-to-end tests of the `bosun server` binary: TLS from the cluster CA, kubeconfig, cluster
 //! token handling on SQLite and on a shared PostgreSQL, readiness that follows the datastore.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Server, https_client, postgres_db, private_postgres};
+use crate::support::{Server, https_client, postgres_db, private_postgres};
 
 #[tokio::test]
 async fn serves_health_over_tls_that_its_kubeconfig_trusts() {

@@ -1,13 +1,11 @@
 //! `bosun push` against a real registry: large modules go up in chunks and arrive intact,
 //! credentials come from a docker config, and bad input gets a clear error.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::{BOSUN, Registry};
 use base64::Engine as _;
 use serde_json::Value;
-use support::{BOSUN, Registry};
 
 /// Runs `bosun push ARGS`: (success, stdout, stderr).
 fn push(args: &[&str]) -> (bool, String, String) {

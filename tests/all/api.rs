@@ -2,13 +2,11 @@
 //! acknowledged writes across `kill -9`, watches across servers sharing one PostgreSQL, and
 //! the real kubectl.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{Server, https_client, postgres_db};
 use serde_json::{Value, json};
-use support::{Server, https_client, postgres_db};
 
 struct Api {
     client: reqwest::Client,

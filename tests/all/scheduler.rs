@@ -2,17 +2,15 @@
 //! selectors, taints, anti-affinity, RuntimeClass node selectors, the Unschedulable message
 //! and events, retry when the cluster grows, and leader failover between two servers.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::Server;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
-use support::Server;
 
 /// A Ready node with the given cpu and memory; `extra` is merged in (labels, taints, …).
 fn node(name: &str, cpu: &str, memory: &str, extra: Value) -> Node {
@@ -353,7 +351,7 @@ async fn the_scheduler_never_overcommits_a_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_scheduler_takes_over_when_the_leader_dies() {
-    let db = support::postgres_db().await;
+    let db = crate::support::postgres_db().await;
     let lease_flags = [
         "--leader-elect-lease-duration",
         "2s",

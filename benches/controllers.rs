@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-use common::{SLEEPER, registry, spawn_lines, wait_registry};
+use common::{SLEEPER, spawn_lines};
 
 const REPLICAS: usize = 200;
 const SPREAD: usize = 20;
@@ -213,8 +213,8 @@ fn deployment(name: &str, image: &str, replicas: usize) -> Deployment {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (mut registry_child, host) = registry(dir.path());
-    wait_registry(&host).await;
+    let registry = bosun_testkit::registry::Registry::start().await;
+    let host = registry.host.clone();
     let bosun = env!("CARGO_BIN_EXE_bosun");
     let mut server = spawn_lines(
         Command::new(bosun)
@@ -464,7 +464,8 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for child in [&mut second, &mut server, &mut registry_child] {
+    drop(registry);
+    for child in [&mut second, &mut server] {
         let _ = child.kill();
         let _ = child.wait();
     }

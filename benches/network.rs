@@ -23,15 +23,12 @@ use bosun_api::cluster::Blocks;
 use bosun_node::network::{Network, NetworkConfig, PodNetwork};
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 use bosun_node::runtime::{self, Artifact, Container, ContainerSpec, Runtime};
+use bosun_testkit::percentile;
 
 const SETUPS: usize = 100;
 const ROUND_TRIPS: usize = 5000;
 const BRIDGE: &str = "bnbench0";
 const ECHO_ENV: &str = "BOSUN_BENCH_ECHO";
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)

@@ -29,7 +29,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
-use common::{SLEEPER, percentile, registry, spawn_lines, wait_registry};
+use bosun_testkit::percentile;
+use common::{SLEEPER, spawn_lines};
 
 const PODS: usize = 200;
 /// The node's bridge, removed at the end.
@@ -153,8 +154,8 @@ async fn main() {
     let (inst_p50, inst_p99) = instantiate_alone();
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut registry, host) = registry(dir.path());
-    wait_registry(&host).await;
+    let registry = bosun_testkit::registry::Registry::start().await;
+    let host = registry.host.clone();
     let bosun = env!("CARGO_BIN_EXE_bosun");
     let mut server = spawn_lines(
         Command::new(bosun)
@@ -299,7 +300,8 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for child in [&mut node, &mut server, &mut registry] {
+    drop(registry);
+    for child in [&mut node, &mut server] {
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -27,7 +27,6 @@ use serde_json::json;
 const NODES: usize = 1000;
 const PODS: usize = 10_000;
 const CLIENTS: usize = 16;
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
 
 /// Starts `bosun server ARGS`; returns the process once it listens.
 fn server(data_dir: &Path, url: &str, extra: &[&str]) -> Child {
@@ -122,27 +121,8 @@ where
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let pgdata = dir.path().join("pg");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = Command::new(SCRIPT)
-        .args(["start", pgdata.to_str().unwrap(), &port.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let pg = bosun_testkit::postgres::Private::start();
+    let url = pg.url.clone();
     let data = dir.path().join("bosun");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -210,9 +190,7 @@ fn main() {
         (first_bound.unwrap(), last_bound, persisted, events)
     });
     stop(second);
-    let _ = Command::new(SCRIPT)
-        .args(["stop", pgdata.to_str().unwrap()])
-        .status();
+    drop(pg);
 
     let overall = PODS as f64 / last_bound.duration_since(started).as_secs_f64();
     let binding = (PODS - 1) as f64 / last_bound.duration_since(first_bound).as_secs_f64();

@@ -30,7 +30,8 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, Po
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-use common::{percentile, registry, spawn_lines, wait_registry};
+use bosun_testkit::percentile;
+use common::spawn_lines;
 
 const CALLS: usize = 2000;
 const ROUNDS: usize = 3;
@@ -117,8 +118,8 @@ async fn main() {
     ))
     .expect("build the guests first: scripts/guests.sh");
     let dir = tempfile::tempdir().unwrap();
-    let (mut registry_child, host) = registry(dir.path());
-    wait_registry(&host).await;
+    let registry = bosun_testkit::registry::Registry::start().await;
+    let host = registry.host.clone();
     let bosun = env!("CARGO_BIN_EXE_bosun");
     let blocks = [
         "--cluster-cidr",
@@ -366,6 +367,5 @@ async fn main() {
     let _ = node.wait();
     let _ = server.kill();
     let _ = server.wait();
-    let _ = registry_child.kill();
-    let _ = registry_child.wait();
+    drop(registry);
 }

@@ -1,10 +1,9 @@
-//! What the benchmarks share: child processes, a local registry, percentiles.
+//! What the end-to-end benchmarks share beyond `bosun-testkit`: child processes, an API client.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Child;
 
 /// A preview 1 command that sleeps for an hour (poll_oneoff on the monotonic clock).
 pub const SLEEPER: &str = r#"(module
@@ -16,10 +15,6 @@ pub const SLEEPER: &str = r#"(module
         (i64.store (i32.const 24) (i64.const 3600000000000))
         (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
 
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 /// Waits until the child prints a line starting with `prefix`, then drains its output.
 pub fn spawn_lines(mut child: Child, prefix: &str) -> Child {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -29,42 +24,6 @@ pub fn spawn_lines(mut child: Child, prefix: &str) -> Child {
     assert!(started.is_some(), "the process did not start");
     std::thread::spawn(move || for _ in lines {});
     child
-}
-
-/// Debian's docker-registry on a free loopback port, storing under `dir`.
-pub fn registry(dir: &Path) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("registry").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry (apt-get install docker-registry)");
-    (child, format!("127.0.0.1:{port}"))
-}
-
-pub async fn wait_registry(host: &str) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(host).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the registry did not start");
 }
 
 /// A client of the server whose admin kubeconfig is `kubeconfig`.

@@ -16,7 +16,6 @@ use serde_json::json;
 const CLIENTS: usize = 8;
 /// pgbench/store rounds for the throughput ratio.
 const ROUNDS: usize = 3;
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
 /// Roughly the size of a small ConfigMap.
 const PAYLOAD: usize = 200;
 
@@ -199,27 +198,8 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let pgdata = dir.path().join("pg");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = Command::new(SCRIPT)
-        .args(["start", pgdata.to_str().unwrap(), &port.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let pg = bosun_testkit::postgres::Private::start();
+    let url = pg.url.clone();
     let _ = Command::new(pg_bin("psql"))
         .args([
             url.as_str(),
@@ -296,8 +276,6 @@ fn main() {
         let c = create_throughput(sqlite, "sqlite").await;
         rows.push(format!("| SQLite | store create, {CLIENTS} clients | {c:.0} objects/s | |"));
     });
-    let _ = Command::new(SCRIPT)
-        .args(["stop", pgdata.to_str().unwrap()])
-        .status();
+    drop(pg);
     println!("\n{}", rows.join("\n"));
 }

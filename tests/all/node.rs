@@ -7,62 +7,12 @@ use std::time::{Duration, Instant};
 use crate::support::cluster::{cluster, cluster_with, container, finished, node_logs, phase, pod};
 use crate::support::{BOSUN, Registry};
 use bosun_node::images::Layout;
+use bosun_testkit::wasm::{command, component};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-
-/// A WASI preview 1 command: "hello from wasm\n" at offset 16, `$hello` prints it, `_start`
-/// runs `body`.
-fn command(body: &str) -> Vec<u8> {
-    wat::parse_str(format!(
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-            (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "environ_get" (func $env_get (param i32 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 2)
-            (data (i32.const 16) "hello from wasm\n")
-            (func $hello
-                (i32.store (i32.const 0) (i32.const 16))
-                (i32.store (i32.const 4) (i32.const 16))
-                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
-            ;; Prints the environment, one VAR=value per line.
-            (func $env (local $i i32) (local $end i32)
-                (drop (call $env_sizes (i32.const 0) (i32.const 4)))
-                (drop (call $env_get (i32.const 1024) (i32.const 8192)))
-                (local.set $i (i32.const 8192))
-                (local.set $end (i32.add (i32.const 8192) (i32.load (i32.const 4))))
-                (block $done (loop $next
-                    (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-                    (if (i32.eqz (i32.load8_u (local.get $i)))
-                        (then (i32.store8 (local.get $i) (i32.const 10))))
-                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                    (br $next)))
-                (i32.store (i32.const 32) (i32.const 8192))
-                (i32.store (i32.const 36) (i32.load (i32.const 4)))
-                (drop (call $fd_write (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 40))))
-            ;; Sleeps 300 ms (poll_oneoff on the monotonic clock).
-            (func $sleep
-                (i64.store (i32.const 256) (i64.const 0))
-                (i32.store8 (i32.const 264) (i32.const 0))
-                (i32.store (i32.const 272) (i32.const 1))
-                (i64.store (i32.const 280) (i64.const 300000000))
-                (i64.store (i32.const 288) (i64.const 0))
-                (i32.store16 (i32.const 296) (i32.const 0))
-                (drop (call $poll (i32.const 256) (i32.const 320) (i32.const 1) (i32.const 400))))
-            ;; Writes "oops\n" to stderr.
-            (func $oops
-                (i32.store (i32.const 48) (i32.const 64))
-                (i32.store (i32.const 52) (i32.const 5))
-                (drop (call $fd_write (i32.const 2) (i32.const 48) (i32.const 1) (i32.const 56))))
-            (data (i32.const 64) "oops\n")
-            (func (export "_start") {body}))"#
-    ))
-    .expect("valid WAT")
-}
 
 /// A command that works on the file `path` under its first preopened directory (fd 3):
 /// `cat` prints it, `write` replaces it with `text`. Either exits 1 if the file system says no.
@@ -108,21 +58,6 @@ fn file_command(op: &str, path: &str, text: &str) -> Vec<u8> {
         text_len = text.len(),
     ))
     .expect("valid WAT")
-}
-
-/// The same as a preview 2 command component, through the preview 1 adapter.
-fn component(body: &str) -> Vec<u8> {
-    wit_component::ComponentEncoder::default()
-        .module(&command(body))
-        .unwrap()
-        .adapter(
-            "wasi_snapshot_preview1",
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-        )
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap()
 }
 
 #[tokio::test]

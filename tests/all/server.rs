@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Server, https_client, postgres_db, private_postgres};
+use crate::support::{PrivatePostgres, Server, https_client, postgres_db};
 
 #[tokio::test]
 async fn serves_health_over_tls_that_its_kubeconfig_trusts() {
@@ -86,7 +86,7 @@ async fn a_second_server_on_postgres_joins_only_with_the_cluster_token() {
 
 #[tokio::test]
 async fn readyz_follows_the_datastore() {
-    let pg = private_postgres();
+    let pg = PrivatePostgres::start();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&[
         "--data-dir",
@@ -101,11 +101,11 @@ async fn readyz_follows_the_datastore() {
     };
     assert_eq!(status(client.clone(), server.url("/readyz")).await, 200);
 
-    pg.stop_immediately();
+    pg.crash();
     assert_eq!(status(client.clone(), server.url("/readyz")).await, 503);
     assert_eq!(status(client.clone(), server.url("/healthz")).await, 200);
 
-    pg.start();
+    pg.restart();
     let mut ready = false;
     for _ in 0..50 {
         if status(client.clone(), server.url("/readyz")).await == 200 {

@@ -251,27 +251,8 @@ async fn an_idle_watch_runs_no_queries() {
 /// writes; after it restarts, every write that was acknowledged is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_database_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let pgdata = dir.path().join("pg");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
-    let pg = |args: &[&str]| {
-        let out = std::process::Command::new(script)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let url = pg(&["start", pgdata.to_str().unwrap(), &port.to_string()]);
+    let pg = bosun_testkit::postgres::Private::start();
+    let url = pg.url.clone();
     let store = Arc::new(
         PostgresStore::open(&url, Some(TOKEN), PostgresOptions::default())
             .await
@@ -300,7 +281,7 @@ async fn acknowledged_writes_survive_a_database_crash() {
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    pg(&["crash", pgdata.to_str().unwrap()]);
+    pg.crash();
     let acked = writer.await.unwrap();
     assert!(
         acked.len() > 10,
@@ -308,7 +289,7 @@ async fn acknowledged_writes_survive_a_database_crash() {
     );
     drop(store);
 
-    pg(&["start", pgdata.to_str().unwrap(), &port.to_string()]);
+    pg.restart();
     let store = PostgresStore::open(&url, Some(TOKEN), PostgresOptions::default())
         .await
         .unwrap()
@@ -319,5 +300,4 @@ async fn acknowledged_writes_survive_a_database_crash() {
             .await
             .unwrap_or_else(|e| panic!("acknowledged {key} lost: {e}"));
     }
-    pg(&["stop", pgdata.to_str().unwrap()]);
 }

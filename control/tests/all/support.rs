@@ -7,38 +7,13 @@ use bosun_control::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-/// The admin URL of the test PostgreSQL. Tests that need it fail (they do not skip) without it.
-pub fn postgres_admin_url() -> String {
-    std::env::var("BOSUN_TEST_POSTGRES_URL").expect(
-        "BOSUN_TEST_POSTGRES_URL is not set: run the suite through scripts/test.sh, which starts \
-         a throwaway PostgreSQL",
-    )
-}
+pub use bosun_testkit::postgres::fresh_database as fresh_postgres_db;
 
-/// A new, empty database on the test PostgreSQL; returns its URL.
-pub async fn fresh_postgres_db() -> String {
-    let admin = postgres_admin_url();
-    let mut conn = PgConnection::connect(&admin)
-        .await
-        .expect("connect to test PostgreSQL");
-    let name = format!("bosun_t_{:016x}", rand_u64());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let base = admin.rsplit_once('/').expect("URL with a database").0;
-    format!("{base}/{name}")
-}
-
+/// A random number (jitter for injected delays).
 pub fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
+    h.write_u64(bosun_testkit::unique());
     h.finish()
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 use bosun_node::runtime::{Artifact, Container, ContainerSpec, Error, Exit, Runtime};
+use bosun_testkit::wasm::{command, component};
 
 /// Blocks until the container ends.
 fn wait(container: Arc<dyn Container>) -> Exit {
@@ -23,25 +24,6 @@ fn wait_timeout(container: &Arc<dyn Container>, timeout: Duration) -> Option<Exi
         std::thread::sleep(Duration::from_millis(2));
     }
     Some(futures::executor::block_on(container.wait()))
-}
-
-/// A WASI preview 1 command whose `_start` runs `body` (WAT instructions) with `fd_write`
-/// and `proc_exit` imported and "hello from wasm\n" at offset 16 of its one-page memory.
-fn command(body: &str) -> Vec<u8> {
-    wat::parse_str(format!(
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-            (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 16) "hello from wasm\n")
-            (func $hello
-                (i32.store (i32.const 0) (i32.const 16))
-                (i32.store (i32.const 4) (i32.const 16))
-                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
-            (func (export "_start") {body}))"#
-    ))
-    .expect("valid WAT")
 }
 
 /// The log's entries as (stream, content), checked to be well-formed CRI lines.
@@ -96,22 +78,6 @@ fn a_command_writes_to_its_log_and_completes() {
         log_lines(&dir.path().join("hello.log")),
         [("stdout".to_string(), "hello from wasm".to_string())]
     );
-}
-
-/// The same command as a WASI preview 2 component (`wasi:cli/command`), made from the
-/// preview 1 module with the preview 1 adapter that matches this wasmtime.
-fn component(body: &str) -> Vec<u8> {
-    wit_component::ComponentEncoder::default()
-        .module(&command(body))
-        .unwrap()
-        .adapter(
-            "wasi_snapshot_preview1",
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-        )
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap()
 }
 
 #[test]

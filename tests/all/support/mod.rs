@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use sqlx::Connection;
 
 pub mod cluster;
 pub mod up;
@@ -166,166 +165,33 @@ pub fn https_client(ca_pem: &str) -> reqwest::Client {
         .unwrap()
 }
 
-/// A fresh database on the suite's PostgreSQL (`BOSUN_TEST_POSTGRES_URL`).
-pub async fn postgres_db() -> String {
-    let admin = std::env::var("BOSUN_TEST_POSTGRES_URL")
-        .expect("BOSUN_TEST_POSTGRES_URL is not set: run the suite through scripts/test.sh");
-    let mut conn = sqlx::postgres::PgConnection::connect(&admin).await.unwrap();
-    let name = format!(
-        "bosun_e2e_{}",
-        std::process::id() as u64 * 1000 + unique() % 1000
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-}
+pub use bosun_testkit::postgres::{Private as PrivatePostgres, fresh_database as postgres_db};
+pub use bosun_testkit::unique;
 
-fn unique() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
+/// A real OCI registry ([`bosun_testkit::registry::Registry`]) that Bosun's own client pushes
+/// Wasm to.
+pub struct Registry(bosun_testkit::registry::Registry);
 
-/// A PostgreSQL of the test's own (so that it can crash it), stopped when dropped.
-pub struct PrivatePostgres {
-    pub url: String,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
-
-pub fn private_postgres() -> PrivatePostgres {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut pg = PrivatePostgres {
-        url: String::new(),
-        dir,
-        port,
-    };
-    pg.url = pg.start();
-    pg
-}
-
-impl PrivatePostgres {
-    fn data(&self) -> String {
-        self.dir.path().join("pg").to_str().unwrap().to_string()
+impl std::ops::Deref for Registry {
+    type Target = bosun_testkit::registry::Registry;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-
-    pub fn start(&self) -> String {
-        let out = Command::new(SCRIPT)
-            .args(["start", &self.data(), &self.port.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// `pg_ctl stop -m immediate`: a crash, as far as durability is concerned.
-    pub fn stop_immediately(&self) {
-        let status = Command::new(SCRIPT)
-            .args(["crash", &self.data()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = Command::new(SCRIPT).args(["stop", &self.data()]).status();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real OCI registry (Debian's `docker-registry`) on a loopback port with its storage in a
-/// temporary directory, stopped when dropped.
-pub struct Registry {
-    child: Child,
-    /// `127.0.0.1:PORT`
-    pub host: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Registry {
     pub async fn start() -> Self {
-        Self::start_with(None, "127.0.0.1").await
+        Self(bosun_testkit::registry::Registry::start().await)
     }
 
     /// A registry listening on `ip` (an address other network namespaces can reach).
     pub async fn start_on(ip: &str) -> Self {
-        Self::start_with(None, ip).await
+        Self(bosun_testkit::registry::Registry::start_on(ip).await)
     }
 
-    /// A registry that wants HTTP basic auth as `user`/`password` (htpasswd, bcrypt).
+    /// A registry that wants HTTP basic auth as `user`/`password`.
     pub async fn start_with_auth(user: &str, password: &str) -> Self {
-        Self::start_with(Some((user, password)), "127.0.0.1").await
-    }
-
-    async fn start_with(login: Option<(&str, &str)>, ip: &str) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
-            dir.path().join("data").display()
-        );
-        if let Some((user, password)) = login {
-            let htpasswd = dir.path().join("htpasswd");
-            let hash = bcrypt::hash(password, 4).unwrap();
-            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            yaml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: bosun-test\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
-        std::fs::write(&config, yaml).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            // It logs every 404 (a test's missing image) as an error.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is not installed: apt-get install docker-registry");
-        let host = format!("{ip}:{port}");
-        let url = format!("http://{host}/v2/");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            // Up: 200, or 401 when it wants a login.
-            if let Ok(r) = reqwest::get(&url).await
-                && (r.status().is_success() || r.status() == 401)
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the registry did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self {
-            child,
-            host,
-            _dir: dir,
-        }
+        Self(bosun_testkit::registry::Registry::start_with_auth(user, password).await)
     }
 
     /// Pushes `wasm` as `REGISTRY/name` in the given layout; returns the full reference.
@@ -350,13 +216,6 @@ impl Registry {
             .await
             .unwrap();
         image
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

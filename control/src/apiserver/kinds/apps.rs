@@ -16,7 +16,7 @@ pub struct Deployment;
 static DEPLOYMENT: Typed<v1::Deployment> = Typed::new();
 
 impl KindStrategy for Deployment {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &DEPLOYMENT
     }
 
@@ -85,7 +85,7 @@ pub struct ReplicaSet;
 static REPLICA_SET: Typed<v1::ReplicaSet> = Typed::new();
 
 impl KindStrategy for ReplicaSet {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &REPLICA_SET
     }
 

@@ -16,7 +16,7 @@ pub struct Job;
 static JOB: Typed<v1::Job> = Typed::new();
 
 impl KindStrategy for Job {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &JOB
     }
 
@@ -120,7 +120,7 @@ pub struct CronJob;
 static CRON_JOB: Typed<v1::CronJob> = Typed::new();
 
 impl KindStrategy for CronJob {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &CRON_JOB
     }
 

@@ -17,7 +17,7 @@ pub struct ConfigMap;
 static CONFIG_MAP: Typed<v1::ConfigMap> = Typed::new();
 
 impl KindStrategy for ConfigMap {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &CONFIG_MAP
     }
 
@@ -40,7 +40,7 @@ pub struct Secret;
 static SECRET: Typed<v1::Secret> = Typed::new();
 
 impl KindStrategy for Secret {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &SECRET
     }
 

@@ -7,53 +7,49 @@ use serde_json::{Value, json};
 
 use super::{Cell, Column, KindStrategy, ObjectType, Typed, col};
 
-/// A core/v1 Event.
-pub struct CoreEvent;
-
-static CORE: Typed<v1::Event> = Typed::new();
-
-impl KindStrategy for CoreEvent {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &CORE
-    }
-
-    fn present(&self, _resource: &Resource, event: &mut Value) {
-        convert(event, true);
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        const COLUMNS: &[Column] = &[
-            col("TYPE", "string", Cell::Field("/type")),
-            col("REASON", "string", Cell::Field("/reason")),
-            col("OBJECT", "string", Cell::Computed(object)),
-            col("MESSAGE", "string", Cell::Field("/message")),
-        ];
-        COLUMNS
-    }
+/// Events of one API version: core/v1 (`to_core`) or events.k8s.io/v1.
+pub struct Events<T> {
+    object_type: Typed<T>,
+    to_core: bool,
+    columns: &'static [Column],
 }
 
-/// An events.k8s.io/v1 Event.
-pub struct Event;
+pub static CORE_EVENT: Events<v1::Event> = Events {
+    object_type: Typed::new(),
+    to_core: true,
+    columns: &[
+        col("TYPE", "string", Cell::Field("/type")),
+        col("REASON", "string", Cell::Field("/reason")),
+        col("OBJECT", "string", Cell::Computed(object)),
+        col("MESSAGE", "string", Cell::Field("/message")),
+    ],
+};
 
-static EVENTS: Typed<events_v1::Event> = Typed::new();
+pub static EVENT: Events<events_v1::Event> = Events {
+    object_type: Typed::new(),
+    to_core: false,
+    columns: &[
+        col("TYPE", "string", Cell::Field("/type")),
+        col("REASON", "string", Cell::Field("/reason")),
+        col("OBJECT", "string", Cell::Computed(object)),
+        col("MESSAGE", "string", Cell::Field("/note")),
+    ],
+};
 
-impl KindStrategy for Event {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &EVENTS
+impl<T> KindStrategy for Events<T>
+where
+    Typed<T>: ObjectType,
+{
+    fn object_type(&self) -> &dyn ObjectType {
+        &self.object_type
     }
 
     fn present(&self, _resource: &Resource, event: &mut Value) {
-        convert(event, false);
+        convert(event, self.to_core);
     }
 
     fn columns(&self) -> &'static [Column] {
-        const COLUMNS: &[Column] = &[
-            col("TYPE", "string", Cell::Field("/type")),
-            col("REASON", "string", Cell::Field("/reason")),
-            col("OBJECT", "string", Cell::Computed(object)),
-            col("MESSAGE", "string", Cell::Field("/note")),
-        ];
-        COLUMNS
+        self.columns
     }
 }
 

@@ -44,28 +44,28 @@ pub use priorityclass::{HIGHEST_USER_DEFINABLE_PRIORITY, SYSTEM_PRIORITY_CLASSES
 static STRATEGIES: &[&dyn KindStrategy] = &[
     &namespace::Namespace,
     &pod::Pod,
-    &node::Node,
-    &event::CoreEvent,
+    &node::NODE,
+    &event::CORE_EVENT,
     &config::ConfigMap,
     &config::Secret,
     &service::Service,
-    &service::Endpoints,
-    &serviceaccount::ServiceAccount,
-    &quota::ResourceQuota,
-    &quota::LimitRange,
+    &service::ENDPOINTS,
+    &serviceaccount::SERVICE_ACCOUNT,
+    &quota::RESOURCE_QUOTA,
+    &quota::LIMIT_RANGE,
     &apps::Deployment,
     &apps::ReplicaSet,
     &batch::Job,
     &batch::CronJob,
-    &autoscaling::HorizontalPodAutoscaler,
-    &coordination::Lease,
-    &rbac::Role,
-    &rbac::RoleBinding,
-    &rbac::ClusterRole,
-    &rbac::ClusterRoleBinding,
-    &service::EndpointSlice,
-    &event::Event,
-    &node::RuntimeClass,
+    &autoscaling::HORIZONTAL_POD_AUTOSCALER,
+    &coordination::LEASE,
+    &rbac::ROLE,
+    &rbac::ROLE_BINDING,
+    &rbac::CLUSTER_ROLE,
+    &rbac::CLUSTER_ROLE_BINDING,
+    &service::ENDPOINT_SLICE,
+    &event::EVENT,
+    &node::RUNTIME_CLASS,
     &priorityclass::PriorityClass,
 ];
 
@@ -102,7 +102,7 @@ pub(crate) fn protobuf_message(api_version: &str, kind: &str) -> Option<&'static
 /// [`object_type`]: KindStrategy::object_type
 pub trait KindStrategy: Send + Sync {
     /// The kind's Rust type.
-    fn object_type(&self) -> &'static dyn ObjectType;
+    fn object_type(&self) -> &dyn ObjectType;
 
     /// Fills in the defaults the Kubernetes API gives the fields users meet. `creating` is
     /// false on updates (defaults that only a new object gets are skipped).
@@ -151,6 +151,40 @@ pub trait KindStrategy: Send + Sync {
     /// for the kinds that kubectl's generators send as protobuf.
     fn protobuf(&self) -> Option<&'static Message> {
         None
+    }
+}
+
+/// A kind with nothing of its own but its type, table columns and protobuf message.
+pub struct Plain<T> {
+    object_type: Typed<T>,
+    columns: &'static [Column],
+    protobuf: Option<&'static Message>,
+}
+
+impl<T> Plain<T> {
+    pub const fn new(columns: &'static [Column], protobuf: Option<&'static Message>) -> Self {
+        Self {
+            object_type: Typed::new(),
+            columns,
+            protobuf,
+        }
+    }
+}
+
+impl<T> KindStrategy for Plain<T>
+where
+    Typed<T>: ObjectType,
+{
+    fn object_type(&self) -> &dyn ObjectType {
+        &self.object_type
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        self.columns
+    }
+
+    fn protobuf(&self) -> Option<&'static Message> {
+        self.protobuf
     }
 }
 

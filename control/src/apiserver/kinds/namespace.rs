@@ -14,7 +14,7 @@ pub struct Namespace;
 static TYPE: Typed<v1::Namespace> = Typed::new();
 
 impl KindStrategy for Namespace {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &TYPE
     }
 

@@ -3,41 +3,31 @@
 use k8s_openapi::api::{core::v1, node::v1 as node_v1};
 use serde_json::{Value, json};
 
-use super::{Cell, Column, KindStrategy, ObjectType, Typed, col, items, or_none, wide};
+use super::{Cell, Plain, col, items, or_none, wide};
 
-pub struct Node;
-
-static TYPE: Typed<v1::Node> = Typed::new();
-
-impl KindStrategy for Node {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &TYPE
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        const COLUMNS: &[Column] = &[
-            col("STATUS", "string", Cell::Computed(status)),
-            col("ROLES", "string", Cell::Computed(roles)),
-            col(
-                "VERSION",
-                "string",
-                Cell::Field("/status/nodeInfo/kubeletVersion"),
-            ),
-            wide("INTERNAL-IP", "string", Cell::Computed(internal_ip)),
-            wide(
-                "OS-IMAGE",
-                "string",
-                Cell::Field("/status/nodeInfo/osImage"),
-            ),
-            wide(
-                "KERNEL-VERSION",
-                "string",
-                Cell::Field("/status/nodeInfo/kernelVersion"),
-            ),
-        ];
-        COLUMNS
-    }
-}
+pub static NODE: Plain<v1::Node> = Plain::new(
+    &[
+        col("STATUS", "string", Cell::Computed(status)),
+        col("ROLES", "string", Cell::Computed(roles)),
+        col(
+            "VERSION",
+            "string",
+            Cell::Field("/status/nodeInfo/kubeletVersion"),
+        ),
+        wide("INTERNAL-IP", "string", Cell::Computed(internal_ip)),
+        wide(
+            "OS-IMAGE",
+            "string",
+            Cell::Field("/status/nodeInfo/osImage"),
+        ),
+        wide(
+            "KERNEL-VERSION",
+            "string",
+            Cell::Field("/status/nodeInfo/kernelVersion"),
+        ),
+    ],
+    None,
+);
 
 fn status(node: &Value) -> Value {
     let ready = items(node, "/status/conditions")
@@ -80,17 +70,5 @@ fn internal_ip(node: &Value) -> Value {
     )
 }
 
-pub struct RuntimeClass;
-
-static RUNTIME_CLASS: Typed<node_v1::RuntimeClass> = Typed::new();
-
-impl KindStrategy for RuntimeClass {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &RUNTIME_CLASS
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        const COLUMNS: &[Column] = &[col("HANDLER", "string", Cell::Field("/handler"))];
-        COLUMNS
-    }
-}
+pub static RUNTIME_CLASS: Plain<node_v1::RuntimeClass> =
+    Plain::new(&[col("HANDLER", "string", Cell::Field("/handler"))], None);

@@ -23,7 +23,7 @@ pub struct Pod;
 static TYPE: Typed<v1::Pod> = Typed::new();
 
 impl KindStrategy for Pod {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &TYPE
     }
 

@@ -22,7 +22,7 @@ pub struct PriorityClass;
 static TYPE: Typed<v1::PriorityClass> = Typed::new();
 
 impl KindStrategy for PriorityClass {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &TYPE
     }
 

@@ -3,29 +3,10 @@
 
 use k8s_openapi::api::core::v1;
 
-use super::{KindStrategy, ObjectType, Typed};
-use crate::apiserver::protobuf::{self, Message};
+use super::Plain;
+use crate::apiserver::protobuf;
 
-pub struct ResourceQuota;
+pub static RESOURCE_QUOTA: Plain<v1::ResourceQuota> =
+    Plain::new(&[], Some(&protobuf::RESOURCE_QUOTA));
 
-static RESOURCE_QUOTA: Typed<v1::ResourceQuota> = Typed::new();
-
-impl KindStrategy for ResourceQuota {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &RESOURCE_QUOTA
-    }
-
-    fn protobuf(&self) -> Option<&'static Message> {
-        Some(&protobuf::RESOURCE_QUOTA)
-    }
-}
-
-pub struct LimitRange;
-
-static LIMIT_RANGE: Typed<v1::LimitRange> = Typed::new();
-
-impl KindStrategy for LimitRange {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &LIMIT_RANGE
-    }
-}
+pub static LIMIT_RANGE: Plain<v1::LimitRange> = Plain::new(&[], None);

@@ -1,58 +1,14 @@
 //! Roles and bindings (rbac.authorization.k8s.io): stored and served; the RBAC authorizer
-//! arrives with the multi-tenancy work.
+//! arrives with the multi-tenancy work. A ClusterRole's message has the Role's fields (and an
+//! aggregation rule, not read), a ClusterRoleBinding's the RoleBinding's.
 
 use k8s_openapi::api::rbac::v1;
 
-use super::{KindStrategy, ObjectType, Typed};
-use crate::apiserver::protobuf::{self, Message};
+use super::Plain;
+use crate::apiserver::protobuf;
 
-pub struct Role;
-pub struct ClusterRole;
-pub struct RoleBinding;
-pub struct ClusterRoleBinding;
-
-static ROLE: Typed<v1::Role> = Typed::new();
-static CLUSTER_ROLE: Typed<v1::ClusterRole> = Typed::new();
-static ROLE_BINDING: Typed<v1::RoleBinding> = Typed::new();
-static CLUSTER_ROLE_BINDING: Typed<v1::ClusterRoleBinding> = Typed::new();
-
-impl KindStrategy for Role {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &ROLE
-    }
-
-    fn protobuf(&self) -> Option<&'static Message> {
-        Some(&protobuf::ROLE)
-    }
-}
-
-impl KindStrategy for ClusterRole {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &CLUSTER_ROLE
-    }
-
-    /// A ClusterRole's message has the Role's fields (and an aggregation rule, not read).
-    fn protobuf(&self) -> Option<&'static Message> {
-        Some(&protobuf::ROLE)
-    }
-}
-
-impl KindStrategy for RoleBinding {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &ROLE_BINDING
-    }
-
-    fn protobuf(&self) -> Option<&'static Message> {
-        Some(&protobuf::ROLE_BINDING)
-    }
-}
-
-impl KindStrategy for ClusterRoleBinding {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &CLUSTER_ROLE_BINDING
-    }
-
-    fn protobuf(&self) -> Option<&'static Message> {
-        Some(&protobuf::ROLE_BINDING)
-    }
-}
+pub static ROLE: Plain<v1::Role> = Plain::new(&[], Some(&protobuf::ROLE));
+pub static CLUSTER_ROLE: Plain<v1::ClusterRole> = Plain::new(&[], Some(&protobuf::ROLE));
+pub static ROLE_BINDING: Plain<v1::RoleBinding> = Plain::new(&[], Some(&protobuf::ROLE_BINDING));
+pub static CLUSTER_ROLE_BINDING: Plain<v1::ClusterRoleBinding> =
+    Plain::new(&[], Some(&protobuf::ROLE_BINDING));

@@ -6,8 +6,8 @@ use k8s_openapi::api::{core::v1, discovery::v1 as discovery_v1};
 use serde_json::{Value, json};
 
 use super::{
-    Cell, Column, KindStrategy, ObjectType, Typed, cause, col, ensure_object, items, or_none,
-    set_default, wide,
+    Cell, Column, KindStrategy, ObjectType, Plain, Typed, cause, col, ensure_object, items,
+    or_none, set_default, wide,
 };
 use crate::apiserver::protobuf::{self, Message};
 use crate::apiserver::status::Cause;
@@ -17,7 +17,7 @@ pub struct Service;
 static SERVICE: Typed<v1::Service> = Typed::new();
 
 impl KindStrategy for Service {
-    fn object_type(&self) -> &'static dyn ObjectType {
+    fn object_type(&self) -> &dyn ObjectType {
         &SERVICE
     }
 
@@ -116,20 +116,10 @@ fn selector(service: &Value) -> Value {
     )
 }
 
-pub struct Endpoints;
-
-static ENDPOINTS: Typed<v1::Endpoints> = Typed::new();
-
-impl KindStrategy for Endpoints {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &ENDPOINTS
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        const COLUMNS: &[Column] = &[col("ENDPOINTS", "string", Cell::Computed(endpoints))];
-        COLUMNS
-    }
-}
+pub static ENDPOINTS: Plain<v1::Endpoints> = Plain::new(
+    &[col("ENDPOINTS", "string", Cell::Computed(endpoints))],
+    None,
+);
 
 fn endpoints(object: &Value) -> Value {
     let mut out = Vec::new();
@@ -147,24 +137,14 @@ fn endpoints(object: &Value) -> Value {
     or_none(out.join(","))
 }
 
-pub struct EndpointSlice;
-
-static ENDPOINT_SLICE: Typed<discovery_v1::EndpointSlice> = Typed::new();
-
-impl KindStrategy for EndpointSlice {
-    fn object_type(&self) -> &'static dyn ObjectType {
-        &ENDPOINT_SLICE
-    }
-
-    fn columns(&self) -> &'static [Column] {
-        const COLUMNS: &[Column] = &[
-            col("ADDRESSTYPE", "string", Cell::Field("/addressType")),
-            col("PORTS", "string", Cell::Computed(slice_ports)),
-            col("ENDPOINTS", "string", Cell::Computed(slice_endpoints)),
-        ];
-        COLUMNS
-    }
-}
+pub static ENDPOINT_SLICE: Plain<discovery_v1::EndpointSlice> = Plain::new(
+    &[
+        col("ADDRESSTYPE", "string", Cell::Field("/addressType")),
+        col("PORTS", "string", Cell::Computed(slice_ports)),
+        col("ENDPOINTS", "string", Cell::Computed(slice_endpoints)),
+    ],
+    None,
+);
 
 fn slice_ports(slice: &Value) -> Value {
     or_none(

@@ -64,7 +64,10 @@ impl Blocks {
             data.get(key)
                 .ok_or(Error::Missing(key))?
                 .parse()
-                .map_err(|reason| Error::Invalid { key, reason })
+                .map_err(|e: crate::cidr::Error| Error::Invalid {
+                    key,
+                    reason: e.to_string(),
+                })
         };
         Ok(Self {
             cluster_cidr: block(CLUSTER_CIDR)?,

@@ -12,6 +12,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use subtle::ConstantTimeEq;
+
 use super::status::ApiError;
 use crate::store::bootstrap::hash_token;
 
@@ -74,13 +76,9 @@ impl Authenticator {
         let presented = hash_token(bearer);
         self.tokens
             .iter()
-            .find(|(hash, _)| constant_time_eq(hash.as_bytes(), presented.as_bytes()))
+            .find(|(hash, _)| bool::from(hash.as_bytes().ct_eq(presented.as_bytes())))
             .map(|(_, user)| user.clone())
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Paths anyone may read: health, readiness and the version.

@@ -72,7 +72,7 @@ pub enum ServerError {
     #[error(transparent)]
     Pki(#[from] crate::pki::Error),
     #[error(transparent)]
-    Tls(#[from] apiserver::TlsError),
+    Tls(#[from] bosun_tls::Error),
     #[error("cannot make an API client from the admin kubeconfig: {0}")]
     Client(String),
     #[error(transparent)]
@@ -153,7 +153,7 @@ pub async fn run(
         .map_err(|source| ServerError::Listen { addr, source })?;
     let names = serving_names(&config);
     let serving = secrets.ca.issue_server("bosun-apiserver", &names)?;
-    let tls = apiserver::tls_config(&serving.cert_pem, &serving.key_pem)?;
+    let tls = bosun_tls::server_config(&serving.cert_pem, &serving.key_pem, None)?;
     // How this server proves itself to the nodes' log servers.
     let node_client = secrets
         .ca
@@ -253,7 +253,7 @@ pub async fn run(
         kubeconfig,
         token: secrets.token.clone(),
     });
-    apiserver::serve(listener, tls, app, shutdown).await;
+    bosun_tls::serve(listener, tls, app, shutdown).await;
     compactor.abort();
     expirer.abort();
     Ok(())

@@ -31,7 +31,6 @@ mod request;
 mod rest;
 pub mod status;
 mod table;
-mod tls;
 mod watch;
 
 use std::sync::Arc;
@@ -43,8 +42,6 @@ use axum::http::StatusCode;
 use axum::routing::{any, get};
 
 use crate::store::Store;
-
-pub use tls::{TlsError, serve, tls_config};
 
 #[derive(Clone)]
 pub struct ApiState {

@@ -149,6 +149,8 @@ pub enum AgentError {
     Address(String),
     #[error("cannot start the log server: {0}")]
     LogServer(String),
+    #[error("cannot configure the log server's TLS: {0}")]
+    Tls(#[from] bosun_tls::Error),
     #[error("cannot read the cluster's blocks from the control plane: {0}")]
     ReadBlocks(#[source] kube::Error),
     #[error(transparent)]
@@ -288,12 +290,11 @@ pub async fn run(
     let serving = rcgen::generate_simple_self_signed(names)
         .map_err(|e| AgentError::LogServer(format!("cannot make a certificate: {e}")))?;
     let serving_cert = serving.cert.pem();
-    let tls = crate::logs::server::tls_config(
+    let tls = bosun_tls::server_config(
         &serving_cert,
         &serving.signing_key.serialize_pem(),
-        &cluster_ca,
-    )
-    .map_err(AgentError::LogServer)?;
+        Some(&cluster_ca),
+    )?;
     let logs = Arc::new(LogIndex::default());
     let events = events::Events::start(
         Recorder::new(

@@ -24,13 +24,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 
 use super::parse;
 
@@ -106,42 +102,6 @@ pub struct LogQuery {
     pub limit_bytes: Option<i64>,
 }
 
-/// A TLS configuration serving `cert_pem`/`key_pem` and requiring client certificates
-/// issued by one of `client_cas` (DER).
-pub fn tls_config(
-    cert_pem: &str,
-    key_pem: &str,
-    client_cas: &[Vec<u8>],
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad certificate: {e}"))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| format!("bad key: {e}"))?
-        .ok_or("no private key")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in client_cas {
-        roots
-            .add(rustls::pki_types::CertificateDer::from(ca.clone()))
-            .map_err(|e| format!("bad cluster CA: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| format!("cannot verify clients: {e}"))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 /// Serves logs on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -156,32 +116,7 @@ pub async fn serve(
             get(container_logs),
         )
         .with_state(Served { index, poll });
-    let acceptor = TlsAcceptor::from(tls);
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    tracing::warn!(%error, "log server: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                // No client certificate from the cluster CA, or not TLS.
-                return;
-            };
-            let service = TowerToHyperService::new(app);
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-        });
-    }
+    bosun_tls::serve(listener, tls, app, shutdown).await;
 }
 
 #[derive(Clone)]

@@ -1,4 +1,9 @@
-//! HTTPS serving: rustls (ring provider) in front of an axum router, HTTP/2 and HTTP/1.1.
+//! Bosun's one HTTPS serving path: rustls (the ring provider) in front of an axum router,
+//! HTTP/2 and HTTP/1.1 (with upgrades), for the API server's port and the node's port.
+//! [`server_config`] makes the rustls configuration from PEM, optionally requiring client
+//! certificates from given CAs; [`serve`] accepts connections until shutdown.
+//!
+//! It depends on neither the control plane nor the node; both depend on it, as on `bosun-api`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,40 +16,69 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub enum Error {
     #[error("invalid PEM in {what}: {reason}")]
     Pem { what: &'static str, reason: String },
+    #[error("invalid client CA certificate: {0}")]
+    ClientCa(rustls::Error),
+    #[error("cannot verify client certificates: {0}")]
+    ClientVerifier(String),
     #[error("TLS configuration rejected: {0}")]
     Config(#[from] rustls::Error),
 }
 
-/// A rustls server configuration for a PEM certificate chain and key.
-pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// A rustls server configuration for a PEM certificate chain and key. With `client_cas`
+/// (DER), only clients with a certificate from one of them get through the handshake.
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_cas: Option<&[Vec<u8>]>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
     let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
+        .map_err(|e| Error::Pem {
             what: "certificate",
             reason: e.to_string(),
         })?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| TlsError::Pem {
+        .map_err(|e| Error::Pem {
             what: "private key",
             reason: e.to_string(),
         })?
-        .ok_or(TlsError::Pem {
+        .ok_or(Error::Pem {
             what: "private key",
             reason: "no key found".into(),
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match client_cas {
+        None => builder.with_no_client_auth().with_single_cert(certs, key)?,
+        Some(cas) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in cas {
+                roots
+                    .add(rustls::pki_types::CertificateDer::from(ca.clone()))
+                    .map_err(Error::ClientCa)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| Error::ClientVerifier(e.to_string()))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)?
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
 /// Accepts TLS connections on `listener` and serves `app` on each until `shutdown` resolves.
+/// A failed handshake (not TLS, or no acceptable client certificate) ends that connection
+/// only.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -59,6 +93,8 @@ pub async fn serve(
                 Ok(conn) => conn,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
+                    // Out of file descriptors, most likely: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },

@@ -38,7 +38,18 @@ pub async fn grouped(state: State<ApiState>, request: Request) -> Response {
 }
 
 async fn handle(State(state): State<ApiState>, core: bool, request: Request) -> Response {
-    match serve(&state, core, request).await {
+    // One span per request, so that what a request causes can be followed in the log.
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+    );
+    match tracing::Instrument::instrument(serve(&state, core, request), span).await {
         Ok(response) => response,
         Err(error) => {
             // An oversized body was left unread: the connection cannot carry another request,

@@ -159,6 +159,7 @@ fn object_reference(job: &Job) -> ObjectReference {
     }
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(cronjob = %kube::ResourceExt::name_any(&*cj), namespace = ?cj.metadata.namespace))]
 async fn reconcile(cj: Arc<CronJob>, context: Arc<Context>) -> Result<Action, Error> {
     if cj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());

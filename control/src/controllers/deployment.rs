@@ -85,6 +85,7 @@ struct Sets {
     old: Vec<ReplicaSet>,
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(deployment = %kube::ResourceExt::name_any(&*d), namespace = ?d.metadata.namespace))]
 async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, Error> {
     if deleting(&d.metadata) {
         return Ok(Action::await_change());

@@ -186,6 +186,7 @@ fn selector_string(selector: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(service = %kube::ResourceExt::name_any(&*service), namespace = ?service.metadata.namespace))]
 async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Action, Error> {
     let Some(selector) = selector(&service) else {
         return Ok(Action::await_change());

@@ -97,6 +97,7 @@ fn finished_at(pod: &Pod) -> Option<Timestamp> {
         .or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(job = %kube::ResourceExt::name_any(&*job), namespace = ?job.metadata.namespace))]
 async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = job.namespace().unwrap_or_default();
     let name = job.name_any();

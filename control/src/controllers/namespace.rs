@@ -64,6 +64,7 @@ fn namespaced_kinds() -> Vec<&'static Resource> {
         .collect()
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(namespace = %kube::ResourceExt::name_any(&*ns), namespace = ?ns.metadata.namespace))]
 async fn reconcile(ns: Arc<Namespace>, context: Arc<Context>) -> Result<Action, Error> {
     let finalizers = ns
         .spec

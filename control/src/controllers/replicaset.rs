@@ -101,6 +101,7 @@ fn selector_of(rs: &ReplicaSet) -> Result<Selector, String> {
     label_selector(&selector)
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(replicaset = %kube::ResourceExt::name_any(&*rs), namespace = ?rs.metadata.namespace))]
 async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();

@@ -60,6 +60,7 @@ fn node_ip(node: &Node) -> Option<String> {
     })
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(service = %kube::ResourceExt::name_any(&*service), namespace = ?service.metadata.namespace))]
 async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Action, Error> {
     if deleting(service.meta()) {
         return Ok(Action::await_change());

@@ -388,6 +388,7 @@ async fn decide(
     }
 }
 
+#[tracing::instrument(name = "schedule", skip_all, fields(pod = %key_of(&pod)))]
 fn decide_one(
     state: &mut State,
     algorithm: &mut Algorithm,

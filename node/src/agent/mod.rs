@@ -542,9 +542,17 @@ async fn watch_pods(agent: Arc<Agent>, mut stopping: watch::Receiver<bool>) {
                             worker.pod.send_replace(pod);
                         }
                         None => {
-                            let (tx, rx) = watch::channel(pod);
+                            let (tx, rx) = watch::channel(pod.clone());
                             let host: Arc<dyn pod::Host> = agent.clone();
-                            let task = tokio::spawn(pod::run(host, rx, for_workers.clone()));
+                            // Every line of a pod's worker names the pod.
+                            let span = tracing::info_span!(
+                                "pod",
+                                namespace = pod.metadata.namespace.as_deref().unwrap_or_default(),
+                                name = pod.metadata.name.as_deref().unwrap_or_default(),
+                                uid = %uid,
+                            );
+                            let worker = pod::run(host, rx, for_workers.clone());
+                            let task = tokio::spawn(tracing::Instrument::instrument(worker, span));
                             workers.insert(uid, Worker { pod: tx, task });
                         }
                     }

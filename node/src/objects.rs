@@ -3,9 +3,101 @@
 //! pod's downward API fields.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::Api;
+
+/// Why what a container refers to (objects, fields, volumes, limits) cannot be had or used:
+/// the message of the kubelet's CreateContainerConfigError. The pod's worker tries again with
+/// back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {kind} {name:?}: {source}")]
+    Read {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name:?} has no key {key:?}")]
+    NoKey {
+        kind: &'static str,
+        name: String,
+        key: String,
+    },
+    #[error("couldn't find key {key} in {kind} {namespace}/{name}")]
+    NoEnvKey {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("env {0:?} has an empty valueFrom")]
+    EmptyValueFrom(String),
+    #[error("unsupported downward API field {0:?}")]
+    UnsupportedField(String),
+    #[error("no container {0:?} for resourceFieldRef")]
+    NoContainer(String),
+    #[error("unsupported resource {0:?}")]
+    UnsupportedResource(String),
+    #[error("invalid divisor for {0}")]
+    Divisor(String),
+    #[error("invalid quantity: {0}")]
+    Quantity(String),
+    #[error("cannot read the LimitRanges of {namespace}: {source}")]
+    LimitRanges {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("volumeMount {0:?} names no volume of the pod")]
+    NoVolume(String),
+    #[error("subPath {0:?} must be a relative path inside the volume")]
+    SubPath(String),
+    #[error("volumeMount {name:?} at {path}: WASI can only mount directories")]
+    NotADirectory { name: String, path: String },
+    #[error("hostPath {0} is not a directory")]
+    HostPathNotDirectory(String),
+    #[error(
+        "hostPath type {0} cannot be mounted into a Wasm guest: WASI preopens directories only"
+    )]
+    HostPathType(String),
+    #[error("projected volume {0}: only configMap, secret and downwardAPI sources are supported")]
+    ProjectedSource(String),
+    #[error("volume {name}: type {kind} is not supported by bosun node")]
+    VolumeType { name: String, kind: String },
+    #[error("downwardAPI item {0:?}: only fieldRef is supported")]
+    DownwardItem(String),
+    #[error("item path {0:?} must be relative")]
+    ItemPath(String),
+    #[error("mode {mode:o} of {path} is not a file mode")]
+    Mode { mode: i32, path: String },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// An I/O failure on `path`, for `map_err`.
+    pub fn io(
+        action: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self + use<> {
+        let path = path.to_path_buf();
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
 
 /// Reads ConfigMaps and Secrets of the pod's namespace, each once per container start.
 pub struct Sources<'a> {
@@ -31,25 +123,33 @@ impl<'a> Sources<'a> {
         }
     }
 
-    pub async fn configmap(&mut self, name: &str) -> Result<Option<&ConfigMap>, String> {
+    pub async fn configmap(&mut self, name: &str) -> Result<Option<&ConfigMap>, ConfigError> {
         if !self.configmaps.contains_key(name) {
             let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.namespace);
             let found = api
                 .get_opt(name)
                 .await
-                .map_err(|e| format!("cannot read configmap {name:?}: {e}"))?;
+                .map_err(|source| ConfigError::Read {
+                    kind: "configmap",
+                    name: name.to_string(),
+                    source,
+                })?;
             self.configmaps.insert(name.to_string(), found);
         }
         Ok(self.configmaps[name].as_ref())
     }
 
-    pub async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, String> {
+    pub async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, ConfigError> {
         if !self.secrets.contains_key(name) {
             let api: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
             let found = api
                 .get_opt(name)
                 .await
-                .map_err(|e| format!("cannot read secret {name:?}: {e}"))?;
+                .map_err(|source| ConfigError::Read {
+                    kind: "secret",
+                    name: name.to_string(),
+                    source,
+                })?;
             self.secrets.insert(name.to_string(), found);
         }
         Ok(self.secrets[name].as_ref())
@@ -92,7 +192,7 @@ pub fn secret_data(secret: &Secret) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A downward API field of the pod.
-pub fn field_value(sources: &Sources<'_>, path: &str) -> Result<String, String> {
+pub fn field_value(sources: &Sources<'_>, path: &str) -> Result<String, ConfigError> {
     let meta = &sources.pod.metadata;
     let spec = sources.pod.spec.as_ref();
     let keyed = |prefix: &str| {
@@ -124,7 +224,7 @@ pub fn field_value(sources: &Sources<'_>, path: &str) -> Result<String, String> 
                     .cloned()
                     .unwrap_or_default()
             } else {
-                return Err(format!("unsupported downward API field {path:?}"));
+                return Err(ConfigError::UnsupportedField(path.to_string()));
             }
         }
     })

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use crate::objects::{Sources, configmap_data, field_value, secret_data};
+use crate::objects::{ConfigError, Sources, configmap_data, field_value, secret_data};
 
 /// Puts Kubernetes' service variables (the Services of the pod's namespace, as
 /// [`crate::network::names::service_env`] writes them) before `env`, unless the pod turned
@@ -31,7 +31,7 @@ pub(super) fn with_services(
 pub(super) async fn environment(
     sources: &mut Sources<'_>,
     container: &Container,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |env: &mut Vec<(String, String)>, name: String, value: String| match env
         .iter_mut()
@@ -51,7 +51,12 @@ pub(super) async fn environment(
                     }
                 }
                 None if optional => {}
-                None => return Err(format!("configmap {:?} not found", cm.name)),
+                None => {
+                    return Err(ConfigError::NotFound {
+                        kind: "configmap",
+                        name: cm.name.clone(),
+                    });
+                }
             }
         }
         if let Some(sr) = &from.secret_ref {
@@ -63,7 +68,12 @@ pub(super) async fn environment(
                     }
                 }
                 None if optional => {}
-                None => return Err(format!("secret {:?} not found", sr.name)),
+                None => {
+                    return Err(ConfigError::NotFound {
+                        kind: "secret",
+                        name: sr.name.clone(),
+                    });
+                }
             }
         }
     }
@@ -107,14 +117,16 @@ pub(super) async fn environment(
                         Some((_, v)) => lossy(v),
                         None if optional.unwrap_or(false) => continue,
                         None => {
-                            return Err(format!(
-                                "couldn't find key {key} in {kind} {}/{name}",
-                                sources.namespace
-                            ));
+                            return Err(ConfigError::NoEnvKey {
+                                kind,
+                                namespace: sources.namespace.to_string(),
+                                name: name.clone(),
+                                key: key.clone(),
+                            });
                         }
                     }
                 } else {
-                    return Err(format!("env {:?} has an empty valueFrom", var.name));
+                    return Err(ConfigError::EmptyValueFrom(var.name.clone()));
                 }
             }
         };
@@ -134,7 +146,7 @@ fn resource_value(
     container: &str,
     resource: &str,
     divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-) -> Result<String, String> {
+) -> Result<String, ConfigError> {
     let c = pod
         .spec
         .iter()
@@ -144,28 +156,28 @@ fn resource_value(
                 .chain(s.init_containers.iter().flatten())
         })
         .find(|c| c.name == container)
-        .ok_or_else(|| format!("no container {container:?} for resourceFieldRef"))?;
+        .ok_or_else(|| ConfigError::NoContainer(container.to_string()))?;
     let (kind, name) = resource
         .split_once('.')
-        .ok_or_else(|| format!("unsupported resource {resource:?}"))?;
+        .ok_or_else(|| ConfigError::UnsupportedResource(resource.to_string()))?;
     let resources = c.resources.as_ref();
     let map = match kind {
         "limits" => resources.and_then(|r| r.limits.as_ref()),
         "requests" => resources.and_then(|r| r.requests.as_ref()),
-        _ => return Err(format!("unsupported resource {resource:?}")),
+        _ => return Err(ConfigError::UnsupportedResource(resource.to_string())),
     };
     let value = match map.and_then(|m| m.get(name)) {
-        Some(q) => bosun_api::quantity::parse(&q.0)?,
+        Some(q) => bosun_api::quantity::parse(&q.0).map_err(ConfigError::Quantity)?,
         // No limit: the node's allocatable, as Kubernetes reports; the agent has no better
         // figure here than zero for requests.
         None => 0.0,
     };
     let divisor = match divisor {
-        Some(d) => bosun_api::quantity::parse(&d.0)?,
+        Some(d) => bosun_api::quantity::parse(&d.0).map_err(ConfigError::Quantity)?,
         None => 1.0,
     };
     if divisor <= 0.0 {
-        return Err(format!("invalid divisor for {resource}"));
+        return Err(ConfigError::Divisor(resource.to_string()));
     }
     Ok(format!("{}", (value / divisor).ceil() as i64))
 }

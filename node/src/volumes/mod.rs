@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
-use crate::objects::{self, Sources};
+use crate::objects::{self, ConfigError, Sources};
 use crate::runtime::Mount;
 
 /// The mounts of `container`, preparing the volumes it uses. An error is the message of a
@@ -27,7 +27,7 @@ pub(crate) async fn mounts(
     pod_dir: &Path,
     pod: &Pod,
     container: &Container,
-) -> Result<Vec<Mount>, String> {
+) -> Result<Vec<Mount>, ConfigError> {
     let volumes: Vec<Volume> = pod
         .spec
         .as_ref()
@@ -38,27 +38,25 @@ pub(crate) async fn mounts(
         let volume = volumes
             .iter()
             .find(|v| v.name == mount.name)
-            .ok_or_else(|| format!("volumeMount {:?} names no volume of the pod", mount.name))?;
+            .ok_or_else(|| ConfigError::NoVolume(mount.name.clone()))?;
         let (dir, always_read_only) = prepare(sources, pod_dir, volume).await?;
         let host = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => {
-                let sub = relative(sub).ok_or_else(|| {
-                    format!("subPath {sub:?} must be a relative path inside the volume")
-                })?;
+                let sub = relative(sub).ok_or_else(|| ConfigError::SubPath(sub.to_string()))?;
                 let path = dir.join(sub);
                 if !path.exists() && !always_read_only {
                     std::fs::create_dir_all(&path)
-                        .map_err(|e| format!("cannot create subPath {}: {e}", path.display()))?;
+                        .map_err(ConfigError::io("create subPath", &path))?;
                 }
                 path
             }
             None => dir,
         };
         if !host.is_dir() {
-            return Err(format!(
-                "volumeMount {:?} at {}: WASI can only mount directories",
-                mount.name, mount.mount_path
-            ));
+            return Err(ConfigError::NotADirectory {
+                name: mount.name.clone(),
+                path: mount.mount_path.clone(),
+            });
         }
         out.push(Mount {
             host,
@@ -75,7 +73,7 @@ pub(crate) async fn refresh(
     sources: &mut Sources<'_>,
     pod_dir: &Path,
     pod: &Pod,
-) -> Result<(), String> {
+) -> Result<(), ConfigError> {
     let volumes: Vec<Volume> = pod
         .spec
         .as_ref()
@@ -112,12 +110,12 @@ async fn prepare(
     sources: &mut Sources<'_>,
     pod_dir: &Path,
     volume: &Volume,
-) -> Result<(PathBuf, bool), String> {
+) -> Result<(PathBuf, bool), ConfigError> {
     let name = &volume.name;
     let dir = |kind: &str| pod_dir.join("volumes").join(kind).join(name);
     if volume.empty_dir.is_some() {
         let dir = dir("empty-dir");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {name}: {e}"))?;
+        std::fs::create_dir_all(&dir).map_err(ConfigError::io("create the emptyDir", &dir))?;
         return Ok((dir, false));
     }
     if let Some(host) = &volume.host_path {
@@ -125,15 +123,10 @@ async fn prepare(
         match host.type_.as_deref().unwrap_or("") {
             "" => {}
             "DirectoryOrCreate" => std::fs::create_dir_all(&path)
-                .map_err(|e| format!("hostPath {}: {e}", host.path))?,
+                .map_err(ConfigError::io("create the hostPath", &path))?,
             "Directory" if path.is_dir() => {}
-            "Directory" => return Err(format!("hostPath {} is not a directory", host.path)),
-            other => {
-                return Err(format!(
-                    "hostPath type {other} cannot be mounted into a Wasm guest: WASI preopens \
-                     directories only"
-                ));
-            }
+            "Directory" => return Err(ConfigError::HostPathNotDirectory(host.path.clone())),
+            other => return Err(ConfigError::HostPathType(other.to_string())),
         }
         return Ok((path, false));
     }
@@ -179,10 +172,7 @@ async fn prepare(
             } else if let Some(d) = &source.downward_api {
                 files.downward(sources, d.items.as_deref().unwrap_or_default(), mode)?;
             } else {
-                return Err(format!(
-                    "projected volume {name}: only configMap, secret and downwardAPI sources \
-                     are supported"
-                ));
+                return Err(ConfigError::ProjectedSource(name.clone()));
             }
         }
     } else {
@@ -193,9 +183,10 @@ async fn prepare(
                     .and_then(|o| o.keys().find(|k| *k != "name").cloned())
             })
             .unwrap_or_else(|| "unknown".to_string());
-        return Err(format!(
-            "volume {name}: type {kind} is not supported by bosun node"
-        ));
+        return Err(ConfigError::VolumeType {
+            name: name.clone(),
+            kind,
+        });
     }
     let dir = dir("files");
     files.write(&dir)?;
@@ -212,24 +203,28 @@ struct Files {
 const DEFAULT_MODE: i32 = 0o644;
 
 impl Files {
-    fn add(&mut self, path: &str, bytes: Vec<u8>, mode: Option<i32>) -> Result<(), String> {
-        let rel = relative(path).ok_or_else(|| format!("item path {path:?} must be relative"))?;
+    fn add(&mut self, path: &str, bytes: Vec<u8>, mode: Option<i32>) -> Result<(), ConfigError> {
+        let rel = relative(path).ok_or_else(|| ConfigError::ItemPath(path.to_string()))?;
         let mode = mode.unwrap_or(DEFAULT_MODE);
         if !(0..=0o777).contains(&mode) {
-            return Err(format!("mode {mode:o} of {path} is not a file mode"));
+            return Err(ConfigError::Mode {
+                mode,
+                path: path.to_string(),
+            });
         }
         self.files.insert(rel.to_path_buf(), (bytes, mode as u32));
         Ok(())
     }
 
+    /// The files of the ConfigMap or Secret `name` (of `kind`) with its `data`.
     fn keyed(
         &mut self,
-        what: &str,
+        (kind, name): (&'static str, &str),
         data: Vec<(String, Vec<u8>)>,
         items: Option<&[KeyToPath]>,
         default_mode: Option<i32>,
         optional: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConfigError> {
         match items {
             None => {
                 for (key, value) in data {
@@ -243,7 +238,13 @@ impl Files {
                             self.add(&item.path, value.clone(), item.mode.or(default_mode))?
                         }
                         None if optional => {}
-                        None => return Err(format!("{what} has no key {:?}", item.key)),
+                        None => {
+                            return Err(ConfigError::NoKey {
+                                kind,
+                                name: name.to_string(),
+                                key: item.key.clone(),
+                            });
+                        }
                     }
                 }
             }
@@ -258,7 +259,7 @@ impl Files {
         items: Option<&[KeyToPath]>,
         optional: Option<bool>,
         default_mode: Option<i32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConfigError> {
         let data = sources.configmap(name).await?.map(objects::configmap_data);
         self.object("configmap", name, data, items, optional, default_mode)
     }
@@ -270,7 +271,7 @@ impl Files {
         items: Option<&[KeyToPath]>,
         optional: Option<bool>,
         default_mode: Option<i32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConfigError> {
         let data = sources.secret(name).await?.map(objects::secret_data);
         self.object("secret", name, data, items, optional, default_mode)
     }
@@ -278,24 +279,21 @@ impl Files {
     /// The files of a ConfigMap or Secret (`kind`), `None` when it does not exist.
     fn object(
         &mut self,
-        kind: &str,
+        kind: &'static str,
         name: &str,
         data: Option<Vec<(String, Vec<u8>)>>,
         items: Option<&[KeyToPath]>,
         optional: Option<bool>,
         default_mode: Option<i32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConfigError> {
         let optional = optional.unwrap_or(false);
         match data {
-            Some(data) => self.keyed(
-                &format!("{kind} {name:?}"),
-                data,
-                items,
-                default_mode,
-                optional,
-            ),
+            Some(data) => self.keyed((kind, name), data, items, default_mode, optional),
             None if optional => Ok(()),
-            None => Err(format!("{kind} {name:?} not found")),
+            None => Err(ConfigError::NotFound {
+                kind,
+                name: name.to_string(),
+            }),
         }
     }
 
@@ -304,7 +302,7 @@ impl Files {
         sources: &Sources<'_>,
         items: &[DownwardAPIVolumeFile],
         default_mode: Option<i32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConfigError> {
         for item in items {
             let value = match &item.field_ref {
                 Some(field) => match field.field_path.as_str() {
@@ -313,12 +311,7 @@ impl Files {
                     "metadata.annotations" => key_values(sources.pod.metadata.annotations.as_ref()),
                     path => objects::field_value(sources, path)?,
                 },
-                None => {
-                    return Err(format!(
-                        "downwardAPI item {:?}: only fieldRef is supported",
-                        item.path
-                    ));
-                }
+                None => return Err(ConfigError::DownwardItem(item.path.clone())),
             };
             self.add(&item.path, value.into_bytes(), item.mode.or(default_mode))?;
         }
@@ -326,13 +319,13 @@ impl Files {
     }
 
     /// Writes every file (temporary file, then rename) and removes files no longer listed.
-    fn write(&self, dir: &Path) -> Result<(), String> {
-        let fail = |path: &Path, e: std::io::Error| format!("cannot write {}: {e}", path.display());
-        std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    fn write(&self, dir: &Path) -> Result<(), ConfigError> {
+        let fail = |path: &Path| ConfigError::io("write", path);
+        std::fs::create_dir_all(dir).map_err(fail(dir))?;
         for (rel, (bytes, mode)) in &self.files {
             let path = dir.join(rel);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| fail(parent, e))?;
+                std::fs::create_dir_all(parent).map_err(fail(parent))?;
             }
             let same = std::fs::read(&path).is_ok_and(|old| old == *bytes);
             if !same {
@@ -340,13 +333,13 @@ impl Files {
                     ".{}.tmp",
                     path.file_name().unwrap_or_default().to_string_lossy()
                 ));
-                std::fs::write(&temp, bytes).map_err(|e| fail(&temp, e))?;
+                std::fs::write(&temp, bytes).map_err(fail(&temp))?;
                 std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(*mode))
-                    .map_err(|e| fail(&temp, e))?;
-                std::fs::rename(&temp, &path).map_err(|e| fail(&path, e))?;
+                    .map_err(fail(&temp))?;
+                std::fs::rename(&temp, &path).map_err(fail(&path))?;
             } else {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-                    .map_err(|e| fail(&path, e))?;
+                    .map_err(fail(&path))?;
             }
         }
         self.remove_stale(dir, dir);

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::super::{Agent, probe};
 use super::{Host, Launch, LaunchError, Published, Settings, launch};
 use crate::logs::server::LogIndex;
-use crate::objects::Sources;
+use crate::objects::{ConfigError, Sources};
 
 #[async_trait::async_trait]
 impl Host for Agent {
@@ -49,7 +49,12 @@ impl Host for Agent {
         probe::check(probe, container, pod_ip).await
     }
 
-    async fn sync_volumes(&self, pod: &Pod, dir: &Path, pod_ip: Ipv4Addr) -> Result<(), String> {
+    async fn sync_volumes(
+        &self,
+        pod: &Pod,
+        dir: &Path,
+        pod_ip: Ipv4Addr,
+    ) -> Result<(), ConfigError> {
         let mut sources = Sources::new(
             &self.client,
             pod,

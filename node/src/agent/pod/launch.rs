@@ -16,7 +16,7 @@ use super::super::{Agent, env};
 use super::{Launch, LaunchError};
 use crate::images::{Credential, Image, PullPolicy, parse_docker_config};
 use crate::network::{EGRESS_ANNOTATION, HostPort, Protocol};
-use crate::objects::Sources;
+use crate::objects::{ConfigError, Sources};
 use crate::runtime::{Artifact, ContainerSpec, DEFAULT_HANDLER, PodNetwork};
 
 /// A container, resolved: everything its runtime needs, and what the worker reports.
@@ -29,10 +29,10 @@ pub(super) struct ContainerPlan {
     pub pull_time: Duration,
 }
 
-fn config_error(message: String) -> LaunchError {
+fn config_error(error: impl std::fmt::Display) -> LaunchError {
     LaunchError {
         reason: "CreateContainerConfigError",
-        message,
+        message: error.to_string(),
         pull: false,
     }
 }
@@ -227,22 +227,26 @@ fn limit(container: &Container, resource: &str) -> Option<String> {
 
 /// The container's memory limit; without one, its namespace's LimitRange default for
 /// containers; without that, the node's default.
-async fn memory_limit(agent: &Agent, pod: &Pod, container: &Container) -> Result<u64, String> {
+async fn memory_limit(agent: &Agent, pod: &Pod, container: &Container) -> Result<u64, ConfigError> {
+    let parse = |q: &str| bosun_api::quantity::parse(q).map_err(ConfigError::Quantity);
     if let Some(q) = limit(container, "memory") {
-        return Ok(bosun_api::quantity::parse(&q)? as u64);
+        return Ok(parse(&q)? as u64);
     }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let api: Api<LimitRange> = Api::namespaced(agent.client.clone(), namespace);
-    let ranges = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("cannot read the LimitRanges of {namespace}: {e}"))?;
+    let ranges =
+        api.list(&ListParams::default())
+            .await
+            .map_err(|source| ConfigError::LimitRanges {
+                namespace: namespace.to_string(),
+                source,
+            })?;
     for range in ranges {
         for item in range.spec.iter().flat_map(|s| &s.limits) {
             if item.type_ == "Container"
                 && let Some(q) = item.default.as_ref().and_then(|d| d.get("memory"))
             {
-                return Ok(bosun_api::quantity::parse(&q.0)? as u64);
+                return Ok(parse(&q.0)? as u64);
             }
         }
     }

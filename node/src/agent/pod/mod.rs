@@ -40,6 +40,7 @@ use super::Backoff;
 use super::probe::{self, Probes, Verdict};
 use crate::images::Image;
 use crate::logs::server::LogIndex;
+use crate::objects::ConfigError;
 use crate::runtime::Exit;
 
 /// What a pod worker needs of its node: the seam between the worker's logic and the API
@@ -68,7 +69,12 @@ pub(crate) trait Host: Send + Sync + 'static {
     ) -> Result<(), String>;
 
     /// Rewrites the pod's configMap, secret and downwardAPI volumes under `dir`.
-    async fn sync_volumes(&self, pod: &Pod, dir: &Path, pod_ip: Ipv4Addr) -> Result<(), String>;
+    async fn sync_volumes(
+        &self,
+        pod: &Pod,
+        dir: &Path,
+        pod_ip: Ipv4Addr,
+    ) -> Result<(), ConfigError>;
 
     /// Writes the pod's status.
     async fn publish(&self, pod: &Pod, status: &PodStatus) -> Published;
@@ -219,7 +225,7 @@ enum Step {
         exit: Exit,
     },
     /// The file volumes were rewritten from their objects.
-    VolumesSynced(Result<(), String>),
+    VolumesSynced(Result<(), ConfigError>),
     /// A probe of the container's run number `run` ended.
     Probed {
         which: Which,

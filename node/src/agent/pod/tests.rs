@@ -20,6 +20,7 @@ use super::{Host, Launch, LaunchError, Published, Settings};
 use crate::agent::Backoff;
 use crate::images::Image;
 use crate::logs::server::LogIndex;
+use crate::objects::ConfigError;
 use crate::runtime::fake::{FakeRuntime, Script};
 use crate::runtime::{Artifact, Container as _, ContainerSpec, Exit, Runtime};
 
@@ -143,7 +144,7 @@ impl Host for FakeHost {
         }
     }
 
-    async fn sync_volumes(&self, _: &Pod, _: &Path, _: Ipv4Addr) -> Result<(), String> {
+    async fn sync_volumes(&self, _: &Pod, _: &Path, _: Ipv4Addr) -> Result<(), ConfigError> {
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::names;
+use crate::names::{self, NameError};
 
 /// A parsed label selector: all requirements must hold (logical AND).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,7 +43,44 @@ pub enum Op {
 #[error("invalid label selector {selector:?}: {reason}")]
 pub struct ParseError {
     pub selector: String,
-    pub reason: String,
+    pub reason: Reason,
+}
+
+/// What is wrong in a selector, or in one requirement of a structured selector.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    #[error("expected ',' at {0:?}")]
+    ExpectedComma(String),
+    #[error("expected a label key at {0:?}")]
+    ExpectedKey(String),
+    #[error("key {key:?}: {error}")]
+    Key { key: String, error: NameError },
+    #[error("value {value:?}: {error}")]
+    Value { value: String, error: NameError },
+    #[error("unknown operator {operator:?} after key {key:?}")]
+    UnknownOperator { key: String, operator: String },
+    #[error("{0:?} is not an integer (needed by '<' and '>')")]
+    NotAnInteger(String),
+    #[error("expected '(' after in/notin")]
+    ExpectedOpen,
+    #[error("expected ',' or ')' in value set")]
+    ExpectedCommaOrClose,
+    #[error("{key}: {operator} needs an integer value, not {value:?}")]
+    NeedsInteger {
+        key: String,
+        operator: String,
+        value: String,
+    },
+    #[error("{key}: {operator} needs exactly one value")]
+    NeedsOneValue { key: String, operator: String },
+    #[error("{key}: {operator} needs at least one value")]
+    NeedsValues { key: String, operator: String },
+    #[error("{key}: {operator} takes no values")]
+    TakesNoValues { key: String, operator: String },
+    #[error("{key}: unknown operator {operator:?}")]
+    UnknownOperatorName { key: String, operator: String },
+    #[error("{key}: {operator} is not a label selector operator")]
+    NotASelectorOperator { key: String, operator: String },
 }
 
 impl Selector {
@@ -95,27 +132,44 @@ impl Requirement {
     /// Builds a requirement from the structured form of `matchExpressions` and node selector
     /// terms: an operator name (`In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`) and its
     /// values, checked the way the Kubernetes API checks them.
-    pub fn from_operator(key: &str, operator: &str, values: &[String]) -> Result<Self, String> {
+    pub fn from_operator(key: &str, operator: &str, values: &[String]) -> Result<Self, Reason> {
+        let (key_, operator_) = (key.to_string(), operator.to_string());
         let one_integer = || match values {
-            [v] => v
-                .parse::<i64>()
-                .map_err(|_| format!("{key}: {operator} needs an integer value, not {v:?}")),
-            _ => Err(format!("{key}: {operator} needs exactly one value")),
+            [v] => v.parse::<i64>().map_err(|_| Reason::NeedsInteger {
+                key: key_.clone(),
+                operator: operator_.clone(),
+                value: v.clone(),
+            }),
+            _ => Err(Reason::NeedsOneValue {
+                key: key_.clone(),
+                operator: operator_.clone(),
+            }),
         };
         let op = match operator {
             "In" | "NotIn" if values.is_empty() => {
-                return Err(format!("{key}: {operator} needs at least one value"));
+                return Err(Reason::NeedsValues {
+                    key: key_.clone(),
+                    operator: operator_.clone(),
+                });
             }
             "In" => Op::In(values.to_vec()),
             "NotIn" => Op::NotIn(values.to_vec()),
             "Exists" | "DoesNotExist" if !values.is_empty() => {
-                return Err(format!("{key}: {operator} takes no values"));
+                return Err(Reason::TakesNoValues {
+                    key: key_.clone(),
+                    operator: operator_.clone(),
+                });
             }
             "Exists" => Op::Exists,
             "DoesNotExist" => Op::DoesNotExist,
             "Gt" => Op::Gt(one_integer()?),
             "Lt" => Op::Lt(one_integer()?),
-            other => return Err(format!("{key}: unknown operator {other:?}")),
+            _ => {
+                return Err(Reason::UnknownOperatorName {
+                    key: key_.clone(),
+                    operator: operator_.clone(),
+                });
+            }
         };
         Ok(Self {
             key: key.to_string(),
@@ -220,7 +274,7 @@ impl<'a> Parser<'a> {
         w
     }
 
-    fn selector(&mut self) -> Result<Selector, String> {
+    fn selector(&mut self) -> Result<Selector, Reason> {
         let mut selector = Selector::default();
         self.skip_ws();
         if self.rest.is_empty() {
@@ -233,27 +287,33 @@ impl<'a> Parser<'a> {
                 return Ok(selector);
             }
             if !self.eat(",") {
-                return Err(format!("expected ',' at {:?}", self.rest));
+                return Err(Reason::ExpectedComma(self.rest.to_string()));
             }
         }
     }
 
-    fn key(&mut self) -> Result<String, String> {
+    fn key(&mut self) -> Result<String, Reason> {
         let key = self.word();
         if key.is_empty() {
-            return Err(format!("expected a label key at {:?}", self.rest));
+            return Err(Reason::ExpectedKey(self.rest.to_string()));
         }
-        names::check_qualified_name(key).map_err(|e| format!("key {key:?}: {e}"))?;
+        names::check_qualified_name(key).map_err(|error| Reason::Key {
+            key: key.to_string(),
+            error,
+        })?;
         Ok(key.to_string())
     }
 
-    fn value(&mut self) -> Result<String, String> {
+    fn value(&mut self) -> Result<String, Reason> {
         let value = self.word();
-        names::check_label_value(value).map_err(|e| format!("value {value:?}: {e}"))?;
+        names::check_label_value(value).map_err(|error| Reason::Value {
+            value: value.to_string(),
+            error,
+        })?;
         Ok(value.to_string())
     }
 
-    fn requirement(&mut self) -> Result<Requirement, String> {
+    fn requirement(&mut self) -> Result<Requirement, Reason> {
         if self.eat("!") {
             let key = self.key()?;
             return Ok(Requirement {
@@ -277,21 +337,25 @@ impl<'a> Parser<'a> {
             match self.word() {
                 "in" => Op::In(self.value_set()?),
                 "notin" => Op::NotIn(self.value_set()?),
-                other => return Err(format!("unknown operator {other:?} after key {key:?}")),
+                other => {
+                    return Err(Reason::UnknownOperator {
+                        key,
+                        operator: other.to_string(),
+                    });
+                }
             }
         };
         Ok(Requirement { key, op })
     }
 
-    fn integer(&mut self) -> Result<i64, String> {
+    fn integer(&mut self) -> Result<i64, Reason> {
         let w = self.word();
-        w.parse()
-            .map_err(|_| format!("{w:?} is not an integer (needed by '<' and '>')"))
+        w.parse().map_err(|_| Reason::NotAnInteger(w.to_string()))
     }
 
-    fn value_set(&mut self) -> Result<Vec<String>, String> {
+    fn value_set(&mut self) -> Result<Vec<String>, Reason> {
         if !self.eat("(") {
-            return Err("expected '(' after in/notin".into());
+            return Err(Reason::ExpectedOpen);
         }
         let mut values = Vec::new();
         loop {
@@ -300,7 +364,7 @@ impl<'a> Parser<'a> {
                 return Ok(values);
             }
             if !self.eat(",") {
-                return Err("expected ',' or ')' in value set".into());
+                return Err(Reason::ExpectedCommaOrClose);
             }
         }
     }
@@ -323,7 +387,7 @@ mod tests {
         assert!(Requirement::from_operator("k", "Exists", &v(&["x"])).is_err());
         assert!(Requirement::from_operator("k", "Gt", &v(&["x"])).is_err());
         let err = Requirement::from_operator("k", "Near", &[]).unwrap_err();
-        assert!(err.contains("unknown operator"), "{err}");
+        assert!(err.to_string().contains("unknown operator"), "{err}");
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -5,43 +5,64 @@ pub const DNS1123_SUBDOMAIN_MAX: usize = 253;
 /// Longest DNS-1123 label (namespaces, services, container names).
 pub const DNS1123_LABEL_MAX: usize = 63;
 
+/// Why a name breaks a rule; the texts are apimachinery's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be no more than {0} characters")]
+    TooLong(usize),
+    #[error(
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', \
+         and must start and end with an alphanumeric character"
+    )]
+    NotLabel,
+    #[error(
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
+         '-' or '.', and must start and end with an alphanumeric character"
+    )]
+    NotSubdomain,
+    #[error("prefix part {0}")]
+    Prefix(Box<NameError>),
+    #[error("name part must be between 1 and 63 characters")]
+    NamePartLength,
+    #[error(
+        "name part must consist of alphanumeric characters, '-', '_' or '.', and must start \
+         and end with an alphanumeric character"
+    )]
+    NamePartChars,
+    #[error(
+        "a valid label must be an empty string or consist of alphanumeric characters, '-', \
+         '_' or '.', and must start and end with an alphanumeric character"
+    )]
+    NotLabelValue,
+}
+
 /// Checks a DNS-1123 label: lower-case alphanumerics and '-', starting and ending alphanumeric,
-/// at most 63 characters. Returns the reason when it is not one.
-pub fn check_dns1123_label(name: &str) -> Result<(), String> {
+/// at most 63 characters.
+pub fn check_dns1123_label(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("must not be empty".into());
+        return Err(NameError::Empty);
     }
     if name.len() > DNS1123_LABEL_MAX {
-        return Err(format!(
-            "must be no more than {DNS1123_LABEL_MAX} characters"
-        ));
+        return Err(NameError::TooLong(DNS1123_LABEL_MAX));
     }
     if !label_chars_ok(name) {
-        return Err(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', \
-             and must start and end with an alphanumeric character"
-                .into(),
-        );
+        return Err(NameError::NotLabel);
     }
     Ok(())
 }
 
 /// Checks a DNS-1123 subdomain: dot-separated DNS-1123 labels, at most 253 characters.
-pub fn check_dns1123_subdomain(name: &str) -> Result<(), String> {
+pub fn check_dns1123_subdomain(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("must not be empty".into());
+        return Err(NameError::Empty);
     }
     if name.len() > DNS1123_SUBDOMAIN_MAX {
-        return Err(format!(
-            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
-        ));
+        return Err(NameError::TooLong(DNS1123_SUBDOMAIN_MAX));
     }
     if !name.split('.').all(label_chars_ok) {
-        return Err(
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
-             '-' or '.', and must start and end with an alphanumeric character"
-                .into(),
-        );
+        return Err(NameError::NotSubdomain);
     }
     Ok(())
 }
@@ -59,42 +80,34 @@ fn label_chars_ok(s: &str) -> bool {
 /// Checks a qualified name as used for label and annotation keys: an optional DNS-1123
 /// subdomain prefix and '/', then a name of at most 63 characters of `[A-Za-z0-9_.-]` that
 /// starts and ends alphanumeric.
-pub fn check_qualified_name(key: &str) -> Result<(), String> {
+pub fn check_qualified_name(key: &str) -> Result<(), NameError> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
     if let Some(prefix) = prefix {
-        check_dns1123_subdomain(prefix).map_err(|e| format!("prefix part {e}"))?;
+        check_dns1123_subdomain(prefix).map_err(|e| NameError::Prefix(Box::new(e)))?;
     }
     if name.is_empty() || name.len() > 63 {
-        return Err("name part must be between 1 and 63 characters".into());
+        return Err(NameError::NamePartLength);
     }
     if !label_value_chars_ok(name) {
-        return Err(
-            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start \
-             and end with an alphanumeric character"
-                .into(),
-        );
+        return Err(NameError::NamePartChars);
     }
     Ok(())
 }
 
 /// Checks a label value: empty, or at most 63 characters of `[A-Za-z0-9_.-]` that start and
 /// end alphanumeric.
-pub fn check_label_value(value: &str) -> Result<(), String> {
+pub fn check_label_value(value: &str) -> Result<(), NameError> {
     if value.is_empty() {
         return Ok(());
     }
     if value.len() > 63 {
-        return Err("must be no more than 63 characters".into());
+        return Err(NameError::TooLong(63));
     }
     if !label_value_chars_ok(value) {
-        return Err(
-            "a valid label must be an empty string or consist of alphanumeric characters, '-', \
-             '_' or '.', and must start and end with an alphanumeric character"
-                .into(),
-        );
+        return Err(NameError::NotLabelValue);
     }
     Ok(())
 }

@@ -2,13 +2,13 @@
 //! label selectors, the controller reference among an object's owners, a pod's readiness, a
 //! CronJob's time zone.
 
-use bosun_api::labels::{Requirement, Selector};
+use bosun_api::labels::{Reason, Requirement, Selector};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 
 /// A metav1.LabelSelector as a [`Selector`].
-pub fn label_selector(selector: &LabelSelector) -> Result<Selector, String> {
+pub fn label_selector(selector: &LabelSelector) -> Result<Selector, Reason> {
     let mut out = Selector::from_match_labels(
         selector
             .match_labels
@@ -18,10 +18,10 @@ pub fn label_selector(selector: &LabelSelector) -> Result<Selector, String> {
     );
     for e in selector.match_expressions.iter().flatten() {
         if matches!(e.operator.as_str(), "Gt" | "Lt") {
-            return Err(format!(
-                "{}: {} is not a label selector operator",
-                e.key, e.operator
-            ));
+            return Err(Reason::NotASelectorOperator {
+                key: e.key.clone(),
+                operator: e.operator.clone(),
+            });
         }
         out.push(Requirement::from_operator(
             &e.key,

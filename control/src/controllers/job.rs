@@ -113,8 +113,8 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
     if let Some(done) = finished(&old) {
         return expire(&jobs, &job, done, now).await;
     }
-    let selector =
-        label_selector(&spec.selector.clone().unwrap_or_default()).map_err(Error::Invalid)?;
+    let selector = label_selector(&spec.selector.clone().unwrap_or_default())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let uid = job.metadata.uid.clone().unwrap_or_default();
     let pods: Vec<Pod> = pods_api
         .list(&ListParams::default())

@@ -91,7 +91,7 @@ fn interested(store: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>
         .collect()
 }
 
-fn selector_of(rs: &ReplicaSet) -> Result<Selector, String> {
+fn selector_of(rs: &ReplicaSet) -> Result<Selector, bosun_api::labels::Reason> {
     let selector = rs
         .spec
         .as_ref()

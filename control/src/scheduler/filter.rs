@@ -716,7 +716,7 @@ mod tests {
             &classes,
         )
         .unwrap_err();
-        assert_eq!(err, "RuntimeClass \"gvisor\" not found");
+        assert_eq!(err.to_string(), "RuntimeClass \"gvisor\" not found");
     }
 
     #[test]

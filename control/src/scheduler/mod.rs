@@ -400,7 +400,7 @@ fn decide_one(
     }
     let info = match PodInfo::new(pod.clone(), &state.classes) {
         Ok(info) => Arc::new(info),
-        Err(message) => return Decision::Unschedulable(pod, message),
+        Err(error) => return Decision::Unschedulable(pod, error.to_string()),
     };
     match algorithm.schedule(&info, &state.cache) {
         Ok(node) => {

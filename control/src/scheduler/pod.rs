@@ -157,6 +157,31 @@ pub fn owner_id(uid: &str) -> OwnerId {
     hasher.finish()
 }
 
+/// Why a pod cannot be scheduled as it is written (the message of its Unschedulable
+/// condition).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("RuntimeClass {0:?} not found")]
+    NoRuntimeClass(String),
+    #[error(
+        "the pod's nodeSelector {key}={pod} conflicts with RuntimeClass {class:?} ({key}={class_value})"
+    )]
+    SelectorConflict {
+        key: String,
+        pod: String,
+        class: String,
+        class_value: String,
+    },
+    #[error(transparent)]
+    Selector(#[from] bosun_api::labels::Reason),
+    #[error("node affinity matchFields supports only metadata.name, not {0:?}")]
+    MatchField(String),
+    #[error("a pod anti-affinity term needs a topologyKey")]
+    NoTopologyKey,
+    #[error("pod anti-affinity namespaceSelector other than {{}} is not supported")]
+    NamespaceSelector,
+}
+
 /// The runtime a pod gets without `runtimeClassName`.
 pub const DEFAULT_RUNTIME: &str = "wasmtime";
 
@@ -166,14 +191,14 @@ impl PodInfo {
     pub fn new(
         pod: Arc<Pod>,
         runtime_classes: &HashMap<String, RuntimeClass>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SpecError> {
         let spec = pod.spec.clone().unwrap_or_default();
         let class = match spec.runtime_class_name.as_deref() {
             None | Some("") => None,
             Some(name) => Some(
                 runtime_classes
                     .get(name)
-                    .ok_or_else(|| format!("RuntimeClass {name:?} not found"))?,
+                    .ok_or_else(|| SpecError::NoRuntimeClass(name.to_string()))?,
             ),
         };
         let handler = class.map(|c| c.handler.as_str()).unwrap_or(DEFAULT_RUNTIME);
@@ -252,12 +277,14 @@ impl PodInfo {
             for (k, v) in scheduling.node_selector.iter().flatten() {
                 match node_selector.get(k) {
                     Some(existing) if existing != v => {
-                        return Err(format!(
-                            "the pod's nodeSelector {k}={existing} conflicts with RuntimeClass {:?} ({k}={v})",
-                            class
+                        return Err(SpecError::SelectorConflict {
+                            key: k.clone(),
+                            pod: existing.clone(),
+                            class: class
                                 .and_then(|c| c.metadata.name.clone())
-                                .unwrap_or_default()
-                        ));
+                                .unwrap_or_default(),
+                            class_value: v.clone(),
+                        });
                     }
                     _ => {
                         node_selector.insert(k.clone(), v.clone());
@@ -287,7 +314,7 @@ impl PodInfo {
             .iter()
             .flatten()
             .map(|p| Ok((p.weight, node_term(&p.preference)?)))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SpecError>>()?;
 
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let anti_affinity = affinity
@@ -373,7 +400,7 @@ fn units(q: &Quantity) -> i64 {
         .unwrap_or(0)
 }
 
-fn node_term(term: &NodeSelectorTerm) -> Result<NodeTerm, String> {
+fn node_term(term: &NodeSelectorTerm) -> Result<NodeTerm, SpecError> {
     let mut out = NodeTerm::default();
     for e in term.match_expressions.iter().flatten() {
         out.labels.push(Requirement::from_operator(
@@ -384,10 +411,7 @@ fn node_term(term: &NodeSelectorTerm) -> Result<NodeTerm, String> {
     }
     for e in term.match_fields.iter().flatten() {
         if e.key != "metadata.name" {
-            return Err(format!(
-                "node affinity matchFields supports only metadata.name, not {:?}",
-                e.key
-            ));
+            return Err(SpecError::MatchField(e.key.clone()));
         }
         out.names.push(Requirement::from_operator(
             &e.key,
@@ -398,9 +422,9 @@ fn node_term(term: &NodeSelectorTerm) -> Result<NodeTerm, String> {
     Ok(out)
 }
 
-fn affinity_term(term: &PodAffinityTerm, own_namespace: &str) -> Result<AffinityTerm, String> {
+fn affinity_term(term: &PodAffinityTerm, own_namespace: &str) -> Result<AffinityTerm, SpecError> {
     if term.topology_key.is_empty() {
-        return Err("a pod anti-affinity term needs a topologyKey".to_string());
+        return Err(SpecError::NoTopologyKey);
     }
     let namespaces = match (&term.namespaces, &term.namespace_selector) {
         (_, Some(ns))
@@ -410,9 +434,7 @@ fn affinity_term(term: &PodAffinityTerm, own_namespace: &str) -> Result<Affinity
             None
         }
         (_, Some(_)) => {
-            return Err(
-                "pod anti-affinity namespaceSelector other than {} is not supported".to_string(),
-            );
+            return Err(SpecError::NamespaceSelector);
         }
         (Some(list), None) if !list.is_empty() => Some(list.clone()),
         _ => Some(vec![own_namespace.to_string()]),

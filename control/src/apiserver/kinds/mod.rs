@@ -109,7 +109,7 @@ pub trait KindStrategy: Send + Sync {
     fn defaults(&self, _object: &mut Value, _creating: bool) {}
 
     /// The rule for the object's name: a DNS-1123 subdomain unless the kind says otherwise.
-    fn check_name(&self, name: &str) -> Result<(), String> {
+    fn check_name(&self, name: &str) -> Result<(), bosun_api::names::NameError> {
         names::check_dns1123_subdomain(name)
     }
 

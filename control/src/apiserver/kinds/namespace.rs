@@ -28,7 +28,7 @@ impl KindStrategy for Namespace {
         }
     }
 
-    fn check_name(&self, name: &str) -> Result<(), String> {
+    fn check_name(&self, name: &str) -> Result<(), bosun_api::names::NameError> {
         bosun_api::names::check_dns1123_label(name)
     }
 

@@ -35,7 +35,7 @@ impl KindStrategy for Service {
         }
     }
 
-    fn check_name(&self, name: &str) -> Result<(), String> {
+    fn check_name(&self, name: &str) -> Result<(), bosun_api::names::NameError> {
         bosun_api::names::check_dns1123_label(name)
     }
 

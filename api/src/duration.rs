@@ -2,28 +2,45 @@
 
 use std::time::Duration;
 
+/// Why text is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("empty duration")]
+    Empty,
+    #[error("missing unit in duration {0:?}")]
+    MissingUnit(String),
+    #[error("invalid duration {0:?}")]
+    Invalid(String),
+    #[error("invalid number in duration {0:?}")]
+    Number(String),
+    #[error("unknown unit {unit:?} in duration {input:?}")]
+    Unit { unit: String, input: String },
+    #[error("duration {input:?}: {reason}")]
+    OutOfRange { input: String, reason: String },
+}
+
 /// Parses a Go-style duration: one or more `<number><unit>` pairs with units `ns`, `us`, `µs`,
 /// `ms`, `s`, `m`, `h`; the number may have a fraction (`1.5s`). A bare `0` is zero.
-pub fn parse(input: &str) -> Result<Duration, String> {
+pub fn parse(input: &str) -> Result<Duration, Error> {
     let s = input.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(Error::Empty);
     }
     let mut rest = s;
     let mut total = 0f64;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration {input:?}"))?;
+            .ok_or_else(|| Error::MissingUnit(input.to_string()))?;
         if num_len == 0 {
-            return Err(format!("invalid duration {input:?}"));
+            return Err(Error::Invalid(input.to_string()));
         }
         let number: f64 = rest[..num_len]
             .parse()
-            .map_err(|_| format!("invalid number in duration {input:?}"))?;
+            .map_err(|_| Error::Number(input.to_string()))?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -35,12 +52,20 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            unit => return Err(format!("unknown unit {unit:?} in duration {input:?}")),
+            unit => {
+                return Err(Error::Unit {
+                    unit: unit.to_string(),
+                    input: input.to_string(),
+                });
+            }
         };
         total += number * seconds;
         rest = &rest[unit_len..];
     }
-    Duration::try_from_secs_f64(total).map_err(|e| format!("duration {input:?}: {e}"))
+    Duration::try_from_secs_f64(total).map_err(|e| Error::OutOfRange {
+        input: input.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Writes a duration as Go does for whole seconds and up (`10s`, `1m20s`, `5m0s`, `1h0m0s`)

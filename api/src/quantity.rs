@@ -1,19 +1,27 @@
 //! Kubernetes resource quantities (`100m`, `1.5Gi`, `2e3`): parsing into a number of base
 //! units (cores, bytes), as the scheduler and the node agent need them.
 
+/// Why text is not a quantity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0:?} is not a quantity")]
+    NotAQuantity(String),
+    #[error("{input:?} has an unknown suffix {suffix:?}")]
+    Suffix { input: String, suffix: String },
+}
+
 /// Parses a quantity into base units: `"250m"` → 0.25, `"1Gi"` → 1073741824.
-pub fn parse(input: &str) -> Result<f64, String> {
+pub fn parse(input: &str) -> Result<f64, Error> {
+    let not_a_quantity = || Error::NotAQuantity(input.to_string());
     let s = input.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
         .unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
     if number.is_empty() || number == "+" || number == "-" || number.matches('.').count() > 1 {
-        return Err(format!("{input:?} is not a quantity"));
+        return Err(not_a_quantity());
     }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{input:?} is not a quantity"))?;
+    let value: f64 = number.parse().map_err(|_| not_a_quantity())?;
     let scale = match suffix {
         "" => 1.0,
         "n" => 1e-9,
@@ -32,12 +40,15 @@ pub fn parse(input: &str) -> Result<f64, String> {
         "Pi" => 1024f64.powi(5),
         "Ei" => 1024f64.powi(6),
         exp if exp.starts_with(['e', 'E']) => {
-            let e: i32 = exp[1..]
-                .parse()
-                .map_err(|_| format!("{input:?} is not a quantity"))?;
+            let e: i32 = exp[1..].parse().map_err(|_| not_a_quantity())?;
             10f64.powi(e)
         }
-        _ => return Err(format!("{input:?} has an unknown suffix {suffix:?}")),
+        _ => {
+            return Err(Error::Suffix {
+                input: input.to_string(),
+                suffix: suffix.to_string(),
+            });
+        }
     };
     Ok(value * scale)
 }

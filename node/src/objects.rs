@@ -45,8 +45,8 @@ pub enum ConfigError {
     UnsupportedResource(String),
     #[error("invalid divisor for {0}")]
     Divisor(String),
-    #[error("invalid quantity: {0}")]
-    Quantity(String),
+    #[error(transparent)]
+    Quantity(#[from] bosun_api::quantity::Error),
     #[error("cannot read the LimitRanges of {namespace}: {source}")]
     LimitRanges {
         namespace: String,

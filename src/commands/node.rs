@@ -98,16 +98,14 @@ pub struct AgentFlags {
     cluster_domain: String,
 }
 
-fn event_qps(s: &str) -> Result<f64, String> {
+fn event_qps(s: &str) -> anyhow::Result<f64> {
     match s.parse::<f64>() {
         Ok(qps) if qps.is_finite() && qps >= 0.0 => Ok(qps),
-        _ => Err(format!(
-            "{s:?} is not a rate: a number of events per second, 0 or more"
-        )),
+        _ => anyhow::bail!("{s:?} is not a rate: a number of events per second, 0 or more"),
     }
 }
 
-fn interface_name(s: &str) -> Result<String, String> {
+fn interface_name(s: &str) -> anyhow::Result<String> {
     let ok = !s.is_empty()
         && s.len() <= 15
         && s.chars()
@@ -115,16 +113,14 @@ fn interface_name(s: &str) -> Result<String, String> {
     if ok {
         Ok(s.to_string())
     } else {
-        Err(format!(
-            "{s:?} is not an interface name (1 to 15 letters, digits, '-' or '_')"
-        ))
+        anyhow::bail!("{s:?} is not an interface name (1 to 15 letters, digits, '-' or '_')")
     }
 }
 
-fn quantity(s: &str) -> Result<u64, String> {
+fn quantity(s: &str) -> anyhow::Result<u64> {
     let value = bosun_api::quantity::parse(s)?;
     if value < 0.0 {
-        return Err(format!("{s} is negative"));
+        anyhow::bail!("{s} is negative");
     }
     Ok(value as u64)
 }

@@ -135,7 +135,7 @@ pub struct Args {
     leader_elect_retry_period: Duration,
 }
 
-pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, bosun_api::duration::Error> {
     bosun_api::duration::parse(s)
 }
 

@@ -58,8 +58,14 @@ pub fn command(body: &str) -> Vec<u8> {
 /// [`command`] as a preview 2 command component, through the preview 1 adapter that matches
 /// this wasmtime.
 pub fn component(body: &str) -> Vec<u8> {
+    componentize(&command(body))
+}
+
+/// A preview 1 command module (with any component metadata embedded) as a preview 2 command
+/// component, through the preview 1 adapter that matches this wasmtime.
+pub fn componentize(module: &[u8]) -> Vec<u8> {
     wit_component::ComponentEncoder::default()
-        .module(&command(body))
+        .module(module)
         .unwrap()
         .adapter(
             "wasi_snapshot_preview1",

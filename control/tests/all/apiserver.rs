@@ -24,25 +24,10 @@ async fn wait_for_watches(store: &dyn Store, expected: usize, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_request_lets_go_of_the_store_when_its_client_leaves() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, secrets) = SqliteStore::open(&dir.path().join("state.db"), Some("t"))
-        .await
-        .unwrap();
-    let store: Arc<dyn Store> = Arc::new(store);
-    let state = ApiState {
-        store: store.clone(),
-        authorizer: Arc::new(auth::AllowAuthenticated),
-        bookmark_interval: Duration::from_secs(60),
-        node_clients: None,
-        admission: Arc::new(apiserver::admission::Chain::standard(Default::default())),
-    };
-    let router = apiserver::router(
-        state,
-        Arc::new(auth::Authenticator::with_admin(secrets.admin_token_hash())),
-    );
+    let (_dir, store, router, token) = in_process().await;
     // A quiet resource and no bookmarks: nothing is ever sent on this watch after its start.
     let request = Request::get("/api/v1/namespaces/default/configmaps?watch=true")
-        .header("authorization", format!("Bearer {}", secrets.admin_token))
+        .header("authorization", format!("Bearer {token}"))
         .body(Body::empty())
         .unwrap();
     let response = router.oneshot(request).await.unwrap();
@@ -60,15 +45,17 @@ async fn a_watch_request_lets_go_of_the_store_when_its_client_leaves() {
     wait_for_watches(&*store, 0, "after the client left").await;
 }
 
-/// An in-process API server on a fresh SQLite store, with the admin's token.
-async fn in_process() -> (tempfile::TempDir, axum::Router, String) {
+/// An in-process API server on a fresh SQLite store: the store, the router and the admin's
+/// token.
+async fn in_process() -> (tempfile::TempDir, Arc<dyn Store>, axum::Router, String) {
     let dir = tempfile::tempdir().unwrap();
     let (store, secrets) = SqliteStore::open(&dir.path().join("state.db"), Some("t"))
         .await
         .unwrap();
     apiserver::ensure_builtin_objects(&store).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
     let state = ApiState {
-        store: Arc::new(store),
+        store: store.clone(),
         authorizer: Arc::new(auth::AllowAuthenticated),
         bookmark_interval: Duration::from_secs(60),
         node_clients: None,
@@ -78,7 +65,7 @@ async fn in_process() -> (tempfile::TempDir, axum::Router, String) {
         state,
         Arc::new(auth::Authenticator::with_admin(secrets.admin_token_hash())),
     );
-    (dir, router, secrets.admin_token)
+    (dir, store, router, secrets.admin_token)
 }
 
 async fn send(
@@ -121,7 +108,7 @@ fn pod(name: &str, class: Option<&str>) -> serde_json::Value {
 
 #[tokio::test]
 async fn priority_classes_give_pods_their_priority() {
-    let (_dir, router, token) = in_process().await;
+    let (_dir, _store, router, token) = in_process().await;
     let classes = "/apis/scheduling.k8s.io/v1/priorityclasses";
     let pods = "/api/v1/namespaces/default/pods";
     let (status, class) = send(&router, &token, "POST", classes,

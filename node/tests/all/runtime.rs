@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 use bosun_node::runtime::{Artifact, Container, ContainerSpec, Error, Exit, Runtime};
-use bosun_testkit::wasm::{command, component};
+use bosun_testkit::wasm::{command, component, componentize};
 
 /// Blocks until the container ends.
 fn wait(container: Arc<dyn Container>) -> Exit {
@@ -287,17 +287,7 @@ fn lifecycle_component(body: &str) -> Vec<u8> {
         wit_component::StringEncoding::UTF8,
     )
     .unwrap();
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .adapter(
-            "wasi_snapshot_preview1",
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-        )
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap()
+    componentize(&module)
 }
 
 #[test]

@@ -26,6 +26,7 @@ mod service;
 mod serviceaccount;
 
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 use bosun_api::names;
 use bosun_api::resources::Resource;
@@ -69,8 +70,24 @@ static STRATEGIES: &[&dyn KindStrategy] = &[
     &priorityclass::PriorityClass,
 ];
 
-/// The strategy of a served resource. Every registry entry has one (a test checks it).
+/// The strategy of a served resource. Every registry entry has one (a test checks it). It is
+/// asked for on every request and for every listed item, so the registry's entries are matched
+/// to their strategies once, and looked up by the entry's address.
 pub fn for_resource(resource: &Resource) -> &'static dyn KindStrategy {
+    static BY_ENTRY: OnceLock<Vec<&'static dyn KindStrategy>> = OnceLock::new();
+    let by_entry = BY_ENTRY.get_or_init(|| {
+        bosun_api::resources::RESOURCES
+            .iter()
+            .map(find_strategy)
+            .collect()
+    });
+    bosun_api::resources::RESOURCES
+        .iter()
+        .position(|entry| std::ptr::eq(entry, resource))
+        .map_or_else(|| find_strategy(resource), |i| by_entry[i])
+}
+
+fn find_strategy(resource: &Resource) -> &'static dyn KindStrategy {
     STRATEGIES
         .iter()
         .copied()

@@ -158,9 +158,10 @@ pub async fn run(
     let node_client = secrets
         .ca
         .issue_client("bosun-apiserver", "system:masters")?;
-    let node_clients =
-        apiserver::logs::NodeClients::new(&node_client.cert_pem, &node_client.key_pem)
-            .map_err(ServerError::Client)?;
+    let node_clients = apiserver::logs::NodeClients::new(bosun_tls::Identity::from_pem(
+        &node_client.cert_pem,
+        &node_client.key_pem,
+    )?);
 
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     let server_url = format!("https://{}", client_address(addr));

@@ -82,9 +82,8 @@ fn credential_for(image: &str, config: Option<&Path>) -> anyhow::Result<Option<C
         }
     };
     let json = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let credentials = images::parse_docker_config(&json)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("in {}", path.display()))?;
+    let credentials =
+        images::parse_docker_config(&json).with_context(|| format!("in {}", path.display()))?;
     let registry = image.split('/').next().unwrap_or_default();
     Ok(credentials.into_iter().find(|c| c.registry == registry))
 }

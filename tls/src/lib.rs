@@ -1,7 +1,9 @@
 //! Bosun's one HTTPS serving path: rustls (the ring provider) in front of an axum router,
 //! HTTP/2 and HTTP/1.1 (with upgrades), for the API server's port and the node's port.
 //! [`server_config`] makes the rustls configuration from PEM, optionally requiring client
-//! certificates from given CAs; [`serve`] accepts connections until shutdown.
+//! certificates from given CAs; [`serve`] accepts connections until shutdown. The other end,
+//! [`client_config`], is how the API server reaches a node's port with its client
+//! certificate.
 //!
 //! It depends on neither the control plane nor the node; both depend on it, as on `bosun-api`.
 
@@ -12,6 +14,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -27,6 +30,60 @@ pub enum Error {
     Config(#[from] rustls::Error),
 }
 
+/// A certificate chain and its private key: what one side shows the other.
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
+        let chain = certificates(cert_pem, "certificate")?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|e| Error::Pem {
+                what: "private key",
+                reason: e.to_string(),
+            })?
+            .ok_or(Error::Pem {
+                what: "private key",
+                reason: "no key found".into(),
+            })?;
+        Ok(Self { chain, key })
+    }
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+fn certificates(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Pem {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+/// A rustls client configuration that trusts only the PEM certificates in `roots_pem` and
+/// presents `identity`.
+pub fn client_config(roots_pem: &str, identity: &Identity) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(roots_pem, "server certificate")? {
+        roots.add(cert)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?)
+}
+
 /// A rustls server configuration for a PEM certificate chain and key. With `client_cas`
 /// (DER), only clients with a certificate from one of them get through the handshake.
 pub fn server_config(
@@ -34,21 +91,7 @@ pub fn server_config(
     key_pem: &str,
     client_cas: Option<&[Vec<u8>]>,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Pem {
-            what: "certificate",
-            reason: e.to_string(),
-        })?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| Error::Pem {
-            what: "private key",
-            reason: e.to_string(),
-        })?
-        .ok_or(Error::Pem {
-            what: "private key",
-            reason: "no key found".into(),
-        })?;
+    let Identity { chain: certs, key } = Identity::from_pem(cert_pem, key_pem)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;

@@ -8,7 +8,7 @@
 //! from the cluster CA, which is the only thing the node's log server accepts.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::body::Body;
 use axum::http::{StatusCode, header};
@@ -37,49 +37,36 @@ const FORWARDED: [&str; 7] = [
 /// HTTPS clients for nodes, one per node certificate, all presenting the API server's client
 /// certificate.
 pub struct NodeClients {
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
+    identity: bosun_tls::Identity,
     clients: Mutex<HashMap<String, reqwest::Client>>,
 }
 
+/// Why a node cannot be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeClientError {
+    #[error("the node's serving certificate: {0}")]
+    Tls(#[from] bosun_tls::Error),
+    #[error("cannot make an HTTPS client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
 impl NodeClients {
-    pub fn new(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
-        let chain = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("bad client certificate: {e}"))?;
-        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-            .map_err(|e| format!("bad client key: {e}"))?
-            .ok_or("no client key")?;
-        Ok(Self {
-            chain,
-            key,
+    pub fn new(identity: bosun_tls::Identity) -> Self {
+        Self {
+            identity,
             clients: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
-    fn client(&self, node_cert_pem: &str) -> Result<reqwest::Client, String> {
+    fn client(&self, node_cert_pem: &str) -> Result<reqwest::Client, NodeClientError> {
         if let Some(client) = self.clients.lock().unwrap().get(node_cert_pem) {
             return Ok(client.clone());
         }
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut node_cert_pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("the node's certificate is invalid: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("the node's certificate is unusable: {e}"))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| e.to_string())?;
+        let tls = bosun_tls::client_config(node_cert_pem, &self.identity)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let mut clients = self.clients.lock().unwrap();
         if clients.len() > 1000 {
             clients.clear();
@@ -165,7 +152,7 @@ pub async fn pod_log(
         .as_ref()
         .ok_or_else(|| ApiError::unavailable("this server cannot reach nodes"))?
         .client(cert)
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let host = match address.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => address.to_string(),

@@ -145,8 +145,10 @@ pub enum AgentError {
     Runtime(#[from] crate::runtime::Error),
     #[error("cannot register the node: {0}")]
     Register(#[source] kube::Error),
+    #[error("{0} is IPv6; Bosun's pod network is IPv4 only for now")]
+    Ipv6Address(std::net::Ipv6Addr),
     #[error("the node has no usable address: {0}")]
-    Address(String),
+    Address(#[source] std::io::Error),
     #[error("cannot start the log server: {0}")]
     LogServer(String),
     #[error("cannot configure the log server's TLS: {0}")]
@@ -266,9 +268,7 @@ pub async fn run(
     let node_ip = match config.address {
         Some(IpAddr::V4(ip)) => ip,
         Some(IpAddr::V6(ip)) => {
-            return Err(AgentError::Address(format!(
-                "{ip} is IPv6; Bosun's pod network is IPv4 only for now"
-            )));
+            return Err(AgentError::Ipv6Address(ip));
         }
         None => node::host_address().map_err(AgentError::Address)?,
     };
@@ -419,7 +419,7 @@ async fn start_network(agent: &Agent) -> Network {
     };
     match probed {
         Ok(Ok(())) => {}
-        Ok(Err(reason)) => return host(reason),
+        Ok(Err(reason)) => return host(reason.to_string()),
         Err(e) => return host(format!("the network check panicked: {e}")),
     }
     let pod_cidr = node::wait_for_pod_cidr(agent).await;
@@ -429,7 +429,7 @@ async fn start_network(agent: &Agent) -> Network {
         tokio::task::spawn_blocking(move || Network::start(for_start, node_ip, pod_cidr)).await;
     match started {
         Ok(Ok(network)) => network,
-        Ok(Err(reason)) => host(reason),
+        Ok(Err(reason)) => host(reason.to_string()),
         Err(e) => host(format!("the network setup panicked: {e}")),
     }
 }

@@ -110,8 +110,8 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
 
 /// The host's first non-loopback IPv4 address (from the kernel's routing choice: the source
 /// address of a UDP socket "connected" to a public address; nothing is sent).
-pub fn host_address() -> Result<Ipv4Addr, String> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+pub fn host_address() -> std::io::Result<Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
     if socket.connect("192.0.2.1:9").is_ok()
         && let Ok(std::net::SocketAddr::V4(addr)) = socket.local_addr()
         && !addr.ip().is_unspecified()

@@ -181,13 +181,41 @@ impl Probes {
     }
 }
 
+/// Why a probe failed, in the kubelet's words (they reach the pod's events).
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0} probes are not supported yet")]
+    Unsupported(&'static str),
+    #[error("exec probes cannot run in a Wasm container")]
+    Exec,
+    #[error("the probe has no handler")]
+    NoHandler,
+    #[error("the container has no port named {0:?}")]
+    NoSuchPort(String),
+    #[error("{0} is not a port")]
+    NotAPort(i32),
+    #[error("dial tcp {target}: {source}")]
+    Dial {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("Get {url:?}: {source}")]
+    Http { url: String, source: std::io::Error },
+    #[error("Get {url:?}: not an HTTP response: {line:?}")]
+    NotHttp { url: String, line: String },
+    #[error("HTTP probe failed with statuscode: {0}")]
+    Status(u16),
+    #[error("timed out after {0}s")]
+    Timeout(u64),
+}
+
 /// Runs one probe against the pod at `pod_ip`; `Err` says why it failed, as the kubelet's
 /// events do.
 pub(super) async fn check(
     probe: &Probe,
     container: &Container,
     pod_ip: Ipv4Addr,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     let attempt = async {
         if let Some(http) = &probe.http_get {
@@ -199,7 +227,7 @@ pub(super) async fn check(
                 .as_deref()
                 .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
             {
-                return Err("HTTPS probes are not supported yet".to_string());
+                return Err(Failure::Unsupported("HTTPS"));
             }
             let path = http
                 .path
@@ -220,23 +248,26 @@ pub(super) async fn check(
             TcpStream::connect((host.as_str(), port))
                 .await
                 .map(drop)
-                .map_err(|e| format!("dial tcp {host}:{port}: {e}"))
+                .map_err(|source| Failure::Dial {
+                    target: format!("{host}:{port}"),
+                    source,
+                })
         } else if probe.grpc.is_some() {
-            Err("gRPC probes are not supported yet".to_string())
+            Err(Failure::Unsupported("gRPC"))
         } else if probe.exec.is_some() {
-            Err("exec probes cannot run in a Wasm container".to_string())
+            Err(Failure::Exec)
         } else {
-            Err("the probe has no handler".to_string())
+            Err(Failure::NoHandler)
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
+        Err(_) => Err(Failure::Timeout(timeout.as_secs())),
     }
 }
 
 /// A probe's port: a number, or the name of one of the container's ports.
-fn port(port: &IntOrString, container: &Container) -> Result<u16, String> {
+fn port(port: &IntOrString, container: &Container) -> Result<u16, Failure> {
     let number = match port {
         IntOrString::Int(n) => *n,
         IntOrString::String(name) => match name.parse::<i32>() {
@@ -247,13 +278,13 @@ fn port(port: &IntOrString, container: &Container) -> Result<u16, String> {
                 .flatten()
                 .find(|p| p.name.as_deref() == Some(name.as_str()))
                 .map(|p| p.container_port)
-                .ok_or_else(|| format!("the container has no port named {name:?}"))?,
+                .ok_or_else(|| Failure::NoSuchPort(name.clone()))?,
         },
     };
     u16::try_from(number)
         .ok()
         .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{number} is not a port"))
+        .ok_or(Failure::NotAPort(number))
 }
 
 /// `GET path` over HTTP/1.1; success is a status from 200 to 399, as for the kubelet.
@@ -262,11 +293,18 @@ async fn http_get(
     port: u16,
     path: &str,
     headers: &[(String, String)],
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let url = format!("http://{host}:{port}{path}");
-    let mut stream = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("Get {url:?}: dial tcp {host}:{port}: {e}"))?;
+    let failed = |source| Failure::Http {
+        url: url.clone(),
+        source,
+    };
+    let mut stream = TcpStream::connect((host, port)).await.map_err(|source| {
+        failed(std::io::Error::other(Failure::Dial {
+            target: format!("{host}:{port}"),
+            source,
+        }))
+    })?;
     let mut request =
         format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n");
     if !headers
@@ -285,18 +323,12 @@ async fn http_get(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("Get {url:?}: {e}"))?;
+    stream.write_all(request.as_bytes()).await.map_err(failed)?;
     // The status line is all that counts; read until it is complete.
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.contains(&b'\n') && head.len() < 4096 {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
+        let n = stream.read(&mut buf).await.map_err(failed)?;
         if n == 0 {
             break;
         }
@@ -308,11 +340,14 @@ async fn http_get(
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("Get {url:?}: not an HTTP response: {line:?}"))?;
+        .ok_or_else(|| Failure::NotHttp {
+            url: url.clone(),
+            line: line.to_string(),
+        })?;
     if (200..400).contains(&code) {
         Ok(())
     } else {
-        Err(format!("HTTP probe failed with statuscode: {code}"))
+        Err(Failure::Status(code))
     }
 }
 
@@ -378,14 +413,16 @@ mod tests {
         let c = container(serde_json::json!({
             "name": "c", "ports": [{"name": "http", "containerPort": 8080}],
         }));
-        assert_eq!(port(&IntOrString::String("http".into()), &c), Ok(8080));
-        assert_eq!(port(&IntOrString::String("81".into()), &c), Ok(81));
-        assert!(
-            port(&IntOrString::String("web".into()), &c)
-                .unwrap_err()
-                .contains("no port named")
-        );
-        assert!(port(&IntOrString::Int(0), &c).is_err());
+        assert_eq!(port(&IntOrString::String("http".into()), &c).unwrap(), 8080);
+        assert_eq!(port(&IntOrString::String("81".into()), &c).unwrap(), 81);
+        assert!(matches!(
+            port(&IntOrString::String("web".into()), &c),
+            Err(Failure::NoSuchPort(name)) if name == "web"
+        ));
+        assert!(matches!(
+            port(&IntOrString::Int(0), &c),
+            Err(Failure::NotAPort(0))
+        ));
     }
 
     #[tokio::test]
@@ -411,14 +448,14 @@ mod tests {
         let c = container(serde_json::json!({"name": "c"}));
         let ip = Ipv4Addr::LOCALHOST;
         let ok = probe(serde_json::json!({"httpGet": {"path": "/ok", "port": port}}));
-        assert_eq!(check(&ok, &c, ip).await, Ok(()));
+        check(&ok, &c, ip).await.unwrap();
         let bad = probe(serde_json::json!({"httpGet": {"path": "/bad", "port": port}}));
         assert_eq!(
-            check(&bad, &c, ip).await,
-            Err("HTTP probe failed with statuscode: 503".to_string())
+            check(&bad, &c, ip).await.unwrap_err().to_string(),
+            "HTTP probe failed with statuscode: 503"
         );
         let tcp = probe(serde_json::json!({"tcpSocket": {"port": port}}));
-        assert_eq!(check(&tcp, &c, ip).await, Ok(()));
+        check(&tcp, &c, ip).await.unwrap();
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -429,6 +466,7 @@ mod tests {
             check(&refused, &c, ip)
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("dial tcp")
         );
     }

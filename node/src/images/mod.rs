@@ -88,7 +88,7 @@ pub enum PullError {
     #[error("failed to pull image {image:?}: {reason}")]
     Registry { image: String, reason: String },
     #[error("image {image:?} is not a Wasm artifact: {reason}")]
-    NotWasm { image: String, reason: String },
+    NotWasm { image: String, reason: NotWasm },
     #[error("image cache: {0}")]
     Cache(String),
 }
@@ -121,8 +121,20 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+/// A `.dockerconfigjson` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerConfigError {
+    #[error("not a docker config: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("auth of {server} is {problem}")]
+    Auth {
+        server: String,
+        problem: &'static str,
+    },
+}
+
 /// The credentials in a `kubernetes.io/dockerconfigjson` secret's `.dockerconfigjson`.
-pub fn parse_docker_config(json: &[u8]) -> Result<Vec<Credential>, String> {
+pub fn parse_docker_config(json: &[u8]) -> Result<Vec<Credential>, DockerConfigError> {
     #[derive(Deserialize)]
     struct Config {
         #[serde(default)]
@@ -134,21 +146,21 @@ pub fn parse_docker_config(json: &[u8]) -> Result<Vec<Credential>, String> {
         username: Option<String>,
         password: Option<String>,
     }
-    let config: Config =
-        serde_json::from_slice(json).map_err(|e| format!("not a docker config: {e}"))?;
+    let config: Config = serde_json::from_slice(json)?;
     let mut out = Vec::new();
     for (server, entry) in config.auths {
         let (username, password) = match (entry.username, entry.password, entry.auth) {
             (Some(u), Some(p), _) => (u, p),
             (_, _, Some(auth)) => {
-                let decoded = B64
-                    .decode(auth.trim())
-                    .map_err(|e| format!("auth of {server} is not base64: {e}"))?;
-                let text = String::from_utf8(decoded)
-                    .map_err(|_| format!("auth of {server} is not UTF-8"))?;
+                let bad = |problem| DockerConfigError::Auth {
+                    server: server.clone(),
+                    problem,
+                };
+                let decoded = B64.decode(auth.trim()).map_err(|_| bad("not base64"))?;
+                let text = String::from_utf8(decoded).map_err(|_| bad("not UTF-8"))?;
                 let (u, p) = text
                     .split_once(':')
-                    .ok_or_else(|| format!("auth of {server} is not user:password"))?;
+                    .ok_or_else(|| bad("not user:password"))?;
                 (u.to_string(), p.to_string())
             }
             _ => continue,
@@ -581,15 +593,24 @@ enum Download {
     Io(String),
 }
 
+/// Why an image's manifest holds no Wasm binary.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotWasm {
+    #[error("it has more than one Wasm layer")]
+    TwoLayers,
+    #[error("config {config} with layers [{}] (a Linux container image needs the runc runtime)", layers.join(", "))]
+    Other { config: String, layers: Vec<String> },
+}
+
 /// The layer of `manifest` that holds the Wasm binary.
-pub fn wasm_layer(manifest: &OciImageManifest) -> Result<&OciDescriptor, String> {
+pub fn wasm_layer(manifest: &OciImageManifest) -> Result<&OciDescriptor, NotWasm> {
     let mut wasm = manifest
         .layers
         .iter()
         .filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()));
     match (wasm.next(), wasm.next()) {
         (Some(layer), None) => return Ok(layer),
-        (Some(_), Some(_)) => return Err("it has more than one Wasm layer".to_string()),
+        (Some(_), Some(_)) => return Err(NotWasm::TwoLayers),
         (None, _) => {}
     }
     if manifest.artifact_type.as_deref() == Some(WASM_ARTIFACT_TYPE)
@@ -597,16 +618,14 @@ pub fn wasm_layer(manifest: &OciImageManifest) -> Result<&OciDescriptor, String>
     {
         return Ok(layer);
     }
-    let types: Vec<&str> = manifest
-        .layers
-        .iter()
-        .map(|l| l.media_type.as_str())
-        .collect();
-    Err(format!(
-        "config {} with layers [{}] (a Linux container image needs the runc runtime)",
-        manifest.config.media_type,
-        types.join(", ")
-    ))
+    Err(NotWasm::Other {
+        config: manifest.config.media_type.clone(),
+        layers: manifest
+            .layers
+            .iter()
+            .map(|l| l.media_type.clone())
+            .collect(),
+    })
 }
 
 #[cfg(test)]
@@ -703,7 +722,7 @@ mod tests {
         assert!(wasm_layer(&manifest).is_ok());
         manifest.artifact_type = None;
         manifest.layers = vec![descriptor("application/vnd.oci.image.layer.v1.tar+gzip")];
-        let err = wasm_layer(&manifest).unwrap_err();
+        let err = wasm_layer(&manifest).unwrap_err().to_string();
         assert!(err.contains("tar+gzip"), "{err}");
     }
 }

@@ -160,7 +160,7 @@ async fn container_logs(
     let follow = query.follow && !query.previous && running.contains(&container);
     let since = match since(&query) {
         Ok(since) => since,
-        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        Err(message) => return text(StatusCode::BAD_REQUEST, message.to_string()),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let reader = Reader {
@@ -186,17 +186,26 @@ async fn container_logs(
         .expect("a valid response")
 }
 
-fn since(query: &LogQuery) -> Result<Option<SystemTime>, String> {
+/// A log request's options that cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum BadQuery {
+    #[error("sinceSeconds must be positive")]
+    SinceSeconds,
+    #[error("invalid sinceTime {0:?}")]
+    SinceTime(String),
+}
+
+fn since(query: &LogQuery) -> Result<Option<SystemTime>, BadQuery> {
     if let Some(s) = query.since_seconds {
         if s <= 0 {
-            return Err("sinceSeconds must be positive".to_string());
+            return Err(BadQuery::SinceSeconds);
         }
         return Ok(SystemTime::now().checked_sub(Duration::from_secs(s as u64)));
     }
     match &query.since_time {
         Some(t) => bosun_api::time::parse_rfc3339(t)
             .map(Some)
-            .ok_or_else(|| format!("invalid sinceTime {t:?}")),
+            .ok_or_else(|| BadQuery::SinceTime(t.clone())),
         None => Ok(None),
     }
 }

@@ -44,6 +44,34 @@ use ipam::Ipam;
 pub use policy::{EGRESS_ANNOTATION, SocketPolicy};
 pub use ports::{HostPort, Protocol};
 
+/// What went wrong while changing the node's network.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call or netlink request, and what it was for.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ip(#[from] IpError),
+    #[error("nft refused the service rules: {0}")]
+    Nft(String),
+    #[error("the podCIDR {0} is too small for pods")]
+    BlockTooSmall(Ipv4Cidr),
+    #[error("{0} panicked")]
+    Panicked(&'static str),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+}
+
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 
@@ -95,11 +123,11 @@ enum Mode {
 impl Network {
     /// Checks that this process may change the network, by making (or finding) the bridge.
     /// `Err` says why not, for [`Network::host`].
-    pub fn probe(config: &NetworkConfig) -> Result<(), String> {
+    pub fn probe(config: &NetworkConfig) -> Result<(), Error> {
         match ip::ip(&["link", "add", &config.bridge, "type", "bridge"]) {
             Ok(_) => Ok(()),
             Err(e) if e.is_exists() => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -109,19 +137,18 @@ impl Network {
         config: NetworkConfig,
         node_ip: Ipv4Addr,
         pod_cidr: Ipv4Cidr,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         if pod_cidr.size() < 4 {
-            return Err(format!("the podCIDR {pod_cidr} is too small for pods"));
+            return Err(Error::BlockTooSmall(pod_cidr));
         }
         let ipam = Ipam::open(&config.dir.join("ipam"), pod_cidr)
-            .map_err(|e| format!("cannot open {}: {e}", config.dir.display()))?;
+            .map_err(Error::io(format!("cannot open {}", config.dir.display())))?;
         let gateway = format!("{}/{}", ipam.gateway(), pod_cidr.prefix());
         Self::probe(&config)?;
         if let Some(clash) = clashing_route(&config.bridge, pod_cidr) {
             tracing::warn!(%pod_cidr, route = %clash, "the podCIDR overlaps a route of this host: pods may not reach that network (choose another --cluster-cidr)");
         }
-        let current = ip::ip(&["-o", "-4", "addr", "show", "dev", &config.bridge])
-            .map_err(|e| e.to_string())?;
+        let current = ip::ip(&["-o", "-4", "addr", "show", "dev", &config.bridge])?;
         let mut commands = Vec::new();
         if !current.contains(&format!("inet {gateway} ")) {
             // A bridge left from another podCIDR: its old address must go.
@@ -129,11 +156,11 @@ impl Network {
             commands.push(format!("addr add {gateway} dev {}", config.bridge));
         }
         commands.push(format!("link set {} up", config.bridge));
-        ip::batch(None, &commands).map_err(|e| e.to_string())?;
+        ip::batch(None, &commands)?;
         netlink::prepare_netns_dir(std::path::Path::new(NETNS_DIR))
-            .map_err(|e| format!("cannot prepare {NETNS_DIR}: {e}"))?;
+            .map_err(Error::io(format!("cannot prepare {NETNS_DIR}")))?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .map_err(|e| format!("cannot turn on IPv4 forwarding: {e}"))?;
+            .map_err(Error::io("cannot turn on IPv4 forwarding"))?;
         if let Err(reason) = proxy::prepare(&config.bridge, config.service_cidr) {
             tracing::warn!(%reason, "Services may not be reachable from this node");
         }
@@ -188,7 +215,7 @@ impl Network {
 
     /// Makes the node's service proxy send new connections as `ports` say; `Ok(false)` when
     /// pods share the node's network (there is no proxy then).
-    pub async fn apply_services(&self, ports: &[proxy::ServicePort]) -> Result<bool, String> {
+    pub async fn apply_services(&self, ports: &[proxy::ServicePort]) -> Result<bool, Error> {
         if let Mode::Host { .. } = self.mode {
             return Ok(false);
         }
@@ -199,7 +226,7 @@ impl Network {
         let script = proxy::ruleset(ports, &config);
         tokio::task::spawn_blocking(move || proxy::apply(&script))
             .await
-            .map_err(|e| format!("the service rule update panicked: {e}"))??;
+            .map_err(|_| Error::Panicked("the service rule update"))??;
         Ok(true)
     }
 
@@ -210,7 +237,7 @@ impl Network {
         uid: &str,
         host_network: bool,
         host_ports: &[HostPort],
-    ) -> Result<PodNetwork, String> {
+    ) -> Result<PodNetwork, Error> {
         let ipam = match &self.mode {
             Mode::Pods(ipam) if !host_network => ipam.clone(),
             // On the node's network a pod's ports are the node's already.
@@ -230,7 +257,7 @@ impl Network {
                 let owner = uid.to_string();
                 let pod = tokio::task::spawn_blocking(move || attach(&ipam, &bridge, &owner))
                     .await
-                    .map_err(|e| format!("the network setup panicked: {e}"))??;
+                    .map_err(|_| Error::Panicked("the network setup"))??;
                 self.attached
                     .lock()
                     .unwrap()
@@ -288,7 +315,7 @@ impl Network {
 
     /// Routes each other node's pod block via that node's address, and removes the routes
     /// this agent made for nodes no longer in `nodes`.
-    pub async fn sync_routes(&self, nodes: &BTreeSet<(Ipv4Cidr, Ipv4Addr)>) -> Result<(), String> {
+    pub async fn sync_routes(&self, nodes: &BTreeSet<(Ipv4Cidr, Ipv4Addr)>) -> Result<(), Error> {
         let Some(own) = self.pod_cidr() else {
             return Ok(());
         };
@@ -300,8 +327,8 @@ impl Network {
         let _one_at_a_time = self.lock.lock().await;
         tokio::task::spawn_blocking(move || sync_routes(&wanted))
             .await
-            .map_err(|e| format!("the route update panicked: {e}"))?
-            .map_err(|e| e.to_string())
+            .map_err(|_| Error::Panicked("the route update"))??;
+        Ok(())
     }
 }
 
@@ -348,10 +375,10 @@ fn host_veth(uid: &str) -> String {
     format!("bv{hex}")
 }
 
-fn attach(ipam: &Ipam, bridge: &str, uid: &str) -> Result<PodNetwork, String> {
+fn attach(ipam: &Ipam, bridge: &str, uid: &str) -> Result<PodNetwork, Error> {
     let address = ipam
         .allocate(uid)
-        .map_err(|e| format!("cannot get a pod address: {e}"))?;
+        .map_err(Error::io("cannot get a pod address"))?;
     let netns = netns_name(uid);
     let path = netns_path(uid);
     let veth = host_veth(uid);
@@ -381,7 +408,7 @@ fn attach(ipam: &Ipam, bridge: &str, uid: &str) -> Result<PodNetwork, String> {
         }
         Err(error) => {
             teardown(uid);
-            Err(format!("cannot set up the pod network: {error}"))
+            Err(error)
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Route netlink, spoken directly, for the changes every pod start and stop makes: its
-//! network namespace, its veth pair, its address and its default route. Starting two `ip`
-//! processes per pod cost about 10 ms of the pod's start and a fork and exec each on a node
-//! starting hundreds of pods; a request here is one message and its acknowledgement.
+//! Route netlink for the changes every pod start and stop makes: its network namespace, its
+//! veth pair, its address and its default route. Starting two `ip` processes per pod cost
+//! about 10 ms of the pod's start and a fork and exec each on a node starting hundreds of
+//! pods; a request here is one message (built with `netlink-packet-route`) and its
+//! acknowledgement, over a `netlink-sys` socket.
 //!
 //! The node's rarer changes (the bridge at start, routes to other nodes, the check after an
 //! agent restart) still go through the `ip` command ([`super::ip`]).
@@ -11,70 +12,53 @@
 
 use std::ffi::CString;
 use std::io;
-use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
-/// `struct ifinfomsg`'s size.
-const IFINFOMSG_LEN: usize = 16;
-const NLMSG_HDRLEN: usize = 16;
-/// `VETH_INFO_PEER` of `<linux/veth.h>`, which libc does not have.
-const VETH_INFO_PEER: u16 = 1;
+use super::Error;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::protocols::NETLINK_ROUTE;
+use rustix::mount::{MountPropagationFlags, UnmountFlags};
 
 /// A route netlink socket in the network namespace its thread was in when it was opened.
 pub struct Socket {
-    fd: OwnedFd,
+    socket: netlink_sys::Socket,
     seq: u32,
 }
 
 impl Socket {
     pub fn open() -> io::Result<Self> {
-        // SAFETY: socket(2) with constant arguments; the descriptor is checked, then owned.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a descriptor just returned to us and not owned elsewhere.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd, seq: 0 })
+        let socket = netlink_sys::Socket::new(NETLINK_ROUTE)?;
+        Ok(Self { socket, seq: 0 })
     }
 
     /// Sends `message` and waits for the kernel's acknowledgement (or its error).
-    fn request(&mut self, message: Message) -> io::Result<()> {
+    fn request(&mut self, message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        let bytes = message.finish(self.seq);
-        // SAFETY: the buffer is valid for its length during the call; the kernel is the
-        // default destination of a netlink socket that is not connected.
-        let sent =
-            unsafe { libc::send(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buffer = vec![0u8; 8192];
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.sequence_number = self.seq;
+        let mut request = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        request.finalize();
+        let mut bytes = vec![0; request.buffer_len()];
+        request.serialize(&mut bytes);
+        self.socket.send(&bytes, 0)?;
         loop {
-            // SAFETY: the buffer is valid and writable for its length during the call.
-            let received = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                )
-            };
-            if received < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(error);
-            }
-            if let Some(result) = acknowledgement(&buffer[..received as usize], self.seq) {
+            let (answer, _) = self.socket.recv_from_full()?;
+            if let Some(result) = acknowledgement(&answer, self.seq) {
                 return result;
             }
         }
@@ -89,216 +73,132 @@ impl Socket {
         peer: &str,
         peer_netns: &impl AsRawFd,
     ) -> io::Result<()> {
-        let mut m = Message::new(libc::RTM_NEWLINK, libc::NLM_F_CREATE | libc::NLM_F_EXCL);
-        m.put(&ifinfomsg(0, true));
-        m.attr(libc::IFLA_IFNAME, &c_string(name));
-        m.attr(libc::IFLA_MASTER, &master.to_ne_bytes());
-        m.begin(libc::IFLA_LINKINFO);
-        m.attr(libc::IFLA_INFO_KIND, b"veth");
-        m.begin(libc::IFLA_INFO_DATA);
-        m.begin(VETH_INFO_PEER);
         // Not up yet: the kernel configures the peer before it links the pair, and a veth
         // without its peer refuses to go up (ENOTCONN).
-        m.put(&ifinfomsg(0, false));
-        m.attr(libc::IFLA_IFNAME, &c_string(peer));
-        m.attr(
-            libc::IFLA_NET_NS_FD,
-            &(peer_netns.as_raw_fd() as u32).to_ne_bytes(),
-        );
-        m.end();
-        m.end();
-        m.end();
-        self.request(m)
+        let mut peer_link = LinkMessage::default();
+        peer_link
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_string()));
+        peer_link
+            .attributes
+            .push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
+        let mut link = link(0, true);
+        link.attributes.extend([
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::Controller(master),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_link))),
+            ]),
+        ]);
+        self.request(
+            RouteNetlinkMessage::NewLink(link),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// Removes the interface `name` (a veth takes its peer with it).
     pub fn delete_link(&mut self, name: &str) -> io::Result<()> {
-        let mut m = Message::new(libc::RTM_DELLINK, 0);
-        m.put(&ifinfomsg(0, false));
-        m.attr(libc::IFLA_IFNAME, &c_string(name));
-        self.request(m)
+        let mut link = link(0, false);
+        link.attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        self.request(RouteNetlinkMessage::DelLink(link), 0)
     }
 
     /// Sets the interface with index `index` up.
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
-        let mut m = Message::new(libc::RTM_NEWLINK, 0);
-        m.put(&ifinfomsg(index, true));
-        self.request(m)
+        self.request(RouteNetlinkMessage::NewLink(link(index, true)), 0)
     }
 
     /// Adds `address/prefix` to the interface with index `index`.
     pub fn add_address(&mut self, index: u32, address: Ipv4Addr, prefix: u8) -> io::Result<()> {
-        let mut m = Message::new(libc::RTM_NEWADDR, libc::NLM_F_CREATE | libc::NLM_F_EXCL);
-        // struct ifaddrmsg: family, prefix length, flags, scope, interface index.
-        m.put(&[libc::AF_INET as u8, prefix, 0, libc::RT_SCOPE_UNIVERSE]);
-        m.put(&index.to_ne_bytes());
-        m.attr(libc::IFA_LOCAL, &address.octets());
-        m.attr(libc::IFA_ADDRESS, &address.octets());
-        self.request(m)
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.prefix_len = prefix;
+        message.header.index = index;
+        message.attributes = vec![
+            AddressAttribute::Local(IpAddr::V4(address)),
+            AddressAttribute::Address(IpAddr::V4(address)),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewAddress(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// Adds the default route via `gateway` to the main table.
     pub fn add_default_route(&mut self, gateway: Ipv4Addr) -> io::Result<()> {
-        let mut m = Message::new(libc::RTM_NEWROUTE, libc::NLM_F_CREATE | libc::NLM_F_EXCL);
-        // struct rtmsg: family, destination and source lengths, tos, table, protocol,
-        // scope, type, flags.
-        m.put(&[
-            libc::AF_INET as u8,
-            0,
-            0,
-            0,
-            libc::RT_TABLE_MAIN,
-            libc::RTPROT_BOOT,
-            libc::RT_SCOPE_UNIVERSE,
-            libc::RTN_UNICAST,
-        ]);
-        m.put(&0u32.to_ne_bytes());
-        m.attr(libc::RTA_GATEWAY, &gateway.octets());
-        self.request(m)
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        message.header.table = RouteHeader::RT_TABLE_MAIN;
+        message.header.protocol = RouteProtocol::Boot;
+        message.header.scope = RouteScope::Universe;
+        message.header.kind = RouteType::Unicast;
+        message
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        self.request(
+            RouteNetlinkMessage::NewRoute(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
+}
+
+/// A link message for the interface `index` (0: named by an attribute), set up or with its
+/// flags untouched.
+fn link(index: u32, up: bool) -> LinkMessage {
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    if up {
+        link.header.flags = LinkFlags::Up;
+        link.header.change_mask = LinkFlags::Up;
+    }
+    link
 }
 
 /// The result in a batch of netlink messages that answers request `seq`, if there is one.
 fn acknowledgement(mut bytes: &[u8], seq: u32) -> Option<io::Result<()>> {
-    while bytes.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(bytes[4..6].try_into().unwrap());
-        let this_seq = u32::from_ne_bytes(bytes[8..12].try_into().unwrap());
-        if len < NLMSG_HDRLEN || len > bytes.len() {
-            return Some(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a malformed netlink answer",
-            )));
-        }
-        if kind == libc::NLMSG_ERROR as u16 && this_seq == seq && len >= NLMSG_HDRLEN + 4 {
-            let code = i32::from_ne_bytes(bytes[16..20].try_into().unwrap());
-            return Some(if code == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(-code))
+    while !bytes.is_empty() {
+        let message = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+            Ok(message) => message,
+            Err(e) => return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+        };
+        if let NetlinkPayload::Error(error) = &message.payload
+            && message.header.sequence_number == seq
+        {
+            return Some(match error.code {
+                None => Ok(()),
+                Some(_) => Err(error.to_io()),
             });
         }
-        bytes = &bytes[align(len).min(bytes.len())..];
+        let len = message.header.length as usize;
+        if len == 0 {
+            break;
+        }
+        bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
     }
     None
-}
-
-/// `struct ifinfomsg` for the interface `index` (0: named by an attribute), set up or not
-/// touched.
-fn ifinfomsg(index: u32, up: bool) -> [u8; IFINFOMSG_LEN] {
-    let mut m = [0u8; IFINFOMSG_LEN];
-    m[0] = libc::AF_UNSPEC as u8;
-    m[4..8].copy_from_slice(&index.to_ne_bytes());
-    if up {
-        let flag = libc::IFF_UP as u32;
-        m[8..12].copy_from_slice(&flag.to_ne_bytes());
-        m[12..16].copy_from_slice(&flag.to_ne_bytes());
-    }
-    m
-}
-
-fn c_string(s: &str) -> Vec<u8> {
-    let mut bytes = s.as_bytes().to_vec();
-    bytes.push(0);
-    bytes
-}
-
-fn align(len: usize) -> usize {
-    (len + 3) & !3
-}
-
-/// A netlink request being written: the header, a fixed part, then attributes, which nest.
-struct Message {
-    bytes: Vec<u8>,
-    /// Where each open nested attribute starts.
-    open: Vec<usize>,
-}
-
-impl Message {
-    fn new(kind: u16, flags: libc::c_int) -> Self {
-        let mut bytes = vec![0u8; NLMSG_HDRLEN];
-        bytes[4..6].copy_from_slice(&kind.to_ne_bytes());
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | flags) as u16;
-        bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
-        Self {
-            bytes,
-            open: Vec::new(),
-        }
-    }
-
-    fn put(&mut self, data: &[u8]) {
-        self.bytes.extend_from_slice(data);
-        self.bytes.resize(align(self.bytes.len()), 0);
-    }
-
-    fn attr(&mut self, kind: u16, value: &[u8]) {
-        let len = (4 + value.len()) as u16;
-        self.bytes.extend_from_slice(&len.to_ne_bytes());
-        self.bytes.extend_from_slice(&kind.to_ne_bytes());
-        self.put(value);
-    }
-
-    fn begin(&mut self, kind: u16) {
-        self.open.push(self.bytes.len());
-        self.bytes.extend_from_slice(&0u16.to_ne_bytes());
-        self.bytes
-            .extend_from_slice(&(kind | libc::NLA_F_NESTED as u16).to_ne_bytes());
-    }
-
-    fn end(&mut self) {
-        let start = self.open.pop().expect("an attribute is open");
-        let len = (self.bytes.len() - start) as u16;
-        self.bytes[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    fn finish(mut self, seq: u32) -> Vec<u8> {
-        assert!(self.open.is_empty(), "a nested attribute was not closed");
-        let len = self.bytes.len() as u32;
-        self.bytes[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.bytes[8..12].copy_from_slice(&seq.to_ne_bytes());
-        self.bytes
-    }
 }
 
 /// Makes `dir` (where named namespaces are mounted) a shared mount point, as `ip netns add`
 /// does, so that a namespace mounted there later shows in every mount namespace.
 pub fn prepare_netns_dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let target = path_c_string(dir)?;
     let shared = || {
-        // SAFETY: the strings are NUL-terminated and live for the call.
-        unsafe {
-            libc::mount(
-                c"none".as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_SHARED | libc::MS_REC,
-                std::ptr::null(),
-            )
-        }
-    };
-    if shared() == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() != Some(libc::EINVAL) {
-        return Err(error);
-    }
-    // Not a mount point yet: make it one, on itself.
-    // SAFETY: as above.
-    let bound = unsafe {
-        libc::mount(
-            target.as_ptr(),
-            target.as_ptr(),
-            c"none".as_ptr(),
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
+        rustix::mount::mount_change(
+            dir,
+            MountPropagationFlags::SHARED | MountPropagationFlags::REC,
         )
     };
-    if bound != 0 || shared() != 0 {
-        return Err(io::Error::last_os_error());
+    match shared() {
+        Ok(()) => Ok(()),
+        // Not a mount point yet: make it one, on itself.
+        Err(rustix::io::Errno::INVAL) => {
+            rustix::mount::mount_bind_recursive(dir, dir)?;
+            Ok(shared()?)
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// What a pod's network is made of.
@@ -318,80 +218,54 @@ pub struct PodNetworkSpec<'a> {
 /// the pod's address and default route, joined by a veth pair to the bridge. Runs on a
 /// thread of its own, which leaves the node's namespace for the new one and then ends, so no
 /// other code runs in the wrong namespace. On error part of it may exist: tear it down.
-pub fn make_pod_netns(spec: &PodNetworkSpec<'_>) -> Result<(), String> {
+pub fn make_pod_netns(spec: &PodNetworkSpec<'_>) -> Result<(), Error> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("pod-netns".into())
             .spawn_scoped(scope, || make_pod_netns_here(spec))
-            .map_err(|e| format!("cannot start a thread: {e}"))?
+            .map_err(Error::io("cannot start a thread"))?
             .join()
-            .map_err(|_| "the network namespace setup panicked".to_string())?
+            .map_err(|_| Error::Panicked("the network namespace setup"))?
     })
 }
 
-fn make_pod_netns_here(spec: &PodNetworkSpec<'_>) -> Result<(), String> {
-    let context = |what: &str| {
-        let what = what.to_string();
-        move |e: io::Error| format!("{what}: {e}")
-    };
-    let mut node = Socket::open().map_err(context("cannot open a netlink socket"))?;
+fn make_pod_netns_here(spec: &PodNetworkSpec<'_>) -> Result<(), Error> {
+    let mut node = Socket::open().map_err(Error::io("cannot open a netlink socket"))?;
     let bridge = interface_index(spec.bridge)
-        .map_err(context(&format!("cannot find the bridge {}", spec.bridge)))?;
+        .map_err(Error::io(format!("cannot find the bridge {}", spec.bridge)))?;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(spec.path)
-        .map_err(context(&format!("cannot create {}", spec.path.display())))?;
-    // SAFETY: unshare(2) with a constant flag; it moves only this thread, which ends after
-    // this function.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(context("cannot make a network namespace")(
-            io::Error::last_os_error(),
-        ));
-    }
-    let own = c"/proc/thread-self/ns/net";
-    let target = path_c_string(spec.path).map_err(context("bad namespace path"))?;
-    // SAFETY: the strings are NUL-terminated and live for the call.
-    let mounted = unsafe {
-        libc::mount(
-            own.as_ptr(),
-            target.as_ptr(),
-            c"none".as_ptr(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if mounted != 0 {
-        return Err(context(&format!("cannot mount {}", spec.path.display()))(
-            io::Error::last_os_error(),
-        ));
-    }
-    let netns = std::fs::File::open("/proc/thread-self/ns/net")
-        .map_err(context("cannot open the new namespace"))?;
-    let mut pod = Socket::open().map_err(context("cannot open a netlink socket"))?;
+        .map_err(Error::io(format!("cannot create {}", spec.path.display())))?;
+    // SAFETY: only the network namespace is unshared, not the file table, and only for this
+    // thread, which ends after this function.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .map_err(|e| Error::io("cannot make a network namespace")(e.into()))?;
+    let own = "/proc/thread-self/ns/net";
+    rustix::mount::mount_bind(own, spec.path)
+        .map_err(|e| Error::io(format!("cannot mount {}", spec.path.display()))(e.into()))?;
+    let netns = std::fs::File::open(own).map_err(Error::io("cannot open the new namespace"))?;
+    let mut pod = Socket::open().map_err(Error::io("cannot open a netlink socket"))?;
     // A new namespace's loopback is always its first interface.
-    pod.set_up(1).map_err(context("cannot set lo up"))?;
+    pod.set_up(1).map_err(Error::io("cannot set lo up"))?;
     node.add_veth(spec.veth, bridge, "eth0", &netns)
-        .map_err(context(&format!("cannot add the veth pair {}", spec.veth)))?;
-    let eth0 = interface_index("eth0").map_err(context("cannot find eth0"))?;
+        .map_err(Error::io(format!("cannot add the veth pair {}", spec.veth)))?;
+    let eth0 = interface_index("eth0").map_err(Error::io("cannot find eth0"))?;
     pod.add_address(eth0, spec.address, spec.prefix)
-        .map_err(context(&format!("cannot add {} to eth0", spec.address)))?;
-    pod.set_up(eth0).map_err(context("cannot set eth0 up"))?;
+        .map_err(Error::io(format!("cannot add {} to eth0", spec.address)))?;
+    pod.set_up(eth0).map_err(Error::io("cannot set eth0 up"))?;
     pod.add_default_route(spec.gateway)
-        .map_err(context(&format!("cannot route via {}", spec.gateway)))?;
+        .map_err(Error::io(format!("cannot route via {}", spec.gateway)))?;
     Ok(())
 }
 
 /// Removes the namespace mounted at `path`: `Ok(false)` if there was none.
 pub fn remove_netns(path: &Path) -> io::Result<bool> {
-    let target = path_c_string(path)?;
-    // SAFETY: the string is NUL-terminated and lives for the call.
-    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
-        let error = io::Error::last_os_error();
+    match rustix::mount::unmount(path, UnmountFlags::DETACH) {
         // EINVAL: not a mount point (a setup that stopped before mounting).
-        if !matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
-            return Err(error);
-        }
+        Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
@@ -410,54 +284,26 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
     }
 }
 
-fn path_c_string(path: &Path) -> io::Result<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::ErrorMessage;
 
-    #[test]
-    fn nested_attributes_carry_their_length_and_are_aligned() {
-        let mut m = Message::new(libc::RTM_NEWLINK, 0);
-        m.put(&ifinfomsg(7, true));
-        m.begin(libc::IFLA_LINKINFO);
-        m.attr(libc::IFLA_INFO_KIND, b"veth");
-        m.attr(libc::IFLA_IFNAME, b"abcde");
-        m.end();
-        let bytes = m.finish(9);
-        assert_eq!(bytes.len() % 4, 0);
-        assert_eq!(
-            u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize,
-            bytes.len()
-        );
-        assert_eq!(u32::from_ne_bytes(bytes[8..12].try_into().unwrap()), 9);
-        // The interface index and the up flag in the ifinfomsg.
-        assert_eq!(u32::from_ne_bytes(bytes[20..24].try_into().unwrap()), 7);
-        assert_eq!(u32::from_ne_bytes(bytes[24..28].try_into().unwrap()), 1);
-        // The nest: its header, "veth" (4 + 4), "abcde" (4 + 5, padded to 12), as
-        // iproute2 measures a nest: to its children's aligned end.
-        let nest = NLMSG_HDRLEN + IFINFOMSG_LEN;
-        assert_eq!(
-            u16::from_ne_bytes(bytes[nest..nest + 2].try_into().unwrap()),
-            4 + 8 + 12
-        );
-        assert_eq!(bytes.len(), nest + 4 + 8 + 12);
+    fn answer(seq: u32, code: i32) -> Vec<u8> {
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(code);
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = seq;
+        let mut message =
+            NetlinkMessage::<RouteNetlinkMessage>::new(header, NetlinkPayload::Error(error));
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        bytes
     }
 
     #[test]
     fn acknowledgements_are_matched_to_their_request() {
-        let answer = |seq: u32, code: i32| {
-            let mut b = vec![0u8; 36];
-            b[0..4].copy_from_slice(&36u32.to_ne_bytes());
-            b[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
-            b[8..12].copy_from_slice(&seq.to_ne_bytes());
-            b[16..20].copy_from_slice(&code.to_ne_bytes());
-            b
-        };
         assert!(acknowledgement(&answer(3, 0), 3).unwrap().is_ok());
         let error = acknowledgement(&answer(3, -libc::EEXIST), 3).unwrap();
         assert_eq!(error.unwrap_err().raw_os_error(), Some(libc::EEXIST));
@@ -465,6 +311,7 @@ mod tests {
         let mut both = answer(2, -libc::EPERM);
         both.extend(answer(3, 0));
         assert!(acknowledgement(&both, 3).unwrap().is_ok());
+        assert!(acknowledgement(&[1, 2, 3], 3).unwrap().is_err());
     }
 }
 

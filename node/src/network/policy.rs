@@ -27,6 +27,23 @@ pub enum Use {
     Send,
 }
 
+/// Why a guest may not use an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("{0} is outside the pod network")]
+    NotIpv4(SocketAddr),
+    #[error("cannot bind {addr}: a pod binds only its own IP {pod_ip}, loopback or 0.0.0.0")]
+    ForeignBind { addr: SocketAddr, pod_ip: Ipv4Addr },
+    #[error(
+        "{addr} is outside the cluster ({cluster_cidr} pods, {service_cidr} services) and the pod does not allow egress (annotation {EGRESS_ANNOTATION}: allow)"
+    )]
+    Egress {
+        addr: SocketAddr,
+        cluster_cidr: Ipv4Cidr,
+        service_cidr: Ipv4Cidr,
+    },
+}
+
 /// One pod's socket rules.
 #[derive(Debug, Clone)]
 pub struct SocketPolicy {
@@ -39,7 +56,7 @@ pub struct SocketPolicy {
 
 impl SocketPolicy {
     /// `Ok` if the guest may use `addr` this way, else why not (for the node's log).
-    pub fn check(&self, addr: SocketAddr, use_: Use) -> Result<(), String> {
+    pub fn check(&self, addr: SocketAddr, use_: Use) -> Result<(), Denied> {
         let ip = match addr.ip() {
             IpAddr::V4(ip) => ip,
             // An IPv4-mapped IPv6 address is its IPv4 address; other IPv6 is outside the
@@ -50,16 +67,16 @@ impl SocketPolicy {
                     return Ok(());
                 }
                 None if self.egress && matches!(use_, Use::Connect | Use::Send) => return Ok(()),
-                None => return Err(format!("{addr} is outside the pod network")),
+                None => return Err(Denied::NotIpv4(addr)),
             },
         };
         match use_ {
             Use::Listen | Use::Accept => Ok(()),
             Use::Bind if ip.is_unspecified() || ip.is_loopback() || ip == self.pod_ip => Ok(()),
-            Use::Bind => Err(format!(
-                "cannot bind {addr}: a pod binds only its own IP {}, loopback or 0.0.0.0",
-                self.pod_ip
-            )),
+            Use::Bind => Err(Denied::ForeignBind {
+                addr,
+                pod_ip: self.pod_ip,
+            }),
             Use::Connect | Use::Send => {
                 if ip.is_loopback()
                     || ip == self.pod_ip
@@ -69,10 +86,11 @@ impl SocketPolicy {
                 {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{addr} is outside the cluster ({} pods, {} services) and the pod does not allow egress (annotation {EGRESS_ANNOTATION}: allow)",
-                        self.cluster_cidr, self.service_cidr
-                    ))
+                    Err(Denied::Egress {
+                        addr,
+                        cluster_cidr: self.cluster_cidr,
+                        service_cidr: self.service_cidr,
+                    })
                 }
             }
         }
@@ -129,7 +147,7 @@ mod tests {
         }
         for outside in ["192.168.77.2:80", "8.8.8.8:53", "[2001:db8::1]:80"] {
             let error = closed.check(addr(outside), Use::Connect).unwrap_err();
-            assert!(error.contains("outside"), "{error}");
+            assert!(error.to_string().contains("outside"), "{error}");
             assert!(policy(true).check(addr(outside), Use::Connect).is_ok());
         }
     }

@@ -47,7 +47,7 @@ pub struct Forwarders {
 impl Forwarders {
     /// Listens on every `host_ip:host_port` and forwards to `pod_ip:container_port`. Fails
     /// (listening on none) if any port cannot be had.
-    pub async fn start(pod_ip: Ipv4Addr, ports: &[HostPort]) -> Result<Self, String> {
+    pub async fn start(pod_ip: Ipv4Addr, ports: &[HostPort]) -> Result<Self, super::Error> {
         let mut bound = Vec::new();
         for port in ports {
             let at = SocketAddr::from((port.host_ip, port.host_port));
@@ -55,7 +55,10 @@ impl Forwarders {
                 Protocol::Tcp => TcpListener::bind(at).await.map(Bound::Tcp),
                 Protocol::Udp => UdpSocket::bind(at).await.map(Bound::Udp),
             }
-            .map_err(|e| format!("cannot listen on hostPort {at}/{:?}: {e}", port.protocol))?;
+            .map_err(super::Error::io(format!(
+                "cannot listen on hostPort {at}/{:?}",
+                port.protocol
+            )))?;
             bound.push((socket, SocketAddr::from((pod_ip, port.container_port))));
         }
         let mut tasks = JoinSet::new();

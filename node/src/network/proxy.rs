@@ -31,6 +31,8 @@ use std::process::{Command, Stdio};
 use bosun_api::cidr::Ipv4Cidr;
 use sha2::{Digest, Sha256};
 
+use super::Error;
+
 /// The packet mark that asks for masquerading.
 const MASQUERADE_MARK: u32 = 0x4000;
 
@@ -264,12 +266,12 @@ pub fn ruleset(ports: &[ServicePort], config: &ProxyConfig) -> String {
 }
 
 /// Loads an nftables script in one transaction.
-pub fn apply(script: &str) -> Result<(), String> {
+pub fn apply(script: &str) -> Result<(), Error> {
     apply_in(None, script)
 }
 
 /// The same in the named network namespace (`ip netns`), or in this process's.
-fn apply_in(netns: Option<&str>, script: &str) -> Result<(), String> {
+fn apply_in(netns: Option<&str>, script: &str) -> Result<(), Error> {
     let mut command = match netns {
         Some(netns) => {
             let mut c = Command::new("ip");
@@ -284,31 +286,29 @@ fn apply_in(netns: Option<&str>, script: &str) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run nft (is nftables installed?): {e}"))?;
+        .map_err(Error::io("cannot run nft (is nftables installed?)"))?;
     child
         .stdin
         .take()
         .expect("piped")
         .write_all(script.as_bytes())
-        .map_err(|e| format!("cannot write to nft: {e}"))?;
-    let output = child
-        .wait_with_output()
-        .map_err(|e| format!("nft failed: {e}"))?;
+        .map_err(Error::io("cannot write to nft"))?;
+    let output = child.wait_with_output().map_err(Error::io("nft failed"))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "nft refused the service rules: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
+        Err(Error::Nft(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
         ))
     }
 }
 
 /// Lets netfilter see bridged traffic and routes the Service block to the bridge.
-pub fn prepare(bridge: &str, service_cidr: Ipv4Cidr) -> Result<(), String> {
+pub fn prepare(bridge: &str, service_cidr: Ipv4Cidr) -> Result<(), Error> {
     let sysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables";
-    std::fs::write(sysctl, "1")
-        .map_err(|e| format!("cannot write {sysctl} (is the br_netfilter module loaded?): {e}"))?;
+    std::fs::write(sysctl, "1").map_err(Error::io(format!(
+        "cannot write {sysctl} (is the br_netfilter module loaded?)"
+    )))?;
     super::ip::ip(&[
         "-4",
         "route",
@@ -316,8 +316,7 @@ pub fn prepare(bridge: &str, service_cidr: Ipv4Cidr) -> Result<(), String> {
         &service_cidr.to_string(),
         "dev",
         bridge,
-    ])
-    .map_err(|e| format!("cannot route the service block {service_cidr} to {bridge}: {e}"))?;
+    ])?;
     Ok(())
 }
 

@@ -45,7 +45,7 @@ impl Host for Agent {
         probe: &Probe,
         container: &Container,
         pod_ip: Ipv4Addr,
-    ) -> Result<(), String> {
+    ) -> Result<(), probe::Failure> {
         probe::check(probe, container, pod_ip).await
     }
 

@@ -75,7 +75,8 @@ pub(super) async fn plan(
         message: e.to_string(),
         pull: true,
     })?;
-    let network = network.map_err(create_error)?;
+    let network =
+        network.map_err(|e| create_error(format!("cannot set up the pod network: {e}")))?;
     let mut sources = Sources::new(
         &agent.client,
         pod,

@@ -66,7 +66,7 @@ pub(crate) trait Host: Send + Sync + 'static {
         probe: &Probe,
         container: &Container,
         pod_ip: Ipv4Addr,
-    ) -> Result<(), String>;
+    ) -> Result<(), probe::Failure>;
 
     /// Rewrites the pod's configMap, secret and downwardAPI volumes under `dir`.
     async fn sync_volumes(
@@ -231,7 +231,7 @@ enum Step {
         which: Which,
         run: u64,
         kind: probe::Kind,
-        result: Result<(), String>,
+        result: Result<(), probe::Failure>,
     },
 }
 
@@ -537,7 +537,13 @@ impl Worker {
     }
 
     /// Takes a probe's result: readiness, or a kill after too many failures.
-    fn probed(&mut self, which: Which, run: u64, kind: probe::Kind, result: Result<(), String>) {
+    fn probed(
+        &mut self,
+        which: Which,
+        run: u64,
+        kind: probe::Kind,
+        result: Result<(), probe::Failure>,
+    ) {
         let slot = self.slot(which);
         if slot.run != run || !slot.is_running() {
             return;

@@ -17,7 +17,7 @@ use kube::runtime::events::EventType;
 use tokio::sync::watch;
 
 use super::{Host, Launch, LaunchError, Published, Settings};
-use crate::agent::Backoff;
+use crate::agent::{Backoff, probe};
 use crate::images::Image;
 use crate::logs::server::LogIndex;
 use crate::objects::ConfigError;
@@ -131,7 +131,12 @@ impl Host for FakeHost {
         })
     }
 
-    async fn probe(&self, probe: &Probe, _: &Container, pod_ip: Ipv4Addr) -> Result<(), String> {
+    async fn probe(
+        &self,
+        probe: &Probe,
+        _: &Container,
+        pod_ip: Ipv4Addr,
+    ) -> Result<(), probe::Failure> {
         assert_eq!(pod_ip, POD_IP, "probes go to the pod's address");
         let path = probe
             .http_get
@@ -139,7 +144,7 @@ impl Host for FakeHost {
             .and_then(|h| h.path.clone())
             .unwrap_or_default();
         match self.probes.lock().unwrap().get(&path) {
-            Some(false) => Err(format!("HTTP probe failed with statuscode: 500 ({path})")),
+            Some(false) => Err(probe::Failure::Status(500)),
             _ => Ok(()),
         }
     }

@@ -18,17 +18,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use bosun_node::images::Layout;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
-
-use common::{SLEEPER, spawn_lines};
 
 const REPLICAS: usize = 200;
 const SPREAD: usize = 20;
@@ -37,41 +34,24 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn node(
-    bosun: &str,
-    dir: &std::path::Path,
-    kubeconfig: &std::path::Path,
-    name: &str,
-    registry: &str,
-) -> Child {
-    spawn_lines(
-        Command::new(bosun)
-            .args([
-                "node",
-                "--name",
-                name,
-                "--node-ip",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
-            .args(["--max-pods", "250", "--insecure-registry", registry])
-            .args(["--bridge", &format!("bc{name}")])
-            .args([
-                "--lease-duration",
-                "2s",
-                "--node-status-update-frequency",
-                "1s",
-            ])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--data-dir")
-            .arg(dir.join(name))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        "bosun node",
+/// A node `name` that reports often and gives up its lease quickly.
+fn node(dir: &std::path::Path, name: &str, registry: &str) -> Child {
+    let bridge = format!("bc{name}");
+    common::node(
+        dir,
+        name,
+        &[
+            "--max-pods",
+            "250",
+            "--insecure-registry",
+            registry,
+            "--bridge",
+            &bridge,
+            "--lease-duration",
+            "2s",
+            "--node-status-update-frequency",
+            "1s",
+        ],
     )
 }
 
@@ -215,48 +195,26 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let registry = bosun_testkit::registry::Registry::start().await;
     let host = registry.host.clone();
-    let bosun = env!("CARGO_BIN_EXE_bosun");
-    let mut server = spawn_lines(
-        Command::new(bosun)
-            .args(["server", "--bind-address", "127.0.0.1", "--port", "0"])
-            .args([
-                "--node-monitor-grace-period",
-                "3s",
-                "--node-monitor-period",
-                "250ms",
-            ])
-            .args([
-                "--default-unreachable-toleration-seconds",
-                "0",
-                "--pod-gc-period",
-                "1s",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("server"))
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::File::create(std::env::temp_dir().join("bosun-bench-controllers.log"))
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap(),
-        "kubeconfig: ",
+    let mut server = common::server(
+        dir.path(),
+        &[
+            "--node-monitor-grace-period",
+            "3s",
+            "--node-monitor-period",
+            "250ms",
+            "--default-unreachable-toleration-seconds",
+            "0",
+            "--pod-gc-period",
+            "1s",
+        ],
+        Some("bosun-bench-controllers.log"),
     );
-    let kubeconfig = dir.path().join("server/admin.kubeconfig");
-    let mut first = node(bosun, dir.path(), &kubeconfig, "one", &host);
+    let kubeconfig = common::kubeconfig(dir.path());
+    let mut first = node(dir.path(), "one", &host);
     let client = common::client(&kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let image = format!("{host}/sleeper:v1");
-    bosun_node::images::push(
-        &image,
-        wat::parse_str(SLEEPER).unwrap(),
-        Layout::ConfigV0,
-        true,
-        None,
-    )
-    .await
-    .unwrap();
+    let image = common::push_sleeper(&host).await;
 
     // Warm up: one replica pulls and compiles the module.
     deployments
@@ -357,7 +315,7 @@ async fn main() {
     tokio::time::sleep(settle()).await;
 
     // Node loss: a second node, a Deployment spread over both, the first one killed.
-    let mut second = node(bosun, dir.path(), &kubeconfig, "two", &host);
+    let mut second = node(dir.path(), "two", &host);
     until("two nodes ready", async || {
         Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
             .list(&ListParams::default())

@@ -17,11 +17,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bosun_node::images::Layout;
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 use bosun_node::runtime::{Artifact, ContainerSpec, Runtime};
 use futures::StreamExt;
@@ -30,7 +29,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchPara
 use serde_json::json;
 
 use bosun_testkit::percentile;
-use common::{SLEEPER, spawn_lines};
 
 const PODS: usize = 200;
 /// The node's bridge, removed at the end.
@@ -156,60 +154,22 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let registry = bosun_testkit::registry::Registry::start().await;
     let host = registry.host.clone();
-    let bosun = env!("CARGO_BIN_EXE_bosun");
-    let mut server = spawn_lines(
-        Command::new(bosun)
-            .args([
-                "server",
-                "--bind-address",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("server"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        "kubeconfig: ",
+    let mut server = common::server(dir.path(), &[], None);
+    let mut node = common::node(
+        dir.path(),
+        "bench",
+        &[
+            "--max-pods",
+            "1000",
+            "--insecure-registry",
+            &host,
+            "--bridge",
+            BRIDGE,
+        ],
     );
-    let kubeconfig = dir.path().join("server/admin.kubeconfig");
-    let mut node = spawn_lines(
-        Command::new(bosun)
-            .args([
-                "node",
-                "--name",
-                "bench",
-                "--node-ip",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
-            .args(["--max-pods", "1000", "--insecure-registry", &host])
-            .args(["--bridge", BRIDGE])
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--data-dir")
-            .arg(dir.path().join("node"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        "bosun node",
-    );
-    let client = common::client(&kubeconfig).await;
+    let client = common::client(&common::kubeconfig(dir.path())).await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    let image = format!("{host}/sleeper:v1");
-    bosun_node::images::push(
-        &image,
-        wat::parse_str(SLEEPER).unwrap(),
-        Layout::ConfigV0,
-        true,
-        None,
-    )
-    .await
-    .unwrap();
+    let image = common::push_sleeper(&host).await;
     let pod = |name: String| {
         json!({
             "metadata": {"name": name},

@@ -14,9 +14,10 @@
 //! 3. A final list checks that all 10,000 bindings are persisted, and counts the Events the
 //!    scheduler wrote.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
@@ -28,31 +29,6 @@ const NODES: usize = 1000;
 const PODS: usize = 10_000;
 const CLIENTS: usize = 16;
 
-/// Starts `bosun server ARGS`; returns the process once it listens.
-fn server(data_dir: &Path, url: &str, extra: &[&str]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bosun"))
-        .arg("server")
-        .args([
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--datastore-endpoint",
-            url,
-        ])
-        .args(["--bind-address", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let started = lines
-        .by_ref()
-        .find(|l| l.as_ref().is_ok_and(|l| l.starts_with("kubeconfig: ")));
-    assert!(started.is_some(), "bosun server did not start");
-    std::thread::spawn(move || for _ in lines {});
-    child
-}
-
 fn stop(mut child: Child) {
     // SIGINT: a clean shutdown, as Ctrl-C.
     let _ = Command::new("kill")
@@ -61,13 +37,13 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-async fn client(data_dir: &Path) -> kube::Client {
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(data_dir.join("admin.kubeconfig")).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
+/// A server of the database at `url`, with data in `dir`.
+fn server(dir: &Path, url: &str, extra: &[&str]) -> Child {
+    common::server(
+        dir,
+        &[&["--datastore-endpoint", url][..], extra].concat(),
+        None,
+    )
 }
 
 fn node(i: usize) -> Node {
@@ -123,15 +99,15 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let pg = bosun_testkit::postgres::Private::start();
     let url = pg.url.clone();
-    let data = dir.path().join("bosun");
+    let data = dir.path();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
 
-    let first = server(&data, &url, &["--disable-scheduler"]);
+    let first = server(data, &url, &["--disable-scheduler"]);
     let (node_rate, pod_rate) = runtime.block_on(async {
-        let client = client(&data).await;
+        let client = common::client(&common::kubeconfig(data)).await;
         let nodes = create_all(Api::<Node>::all(client.clone()), NODES, node).await;
         let pods = create_all(Api::<Pod>::namespaced(client, "default"), PODS, pod).await;
         (nodes, pods)
@@ -139,9 +115,9 @@ fn main() {
     stop(first);
 
     let started = Instant::now();
-    let second = server(&data, &url, &[]);
+    let second = server(data, &url, &[]);
     let (first_bound, last_bound, persisted, events) = runtime.block_on(async {
-        let client = client(&data).await;
+        let client = common::client(&common::kubeconfig(data)).await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         let list = pods
             .list_metadata(&ListParams::default().limit(1))

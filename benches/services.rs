@@ -18,7 +18,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bosun_node::images::Layout;
@@ -31,7 +31,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use bosun_testkit::percentile;
-use common::spawn_lines;
 
 const CALLS: usize = 2000;
 const ROUNDS: usize = 3;
@@ -120,52 +119,20 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let registry = bosun_testkit::registry::Registry::start().await;
     let host = registry.host.clone();
-    let bosun = env!("CARGO_BIN_EXE_bosun");
     let blocks = [
         "--cluster-cidr",
         "10.240.0.0/17",
         "--service-cidr",
         "10.240.128.0/17",
     ];
-    let mut server = spawn_lines(
-        Command::new(bosun)
-            .args(["server", "--bind-address", "127.0.0.1", "--port", "0"])
-            .args(blocks)
-            .arg("--data-dir")
-            .arg(dir.path().join("server"))
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::File::create(std::env::temp_dir().join("bosun-bench-services.log"))
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap(),
-        "kubeconfig: ",
-    );
-    let kubeconfig = dir.path().join("server/admin.kubeconfig");
-    let mut node = spawn_lines(
-        Command::new(bosun)
-            .args([
-                "node",
-                "--name",
-                "svc",
-                "--node-ip",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
-            .args(["--insecure-registry", &host, "--bridge", BRIDGE])
-            .args(blocks)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--data-dir")
-            .arg(dir.path().join("node"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        "bosun node",
-    );
+    let mut server = common::server(dir.path(), &blocks, Some("bosun-bench-services.log"));
+    let kubeconfig = common::kubeconfig(dir.path());
+    let node_args = [
+        &["--insecure-registry", &host, "--bridge", BRIDGE][..],
+        &blocks,
+    ]
+    .concat();
+    let mut node = common::node(dir.path(), "svc", &node_args);
     let client_api = common::client(&kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(client_api.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client_api.clone(), "default");

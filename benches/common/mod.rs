@@ -2,8 +2,11 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The `bosun` binary this bench was built with.
+pub const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
 
 /// A preview 1 command that sleeps for an hour (poll_oneoff on the monotonic clock).
 pub const SLEEPER: &str = r#"(module
@@ -24,6 +27,75 @@ pub fn spawn_lines(mut child: Child, prefix: &str) -> Child {
     assert!(started.is_some(), "the process did not start");
     std::thread::spawn(move || for _ in lines {});
     child
+}
+
+/// Starts `bosun server` on a loopback port with its data in `dir/server` and `args`; returns
+/// once it has written its kubeconfig. Its log goes to `log` in the temporary directory, if
+/// named.
+pub fn server(dir: &Path, args: &[&str], log: Option<&str>) -> Child {
+    let stderr = match log {
+        Some(name) => Stdio::from(std::fs::File::create(std::env::temp_dir().join(name)).unwrap()),
+        None => Stdio::null(),
+    };
+    spawn_lines(
+        Command::new(BOSUN)
+            .args(["server", "--bind-address", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.join("server"))
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+        "kubeconfig: ",
+    )
+}
+
+/// The admin kubeconfig of the server started by [`server`] in `dir`.
+pub fn kubeconfig(dir: &Path) -> PathBuf {
+    dir.join("server/admin.kubeconfig")
+}
+
+/// Starts `bosun node` `name` for the server in `dir`, with its data in `dir/name` and `args`;
+/// returns once it runs.
+pub fn node(dir: &Path, name: &str, args: &[&str]) -> Child {
+    spawn_lines(
+        Command::new(BOSUN)
+            .args([
+                "node",
+                "--name",
+                name,
+                "--node-ip",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(kubeconfig(dir))
+            .arg("--data-dir")
+            .arg(dir.join(name))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        "bosun node",
+    )
+}
+
+/// Pushes [`SLEEPER`] to the registry at `host` as `sleeper:v1`; returns the reference.
+pub async fn push_sleeper(host: &str) -> String {
+    let image = format!("{host}/sleeper:v1");
+    bosun_node::images::push(
+        &image,
+        wat::parse_str(SLEEPER).unwrap(),
+        bosun_node::images::Layout::ConfigV0,
+        true,
+        None,
+    )
+    .await
+    .unwrap();
+    image
 }
 
 /// A client of the server whose admin kubeconfig is `kubeconfig`.

@@ -1373,35 +1373,8 @@ async fn a_standby_controller_manager_takes_over_when_the_leader_dies() {
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Event;
     let db = crate::support::postgres_db().await;
-    let lease_flags = [
-        "--leader-elect-lease-duration",
-        "2s",
-        "--leader-elect-renew-deadline",
-        "1500ms",
-        "--leader-elect-retry-period",
-        "250ms",
-    ];
-    let dir_a = tempfile::tempdir().unwrap();
-    let mut args_a = vec![
-        "--data-dir",
-        dir_a.path().to_str().unwrap(),
-        "--datastore-endpoint",
-        &db,
-    ];
-    args_a.extend(lease_flags);
-    let mut first = Server::start(&args_a).await;
-    let token = std::fs::read_to_string(dir_a.path().join("token")).unwrap();
-    let dir_b = tempfile::tempdir().unwrap();
-    let mut args_b = vec![
-        "--data-dir",
-        dir_b.path().to_str().unwrap(),
-        "--datastore-endpoint",
-        &db,
-        "--token",
-        token.trim(),
-    ];
-    args_b.extend(lease_flags);
-    let second = Server::start(&args_b).await;
+    let (mut first, dir_a) = crate::support::replica(&db, None).await;
+    let (second, _dir_b) = crate::support::replica(&db, Some(dir_a.path())).await;
     let client = second.client().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
     let holder = || async {

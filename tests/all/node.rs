@@ -11,7 +11,7 @@ use bosun_testkit::wasm::{command, component};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 
 /// A command that works on the file `path` under its first preopened directory (fd 3):
@@ -152,10 +152,7 @@ async fn node_registers_renews_its_lease_and_runs_a_pod_from_the_registry() {
     let second = leases.get("n1").await.unwrap();
     assert_ne!(renew(&first), renew(&second), "the lease was not renewed");
 
-    let image = c
-        .registry
-        .push("hello:v1", command("(call $hello)"), Layout::ConfigV0)
-        .await;
+    let image = c.push_command("hello:v1", "(call $hello)").await;
     let name = c.create(pod("hello", &image, json!({}))).await;
     let done = c
         .wait(&name, "succeeded", |p| phase(p) == "Succeeded")
@@ -235,10 +232,7 @@ async fn node_events(
 #[tokio::test]
 async fn the_nodes_events_are_paced_by_event_qps() {
     let c = cluster_with("n1", &[], &["--event-qps", "2", "--event-burst", "1"]).await;
-    let image = c
-        .registry
-        .push("hello:v1", command("(call $hello)"), Layout::ConfigV0)
-        .await;
+    let image = c.push_command("hello:v1", "(call $hello)").await;
     for n in 0..4 {
         c.create(pod(&format!("hello-{n}"), &image, json!({})))
             .await;
@@ -296,10 +290,7 @@ async fn environment_comes_from_values_configmaps_and_the_downward_api() {
     }))
     .unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
-    let image = c
-        .registry
-        .push("env:v1", command("(call $env)"), Layout::ConfigV0)
-        .await;
+    let image = c.push_command("env:v1", "(call $env)").await;
     let name = c
         .create(pod(
             "env",
@@ -430,12 +421,7 @@ async fn pull_and_start_failures_have_kubernetes_reasons() {
 async fn a_failing_container_restarts_with_growing_back_off_and_deletion_stops_a_spinner() {
     let c = cluster("n5").await;
     let image = c
-        .registry
-        .push(
-            "fail:v1",
-            command("(call $hello) (call $proc_exit (i32.const 3))"),
-            Layout::ConfigV0,
-        )
+        .push_command("fail:v1", "(call $hello) (call $proc_exit (i32.const 3))")
         .await;
     let name = c
         .create(pod(
@@ -469,10 +455,7 @@ async fn a_failing_container_restarts_with_growing_back_off_and_deletion_stops_a
     );
 
     // A guest that never returns is stopped when its pod is deleted, within the grace period.
-    let image = c
-        .registry
-        .push("spin:v1", command("(loop (br 0))"), Layout::ConfigV0)
-        .await;
+    let image = c.push_command("spin:v1", "(loop (br 0))").await;
     let name = c
         .create(pod(
             "spinner",
@@ -484,17 +467,9 @@ async fn a_failing_container_restarts_with_growing_back_off_and_deletion_stops_a
         container(p)["state"]["running"].is_object()
     })
     .await;
-    let asked = Instant::now();
-    c.pods
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.pods.get_opt(&name).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the pod was never removed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = asked.elapsed();
+    let took = c
+        .delete_and_wait(&name, Duration::from_secs(30), "the pod was never removed")
+        .await;
     assert!(took < Duration::from_secs(6), "removed after {took:?}");
 
     // A guest that watches bosun:lifecycle exits as soon as it is asked, long before its
@@ -521,32 +496,20 @@ async fn a_failing_container_restarts_with_growing_back_off_and_deletion_stops_a
         container(p)["state"]["running"].is_object()
     })
     .await;
-    let asked = Instant::now();
-    c.pods
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    while c.pods.get_opt(&name).await.unwrap().is_some() {
-        assert!(
-            asked.elapsed() < Duration::from_secs(20),
-            "the polite guest was not told"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        asked.elapsed()
-    );
+    let took = c
+        .delete_and_wait(
+            &name,
+            Duration::from_secs(20),
+            "the polite guest was not told",
+        )
+        .await;
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[tokio::test]
 async fn a_restarted_agent_restarts_the_containers_of_its_pods() {
     let mut c = cluster("n6").await;
-    let image = c
-        .registry
-        .push("spin:v1", command("(loop (br 0))"), Layout::ConfigV0)
-        .await;
+    let image = c.push_command("spin:v1", "(loop (br 0))").await;
     let name = c
         .create(pod(
             "long",
@@ -573,14 +536,7 @@ async fn a_restarted_agent_restarts_the_containers_of_its_pods() {
 #[tokio::test]
 async fn kubectl_logs_reads_the_nodes_log_server_through_the_api() {
     let c = cluster("n7").await;
-    let ticker = c
-        .registry
-        .push(
-            "ticker:v1",
-            command("(call $oops) (call $hello) (call $sleep) (call $hello) (call $sleep) (call $hello) (call $sleep) (call $hello)"),
-            Layout::ConfigV0,
-        )
-        .await;
+    let ticker = c.push_command("ticker:v1", "(call $oops) (call $hello) (call $sleep) (call $hello) (call $sleep) (call $hello) (call $sleep) (call $hello)").await;
     let name = c.create(pod("ticker", &ticker, json!({}))).await;
     c.wait(&name, "started", |p| {
         container(p)["state"]["running"].is_object() || phase(p) == "Succeeded"
@@ -614,12 +570,7 @@ async fn kubectl_logs_reads_the_nodes_log_server_through_the_api() {
 
     // --previous reads the attempt before the current one; -c picks a container.
     let crash = c
-        .registry
-        .push(
-            "crash:v1",
-            command("(call $hello) (call $proc_exit (i32.const 3))"),
-            Layout::ConfigV0,
-        )
+        .push_command("crash:v1", "(call $hello) (call $proc_exit (i32.const 3))")
         .await;
     let name = c
         .create(json!({
@@ -847,11 +798,9 @@ fn thread_cpu(pid: u32, name: &str) -> Option<Duration> {
 async fn memory_and_cpu_limits_hold_for_pods() {
     let c = cluster("n9").await;
     let bomb = c
-        .registry
-        .push(
+        .push_command(
             "bomb:v1",
-            command("(loop (drop (memory.grow (i32.const 1))) (br 0))"),
-            Layout::ConfigV0,
+            "(loop (drop (memory.grow (i32.const 1))) (br 0))",
         )
         .await;
     let name = c
@@ -868,10 +817,7 @@ async fn memory_and_cpu_limits_hold_for_pods() {
     assert_eq!(terminated["exitCode"], 137);
 
     // A busy loop limited to 250m, measured on its thread in the agent's process.
-    let busy = c
-        .registry
-        .push("busy:v1", command("(loop (br 0))"), Layout::ConfigV0)
-        .await;
+    let busy = c.push_command("busy:v1", "(loop (br 0))").await;
     let name = c
         .create(pod(
             "busy",
@@ -965,21 +911,12 @@ async fn a_sidecar_starts_first_restarts_when_it_stops_and_stops_when_the_app_is
     let c = cluster("n-sidecar").await;
     // The sidecar lives 300 ms and fails; the app sleeps 3 s and completes.
     let sidecar = c
-        .registry
-        .push(
+        .push_command(
             "sidecar:v1",
-            command("(call $sleep) (call $proc_exit (i32.const 1))"),
-            Layout::ConfigV0,
+            "(call $sleep) (call $proc_exit (i32.const 1))",
         )
         .await;
-    let app = c
-        .registry
-        .push(
-            "app:v1",
-            command("(call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $hello)"),
-            Layout::ConfigV0,
-        )
-        .await;
+    let app = c.push_command("app:v1", "(call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $sleep) (call $hello)").await;
     let name = c
         .create(pod(
             "with-sidecar",

@@ -352,23 +352,7 @@ async fn the_scheduler_never_overcommits_a_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_scheduler_takes_over_when_the_leader_dies() {
     let db = crate::support::postgres_db().await;
-    let lease_flags = [
-        "--leader-elect-lease-duration",
-        "2s",
-        "--leader-elect-renew-deadline",
-        "1500ms",
-        "--leader-elect-retry-period",
-        "250ms",
-    ];
-    let dir_a = tempfile::tempdir().unwrap();
-    let mut args_a = vec![
-        "--data-dir",
-        dir_a.path().to_str().unwrap(),
-        "--datastore-endpoint",
-        &db,
-    ];
-    args_a.extend(lease_flags);
-    let mut first = Server::start(&args_a).await;
+    let (mut first, dir_a) = crate::support::replica(&db, None).await;
     let client_a = first.client().await;
     let leases: Api<Lease> = Api::namespaced(client_a.clone(), "kube-system");
     let leader = eventually(
@@ -385,18 +369,7 @@ async fn a_standby_scheduler_takes_over_when_the_leader_dies() {
     )
     .await;
 
-    let token = std::fs::read_to_string(dir_a.path().join("token")).unwrap();
-    let dir_b = tempfile::tempdir().unwrap();
-    let mut args_b = vec![
-        "--data-dir",
-        dir_b.path().to_str().unwrap(),
-        "--datastore-endpoint",
-        &db,
-        "--token",
-        token.trim(),
-    ];
-    args_b.extend(lease_flags);
-    let second = Server::start(&args_b).await;
+    let (second, _dir_b) = crate::support::replica(&db, Some(dir_a.path())).await;
     let client_b = second.client().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let leases: Api<Lease> = Api::namespaced(client_b.clone(), "kube-system");

@@ -8,6 +8,9 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
+use bosun_node::images::Layout;
+use bosun_testkit::wasm::command;
+
 use super::{Node, Registry, Server};
 
 /// Fields drop in order: the node stops before the server and the registry.
@@ -71,6 +74,29 @@ impl Cluster {
             .await
             .unwrap();
         created.metadata.name.unwrap()
+    }
+
+    /// Pushes a preview 1 command whose `_start` runs `body` (see [`command`]) as `tag`;
+    /// returns the image reference.
+    pub async fn push_command(&self, tag: &str, body: &str) -> String {
+        self.registry
+            .push(tag, command(body), Layout::ConfigV0)
+            .await
+    }
+
+    /// Deletes the pod and waits until it is gone; panics if that takes `limit`, else returns
+    /// how long it took.
+    pub async fn delete_and_wait(&self, name: &str, limit: Duration, what: &str) -> Duration {
+        let asked = Instant::now();
+        self.pods
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+        while self.pods.get_opt(name).await.unwrap().is_some() {
+            assert!(asked.elapsed() < limit, "{what}: pod {name} still there");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        asked.elapsed()
     }
 
     /// Waits (up to a minute) until `ok` holds for the pod; panics with its status if not.

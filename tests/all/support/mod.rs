@@ -166,6 +166,30 @@ pub fn https_client(ca_pem: &str) -> reqwest::Client {
 }
 
 pub use bosun_testkit::postgres::{Private as PrivatePostgres, fresh_database as postgres_db};
+
+/// One of several servers on the database `db`, with leader election fast enough for
+/// fail-over tests (2 s leases). A server after the first takes the first's data directory
+/// as `peer`, for its token, so that one client works with both.
+pub async fn replica(db: &str, peer: Option<&std::path::Path>) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--datastore-endpoint",
+        db,
+        "--leader-elect-lease-duration",
+        "2s",
+        "--leader-elect-renew-deadline",
+        "1500ms",
+        "--leader-elect-retry-period",
+        "250ms",
+    ];
+    let token = peer.map(|peer| std::fs::read_to_string(peer.join("token")).unwrap());
+    if let Some(token) = &token {
+        args.extend(["--token", token.trim()]);
+    }
+    (Server::start(&args).await, dir)
+}
 pub use bosun_testkit::unique;
 
 /// A real OCI registry ([`bosun_testkit::registry::Registry`]) that Bosun's own client pushes

@@ -57,8 +57,10 @@ pub fn kubeconfig(dir: &Path) -> PathBuf {
 }
 
 /// Starts `bosun node` `name` for the server in `dir`, with its data in `dir/name` and `args`;
-/// returns once it runs.
+/// returns once it runs. Its log goes to `bosun-bench-node-<name>.log` in the temporary
+/// directory.
 pub fn node(dir: &Path, name: &str, args: &[&str]) -> Child {
+    let log = std::env::temp_dir().join(format!("bosun-bench-node-{name}.log"));
     spawn_lines(
         Command::new(BOSUN)
             .args([
@@ -76,7 +78,7 @@ pub fn node(dir: &Path, name: &str, args: &[&str]) -> Child {
             .arg("--data-dir")
             .arg(dir.join(name))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap(),
         "bosun node",

@@ -115,6 +115,7 @@ impl Guests {
                     egress: false,
                     namespace: "default".to_string(),
                 }),
+                serving: Default::default(),
             })
             .unwrap()
     }

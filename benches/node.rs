@@ -63,6 +63,7 @@ async fn instantiate_alone() -> (Duration, Duration) {
         memory_limit: 16 << 20,
         cpu_limit_millis: None,
         network: None,
+        serving: Default::default(),
     };
     // Awaited on the bench's own runtime: a `futures` executor inside it would spin, as tokio's
     // cooperative budget is only renewed between a runtime's task polls.

@@ -44,6 +44,36 @@ pub struct ContainerSpec {
     pub cpu_limit_millis: Option<u64>,
     /// The pod's network; `None` gives the container no sockets.
     pub network: Option<PodNetwork>,
+    /// How to serve HTTP if the artifact turns out to be a function (a component exporting
+    /// `wasi:http/incoming-handler`); other containers ignore it.
+    pub serving: Serving,
+}
+
+/// How a function container serves requests (from its ports and the pod's annotations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serving {
+    /// The container's first TCP `containerPort`, else 8080.
+    pub port: u16,
+    /// `bosun.dev/request-timeout`.
+    pub request_timeout: Duration,
+    /// `bosun.dev/container-concurrency`: requests served at once; 0 is the runtime's share.
+    pub concurrency: usize,
+    /// `bosun.dev/container-queue`: requests that may wait for a place.
+    pub queue: usize,
+    /// `bosun.dev/max-request-body`, in bytes.
+    pub max_body: u64,
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Self {
+            port: 8080,
+            request_timeout: Duration::from_secs(60),
+            concurrency: 0,
+            queue: 100,
+            max_body: 10 << 20,
+        }
+    }
 }
 
 /// What a container runs.

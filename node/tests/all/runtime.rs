@@ -61,6 +61,7 @@ fn spec(dir: &tempfile::TempDir, name: &str, wasm: Vec<u8>) -> ContainerSpec {
         memory_limit: 64 << 20,
         cpu_limit_millis: None,
         network: None,
+        serving: Default::default(),
     }
 }
 

@@ -17,7 +17,7 @@ use super::{Launch, LaunchError};
 use crate::images::{Credential, Image, PullPolicy, parse_docker_config};
 use crate::network::{EGRESS_ANNOTATION, HostPort, Protocol};
 use crate::objects::{ConfigError, Sources};
-use crate::runtime::{Artifact, ContainerSpec, DEFAULT_HANDLER, PodNetwork};
+use crate::runtime::{Artifact, ContainerSpec, DEFAULT_HANDLER, PodNetwork, Serving};
 
 /// A container, resolved: everything its runtime needs, and what the worker reports.
 pub(super) struct ContainerPlan {
@@ -121,6 +121,7 @@ pub(super) async fn plan(
             egress: egress_allowed(pod),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         }),
+        serving: serving(pod, container).map_err(config_error)?,
     };
     Ok(ContainerPlan {
         handler,
@@ -209,6 +210,67 @@ fn host_ports(pod: &Pod) -> Vec<HostPort> {
 }
 
 /// Whether the pod lets its guests connect outside the cluster (see [`crate::network::policy`]).
+/// The annotations that tune a function container's serving (README, "HTTP functions").
+pub const REQUEST_TIMEOUT_ANNOTATION: &str = "bosun.dev/request-timeout";
+pub const CONCURRENCY_ANNOTATION: &str = "bosun.dev/container-concurrency";
+pub const QUEUE_ANNOTATION: &str = "bosun.dev/container-queue";
+pub const MAX_BODY_ANNOTATION: &str = "bosun.dev/max-request-body";
+
+/// How the container serves if it is a function: its first TCP port and the pod's
+/// annotations, each checked.
+fn serving(pod: &Pod, container: &Container) -> Result<Serving, String> {
+    let mut serving = Serving::default();
+    if let Some(port) = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+    {
+        serving.port = u16::try_from(port.container_port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("containerPort {} is not a port", port.container_port))?;
+    }
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let get = |name: &str| annotations.get(name).map(|v| v.trim());
+    let bad =
+        |name: &str, value: &str, what: &str| format!("annotation {name}: {value:?} is not {what}");
+    if let Some(value) = get(REQUEST_TIMEOUT_ANNOTATION) {
+        serving.request_timeout = bosun_api::duration::parse(value)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                bad(
+                    REQUEST_TIMEOUT_ANNOTATION,
+                    value,
+                    "a positive duration such as 30s",
+                )
+            })?;
+    }
+    if let Some(value) = get(CONCURRENCY_ANNOTATION) {
+        serving.concurrency = value.parse().map_err(|_| {
+            bad(
+                CONCURRENCY_ANNOTATION,
+                value,
+                "a whole number (0 for the node's share)",
+            )
+        })?;
+    }
+    if let Some(value) = get(QUEUE_ANNOTATION) {
+        serving.queue = value
+            .parse()
+            .map_err(|_| bad(QUEUE_ANNOTATION, value, "a whole number of requests"))?;
+    }
+    if let Some(value) = get(MAX_BODY_ANNOTATION) {
+        serving.max_body = bosun_api::quantity::parse(value)
+            .ok()
+            .filter(|b| *b >= 0.0)
+            .map(|b| b as u64)
+            .ok_or_else(|| bad(MAX_BODY_ANNOTATION, value, "a size such as 10Mi"))?;
+    }
+    Ok(serving)
+}
+
 fn egress_allowed(pod: &Pod) -> bool {
     pod.metadata
         .annotations

@@ -111,6 +111,7 @@ impl Host for FakeHost {
             memory_limit: 64 << 20,
             cpu_limit_millis: None,
             network: None,
+            serving: Default::default(),
         };
         let handle = self.runtime.start(spec).map_err(|e| LaunchError {
             reason: "CreateContainerError",

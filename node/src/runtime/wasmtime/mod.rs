@@ -26,6 +26,7 @@
 //!   against its share ([`cpu::Throttle`]), sleeping off any excess.
 
 mod cpu;
+mod http;
 mod lifecycle;
 mod names;
 
@@ -96,6 +97,8 @@ pub struct WasmtimeRuntime {
     disk_cache: Option<PathBuf>,
     sockets: Blocks,
     resolver: Option<Arc<Resolver>>,
+    /// The most instances one function container may hold at once: a quarter of the pool.
+    function_share: usize,
 }
 
 /// The thread that advances the epoch. The runtime and every running container hold it, so
@@ -164,6 +167,7 @@ impl WasmtimeRuntime {
             disk_cache,
             sockets: options.sockets,
             resolver: options.resolver,
+            function_share: (options.max_instances as usize / 4).max(1),
         })
     }
 
@@ -286,6 +290,21 @@ impl Runtime for WasmtimeRuntime {
     fn start(&self, spec: ContainerSpec) -> Result<Arc<dyn Container>> {
         let Artifact::Wasm { bytes, digest } = &spec.artifact;
         let program = self.compile_cached(digest.as_deref(), bytes)?;
+        if let Program::Component(component) = &program {
+            if http::is_function(&self.engine, component) {
+                return self.start_function(spec, component.clone());
+            }
+            let is_command = component
+                .component_type()
+                .exports(&self.engine)
+                .any(|(name, _)| name.starts_with("wasi:cli/run@0.2"));
+            if !is_command {
+                return Err(Error::Invalid(format!(
+                    "the component exports neither wasi:cli/run (a command) nor wasi:http/incoming-handler (a function); it exports: [{}]",
+                    http::exports(&self.engine, component).join(", ")
+                )));
+            }
+        }
         let log = LogFile::open(&spec.log).map_err(|e| {
             Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
         })?;
@@ -320,6 +339,8 @@ impl Runtime for WasmtimeRuntime {
             throttle: spec.cpu_limit_millis.map(cpu::Throttle::new),
             memory_limit: spec.memory_limit,
             oom: false,
+            budget: None,
+            deadline: None,
         };
         let engine = self.engine.clone();
         let ticker = self.ticker.clone();
@@ -348,6 +369,7 @@ impl Runtime for WasmtimeRuntime {
             stop,
             wake,
             shutdown,
+            shutdown_wake: Arc::new(tokio::sync::Notify::new()),
             exit,
         }))
     }
@@ -358,6 +380,125 @@ impl Runtime for WasmtimeRuntime {
 }
 
 impl WasmtimeRuntime {
+    /// Starts a function container: its thread listens and serves; this returns once the
+    /// listener is bound and the component pre-instantiated (or why not).
+    fn start_function(
+        &self,
+        spec: ContainerSpec,
+        component: Component,
+    ) -> Result<Arc<dyn Container>> {
+        let log = LogFile::open(&spec.log).map_err(|e| {
+            Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
+        })?;
+        let policy = spec.network.as_ref().map(|n| self.policy(n));
+        // The first request's context, made now so that a bad mount fails the start.
+        wasi_builder(&spec, policy.clone(), &log)?;
+        let names = spec.network.as_ref().and_then(|n| {
+            Some(PodNames {
+                resolver: self.resolver.clone()?,
+                namespace: n.namespace.clone(),
+            })
+        });
+        let netns = spec
+            .network
+            .as_ref()
+            .and_then(|n| n.netns.as_ref())
+            .map(|path| {
+                std::fs::File::open(path).map_err(|e| {
+                    Error::Setup(format!(
+                        "cannot open the pod's network namespace {}: {e}",
+                        path.display()
+                    ))
+                })
+            })
+            .transpose()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let shutdown_wake = Arc::new(tokio::sync::Notify::new());
+        let mut serving = spec.serving.clone();
+        serving.concurrency = match serving.concurrency {
+            0 => self.function_share,
+            n => n.min(self.function_share),
+        };
+        let function = http::Function {
+            engine: self.engine.clone(),
+            component,
+            wasi: {
+                let (spec, policy, log) = (spec.clone(), policy.clone(), log.clone());
+                Box::new(move || {
+                    wasi_builder(&spec, policy.clone(), &log).map_err(|e| e.to_string())
+                })
+            },
+            guard: {
+                let (stop, shutdown) = (stop.clone(), shutdown.clone());
+                let (cpu, memory_limit) = (spec.cpu_limit_millis, spec.memory_limit);
+                Box::new(move |budget, deadline| Guard {
+                    stop: stop.clone(),
+                    shutdown: shutdown.clone(),
+                    throttle: cpu.map(cpu::Throttle::new),
+                    memory_limit,
+                    oom: false,
+                    budget: Some((budget, 0)),
+                    deadline: Some((deadline, false)),
+                })
+            },
+            names,
+            policy,
+            serving,
+            memory_limit: spec.memory_limit,
+            stop: stop.clone(),
+            shutdown_wake: shutdown_wake.clone(),
+            wake: wake.clone(),
+            container: spec.name.clone(),
+        };
+        let ticker = self.ticker.clone();
+        let name = spec.name.clone();
+        let (exit_tx, exit) = tokio::sync::watch::channel(None);
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("wasm-{}", spec.name))
+            .spawn(move || {
+                let exit = match netns.map(|ns| enter_netns(&ns)).transpose() {
+                    Err(e) => {
+                        let message = format!("cannot enter the pod's network namespace: {e}");
+                        let _ = ready_tx.send(Err(message.clone()));
+                        Exit::error(128, message)
+                    }
+                    Ok(_) => match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => http::serve(&runtime, function, ready_tx),
+                        Err(e) => {
+                            let message = format!("cannot start the container's runtime: {e}");
+                            let _ = ready_tx.send(Err(message.clone()));
+                            Exit::error(128, message)
+                        }
+                    },
+                };
+                if let Err(error) = log.finish() {
+                    tracing::warn!(container = %name, %error, "cannot finish the log");
+                }
+                drop(ticker);
+                exit_tx.send_replace(Some(exit));
+            })
+            .map_err(|e| Error::Setup(format!("cannot start a thread: {e}")))?;
+        match ready.recv() {
+            Ok(Ok(())) => Ok(Arc::new(WasmContainer {
+                stop,
+                wake,
+                shutdown,
+                shutdown_wake,
+                exit,
+            })),
+            Ok(Err(message)) => Err(Error::Setup(message)),
+            Err(_) => Err(Error::Setup(
+                "the function's thread ended before it served".to_string(),
+            )),
+        }
+    }
+
     /// The socket rules of a pod on this node.
     fn policy(&self, network: &PodNetwork) -> SocketPolicy {
         SocketPolicy {
@@ -375,6 +516,8 @@ struct WasmContainer {
     /// Wakes a guest blocked in a host call (accept, sleep, read) so that it stops too.
     wake: Arc<tokio::sync::Notify>,
     shutdown: Arc<AtomicBool>,
+    /// Wakes a function container's listener to drain.
+    shutdown_wake: Arc<tokio::sync::Notify>,
     /// Set by the thread as it ends; closed without a value if the thread panicked.
     exit: tokio::sync::watch::Receiver<Option<Exit>>,
 }
@@ -384,6 +527,7 @@ impl Container for WasmContainer {
     /// Tells the guest through `bosun:lifecycle`; a guest that looks can finish and exit.
     fn terminate(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
+        self.shutdown_wake.notify_one();
     }
 
     /// Interrupts the guest wherever it is: at its next epoch tick (a few milliseconds) in a
@@ -476,7 +620,8 @@ fn allow_sockets(builder: &mut WasiCtxBuilder, policy: SocketPolicy, container: 
         });
 }
 
-/// Per-container limits and the stop flag, consulted by wasmtime.
+/// Per-container (for a function, per-request) limits and the stop flag, consulted by
+/// wasmtime.
 struct Guard {
     stop: Arc<AtomicBool>,
     /// Set when the node asks the guest to shut down (`bosun:lifecycle`).
@@ -484,6 +629,19 @@ struct Guard {
     throttle: Option<cpu::Throttle>,
     memory_limit: u64,
     oom: bool,
+    /// A function request's: the container's memory over all its live instances, and what
+    /// this instance holds of it.
+    budget: Option<(Arc<http::Budget>, u64)>,
+    /// A function request's deadline; `timed_out` once the epoch callback passed it.
+    deadline: Option<(std::time::Instant, bool)>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some((budget, held)) = &self.budget {
+            budget.give_back(*held);
+        }
+    }
 }
 
 impl ResourceLimiter for Guard {
@@ -493,6 +651,18 @@ impl ResourceLimiter for Guard {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if let Some((budget, held)) = &mut self.budget {
+            let more = (desired as u64).saturating_sub(*held);
+            if budget.take(more) {
+                *held += more;
+                return Ok(true);
+            }
+            self.oom = true;
+            return Err(wasmtime::format_err!(
+                "memory limit exceeded: {desired} bytes asked for by one request, the container's limit of {} bytes is taken by its requests",
+                self.memory_limit
+            ));
+        }
         if desired as u64 > self.memory_limit {
             self.oom = true;
             return Err(wasmtime::format_err!(
@@ -519,6 +689,12 @@ impl Guard {
         if self.stop.load(Ordering::Relaxed) {
             return Ok(UpdateDeadline::Interrupt);
         }
+        if let Some((deadline, timed_out)) = &mut self.deadline
+            && std::time::Instant::now() >= *deadline
+        {
+            *timed_out = true;
+            return Ok(UpdateDeadline::Interrupt);
+        }
         if let Some(throttle) = self.throttle.as_mut() {
             throttle.charge(&self.stop);
             if self.stop.load(Ordering::Relaxed) {
@@ -526,6 +702,13 @@ impl Guard {
             }
         }
         Ok(UpdateDeadline::Continue(1))
+    }
+}
+
+impl Guard {
+    /// Whether a function request ran past its deadline.
+    fn timed_out(&self) -> bool {
+        self.deadline.is_some_and(|(_, timed_out)| timed_out)
     }
 }
 

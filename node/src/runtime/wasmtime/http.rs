@@ -1,0 +1,520 @@
+//! Function containers: a component that exports `wasi:http/incoming-handler@0.2.x` is served
+//! over HTTP, a fresh instance per request, as `wasmtime serve` does.
+//!
+//! The container's thread (already in the pod's network namespace) listens on
+//! [`Serving::port`] on every address of the namespace (the pod IP, and loopback for the pod's
+//! other containers) and serves HTTP/1.1 with keep-alive through hyper. The component is
+//! pre-instantiated once ([`ProxyPre`]); each request gets a new [`Store`] and instance in the
+//! node's pooling allocator, and is dropped with it. Per request:
+//! - concurrency: at most [`Serving::concurrency`] instances live at once; further requests wait
+//!   in a queue of [`Serving::queue`] places, and past it get `503` with `Retry-After`;
+//! - memory: the container's memory limit is the total over its live instances ([`Budget`]);
+//!   growth past it traps that request (`500`);
+//! - time: [`Serving::request_timeout`] through the epoch deadline (a guest that computes is
+//!   interrupted at the next tick, with no timer thread per request) and a timer on the
+//!   response (a guest that waits in a host call); the answer is `504`;
+//! - body: a request whose body is larger than [`Serving::max_body`] gets `413`.
+//!
+//! A trap, an out-of-memory or a timeout answers that request with a 5xx and a log line; the
+//! container goes on serving. Outgoing requests (`wasi:http/outgoing-handler`) go through the
+//! pod's socket policy, with cluster names resolved by the node ([`Outgoing`]).
+//!
+//! Stopping: a terminate stops accepting and lets requests in flight finish, then the
+//! container ends; a kill drops them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::{Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::{Guard, names};
+use crate::network::SocketPolicy;
+use crate::network::names::{Answer, PodNames};
+use crate::network::policy::Use;
+use crate::runtime::{Exit, Serving};
+
+/// The export that makes a component a function.
+const HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// Whether `component` exports `wasi:http/incoming-handler` (any 0.2 version).
+pub fn is_function(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with(HANDLER))
+}
+
+/// The names of what `component` exports, for a message about a component that is neither
+/// a command nor a function.
+pub fn exports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// The memory of a function container's live instances, against its limit.
+pub(super) struct Budget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    /// Takes `bytes` more if the total stays within the limit.
+    pub(super) fn take(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (used + bytes <= self.limit).then_some(used + bytes)
+            })
+            .is_ok()
+    }
+
+    pub(super) fn give_back(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+    }
+}
+
+/// One request's store.
+struct RequestState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    outgoing: Outgoing,
+    names: Option<PodNames>,
+    guard: Guard,
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outgoing,
+        }
+    }
+}
+
+impl names::NameLookupView for RequestState {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    fn names(&self) -> Option<&PodNames> {
+        self.names.as_ref()
+    }
+}
+
+/// What a function container needs for each request.
+pub(super) struct Function {
+    pub engine: Engine,
+    pub component: Component,
+    /// A fresh WASI context for each request (argv, environment, mounts, log, sockets).
+    pub wasi: Box<dyn Fn() -> Result<WasiCtxBuilder, String> + Send + Sync>,
+    /// A fresh guard for each request (limits, stop flag, deadline).
+    pub guard: Box<dyn Fn(Arc<Budget>, Instant) -> Guard + Send + Sync>,
+    pub names: Option<PodNames>,
+    pub policy: Option<SocketPolicy>,
+    pub serving: Serving,
+    pub memory_limit: u64,
+    pub stop: Arc<AtomicBool>,
+    pub shutdown_wake: Arc<tokio::sync::Notify>,
+    pub wake: Arc<tokio::sync::Notify>,
+    pub container: String,
+}
+
+/// The shared state of a serving function container.
+struct Server {
+    function: Function,
+    pre: ProxyPre<RequestState>,
+    budget: Arc<Budget>,
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+/// Serves the function until it is stopped; `ready` learns whether the listener is bound and
+/// the component pre-instantiated (the container is then Running).
+pub(super) fn serve(
+    runtime: &tokio::runtime::Runtime,
+    function: Function,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) -> Exit {
+    let prepared = (|| -> wasmtime::Result<ProxyPre<RequestState>> {
+        let mut linker = Linker::new(&function.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        names::add_to_linker(&mut linker)?;
+        ProxyPre::new(linker.instantiate_pre(&function.component)?)
+    })();
+    let pre = match prepared {
+        Ok(pre) => pre,
+        Err(e) => {
+            let message = format!("cannot prepare the function: {e:#}");
+            let _ = ready.send(Err(message.clone()));
+            return Exit::error(128, message);
+        }
+    };
+    let port = function.serving.port;
+    let listener = match runtime.block_on(TcpListener::bind((IpAddr::from([0u8; 4]), port))) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let message = format!("cannot listen on port {port}: {e}");
+            let _ = ready.send(Err(message.clone()));
+            return Exit::error(128, message);
+        }
+    };
+    let server = Arc::new(Server {
+        budget: Arc::new(Budget {
+            limit: function.memory_limit,
+            used: AtomicU64::new(0),
+        }),
+        slots: Semaphore::new(function.serving.concurrency.max(1)),
+        waiting: AtomicUsize::new(0),
+        in_flight: AtomicUsize::new(0),
+        pre,
+        function,
+    });
+    let _ = ready.send(Ok(()));
+    runtime.block_on(accept(listener, server.clone()));
+    if server.function.stop.load(Ordering::Relaxed) {
+        Exit::stopped()
+    } else {
+        Exit::completed()
+    }
+}
+
+/// Accepts connections until a terminate (then waits for requests in flight) or a kill.
+async fn accept(listener: TcpListener, server: Arc<Server>) {
+    let mut connections = tokio::task::JoinSet::new();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let server = server.clone();
+                let connection = http1::Builder::new().keep_alive(true).serve_connection(
+                    TokioIo::new(stream),
+                    hyper::service::service_fn(move |request| {
+                        let server = server.clone();
+                        async move { Ok::<_, std::convert::Infallible>(server.handle(request).await) }
+                    }),
+                );
+                let connection = graceful.watch(connection);
+                connections.spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = server.function.shutdown_wake.notified() => break,
+            () = server.function.wake.notified() => {
+                // Killed: requests in flight are dropped with their connections.
+                connections.abort_all();
+                return;
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = server.function.wake.notified() => connections.abort_all(),
+    }
+}
+
+type Reply = Response<HyperOutgoingBody>;
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Reply {
+    let body = Full::new(Bytes::from(text.into()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+}
+
+impl Server {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Reply {
+        let serving = &self.function.serving;
+        let too_large = request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|length| length > serving.max_body);
+        if too_large {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than {} bytes\n",
+                    serving.max_body
+                ),
+            );
+        }
+        // A place in the queue, then a slot.
+        let permit = match self.slots.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= serving.queue {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    let mut busy = plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the function is at its concurrency limit and its queue is full\n",
+                    );
+                    busy.headers_mut()
+                        .insert(hyper::header::RETRY_AFTER, "1".parse().unwrap());
+                    return busy;
+                }
+                let permit = self.slots.acquire().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
+                }
+            }
+        };
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let answer = self.run(request).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        drop(permit);
+        answer
+    }
+
+    /// Runs the request in a fresh instance.
+    async fn run(&self, request: Request<Incoming>) -> Reply {
+        let function = &self.function;
+        let deadline = Instant::now() + function.serving.request_timeout;
+        let wasi = match (function.wasi)() {
+            Ok(mut wasi) => wasi.build(),
+            Err(message) => return self.failed(StatusCode::INTERNAL_SERVER_ERROR, &message),
+        };
+        let mut store = Store::new(
+            &function.engine,
+            RequestState {
+                ctx: wasi,
+                table: ResourceTable::new(),
+                http: WasiHttpCtx::new(),
+                outgoing: Outgoing {
+                    policy: function.policy.clone(),
+                    names: function.names.clone(),
+                },
+                names: function.names.clone(),
+                guard: (function.guard)(self.budget.clone(), deadline),
+            },
+        );
+        store.limiter(|s| &mut s.guard);
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().guard.on_tick());
+        store.set_epoch_deadline(1);
+        let limit = function.serving.max_body as usize;
+        let request = request.map(move |body| {
+            Limited::new(body, limit).map_err(move |e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64))
+                } else {
+                    match e.downcast::<hyper::Error>() {
+                        Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
+                        Err(_) => wasmtime_wasi_http::Error::ConnectionTerminated,
+                    }
+                }
+            })
+        });
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| -> wasmtime::Result<_> {
+            let data = store.data_mut();
+            let request = data.http().new_incoming_request(Scheme::Http, request)?;
+            let out = data.http().new_response_outparam(sender)?;
+            Ok((request, out))
+        })();
+        let (request, out) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return self.failed(StatusCode::BAD_REQUEST, &format!("{e:#}")),
+        };
+        let pre = self.pre.clone();
+        let container = function.container.clone();
+        // The instance runs on as a task of its own: the guest may still write the body after
+        // it has set the response.
+        let task = tokio::spawn(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await
+            }
+            .await;
+            let guard = &store.data().guard;
+            (result, guard.oom, guard.timed_out())
+        });
+        let waited = tokio::time::timeout_at(deadline.into(), receiver).await;
+        match waited {
+            Ok(Ok(Ok(response))) => response,
+            Ok(Ok(Err(code))) => self.failed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("the handler answered an error: {code:?}"),
+            ),
+            Ok(Err(_)) => match task.await {
+                Ok((Err(e), true, _)) => self.failed(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("out of memory: {e:#}"),
+                ),
+                Ok((Err(_), _, true)) => self.timed_out(),
+                Ok((Err(e), _, _)) => {
+                    self.failed(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
+                }
+                Ok((Ok(()), _, _)) => self.failed(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the handler returned without setting a response",
+                ),
+                Err(e) => self.failed(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            },
+            Err(_) => {
+                task.abort();
+                tracing::debug!(%container, "a request timed out waiting for its response");
+                self.timed_out()
+            }
+        }
+    }
+
+    fn timed_out(&self) -> Reply {
+        let timeout = self.function.serving.request_timeout;
+        self.failed(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("the handler did not answer within {timeout:?}"),
+        )
+    }
+
+    /// A 5xx (or 4xx) for a request the guest could not answer, with a line in the node's log.
+    fn failed(&self, status: StatusCode, message: &str) -> Reply {
+        tracing::info!(container = %self.function.container, %status, %message, "a function request failed");
+        plain(status, format!("{message}\n"))
+    }
+}
+
+/// Outgoing requests of a function: cluster names resolve through the node, and every address
+/// is checked against the pod's socket policy before the connection is made. Plain HTTP only
+/// for now.
+struct Outgoing {
+    policy: Option<SocketPolicy>,
+    names: Option<PodNames>,
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let policy = self.policy.clone();
+        let names = self.names.clone();
+        Box::new(async move {
+            use wasmtime_wasi_http::Error;
+            if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+                return Err(Error::TlsProtocolError);
+            }
+            let authority = request
+                .uri()
+                .authority()
+                .ok_or(Error::HttpRequestUriInvalid)?
+                .clone();
+            let port = authority.port_u16().unwrap_or(80);
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let addresses = resolve(names.as_ref(), host, port).await?;
+            let Some(policy) = policy else {
+                return Err(Error::HttpRequestDenied);
+            };
+            let allowed: Vec<SocketAddr> = addresses
+                .into_iter()
+                .filter(|a| policy.check(*a, Use::Connect).is_ok())
+                .collect();
+            if allowed.is_empty() {
+                return Err(Error::DestinationIpProhibited);
+            }
+            let timeout = options
+                .and_then(|o| o.connect_timeout)
+                .unwrap_or(std::time::Duration::from_secs(30));
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(&allowed[..]))
+                .await
+                .map_err(|_| Error::ConnectionTimeout)?
+                .map_err(Error::Connect)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(Error::Hyper)?;
+            let io = Box::new(async move { connection.await.map_err(Error::Hyper) })
+                as Box<dyn Future<Output = Result<(), Error>> + Send>;
+            // The connection must be driven while the request is sent.
+            let (io_tx, io_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let _ = io_tx.send(Box::into_pin(io).await);
+            });
+            let response = sender.send_request(request).await.map_err(Error::Hyper)?;
+            let done = Box::new(async move { io_rx.await.unwrap_or(Ok(())) })
+                as Box<dyn Future<Output = Result<(), Error>> + Send>;
+            Ok((
+                response.map(|body| body.map_err(Error::Hyper).boxed_unsync()),
+                done,
+            ))
+        })
+    }
+}
+
+/// The addresses of `host`: a cluster name through the node's resolver, else the system's.
+async fn resolve(
+    names: Option<&PodNames>,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, wasmtime_wasi_http::Error> {
+    use wasmtime_wasi_http::Error;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    if let Some(names) = names
+        && let Answer::Cluster(ips) = names.resolver.lookup(host, &names.namespace)
+    {
+        return Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(IpAddr::V4(ip), port))
+            .collect());
+    }
+    let found = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| Error::DestinationNotFound)?;
+    Ok(found.collect())
+}

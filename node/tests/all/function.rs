@@ -1,0 +1,233 @@
+//! Function containers on the real wasmtime runtime: the `function` guest (guests/function,
+//! built by scripts/guests.sh), served on a loopback port of the test's network, with real
+//! HTTP requests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
+use bosun_node::runtime::{Artifact, Container, ContainerSpec, Error, Runtime, Serving};
+
+fn guest() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../guests/target/wasm32-wasip2/release/function.wasm"
+    );
+    std::fs::read(path).expect("build the guests first: scripts/guests.sh")
+}
+
+struct Function {
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    container: Arc<dyn Container>,
+    url: String,
+    _runtime: WasmtimeRuntime,
+}
+
+fn start(serving: Serving) -> Function {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = WasmtimeRuntime::new(WasmtimeOptions {
+        max_instances: 16,
+        max_memory_size: 64 << 20,
+        epoch_tick: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .unwrap();
+    let port = serving.port;
+    let log = dir.path().join("fn.log");
+    let container = runtime
+        .start(ContainerSpec {
+            name: "fn".to_string(),
+            artifact: Artifact::Wasm {
+                bytes: Arc::from(guest()),
+                digest: None,
+            },
+            args: vec!["fn".to_string()],
+            env: vec![("POD_NAME".to_string(), "hello-pod".to_string())],
+            mounts: Vec::new(),
+            log: log.clone(),
+            memory_limit: 48 << 20,
+            cpu_limit_millis: None,
+            network: None,
+            serving,
+        })
+        .unwrap();
+    Function {
+        _dir: dir,
+        log,
+        container,
+        url: format!("http://127.0.0.1:{port}"),
+        _runtime: runtime,
+    }
+}
+
+fn serving() -> Serving {
+    Serving {
+        port: bosun_testkit::free_port(),
+        request_timeout: Duration::from_secs(2),
+        concurrency: 2,
+        queue: 3,
+        max_body: 1024,
+    }
+}
+
+/// A plain-HTTP client (reqwest is built without a default TLS provider).
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = client().get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_gets_a_fresh_instance_and_bad_requests_do_not_end_the_function() {
+    let f = start(serving());
+    let (status, body) = get(&format!("{}/hello", f.url)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, r#"{"path":"/hello","pod":"hello-pod"}"#);
+    for _ in 0..3 {
+        assert_eq!(
+            get(&format!("{}/counter", f.url)).await,
+            (200, "1".to_string())
+        );
+    }
+    for (path, expected) in [("/trap", 500), ("/oom", 500), ("/loop", 504)] {
+        let started = Instant::now();
+        let (status, body) = get(&format!("{}{path}", f.url)).await;
+        assert_eq!(status, expected, "{path}: {body}");
+        if path == "/loop" {
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+                "{took:?}"
+            );
+        }
+        // The next request is served as if nothing happened.
+        assert_eq!(
+            get(&format!("{}/counter", f.url)).await.0,
+            200,
+            "after {path}"
+        );
+    }
+    assert!(!f.container.is_finished());
+
+    // Bodies: echoed when small, refused with 413 past the limit.
+    let client = client();
+    let echoed = client
+        .post(format!("{}/echo", f.url))
+        .body("ping")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.status(), 200);
+    assert_eq!(echoed.text().await.unwrap(), "ping");
+    let large = client
+        .post(format!("{}/echo", f.url))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status(), 413);
+
+    // Output of request instances goes to the container's log.
+    assert_eq!(get(&format!("{}/print", f.url)).await.0, 200);
+    let log = std::fs::read_to_string(&f.log).unwrap();
+    assert!(log.contains("stdout F hello from a request"), "{log}");
+    assert!(log.contains("stderr F and from its stderr"), "{log}");
+
+    // With no pod network, outgoing requests are refused.
+    let (status, body) = get(&format!("{}/fetch?url=http://127.0.0.1:1/", f.url)).await;
+    assert_eq!(status, 502, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_limited_and_the_queue_overflows_to_503() {
+    let f = start(serving());
+    let client = client();
+    let started = Instant::now();
+    let requests = (0..20).map(|_| {
+        let client = client.clone();
+        let url = format!("{}/sleep?ms=400", f.url);
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            let retry = response.headers().get("retry-after").cloned();
+            (response.status().as_u16(), retry, started.elapsed())
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let served: Vec<Duration> = answers
+        .iter()
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, _, t)| *t)
+        .collect();
+    let refused = answers.iter().filter(|(s, _, _)| *s == 503).count();
+    // Two at a time, three waiting: five served, the rest refused at once.
+    assert_eq!(served.len(), 5, "{answers:?}");
+    assert_eq!(refused, 15, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _, _)| *s == 503)
+            .all(|(_, retry, _)| retry.is_some())
+    );
+    // Never more than two at once: five 400 ms requests take three rounds.
+    let last = served.iter().max().unwrap();
+    assert!(*last >= Duration::from_millis(1200), "{answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_function_finishes_requests_in_flight_then_ends() {
+    let f = start(serving());
+    let url = format!("{}/sleep?ms=600", f.url);
+    let slow = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    f.container.terminate();
+    assert_eq!(slow.await.unwrap(), (200, "slept".to_string()));
+    let exit = tokio::time::timeout(Duration::from_secs(5), f.container.wait())
+        .await
+        .expect("the function ends once its requests are done");
+    assert_eq!(exit.reason, "Completed", "{exit:?}");
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    // No longer listening.
+    assert!(
+        client()
+            .get(format!("{}/counter", f.url))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn a_component_that_is_neither_a_command_nor_a_function_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = WasmtimeRuntime::new(WasmtimeOptions::default()).unwrap();
+    let empty =
+        wat::parse_str(r#"(component (core module $m) (core instance (instantiate $m)))"#).unwrap();
+    let error = runtime
+        .start(ContainerSpec {
+            name: "odd".to_string(),
+            artifact: Artifact::Wasm {
+                bytes: Arc::from(empty),
+                digest: None,
+            },
+            args: Vec::new(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            log: dir.path().join("odd.log"),
+            memory_limit: 16 << 20,
+            cpu_limit_millis: None,
+            network: None,
+            serving: Serving::default(),
+        })
+        .err()
+        .expect("refused");
+    assert!(matches!(error, Error::Invalid(_)), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("neither wasi:cli/run"), "{message}");
+}

@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod controllers;
 mod examples;
+mod functions;
 mod kube_client;
 mod network;
 mod node;

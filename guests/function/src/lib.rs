@@ -43,7 +43,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Function {
                 std::hint::black_box(count);
             },
             "/sleep" => {
-                let ms: u64 = param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+                let ms: u64 = param(query, "ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100);
                 wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                 respond(out, 200, b"slept");
             }
@@ -122,15 +124,17 @@ fn fetch(url: &str) -> Result<(u16, Vec<u8>), String> {
     };
     let request = OutgoingRequest::new(Fields::new());
     request.set_method(&Method::Get).map_err(|()| "method")?;
-    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "scheme")?;
+    request
+        .set_scheme(Some(&Scheme::Http))
+        .map_err(|()| "scheme")?;
     request
         .set_authority(Some(authority))
         .map_err(|()| format!("bad authority {authority:?}"))?;
     request
         .set_path_with_query(Some(path))
         .map_err(|()| format!("bad path {path:?}"))?;
-    let pending = wasip2::http::outgoing_handler::handle(request, None)
-        .map_err(|e| format!("{e:?}"))?;
+    let pending =
+        wasip2::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     pending.subscribe().block();
     let response = pending
         .get()

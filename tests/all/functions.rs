@@ -1,0 +1,140 @@
+//! HTTP functions in a cluster: a Deployment of the `function` guest (guests/function, a
+//! wasi:http component) behind a Service, with readiness from an httpGet probe that invokes
+//! the handler, reached through its pod IPs and, from another function, through the Service
+//! by name; outgoing requests outside the cluster are refused without the egress annotation.
+
+use std::time::{Duration, Instant};
+
+use bosun_node::images::Layout;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+use crate::support::cluster::{cluster, phase, wait_for};
+
+fn function() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/target/wasm32-wasip2/release/function.wasm"
+    );
+    std::fs::read(path).expect("build the guests first: scripts/guests.sh")
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_function_deployment_behind_a_service_answers_through_pod_ips_and_the_service() {
+    let c = cluster("fn1").await;
+    let image = c
+        .registry
+        .push("function:v1", function(), Layout::ComponentV0)
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "hello"}},
+            "template": {
+                "metadata": {"labels": {"app": "hello"}},
+                "spec": {"containers": [{
+                    "name": "fn",
+                    "image": image,
+                    "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/counter", "port": 8080}, "periodSeconds": 1},
+                }]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+
+    // Both replicas become ready through the probe, which invokes the handler.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let pods = c
+            .pods
+            .list(&ListParams::default().labels("app=hello"))
+            .await
+            .unwrap();
+        let ready: Vec<Pod> = pods
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .collect();
+        if ready.len() == 2 {
+            break ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the function pods never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // Each pod answers on its IP, with its own name, and every request is a fresh instance.
+    for pod in &ready {
+        let name = pod.metadata.name.clone().unwrap();
+        let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+        let (status, body) = get(&format!("http://{ip}:8080/hi")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, format!(r#"{{"path":"/hi","pod":{name:?}}}"#));
+        assert_eq!(
+            get(&format!("http://{ip}:8080/counter")).await,
+            (200, "1".to_string())
+        );
+        assert_eq!(get(&format!("http://{ip}:8080/trap")).await.0, 500);
+        assert_eq!(get(&format!("http://{ip}:8080/counter")).await.0, 200);
+    }
+
+    // Another function calls the Service by name (outgoing HTTP inside the cluster), and is
+    // refused an address outside it.
+    let caller = c
+        .create(json!({
+            "metadata": {"name": "caller"},
+            "spec": {"containers": [{"name": "fn", "image": image, "ports": [{"containerPort": 9000}]}]},
+        }))
+        .await;
+    let pod = wait_for(&c.pods, &caller, "running", |p| phase(p) == "Running").await;
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let (status, body) = get(&format!("http://{ip}:9000/fetch?url=http://hello/who")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with(r#"200 {"path":"/who","pod":"hello-"#),
+        "{body}"
+    );
+    let (status, body) = get(&format!("http://{ip}:9000/fetch?url=http://192.0.2.1:80/")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("Prohibited"), "{body}");
+}

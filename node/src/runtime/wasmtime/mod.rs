@@ -305,31 +305,13 @@ impl Runtime for WasmtimeRuntime {
                 )));
             }
         }
-        let log = LogFile::open(&spec.log).map_err(|e| {
-            Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
-        })?;
-        let policy = spec.network.as_ref().map(|n| self.policy(n));
+        let Surroundings {
+            log,
+            policy,
+            names,
+            netns,
+        } = self.surroundings(&spec)?;
         let wasi = wasi_builder(&spec, policy, &log)?;
-        let names = spec.network.as_ref().and_then(|n| {
-            Some(PodNames {
-                resolver: self.resolver.clone()?,
-                namespace: n.namespace.clone(),
-            })
-        });
-        // Opened here so that a missing namespace fails the start, not the guest.
-        let netns = spec
-            .network
-            .as_ref()
-            .and_then(|n| n.netns.as_ref())
-            .map(|path| {
-                std::fs::File::open(path).map_err(|e| {
-                    Error::Setup(format!(
-                        "cannot open the pod's network namespace {}: {e}",
-                        path.display()
-                    ))
-                })
-            })
-            .transpose()?;
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -387,31 +369,14 @@ impl WasmtimeRuntime {
         spec: ContainerSpec,
         component: Component,
     ) -> Result<Arc<dyn Container>> {
-        let log = LogFile::open(&spec.log).map_err(|e| {
-            Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
-        })?;
-        let policy = spec.network.as_ref().map(|n| self.policy(n));
+        let Surroundings {
+            log,
+            policy,
+            names,
+            netns,
+        } = self.surroundings(&spec)?;
         // The first request's context, made now so that a bad mount fails the start.
         wasi_builder(&spec, policy.clone(), &log)?;
-        let names = spec.network.as_ref().and_then(|n| {
-            Some(PodNames {
-                resolver: self.resolver.clone()?,
-                namespace: n.namespace.clone(),
-            })
-        });
-        let netns = spec
-            .network
-            .as_ref()
-            .and_then(|n| n.netns.as_ref())
-            .map(|path| {
-                std::fs::File::open(path).map_err(|e| {
-                    Error::Setup(format!(
-                        "cannot open the pod's network namespace {}: {e}",
-                        path.display()
-                    ))
-                })
-            })
-            .transpose()?;
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -499,6 +464,39 @@ impl WasmtimeRuntime {
         }
     }
 
+    /// What a container has around it, opened before its thread starts so that a missing
+    /// log directory or namespace fails the start, not the guest.
+    fn surroundings(&self, spec: &ContainerSpec) -> Result<Surroundings> {
+        let log = LogFile::open(&spec.log).map_err(|e| {
+            Error::Setup(format!("cannot open the log {}: {e}", spec.log.display()))
+        })?;
+        let names = spec.network.as_ref().and_then(|n| {
+            Some(PodNames {
+                resolver: self.resolver.clone()?,
+                namespace: n.namespace.clone(),
+            })
+        });
+        let netns = spec
+            .network
+            .as_ref()
+            .and_then(|n| n.netns.as_ref())
+            .map(|path| {
+                std::fs::File::open(path).map_err(|e| {
+                    Error::Setup(format!(
+                        "cannot open the pod's network namespace {}: {e}",
+                        path.display()
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(Surroundings {
+            log,
+            policy: spec.network.as_ref().map(|n| self.policy(n)),
+            names,
+            netns,
+        })
+    }
+
     /// The socket rules of a pod on this node.
     fn policy(&self, network: &PodNetwork) -> SocketPolicy {
         SocketPolicy {
@@ -508,6 +506,14 @@ impl WasmtimeRuntime {
             egress: network.egress,
         }
     }
+}
+
+/// A container's log, socket rules, names and network namespace.
+struct Surroundings {
+    log: LogFile,
+    policy: Option<SocketPolicy>,
+    names: Option<PodNames>,
+    netns: Option<std::fs::File>,
 }
 
 /// A guest running on its own thread.

@@ -155,7 +155,6 @@ struct Server {
     budget: Arc<Budget>,
     slots: Semaphore,
     waiting: AtomicUsize,
-    in_flight: AtomicUsize,
 }
 
 /// Serves the function until it is stopped; `ready` learns whether the listener is bound and
@@ -196,7 +195,6 @@ pub(super) fn serve(
         }),
         slots: Semaphore::new(function.serving.concurrency.max(1)),
         waiting: AtomicUsize::new(0),
-        in_flight: AtomicUsize::new(0),
         pre,
         function,
     });
@@ -296,9 +294,7 @@ impl Server {
                 }
             }
         };
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
         let answer = self.run(request).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         drop(permit);
         answer
     }

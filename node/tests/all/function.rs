@@ -102,7 +102,7 @@ async fn each_request_gets_a_fresh_instance_and_bad_requests_do_not_end_the_func
         if path == "/loop" {
             let took = started.elapsed();
             assert!(
-                took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+                took >= Duration::from_secs(2) && took < Duration::from_secs(10),
                 "{took:?}"
             );
         }
@@ -151,7 +151,7 @@ async fn concurrency_is_limited_and_the_queue_overflows_to_503() {
     let started = Instant::now();
     let requests = (0..20).map(|_| {
         let client = client.clone();
-        let url = format!("{}/sleep?ms=400", f.url);
+        let url = format!("{}/sleep?ms=1000", f.url);
         async move {
             let response = client.get(url).send().await.unwrap();
             let retry = response.headers().get("retry-after").cloned();
@@ -174,9 +174,9 @@ async fn concurrency_is_limited_and_the_queue_overflows_to_503() {
             .filter(|(s, _, _)| *s == 503)
             .all(|(_, retry, _)| retry.is_some())
     );
-    // Never more than two at once: five 400 ms requests take three rounds.
+    // Never more than two at once: five 1 s requests take three rounds.
     let last = served.iter().max().unwrap();
-    assert!(*last >= Duration::from_millis(1200), "{answers:?}");
+    assert!(*last >= Duration::from_millis(3000), "{answers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +192,7 @@ async fn a_terminated_function_finishes_requests_in_flight_then_ends() {
         .await
         .expect("the function ends once its requests are done");
     assert_eq!(exit.reason, "Completed", "{exit:?}");
-    assert!(asked.elapsed() < Duration::from_secs(2));
+    assert!(asked.elapsed() < Duration::from_secs(5));
     // No longer listening.
     assert!(
         client()

@@ -242,3 +242,37 @@ async fn config_follows_its_objects_sidecars_share_localhost_and_up_keeps_its_st
     let followed = String::from_utf8_lossy(&followed.stdout);
     assert_eq!(log_lines(&followed, "stopping").len(), 1, "{followed}");
 }
+
+#[tokio::test]
+async fn the_function_example_answers_on_each_replica_with_its_name() {
+    let up = Up::start("fnex").await;
+    up.push("function-hello");
+    up.apply("examples/function-hello/function.yaml");
+    up.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/function-hello",
+        "--timeout=90s",
+    ])
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let pods = up.json(&["pods", "-l", "app=function-hello"]);
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 2);
+    for pod in pods {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let ip = pod["status"]["podIP"].as_str().unwrap();
+        let body = http
+            .get(format!("http://{ip}:8080/hi"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, format!("{{\"pod\":{name:?},\"path\":\"/hi\"}}\n"));
+    }
+}

@@ -11,11 +11,13 @@
 //! - [`shutdown`]: Bosun's stop signal (WASI has no signals): the guest learns that its pod is
 //!   being deleted and has the pod's grace period to finish;
 //! - [`http`] (wasm32-wasip2 only): a small HTTP/1.1 server on wasi:sockets with liveness and
-//!   readiness endpoints for the pod's probes, and graceful shutdown built in.
+//!   readiness endpoints for the pod's probes, and graceful shutdown built in;
+//! - [`function`] (wasm32-wasip2 only): serverless HTTP functions, a plain `fn(Request) ->
+//!   Response` exported as `wasi:http/incoming-handler`, and outgoing calls.
 //!
 //! Build for `wasm32-wasip2` (a component; everything is available) or `wasm32-wasip1` (a
 //! core module; no sockets, so no [`http`]). The crate has no dependencies besides
-//! `wit-bindgen` for the component's host interface.
+//! `wit-bindgen` for the component's host interface and `wasip2` for wasi:http.
 //!
 //! ```no_run
 //! use bosun_sdk::{config, info, pod::Pod};
@@ -25,10 +27,12 @@
 //! info!("starting", pod = pod.name.as_deref().unwrap_or("?"), greeting = greeting.as_str());
 //! ```
 //!
-//! Serverless functions (wasi:http handlers) will come as a module beside [`http`]: the same
-//! pod, config, log and shutdown helpers serve both kinds of workload.
+//! The same pod, config and log helpers serve both kinds of workload: a server ([`http`]) and
+//! a function ([`function`]).
 
 pub mod config;
+#[cfg(target_env = "p2")]
+pub mod function;
 #[cfg(target_env = "p2")]
 pub mod http;
 pub mod log;

@@ -1,0 +1,182 @@
+//! HTTP functions (wasm32-wasip2 only): a handler written as a plain Rust function over
+//! [`Request`] and [`Response`] (the same types as [`crate::http`]), exported as
+//! `wasi:http/incoming-handler` with [`function!`](crate::function!). Bosun serves it on the
+//! container's port with a fresh instance per request, so a handler keeps nothing between
+//! requests; [`get`] calls other Services (outgoing HTTP, inside the cluster, or outside with
+//! the pod annotation `bosun.dev/egress: allow`).
+//!
+//! ```no_run
+//! use bosun_sdk::function::{Request, Response};
+//!
+//! fn hello(request: Request) -> Response {
+//!     Response::text(200, format!("hello from {}\n", request.path))
+//! }
+//!
+//! bosun_sdk::function!(hello);
+//! ```
+
+pub use crate::http::{Request, Response};
+
+use wasip2::http::types::{
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
+use wasip2::io::streams::StreamError;
+
+#[doc(hidden)]
+pub use wasip2 as __wasip2;
+
+/// Exports `handler` (a `fn(Request) -> Response`) as the component's
+/// `wasi:http/incoming-handler`.
+#[macro_export]
+macro_rules! function {
+    ($handler:path) => {
+        struct __BosunFunction;
+
+        impl $crate::function::__wasip2::exports::http::incoming_handler::Guest
+            for __BosunFunction
+        {
+            fn handle(
+                request: $crate::function::__wasip2::http::types::IncomingRequest,
+                out: $crate::function::__wasip2::http::types::ResponseOutparam,
+            ) {
+                $crate::function::serve(request, out, $handler)
+            }
+        }
+
+        $crate::function::__wasip2::http::proxy::export!(__BosunFunction);
+    };
+}
+
+/// Reads the request, runs `handler` and writes its response (what [`function!`] expands to).
+#[doc(hidden)]
+pub fn serve(
+    request: IncomingRequest,
+    out: ResponseOutparam,
+    handler: impl FnOnce(Request) -> Response,
+) {
+    let target = request.path_with_query().unwrap_or_else(|| "/".to_string());
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path.to_string(), Some(query.to_string())),
+        None => (target, None),
+    };
+    let headers = request
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                String::from_utf8_lossy(&value).into_owned(),
+            )
+        })
+        .collect();
+    let method = method_name(&request.method());
+    let body = match request.consume() {
+        Ok(body) => read_all(body).unwrap_or_default(),
+        Err(()) => Vec::new(),
+    };
+    let response = handler(Request {
+        method,
+        path,
+        query,
+        headers,
+        body,
+        peer: None,
+    });
+    write(out, &response);
+}
+
+fn method_name(method: &Method) -> String {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(other) => other,
+    }
+    .to_string()
+}
+
+fn write(out: ResponseOutparam, response: &Response) {
+    let headers = Fields::new();
+    for (name, value) in &response.headers {
+        let _ = headers.append(name, value.as_bytes());
+    }
+    let outgoing = OutgoingResponse::new(headers);
+    let _ = outgoing.set_status_code(response.status);
+    let Ok(body) = outgoing.body() else { return };
+    ResponseOutparam::set(out, Ok(outgoing));
+    if let Ok(stream) = body.write() {
+        for chunk in response.body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
+
+fn read_all(body: IncomingBody) -> Result<Vec<u8>, String> {
+    let mut all = Vec::new();
+    let stream = body.stream().map_err(|()| "the body was taken")?;
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => all.extend(chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+        }
+    }
+    Ok(all)
+}
+
+/// GETs `url` (`http://host[:port]/path`; a Service's name works as the host) and returns
+/// its response, or why there is none.
+pub fn get(url: &str) -> Result<Response, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("only http:// URLs are supported: {url:?}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    request
+        .set_method(&Method::Get)
+        .map_err(|()| "bad method")?;
+    request
+        .set_scheme(Some(&Scheme::Http))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| format!("bad host {authority:?}"))?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| format!("bad path {path:?}"))?;
+    let pending =
+        wasip2::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or("no response")?
+        .map_err(|()| "the response was taken")?
+        .map_err(|e| format!("{e:?}"))?;
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
+    let status = response.status();
+    let body = read_all(response.consume().map_err(|()| "no body")?)?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}

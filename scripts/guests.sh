@@ -62,7 +62,9 @@ cargo build --release --locked
 for example in web config sidecar; do
     cp "target/wasm32-wasip2/release/$example.wasm" "$out/"
 done
-cp target/wasm32-wasip2/release/function_hello.wasm "$out/function-hello.wasm"
+for function in function_hello function_proxy; do
+    cp "target/wasm32-wasip2/release/$function.wasm" "$out/${function/_/-}.wasm"
+done
 CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="-L native=$toolchain/wasi-libc/usr/lib/wasm32-wasip1" \
     cargo build --release --locked -p hello --target wasm32-wasip1
 cp target/wasm32-wasip1/release/hello.wasm "$out/"

@@ -244,17 +244,16 @@ async fn config_follows_its_objects_sidecars_share_localhost_and_up_keeps_its_st
 }
 
 #[tokio::test]
-async fn the_function_example_answers_on_each_replica_with_its_name() {
+async fn the_function_examples_answer_on_each_replica_and_call_each_other_by_service() {
     let up = Up::start("fnex").await;
     up.push("function-hello");
+    up.push("function-proxy");
     up.apply("examples/function-hello/function.yaml");
-    up.kubectl(&[
-        "rollout",
-        "status",
-        "deployment/function-hello",
-        "--timeout=90s",
-    ])
-    .unwrap();
+    up.apply("examples/function-proxy/function.yaml");
+    for deployment in ["deployment/function-hello", "deployment/function-proxy"] {
+        up.kubectl(&["rollout", "status", deployment, "--timeout=90s"])
+            .unwrap();
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -275,4 +274,20 @@ async fn the_function_example_answers_on_each_replica_with_its_name() {
             .unwrap();
         assert_eq!(body, format!("{{\"pod\":{name:?},\"path\":\"/hi\"}}\n"));
     }
+
+    // The proxy calls the hello Service by name and hands back what one replica said.
+    let proxy = up.json(&["pods", "-l", "app=function-proxy"]);
+    let ip = proxy["items"][0]["status"]["podIP"].as_str().unwrap();
+    let body = http
+        .get(format!("http://{ip}:8080/via"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains(r#"got 200 from http://function-hello/via: {"pod":"function-hello-"#),
+        "{body}"
+    );
 }

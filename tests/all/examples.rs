@@ -99,6 +99,13 @@ async fn jobs_in_rust_and_c_a_cronjob_and_the_sdk_tests_run_to_completion() {
     );
 }
 
+/// The body of `GET url`.
+async fn body(http: &reqwest::Client, url: String) -> String {
+    let response = http.get(&url).send().await;
+    let response = response.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn web_answers_on_every_replica_and_rolls_to_v2_and_back() {
     let up = Up::start("web").await;
@@ -124,14 +131,7 @@ async fn web_answers_on_every_replica_and_rolls_to_v2_and_back() {
                 }
                 let name = pod["metadata"]["name"].as_str().unwrap();
                 let ip = pod["status"]["podIP"].as_str().unwrap();
-                let body = http
-                    .get(format!("http://{ip}:8080/"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let body = body(&http, format!("http://{ip}:8080/")).await;
                 assert_eq!(body, format!("hello from {name} ({version})\n"));
                 seen.push(name.to_string());
             }
@@ -264,28 +264,14 @@ async fn the_function_examples_answer_on_each_replica_and_call_each_other_by_ser
     for pod in pods {
         let name = pod["metadata"]["name"].as_str().unwrap();
         let ip = pod["status"]["podIP"].as_str().unwrap();
-        let body = http
-            .get(format!("http://{ip}:8080/hi"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = body(&http, format!("http://{ip}:8080/hi")).await;
         assert_eq!(body, format!("{{\"pod\":{name:?},\"path\":\"/hi\"}}\n"));
     }
 
     // The proxy calls the hello Service by name and hands back what one replica said.
     let proxy = up.json(&["pods", "-l", "app=function-proxy"]);
     let ip = proxy["items"][0]["status"]["podIP"].as_str().unwrap();
-    let body = http
-        .get(format!("http://{ip}:8080/via"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = body(&http, format!("http://{ip}:8080/via")).await;
     assert!(
         body.contains(r#"got 200 from http://function-hello/via: {"pod":"function-hello-"#),
         "{body}"

@@ -214,7 +214,11 @@ async fn accept(listener: TcpListener, server: Arc<Server>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // Out of descriptors, most likely: let connections end before trying again.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let server = server.clone();
                 let connection = http1::Builder::new().keep_alive(true).serve_connection(

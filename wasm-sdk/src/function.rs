@@ -122,14 +122,44 @@ fn write(out: ResponseOutparam, response: &Response) {
     let _ = OutgoingBody::finish(body, None);
 }
 
-fn read_all(body: IncomingBody) -> Result<Vec<u8>, String> {
+/// Why an outgoing request got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The URL is not `http://host[:port]/path`.
+    Url(String),
+    /// The host or the path cannot be put in a request.
+    Invalid { what: &'static str, value: String },
+    /// The host refused, or the network failed (wasi:http's error code, as Rust prints it).
+    Http(String),
+    /// A body could not be read, or was already taken.
+    Body(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Url(url) => write!(f, "only http:// URLs are supported: {url:?}"),
+            Error::Invalid { what, value } => write!(f, "bad {what} {value:?}"),
+            Error::Http(code) => write!(f, "the request failed: {code}"),
+            Error::Body(reason) => write!(f, "cannot read the body: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn read_all(body: IncomingBody) -> Result<Vec<u8>, Error> {
     let mut all = Vec::new();
-    let stream = body.stream().map_err(|()| "the body was taken")?;
+    let stream = body
+        .stream()
+        .map_err(|()| Error::Body("its stream was taken".to_string()))?;
     loop {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => all.extend(chunk),
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(Error::Body(e.to_debug_string()));
+            }
         }
     }
     Ok(all)
@@ -137,35 +167,37 @@ fn read_all(body: IncomingBody) -> Result<Vec<u8>, String> {
 
 /// GETs `url` (`http://host[:port]/path`; a Service's name works as the host) and returns
 /// its response, or why there is none.
-pub fn get(url: &str) -> Result<Response, String> {
+pub fn get(url: &str) -> Result<Response, Error> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("only http:// URLs are supported: {url:?}"))?;
+        .ok_or_else(|| Error::Url(url.to_string()))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
+    let invalid = |what, value: &str| Error::Invalid {
+        what,
+        value: value.to_string(),
+    };
     let request = OutgoingRequest::new(Fields::new());
-    request
-        .set_method(&Method::Get)
-        .map_err(|()| "bad method")?;
-    request
-        .set_scheme(Some(&Scheme::Http))
-        .map_err(|()| "bad scheme")?;
+    // GET and http are always accepted.
+    let _ = request.set_method(&Method::Get);
+    let _ = request.set_scheme(Some(&Scheme::Http));
     request
         .set_authority(Some(authority))
-        .map_err(|()| format!("bad host {authority:?}"))?;
+        .map_err(|()| invalid("host", authority))?;
     request
         .set_path_with_query(Some(path))
-        .map_err(|()| format!("bad path {path:?}"))?;
-    let pending =
-        wasip2::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+        .map_err(|()| invalid("path", path))?;
+    let pending = wasip2::http::outgoing_handler::handle(request, None)
+        .map_err(|e| Error::Http(format!("{e:?}")))?;
     pending.subscribe().block();
-    let response = pending
-        .get()
-        .ok_or("no response")?
-        .map_err(|()| "the response was taken")?
-        .map_err(|e| format!("{e:?}"))?;
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(Error::Http(format!("{code:?}"))),
+        // Ready after `block`, and taken only here.
+        None | Some(Err(())) => return Err(Error::Http("no response".to_string())),
+    };
     let headers = response
         .headers()
         .entries()
@@ -173,10 +205,12 @@ pub fn get(url: &str) -> Result<Response, String> {
         .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
         .collect();
     let status = response.status();
-    let body = read_all(response.consume().map_err(|()| "no body")?)?;
+    let body = response
+        .consume()
+        .map_err(|()| Error::Body("it was taken".to_string()))?;
     Ok(Response {
         status,
         headers,
-        body,
+        body: read_all(body)?,
     })
 }

@@ -52,7 +52,7 @@ fn handle(request: Request) -> Response {
                 text.extend(answer.body);
                 Response::new(200).body(text)
             }
-            Err(error) => Response::text(502, error),
+            Err(error) => Response::text(502, error.to_string()),
         },
         path => {
             let pod = std::env::var("POD_NAME").unwrap_or_default();

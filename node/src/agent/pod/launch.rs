@@ -216,9 +216,22 @@ pub const CONCURRENCY_ANNOTATION: &str = "bosun.dev/container-concurrency";
 pub const QUEUE_ANNOTATION: &str = "bosun.dev/container-queue";
 pub const MAX_BODY_ANNOTATION: &str = "bosun.dev/max-request-body";
 
+/// A function container's port or serving annotation that cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum ServingError {
+    #[error("containerPort {0} is not a port")]
+    Port(i32),
+    #[error("annotation {name}: {value:?} is not {expected}")]
+    Annotation {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
 /// How the container serves if it is a function: its first TCP port and the pod's
 /// annotations, each checked.
-fn serving(pod: &Pod, container: &Container) -> Result<Serving, String> {
+fn serving(pod: &Pod, container: &Container) -> Result<Serving, ServingError> {
     let mut serving = Serving::default();
     if let Some(port) = container
         .ports
@@ -229,12 +242,15 @@ fn serving(pod: &Pod, container: &Container) -> Result<Serving, String> {
         serving.port = u16::try_from(port.container_port)
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| format!("containerPort {} is not a port", port.container_port))?;
+            .ok_or(ServingError::Port(port.container_port))?;
     }
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let get = |name: &str| annotations.get(name).map(|v| v.trim());
-    let bad =
-        |name: &str, value: &str, what: &str| format!("annotation {name}: {value:?} is not {what}");
+    let bad = |name: &'static str, value: &str, expected: &'static str| ServingError::Annotation {
+        name,
+        value: value.to_string(),
+        expected,
+    };
     if let Some(value) = get(REQUEST_TIMEOUT_ANNOTATION) {
         serving.request_timeout = bosun_api::duration::parse(value)
             .ok()

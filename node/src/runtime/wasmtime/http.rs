@@ -135,7 +135,7 @@ pub(super) struct Function {
     pub engine: Engine,
     pub component: Component,
     /// A fresh WASI context for each request (argv, environment, mounts, log, sockets).
-    pub wasi: Box<dyn Fn() -> Result<WasiCtxBuilder, String> + Send + Sync>,
+    pub wasi: Box<dyn Fn() -> crate::runtime::Result<WasiCtxBuilder> + Send + Sync>,
     /// A fresh guard for each request (limits, stop flag, deadline).
     pub guard: Box<dyn Fn(Arc<Budget>, Instant) -> Guard + Send + Sync>,
     pub names: Option<PodNames>,
@@ -162,7 +162,7 @@ struct Server {
 pub(super) fn serve(
     runtime: &tokio::runtime::Runtime,
     function: Function,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    ready: std::sync::mpsc::Sender<crate::runtime::Result<()>>,
 ) -> Exit {
     let prepared = (|| -> wasmtime::Result<ProxyPre<RequestState>> {
         let mut linker = Linker::new(&function.engine);
@@ -175,7 +175,7 @@ pub(super) fn serve(
         Ok(pre) => pre,
         Err(e) => {
             let message = format!("cannot prepare the function: {e:#}");
-            let _ = ready.send(Err(message.clone()));
+            let _ = ready.send(Err(crate::runtime::Error::Setup(message.clone())));
             return Exit::error(128, message);
         }
     };
@@ -184,7 +184,7 @@ pub(super) fn serve(
         Ok(listener) => listener,
         Err(e) => {
             let message = format!("cannot listen on port {port}: {e}");
-            let _ = ready.send(Err(message.clone()));
+            let _ = ready.send(Err(crate::runtime::Error::Setup(message.clone())));
             return Exit::error(128, message);
         }
     };
@@ -309,7 +309,9 @@ impl Server {
         let deadline = Instant::now() + function.serving.request_timeout;
         let wasi = match (function.wasi)() {
             Ok(mut wasi) => wasi.build(),
-            Err(message) => return self.failed(StatusCode::INTERNAL_SERVER_ERROR, &message),
+            Err(error) => {
+                return self.failed(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string());
+            }
         };
         let mut store = Store::new(
             &function.engine,

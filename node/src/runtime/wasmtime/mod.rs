@@ -391,9 +391,7 @@ impl WasmtimeRuntime {
             component,
             wasi: {
                 let (spec, policy, log) = (spec.clone(), policy.clone(), log.clone());
-                Box::new(move || {
-                    wasi_builder(&spec, policy.clone(), &log).map_err(|e| e.to_string())
-                })
+                Box::new(move || wasi_builder(&spec, policy.clone(), &log))
             },
             guard: {
                 let (stop, shutdown) = (stop.clone(), shutdown.clone());
@@ -427,7 +425,7 @@ impl WasmtimeRuntime {
                 let exit = match netns.map(|ns| enter_netns(&ns)).transpose() {
                     Err(e) => {
                         let message = format!("cannot enter the pod's network namespace: {e}");
-                        let _ = ready_tx.send(Err(message.clone()));
+                        let _ = ready_tx.send(Err(Error::Setup(message.clone())));
                         Exit::error(128, message)
                     }
                     Ok(_) => match tokio::runtime::Builder::new_current_thread()
@@ -437,7 +435,7 @@ impl WasmtimeRuntime {
                         Ok(runtime) => http::serve(&runtime, function, ready_tx),
                         Err(e) => {
                             let message = format!("cannot start the container's runtime: {e}");
-                            let _ = ready_tx.send(Err(message.clone()));
+                            let _ = ready_tx.send(Err(Error::Setup(message.clone())));
                             Exit::error(128, message)
                         }
                     },
@@ -457,7 +455,7 @@ impl WasmtimeRuntime {
                 shutdown_wake,
                 exit,
             })),
-            Ok(Err(message)) => Err(Error::Setup(message)),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::Setup(
                 "the function's thread ended before it served".to_string(),
             )),

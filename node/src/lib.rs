@@ -12,6 +12,7 @@
 //! - [`network`]: a network namespace and an IP per pod, the bridge, routes to other nodes'
 //!   pods, and the rules for guests' sockets;
 //! - [`logs`]: container log files in the CRI format, and the log server;
+//! - [`metrics`]: what the node measures of its function containers (`/metrics/functions`);
 //! - [`objects`]: the ConfigMaps, Secrets and downward API fields a pod's containers read;
 //! - [`volumes`]: emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes as
 //!   directories preopened in the guest.
@@ -19,6 +20,7 @@
 pub mod agent;
 pub mod images;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod objects;
 pub mod runtime;

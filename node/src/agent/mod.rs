@@ -37,6 +37,7 @@ use tokio::sync::watch;
 
 use crate::images::Images;
 use crate::logs::server::LogIndex;
+use crate::metrics::Functions;
 use crate::network::names::Resolver;
 use crate::network::{Network, NetworkConfig};
 use crate::runtime::Runtime;
@@ -176,6 +177,8 @@ pub(crate) struct Agent {
     pub serving_cert: Option<String>,
     /// What the log server can serve.
     pub logs: Arc<LogIndex>,
+    /// The running function containers' stats, served at `/metrics/functions`.
+    pub functions: Arc<Functions>,
     /// The pod network, set up once the node has its podCIDR (before any pod starts).
     network: OnceLock<Network>,
     /// What Services' names mean, kept by the service watch.
@@ -296,6 +299,7 @@ pub async fn run(
         Some(&cluster_ca),
     )?;
     let logs = Arc::new(LogIndex::default());
+    let functions = Arc::new(Functions::default());
     let events = events::Events::start(
         Recorder::new(
             client.clone(),
@@ -318,19 +322,16 @@ pub async fn run(
         pods_dir,
         serving_cert: Some(serving_cert),
         logs: logs.clone(),
+        functions: functions.clone(),
         network: OnceLock::new(),
         resolver,
     });
     let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
-    let log_server = tokio::spawn(crate::logs::server::serve(
-        listener,
-        tls,
-        logs,
-        Duration::from_millis(100),
-        async {
-            let _ = logs_stopped.await;
-        },
-    ));
+    let routes = crate::logs::server::routes(logs, Duration::from_millis(100))
+        .merge(crate::metrics::routes(functions));
+    let log_server = tokio::spawn(bosun_tls::serve(listener, tls, routes, async {
+        let _ = logs_stopped.await;
+    }));
 
     node::register(&agent).await.map_err(AgentError::Register)?;
     let heartbeat = tokio::spawn(node::heartbeat(agent.clone()));

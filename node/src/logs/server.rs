@@ -1,9 +1,10 @@
-//! The node's log server: `GET /containerLogs/{namespace}/{pod}/{container}` over HTTPS, the
+//! The node's log server: `GET /containerLogs/{namespace}/{pod}/{container}` over HTTPS on the
+//! node port (10250, with `/metrics/functions` beside it), the
 //! path and query the kubelet serves (`follow`, `previous`, `timestamps`, `tailLines`,
 //! `sinceSeconds`, `sinceTime`, `limitBytes`). The API server proxies `pods/{name}/log` here,
 //! so `kubectl logs` works unchanged.
 //!
-//! Who may read: only a client presenting a certificate issued by the cluster CA (the CA the
+//! Who may read (logs and metrics alike): only a client presenting a certificate issued by the cluster CA (the CA the
 //! node's kubeconfig trusts). The API server has one; cluster admins go through the API
 //! server, which checks their right to `pods/log`. The node's own certificate is self-signed
 //! and published in the Node's `bosun.dev/serving-certificate` annotation, which only the node
@@ -25,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::parse;
@@ -102,21 +102,15 @@ pub struct LogQuery {
     pub limit_bytes: Option<i64>,
 }
 
-/// Serves logs on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    index: Arc<LogIndex>,
-    poll: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let app = Router::new()
+/// The log server's routes, for the node port's router (which also serves
+/// [`crate::metrics::routes`]).
+pub fn routes(index: Arc<LogIndex>, poll: Duration) -> Router {
+    Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
-        .with_state(Served { index, poll });
-    bosun_tls::serve(listener, tls, app, shutdown).await;
+        .with_state(Served { index, poll })
 }
 
 #[derive(Clone)]

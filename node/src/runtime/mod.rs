@@ -186,6 +186,11 @@ pub trait Container: Send + Sync {
 
     /// Waits for its end; every caller gets the same exit.
     async fn wait(&self) -> Exit;
+
+    /// What it measures of its requests, if it is a function container.
+    fn function_stats(&self) -> Option<Arc<crate::metrics::FunctionStats>> {
+        None
+    }
 }
 
 impl dyn Container {

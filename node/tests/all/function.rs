@@ -3,8 +3,10 @@
 //! HTTP requests.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bosun_node::metrics::BUCKETS;
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 use bosun_node::runtime::{Artifact, Container, ContainerSpec, Error, Runtime, Serving};
 
@@ -158,7 +160,30 @@ async fn concurrency_is_limited_and_the_queue_overflows_to_503() {
             (response.status().as_u16(), retry, started.elapsed())
         }
     });
+    // What the function's stats say meanwhile, sampled as the autoscaler would read them.
+    let stats = f.container.function_stats().expect("a function has stats");
+    let sampled = stats.clone();
+    let sampler = tokio::spawn(async move {
+        let (mut in_flight, mut queued) = (0, 0);
+        for _ in 0..300 {
+            in_flight = in_flight.max(sampled.in_flight.load(Ordering::SeqCst));
+            queued = queued.max(sampled.queued.load(Ordering::SeqCst));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (in_flight, queued)
+    });
     let answers = futures::future::join_all(requests).await;
+    assert_eq!(sampler.await.unwrap(), (2, 3), "most in flight and queued");
+    assert_eq!(stats.in_flight.load(Ordering::SeqCst), 0);
+    assert_eq!(stats.queued.load(Ordering::SeqCst), 0);
+    let by_class: Vec<u64> = stats.requests.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(by_class, [0, 5, 0, 0, 15]);
+    assert_eq!(stats.instances_created.load(Ordering::SeqCst), 5);
+    let (queued, waited) = stats.queue_time.read();
+    assert_eq!(queued[BUCKETS.len()], 5, "the five served waited (or not) for a place");
+    assert!(waited >= 3.5, "three waited 1 s, 1 s and 2 s: {waited}");
+    let (timed, _) = stats.duration.read();
+    assert_eq!(timed[BUCKETS.len()], 20);
     let served: Vec<Duration> = answers
         .iter()
         .filter(|(s, _, _)| *s == 200)

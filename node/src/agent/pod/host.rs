@@ -12,6 +12,7 @@ use serde_json::json;
 use super::super::{Agent, probe};
 use super::{Host, Launch, LaunchError, Published, Settings, launch};
 use crate::logs::server::LogIndex;
+use crate::metrics::Functions;
 use crate::objects::{ConfigError, Sources};
 
 #[async_trait::async_trait]
@@ -28,6 +29,10 @@ impl Host for Agent {
 
     fn logs(&self) -> &LogIndex {
         &self.logs
+    }
+
+    fn functions(&self) -> &Functions {
+        &self.functions
     }
 
     async fn launch(

@@ -40,6 +40,7 @@ use super::Backoff;
 use super::probe::{self, Probes, Verdict};
 use crate::images::Image;
 use crate::logs::server::LogIndex;
+use crate::metrics::{FunctionKey, Functions};
 use crate::objects::ConfigError;
 use crate::runtime::Exit;
 
@@ -51,6 +52,9 @@ pub(crate) trait Host: Send + Sync + 'static {
 
     /// What the log server can serve.
     fn logs(&self) -> &LogIndex;
+
+    /// The running function containers, for `/metrics/functions`.
+    fn functions(&self) -> &Functions;
 
     /// Gets `container` of `pod` running, its output going to `log`.
     async fn launch(
@@ -643,8 +647,16 @@ impl Worker {
         self.host
             .logs()
             .set_running(&self.namespace, &self.name, &name, true);
-        let slot = self.slot(which);
         let handle = launch.handle;
+        if let Some(stats) = handle.function_stats() {
+            let key = FunctionKey {
+                namespace: self.namespace.clone(),
+                pod: self.name.clone(),
+                container: name.clone(),
+            };
+            self.host.functions().add(key, stats);
+        }
+        let slot = self.slot(which);
         if terminating {
             handle.kill();
         }
@@ -735,8 +747,18 @@ impl Worker {
                 started_at,
                 since,
                 container_id,
-                ..
-            } => (Some(started_at.clone()), *since, container_id.clone()),
+                handle,
+            } => {
+                if let Some(stats) = handle.function_stats() {
+                    let key = FunctionKey {
+                        namespace: namespace.clone(),
+                        pod: pod_name.clone(),
+                        container: slot.spec.name.clone(),
+                    };
+                    host.functions().remove(&key, &stats);
+                }
+                (Some(started_at.clone()), *since, container_id.clone())
+            }
             _ => (None, Instant::now(), String::new()),
         };
         let finished = Finished {

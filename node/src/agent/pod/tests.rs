@@ -20,6 +20,7 @@ use super::{Host, Launch, LaunchError, Published, Settings};
 use crate::agent::{Backoff, probe};
 use crate::images::Image;
 use crate::logs::server::LogIndex;
+use crate::metrics::Functions;
 use crate::objects::ConfigError;
 use crate::runtime::fake::{FakeRuntime, Script};
 use crate::runtime::{Artifact, Container as _, ContainerSpec, Exit, Runtime};
@@ -31,6 +32,7 @@ struct FakeHost {
     settings: Settings,
     runtime: FakeRuntime,
     logs: LogIndex,
+    functions: Functions,
     statuses: Mutex<Vec<PodStatus>>,
     /// Whether a probe at a path (`/ready`, `/live`) succeeds; missing paths succeed.
     probes: Mutex<HashMap<String, bool>>,
@@ -55,6 +57,7 @@ impl FakeHost {
             },
             runtime: FakeRuntime::default(),
             logs: LogIndex::default(),
+            functions: Functions::default(),
             statuses: Mutex::default(),
             probes: Mutex::default(),
             events: Mutex::default(),
@@ -90,6 +93,10 @@ impl Host for FakeHost {
 
     fn logs(&self) -> &LogIndex {
         &self.logs
+    }
+
+    fn functions(&self) -> &Functions {
+        &self.functions
     }
 
     async fn launch(

@@ -19,12 +19,14 @@
 //! container goes on serving. Outgoing requests (`wasi:http/outgoing-handler`) go through the
 //! pod's socket policy, with cluster names resolved by the node ([`Outgoing`]).
 //!
+//! What happens is counted in the container's [`FunctionStats`] (`/metrics/functions`).
+//!
 //! Stopping: a terminate stops accepting and lets requests in flight finish, then the
 //! container ends; a kill drops them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -44,6 +46,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::{Guard, names};
+use crate::metrics::FunctionStats;
 use crate::network::SocketPolicy;
 use crate::network::names::{Answer, PodNames};
 use crate::network::policy::Use;
@@ -146,6 +149,7 @@ pub(super) struct Function {
     pub shutdown_wake: Arc<tokio::sync::Notify>,
     pub wake: Arc<tokio::sync::Notify>,
     pub container: String,
+    pub stats: Arc<FunctionStats>,
 }
 
 /// The shared state of a serving function container.
@@ -154,7 +158,6 @@ struct Server {
     pre: ProxyPre<RequestState>,
     budget: Arc<Budget>,
     slots: Semaphore,
-    waiting: AtomicUsize,
 }
 
 /// Serves the function until it is stopped; `ready` learns whether the listener is bound and
@@ -194,7 +197,6 @@ pub(super) fn serve(
             used: AtomicU64::new(0),
         }),
         slots: Semaphore::new(function.serving.concurrency.max(1)),
-        waiting: AtomicUsize::new(0),
         pre,
         function,
     });
@@ -248,6 +250,27 @@ async fn accept(listener: TcpListener, server: Arc<Server>) {
     }
 }
 
+/// One more in a gauge for as long as it lives: a request whose client goes away is dropped
+/// wherever it waits, and must still leave the gauge.
+struct Counted<'a> {
+    gauge: &'a AtomicU64,
+    /// The gauge's value before this one.
+    before: u64,
+}
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        let before = gauge.fetch_add(1, Ordering::SeqCst);
+        Self { gauge, before }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.gauge.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 type Reply = Response<HyperOutgoingBody>;
 
 fn plain(status: StatusCode, text: impl Into<String>) -> Reply {
@@ -260,8 +283,20 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Reply {
 }
 
 impl Server {
+    /// Answers a request, and counts it.
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Reply {
+        let arrived = Instant::now();
+        let answer = self.admit(request, arrived).await;
+        let stats = &self.function.stats;
+        stats.answered(answer.status().as_u16());
+        stats.duration.observe(arrived.elapsed());
+        answer
+    }
+
+    /// Runs a request once it has a place, or answers it at once when it cannot have one.
+    async fn admit(&self, request: Request<Incoming>, arrived: Instant) -> Reply {
         let serving = &self.function.serving;
+        let stats = &self.function.stats;
         let too_large = request
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
@@ -280,8 +315,8 @@ impl Server {
         let permit = match self.slots.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::SeqCst) >= serving.queue {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                let queued = Counted::new(&stats.queued);
+                if queued.before >= serving.queue as u64 {
                     let mut busy = plain(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the function is at its concurrency limit and its queue is full\n",
@@ -291,15 +326,17 @@ impl Server {
                     return busy;
                 }
                 let permit = self.slots.acquire().await;
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                drop(queued);
                 match permit {
                     Ok(permit) => permit,
                     Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
                 }
             }
         };
+        stats.queue_time.observe(arrived.elapsed());
+        let running = Counted::new(&stats.in_flight);
         let answer = self.run(request).await;
-        drop(permit);
+        drop((running, permit));
         answer
     }
 
@@ -356,6 +393,7 @@ impl Server {
         };
         let pre = self.pre.clone();
         let container = function.container.clone();
+        function.stats.instances_created.fetch_add(1, Ordering::Relaxed);
         // The instance runs on as a task of its own: the guest may still write the body after
         // it has set the response.
         let task = tokio::spawn(async move {

@@ -50,6 +50,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 
 use super::{Artifact, Container, ContainerSpec, Error, Exit, PodNetwork, Result, Runtime};
 use crate::logs::{LogFile, Stream};
+use crate::metrics::FunctionStats;
 use crate::network::SocketPolicy;
 use crate::network::names::{PodNames, Resolver};
 
@@ -353,6 +354,7 @@ impl Runtime for WasmtimeRuntime {
             shutdown,
             shutdown_wake: Arc::new(tokio::sync::Notify::new()),
             exit,
+            stats: None,
         }))
     }
 
@@ -386,7 +388,9 @@ impl WasmtimeRuntime {
             0 => self.function_share,
             n => n.min(self.function_share),
         };
+        let stats = Arc::new(FunctionStats::default());
         let function = http::Function {
+            stats: stats.clone(),
             engine: self.engine.clone(),
             component,
             wasi: {
@@ -454,6 +458,7 @@ impl WasmtimeRuntime {
                 shutdown,
                 shutdown_wake,
                 exit,
+                stats: Some(stats),
             })),
             Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::Setup(
@@ -524,6 +529,8 @@ struct WasmContainer {
     shutdown_wake: Arc<tokio::sync::Notify>,
     /// Set by the thread as it ends; closed without a value if the thread panicked.
     exit: tokio::sync::watch::Receiver<Option<Exit>>,
+    /// A function container's measures.
+    stats: Option<Arc<FunctionStats>>,
 }
 
 #[async_trait::async_trait]
@@ -551,6 +558,10 @@ impl Container for WasmContainer {
             Ok(exit) => exit.clone().expect("waited for it"),
             Err(_) => Exit::error(128, "the container's thread panicked"),
         }
+    }
+
+    fn function_stats(&self) -> Option<Arc<FunctionStats>> {
+        self.stats.clone()
     }
 }
 

@@ -158,7 +158,7 @@ pub async fn run(
     let node_client = secrets
         .ca
         .issue_client("bosun-apiserver", "system:masters")?;
-    let node_clients = apiserver::logs::NodeClients::new(bosun_tls::Identity::from_pem(
+    let node_clients = apiserver::nodes::NodeClients::new(bosun_tls::Identity::from_pem(
         &node_client.cert_pem,
         &node_client.key_pem,
     )?);

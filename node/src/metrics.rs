@@ -119,19 +119,23 @@ impl Functions {
     /// The stats of each running function container.
     pub fn list(&self) -> Vec<(FunctionKey, Arc<FunctionStats>)> {
         let running = self.running.lock().unwrap();
-        running.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
+        running
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
     }
 
     /// All series in Prometheus' text exposition format (0.0.4).
     pub fn render(&self) -> String {
         let running = self.list();
         let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, read: &dyn Fn(&FunctionStats) -> u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (key, stats) in &running {
-                let _ = writeln!(out, "{name}{{{}}} {}", labels(key), read(stats));
-            }
-        };
+        let gauge =
+            |out: &mut String, name: &str, help: &str, read: &dyn Fn(&FunctionStats) -> u64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for (key, stats) in &running {
+                    let _ = writeln!(out, "{name}{{{}}} {}", labels(key), read(stats));
+                }
+            };
         gauge(
             &mut out,
             "bosun_function_requests_in_flight",
@@ -160,21 +164,23 @@ impl Functions {
                 );
             }
         }
-        let histogram =
-            |out: &mut String, name: &str, help: &str, read: &dyn Fn(&FunctionStats) -> &Histogram| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-                for (key, stats) in &running {
-                    let labels = labels(key);
-                    let (counts, sum) = read(stats).read();
-                    for (bound, count) in BUCKETS.iter().zip(counts) {
-                        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
-                    }
-                    let total = counts[BUCKETS.len()];
-                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
-                    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-                    let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+        let histogram = |out: &mut String,
+                         name: &str,
+                         help: &str,
+                         read: &dyn Fn(&FunctionStats) -> &Histogram| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (key, stats) in &running {
+                let labels = labels(key);
+                let (counts, sum) = read(stats).read();
+                for (bound, count) in BUCKETS.iter().zip(counts) {
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
                 }
-            };
+                let total = counts[BUCKETS.len()];
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+                let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+            }
+        };
         histogram(
             &mut out,
             "bosun_function_request_duration_seconds",

@@ -1,13 +1,15 @@
 //! HTTP functions in a cluster: a Deployment of the `function` guest (guests/function, a
 //! wasi:http component) behind a Service, with readiness from an httpGet probe that invokes
 //! the handler, reached through its pod IPs and, from another function, through the Service
-//! by name; outgoing requests outside the cluster are refused without the egress annotation.
+//! by name, its ClusterIP and its node port; the node's `/metrics/functions` counts what each
+//! pod served; outgoing requests outside the cluster are refused without the egress
+//! annotation.
 
 use std::time::{Duration, Instant};
 
 use bosun_node::images::Layout;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
@@ -67,13 +69,16 @@ async fn a_function_deployment_behind_a_service_answers_through_pod_ips_and_the_
     let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
     let service: Service = serde_json::from_value(json!({
         "metadata": {"name": "hello"},
-        "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        "spec": {"type": "NodePort", "selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
     }))
     .unwrap();
-    services
+    let service = services
         .create(&PostParams::default(), &service)
         .await
         .unwrap();
+    let spec = service.spec.unwrap();
+    let cluster_ip = spec.cluster_ip.unwrap();
+    let node_port = spec.ports.unwrap()[0].node_port.unwrap();
 
     // Both replicas become ready through the probe, which invokes the handler.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -117,6 +122,61 @@ async fn a_function_deployment_behind_a_service_answers_through_pod_ips_and_the_
         assert_eq!(get(&format!("http://{ip}:8080/trap")).await.0, 500);
         assert_eq!(get(&format!("http://{ip}:8080/counter")).await.0, 200);
     }
+
+    // The Service answers on its ClusterIP, and at its node port on the node's addresses
+    // other than loopback (as kube-proxy's nftables mode does): here the bridge's, the first
+    // of the node's pod block. Both from the host, through the node proxy's rules.
+    let node: Node = Api::all(c.client.clone()).get("fn1").await.unwrap();
+    let block = node.spec.unwrap().pod_cidr.unwrap();
+    let network: std::net::Ipv4Addr = block.split('/').next().unwrap().parse().unwrap();
+    let node_ip = std::net::Ipv4Addr::from(u32::from(network) + 1);
+    for url in [
+        format!("http://{cluster_ip}/via"),
+        format!("http://{node_ip}:{node_port}/via"),
+    ] {
+        let (status, body) = get(&url).await;
+        assert_eq!(status, 200, "{url}: {body}");
+        assert!(
+            body.starts_with(r#"{"path":"/via","pod":"hello-"#),
+            "{url}: {body}"
+        );
+    }
+
+    // The node counts each pod's requests, and `kubectl get --raw` reads them through the
+    // API server's node proxy.
+    let metrics = c
+        .server
+        .kubectl(&["get", "--raw", "/api/v1/nodes/fn1/proxy/metrics/functions"])
+        .unwrap();
+    for pod in &ready {
+        let name = pod.metadata.name.as_deref().unwrap();
+        let labels = format!(r#"namespace="default",pod="{name}",container="fn""#);
+        let count = |series: &str| -> u64 {
+            let prefix = format!("{series}{{{labels}");
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+        };
+        assert!(
+            metrics.contains(&format!(
+                r#"bosun_function_requests_total{{{labels},code="5xx"}} 1"#
+            )),
+            "one trap each:\n{metrics}"
+        );
+        // Probes, the three requests above, and what came through the Service.
+        assert!(
+            count("bosun_function_instances_created_total") >= 4,
+            "{metrics}"
+        );
+        assert_eq!(count("bosun_function_requests_in_flight"), 0, "{metrics}");
+    }
+    let missing = c
+        .server
+        .kubectl(&["get", "--raw", "/api/v1/nodes/fn1/proxy/nothing/here"])
+        .unwrap_err();
+    assert!(missing.contains("NotFound"), "{missing}");
 
     // Another function calls the Service by name (outgoing HTTP inside the cluster), and is
     // refused an address outside it.

@@ -23,6 +23,7 @@ mod discovery;
 pub mod expiry;
 pub mod kinds;
 pub mod logs;
+pub mod nodes;
 mod openapi;
 mod patch;
 mod protobuf;
@@ -49,8 +50,8 @@ pub struct ApiState {
     pub authorizer: Arc<dyn auth::Authorizer>,
     /// How often a watch that asked for bookmarks gets one (Kubernetes: about a minute).
     pub bookmark_interval: std::time::Duration,
-    /// How the server reaches nodes' log servers; `None` answers `pods/log` with 503.
-    pub node_clients: Option<Arc<logs::NodeClients>>,
+    /// How the server reaches nodes' ports; `None` answers `pods/log` and `nodes/proxy` with 503.
+    pub node_clients: Option<Arc<nodes::NodeClients>>,
     /// The admission plugins every write goes through.
     pub admission: Arc<admission::Chain>,
 }

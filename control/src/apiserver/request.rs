@@ -33,6 +33,8 @@ pub struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// For `proxy`, what follows it (`nodes/{name}/proxy/metrics/functions`: `metrics/functions`).
+    pub proxy_path: Option<String>,
 }
 
 impl Target {
@@ -87,6 +89,7 @@ pub fn parse(core: bool, rest: &str) -> ApiResult<Parsed> {
                 namespace: Some(ns.to_string()),
                 name: tail.first().map(owned),
                 subresource: tail.get(1).map(owned),
+                proxy_path: proxy_path(tail),
             }
         }
         [plural, tail @ ..] => Target {
@@ -94,16 +97,26 @@ pub fn parse(core: bool, rest: &str) -> ApiResult<Parsed> {
             namespace: None,
             name: tail.first().map(owned),
             subresource: tail.get(1).map(owned),
+            proxy_path: proxy_path(tail),
         },
         [] => unreachable!("checked above"),
     };
-    let too_deep = parts.len() > 5 || (target.namespace.is_none() && parts.len() > 3);
+    let too_deep = target.proxy_path.is_none()
+        && (parts.len() > 5 || (target.namespace.is_none() && parts.len() > 3));
     let needs_namespace =
         target.resource.namespaced && target.namespace.is_none() && target.name.is_some();
     if too_deep || needs_namespace {
         return Err(not_found());
     }
     Ok(Parsed::Target(target))
+}
+
+/// The path after `{name}/proxy/`, if `tail` is one.
+fn proxy_path(tail: &[&str]) -> Option<String> {
+    match tail {
+        [_, "proxy", rest @ ..] => Some(rest.join("/")),
+        _ => None,
+    }
 }
 
 /// The verb RBAC would see for a request.
@@ -280,6 +293,12 @@ mod tests {
         );
         let t = target(true, "/v1/nodes/n1");
         assert_eq!((t.resource.kind, t.name.as_deref()), ("Node", Some("n1")));
+        let t = target(true, "/v1/nodes/n1/proxy/metrics/functions");
+        assert_eq!(
+            (t.subresource.as_deref(), t.proxy_path.as_deref()),
+            (Some("proxy"), Some("metrics/functions"))
+        );
+        assert!(parse(true, "/v1/nodes/n1/status/extra").is_err());
         assert!(parse(true, "/v1/widgets").is_err());
         assert!(
             parse(true, "/v1/pods/web").is_err(),

@@ -143,6 +143,10 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
                 axum::Json(list).into_response()
             })
         }
+        "get" if target.subresource.as_deref() == Some("proxy") => {
+            let path = target.proxy_path.as_deref().unwrap_or_default();
+            super::nodes::proxy(state, target.name(), path, parts.uri.query()).await
+        }
         "get" if target.subresource.as_deref() == Some("log") => {
             let pod = get(state, &target).await?;
             let namespace = target.namespace.as_deref().unwrap_or("default");
@@ -935,6 +939,7 @@ async fn delete_collection(
             namespace: namespace.or(target.namespace.clone()),
             name: Some(name.to_string()),
             subresource: None,
+            proxy_path: None,
         };
         match delete(state, &one, &[], query, caller).await {
             Ok(_) => {}

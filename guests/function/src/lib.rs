@@ -5,6 +5,7 @@
 //! - `/counter` counts requests in a global: a fresh instance per request always says 1;
 //! - `/trap` traps, `/oom` allocates until it cannot, `/loop` never ends;
 //! - `/sleep?ms=N` answers after N milliseconds (for concurrency and timeouts);
+//! - `/hold?mb=N&ms=M` holds N MiB of memory for M milliseconds (for the shared budget);
 //! - `/echo` answers with the request's body;
 //! - `/print` writes a line to stdout and stderr;
 //! - `/fetch?url=http://host:port/path` calls that URL (wasi:http/outgoing-handler) and answers
@@ -39,6 +40,12 @@ fn handle(request: Request) -> Response {
                 .unwrap_or(100);
             std::thread::sleep(Duration::from_millis(ms));
             Response::text(200, "slept")
+        }
+        "/hold" => {
+            let param = |name| request.query_param(name).and_then(|v| v.parse().ok());
+            let hoard = vec![1u8; param("mb").unwrap_or(1) << 20];
+            std::thread::sleep(Duration::from_millis(param("ms").unwrap_or(100) as u64));
+            Response::text(200, format!("held {}", std::hint::black_box(hoard).len()))
         }
         "/echo" => Response::new(200).body(request.body),
         "/print" => {

@@ -176,11 +176,19 @@ async fn concurrency_is_limited_and_the_queue_overflows_to_503() {
     assert_eq!(sampler.await.unwrap(), (2, 3), "most in flight and queued");
     assert_eq!(stats.in_flight.load(Ordering::SeqCst), 0);
     assert_eq!(stats.queued.load(Ordering::SeqCst), 0);
-    let by_class: Vec<u64> = stats.requests.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let by_class: Vec<u64> = stats
+        .requests
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .collect();
     assert_eq!(by_class, [0, 5, 0, 0, 15]);
     assert_eq!(stats.instances_created.load(Ordering::SeqCst), 5);
     let (queued, waited) = stats.queue_time.read();
-    assert_eq!(queued[BUCKETS.len()], 5, "the five served waited (or not) for a place");
+    assert_eq!(
+        queued[BUCKETS.len()],
+        5,
+        "the five served waited (or not) for a place"
+    );
     assert!(waited >= 3.5, "three waited 1 s, 1 s and 2 s: {waited}");
     let (timed, _) = stats.duration.read();
     assert_eq!(timed[BUCKETS.len()], 20);
@@ -202,6 +210,38 @@ async fn concurrency_is_limited_and_the_queue_overflows_to_503() {
     // Never more than two at once: five 1 s requests take three rounds.
     let last = served.iter().max().unwrap();
     assert!(*last >= Duration::from_millis(3000), "{answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_share_the_memory_limit_and_one_that_would_overflow_it_waits() {
+    // 48 MiB for the container: two requests holding 30 MiB each cannot live at once, so the
+    // second's growth waits for the first to end, then goes on.
+    let f = start(serving());
+    let started = Instant::now();
+    let hold = |_| {
+        let url = format!("{}/hold?mb=30&ms=600", f.url);
+        async move {
+            let answer = get(&url).await;
+            (answer, started.elapsed())
+        }
+    };
+    let answers = futures::future::join_all((0..2).map(hold)).await;
+    for ((status, body), _) in &answers {
+        assert_eq!(
+            (*status, body.as_str()),
+            (200, "held 31457280"),
+            "{answers:?}"
+        );
+    }
+    let last = answers.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(
+        last >= Duration::from_millis(1200),
+        "one after the other: {answers:?}"
+    );
+    // One request alone over the limit cannot wait for anything: 500 at once.
+    let (status, body) = get(&format!("{}/hold?mb=60&ms=0", f.url)).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("memory limit exceeded"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

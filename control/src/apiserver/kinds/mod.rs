@@ -45,7 +45,7 @@ pub use priorityclass::{HIGHEST_USER_DEFINABLE_PRIORITY, SYSTEM_PRIORITY_CLASSES
 static STRATEGIES: &[&dyn KindStrategy] = &[
     &namespace::Namespace,
     &pod::Pod,
-    &node::NODE,
+    &node::Node,
     &event::CORE_EVENT,
     &config::ConfigMap,
     &config::Secret,

@@ -1,33 +1,57 @@
-//! Nodes and RuntimeClasses: what `kubectl get nodes` and `kubectl get runtimeclasses` show.
+//! Nodes and RuntimeClasses: what `kubectl get nodes` and `kubectl get runtimeclasses` show,
+//! and the nodes' `proxy` subresource (served by `apiserver/nodes.rs`).
 
 use k8s_openapi::api::{core::v1, node::v1 as node_v1};
 use serde_json::{Value, json};
 
-use super::{Cell, Plain, col, items, or_none, wide};
+use super::{
+    Cell, Column, KindStrategy, ObjectType, Plain, Subresource, Typed, col, items, or_none, wide,
+};
 
-pub static NODE: Plain<v1::Node> = Plain::new(
-    &[
-        col("STATUS", "string", Cell::Computed(status)),
-        col("ROLES", "string", Cell::Computed(roles)),
-        col(
-            "VERSION",
-            "string",
-            Cell::Field("/status/nodeInfo/kubeletVersion"),
-        ),
-        wide("INTERNAL-IP", "string", Cell::Computed(internal_ip)),
-        wide(
-            "OS-IMAGE",
-            "string",
-            Cell::Field("/status/nodeInfo/osImage"),
-        ),
-        wide(
-            "KERNEL-VERSION",
-            "string",
-            Cell::Field("/status/nodeInfo/kernelVersion"),
-        ),
-    ],
-    None,
-);
+pub struct Node;
+
+static NODE_TYPE: Typed<v1::Node> = Typed::new();
+
+impl KindStrategy for Node {
+    fn object_type(&self) -> &dyn ObjectType {
+        &NODE_TYPE
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
+    }
+
+    fn subresources(&self) -> &'static [Subresource] {
+        &[Subresource {
+            name: "proxy",
+            group: "",
+            version: "v1",
+            kind: "NodeProxyOptions",
+            verbs: &["get"],
+        }]
+    }
+}
+
+static COLUMNS: &[Column] = &[
+    col("STATUS", "string", Cell::Computed(status)),
+    col("ROLES", "string", Cell::Computed(roles)),
+    col(
+        "VERSION",
+        "string",
+        Cell::Field("/status/nodeInfo/kubeletVersion"),
+    ),
+    wide("INTERNAL-IP", "string", Cell::Computed(internal_ip)),
+    wide(
+        "OS-IMAGE",
+        "string",
+        Cell::Field("/status/nodeInfo/osImage"),
+    ),
+    wide(
+        "KERNEL-VERSION",
+        "string",
+        Cell::Field("/status/nodeInfo/kernelVersion"),
+    ),
+];
 
 fn status(node: &Value) -> Value {
     let ready = items(node, "/status/conditions")

@@ -77,11 +77,21 @@ pub fn exports(engine: &Engine, component: &Component) -> Vec<String> {
 pub(super) struct Budget {
     limit: u64,
     used: AtomicU64,
+    /// Told when memory is given back, for growths waiting for it.
+    freed: tokio::sync::Notify,
 }
 
 impl Budget {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
     /// Takes `bytes` more if the total stays within the limit.
-    pub(super) fn take(&self, bytes: u64) -> bool {
+    fn take(&self, bytes: u64) -> bool {
         self.used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
                 (used + bytes <= self.limit).then_some(used + bytes)
@@ -89,8 +99,24 @@ impl Budget {
             .is_ok()
     }
 
+    /// Takes `bytes` more, waiting while other instances hold too much of the limit. The
+    /// caller has checked that its instance would fit alone; a request that waits too long is
+    /// ended by its deadline.
+    pub(super) async fn take_when_free(&self, bytes: u64) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.take(bytes) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
     pub(super) fn give_back(&self, bytes: u64) {
         self.used.fetch_sub(bytes, Ordering::SeqCst);
+        self.freed.notify_waiters();
     }
 }
 
@@ -192,10 +218,7 @@ pub(super) fn serve(
         }
     };
     let server = Arc::new(Server {
-        budget: Arc::new(Budget {
-            limit: function.memory_limit,
-            used: AtomicU64::new(0),
-        }),
+        budget: Arc::new(Budget::new(function.memory_limit)),
         slots: Semaphore::new(function.serving.concurrency.max(1)),
         pre,
         function,
@@ -364,7 +387,7 @@ impl Server {
                 guard: (function.guard)(self.budget.clone(), deadline),
             },
         );
-        store.limiter(|s| &mut s.guard);
+        store.limiter_async(|s| &mut s.guard);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().guard.on_tick());
         store.set_epoch_deadline(1);
         let limit = function.serving.max_body as usize;
@@ -393,7 +416,10 @@ impl Server {
         };
         let pre = self.pre.clone();
         let container = function.container.clone();
-        function.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+        function
+            .stats
+            .instances_created
+            .fetch_add(1, Ordering::Relaxed);
         // The instance runs on as a task of its own: the guest may still write the body after
         // it has set the response.
         let task = tokio::spawn(async move {

@@ -666,18 +666,6 @@ impl ResourceLimiter for Guard {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if let Some((budget, held)) = &mut self.budget {
-            let more = (desired as u64).saturating_sub(*held);
-            if budget.take(more) {
-                *held += more;
-                return Ok(true);
-            }
-            self.oom = true;
-            return Err(wasmtime::format_err!(
-                "memory limit exceeded: {desired} bytes asked for by one request, the container's limit of {} bytes is taken by its requests",
-                self.memory_limit
-            ));
-        }
         if desired as u64 > self.memory_limit {
             self.oom = true;
             return Err(wasmtime::format_err!(
@@ -695,6 +683,36 @@ impl ResourceLimiter for Guard {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
+    }
+}
+
+/// A function request's limiter: its growth draws on the container's [`http::Budget`], and
+/// waits while the container's other requests hold too much of it.
+#[async_trait::async_trait]
+impl wasmtime::ResourceLimiterAsync for Guard {
+    async fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Past the container's limit on its own: that can never fit.
+        ResourceLimiter::memory_growing(self, current, desired, maximum)?;
+        if let Some((budget, held)) = &mut self.budget {
+            let more = (desired as u64).saturating_sub(*held);
+            budget.take_when_free(more).await;
+            *held += more;
+        }
+        Ok(true)
+    }
+
+    async fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        ResourceLimiter::table_growing(self, current, desired, maximum)
     }
 }
 

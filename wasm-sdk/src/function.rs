@@ -125,7 +125,7 @@ fn write(out: ResponseOutparam, response: &Response) {
 /// Why an outgoing request got no response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// The URL is not `http://host[:port]/path`.
+    /// The URL is not `http[s]://host[:port]/path`.
     Url(String),
     /// The host or the path cannot be put in a request.
     Invalid { what: &'static str, value: String },
@@ -138,7 +138,7 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Url(url) => write!(f, "only http:// URLs are supported: {url:?}"),
+            Error::Url(url) => write!(f, "only http:// and https:// URLs are supported: {url:?}"),
             Error::Invalid { what, value } => write!(f, "bad {what} {value:?}"),
             Error::Http(code) => write!(f, "the request failed: {code}"),
             Error::Body(reason) => write!(f, "cannot read the body: {reason}"),
@@ -165,12 +165,16 @@ fn read_all(body: IncomingBody) -> Result<Vec<u8>, Error> {
     Ok(all)
 }
 
-/// GETs `url` (`http://host[:port]/path`; a Service's name works as the host) and returns
-/// its response, or why there is none.
+/// GETs `url` (`http://host[:port]/path` or `https://…`; a Service's name works as the host)
+/// and returns its response, or why there is none.
 pub fn get(url: &str) -> Result<Response, Error> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| Error::Url(url.to_string()))?;
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        return Err(Error::Url(url.to_string()));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -180,9 +184,9 @@ pub fn get(url: &str) -> Result<Response, Error> {
         value: value.to_string(),
     };
     let request = OutgoingRequest::new(Fields::new());
-    // GET and http are always accepted.
+    // GET, http and https are always accepted.
     let _ = request.set_method(&Method::Get);
-    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_scheme(Some(&scheme));
     request
         .set_authority(Some(authority))
         .map_err(|()| invalid("host", authority))?;

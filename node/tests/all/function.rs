@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bosun_node::metrics::BUCKETS;
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
-use bosun_node::runtime::{Artifact, Container, ContainerSpec, Error, Runtime, Serving};
+use bosun_node::runtime::{
+    Artifact, Container, ContainerSpec, Error, PodNetwork, Runtime, Serving,
+};
 
 fn guest() -> Vec<u8> {
     let path = concat!(
@@ -27,11 +29,21 @@ struct Function {
 }
 
 fn start(serving: Serving) -> Function {
+    start_with(serving, None, None)
+}
+
+/// A function on `network` (none: no sockets), its outgoing HTTPS trusting `roots`.
+fn start_with(
+    serving: Serving,
+    network: Option<PodNetwork>,
+    roots: Option<rustls::RootCertStore>,
+) -> Function {
     let dir = tempfile::tempdir().unwrap();
     let runtime = WasmtimeRuntime::new(WasmtimeOptions {
         max_instances: 16,
         max_memory_size: 64 << 20,
         epoch_tick: Duration::from_millis(5),
+        tls_roots: roots.map(Arc::new),
         ..Default::default()
     })
     .unwrap();
@@ -50,7 +62,7 @@ fn start(serving: Serving) -> Function {
             log: log.clone(),
             memory_limit: 48 << 20,
             cpu_limit_millis: None,
-            network: None,
+            network,
             serving,
         })
         .unwrap();
@@ -295,4 +307,40 @@ fn a_component_that_is_neither_a_command_nor_a_function_is_refused_by_name() {
     assert!(matches!(error, Error::Invalid(_)), "{error}");
     let message = error.to_string();
     assert!(message.contains("neither wasi:cli/run"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_https_is_verified_against_the_trusted_authorities() {
+    // An HTTPS server on loopback (which a pod may always reach), its certificate for
+    // `localhost` signed by nothing but itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let tls = bosun_tls::server_config(&cert.cert.pem(), &cert.signing_key.serialize_pem(), None)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/secret", axum::routing::get(async || "over TLS"));
+    tokio::spawn(bosun_tls::serve(listener, tls, app, std::future::pending()));
+    let network = || PodNetwork {
+        netns: None,
+        ip: std::net::Ipv4Addr::LOCALHOST,
+        egress: false,
+        namespace: "default".to_string(),
+    };
+    let fetch = |f: &Function| format!("{}/fetch?url=https://localhost:{port}/secret", f.url);
+
+    // Trusting the server's certificate: the request goes through.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let trusting = start_with(serving(), Some(network()), Some(roots));
+    assert_eq!(
+        get(&fetch(&trusting)).await,
+        (200, "200 over TLS".to_string())
+    );
+
+    // With the system's authorities only: refused, and the guest is told why.
+    let wary = start_with(serving(), Some(network()), None);
+    let (status, body) = get(&fetch(&wary)).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("TlsCertificateError"), "{body}");
 }

@@ -176,6 +176,8 @@ pub(super) struct Function {
     pub wake: Arc<tokio::sync::Notify>,
     pub container: String,
     pub stats: Arc<FunctionStats>,
+    /// Outgoing HTTPS.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// The shared state of a serving function container.
@@ -382,6 +384,7 @@ impl Server {
                 outgoing: Outgoing {
                     policy: function.policy.clone(),
                     names: function.names.clone(),
+                    tls: function.tls.clone(),
                 },
                 names: function.names.clone(),
                 guard: (function.guard)(self.budget.clone(), deadline),
@@ -480,43 +483,39 @@ impl Server {
 }
 
 /// Outgoing requests of a function: cluster names resolve through the node, and every address
-/// is checked against the pod's socket policy before the connection is made. Plain HTTP only
-/// for now.
+/// is checked against the pod's socket policy before the connection is made. `https` URLs go
+/// over TLS (rustls), verified against [`client_tls`]'s authorities.
 struct Outgoing {
     policy: Option<SocketPolicy>,
     names: Option<PodNames>,
+    tls: Arc<rustls::ClientConfig>,
 }
+
+/// What an outgoing request's connection yields: the response, and the connection's end.
+type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+);
 
 impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+    ) -> Box<dyn Future<Output = Result<Sent, wasmtime_wasi_http::Error>> + Send> {
         let policy = self.policy.clone();
         let names = self.names.clone();
+        let tls = self.tls.clone();
         Box::new(async move {
             use wasmtime_wasi_http::Error;
-            if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
-                return Err(Error::TlsProtocolError);
-            }
+            let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
             let authority = request
                 .uri()
                 .authority()
                 .ok_or(Error::HttpRequestUriInvalid)?
                 .clone();
-            let port = authority.port_u16().unwrap_or(80);
+            let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
             let host = authority
                 .host()
                 .trim_start_matches('[')
@@ -539,26 +538,92 @@ impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
                 .await
                 .map_err(|_| Error::ConnectionTimeout)?
                 .map_err(Error::Connect)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(Error::Hyper)?;
-            let io = Box::new(async move { connection.await.map_err(Error::Hyper) })
-                as Box<dyn Future<Output = Result<(), Error>> + Send>;
-            // The connection must be driven while the request is sent.
-            let (io_tx, io_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(async move {
-                let _ = io_tx.send(Box::into_pin(io).await);
-            });
-            let response = sender.send_request(request).await.map_err(Error::Hyper)?;
-            let done = Box::new(async move { io_rx.await.unwrap_or(Ok(())) })
-                as Box<dyn Future<Output = Result<(), Error>> + Send>;
-            Ok((
-                response.map(|body| body.map_err(Error::Hyper).boxed_unsync()),
-                done,
-            ))
+            // On the wire, the request names its path only; the host is in `Host`.
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .parse()
+                .map_err(|_| Error::HttpRequestUriInvalid)?;
+            *request.uri_mut() = path;
+            if !https {
+                return exchange(stream, request).await;
+            }
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|_| Error::HttpRequestUriInvalid)?;
+            let stream = tokio::time::timeout(
+                timeout,
+                tokio_rustls::TlsConnector::from(tls).connect(name, stream),
+            )
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(|e| {
+                // A certificate that does not verify is told apart from other failures.
+                let rejected = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+                if rejected {
+                    Error::TlsCertificateError
+                } else {
+                    Error::Tls(e)
+                }
+            })?;
+            exchange(stream, request).await
         })
     }
+}
+
+/// Sends `request` over `stream` with HTTP/1.1.
+async fn exchange<S>(
+    stream: S,
+    request: http::Request<WasiBody>,
+) -> Result<Sent, wasmtime_wasi_http::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use wasmtime_wasi_http::Error;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(Error::Hyper)?;
+    // The connection must be driven while the request is sent.
+    let (io_tx, io_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = io_tx.send(connection.await.map_err(Error::Hyper));
+    });
+    let response = sender.send_request(request).await.map_err(Error::Hyper)?;
+    let done = Box::new(async move { io_rx.await.unwrap_or(Ok(())) })
+        as Box<dyn Future<Output = Result<(), Error>> + Send>;
+    Ok((
+        response.map(|body| body.map_err(Error::Hyper).boxed_unsync()),
+        done,
+    ))
+}
+
+/// The TLS client of functions' outgoing HTTPS: `roots`, else the system's authorities.
+pub(super) fn client_tls(
+    roots: Option<Arc<rustls::RootCertStore>>,
+) -> crate::runtime::Result<Arc<rustls::ClientConfig>> {
+    let roots = match roots {
+        Some(roots) => roots,
+        None => {
+            let mut store = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::debug!(%error, "a system certificate authority could not be read");
+            }
+            store.add_parsable_certificates(found.certs);
+            Arc::new(store)
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| crate::runtime::Error::Setup(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The addresses of `host`: a cluster name through the node's resolver, else the system's.

@@ -73,6 +73,9 @@ pub struct WasmtimeOptions {
     pub sockets: Blocks,
     /// How guests' names resolve (Services); `None`: only through the node's resolver.
     pub resolver: Option<Arc<Resolver>>,
+    /// The certificate authorities function containers' outgoing HTTPS trusts; `None`: the
+    /// system's (`/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+    pub tls_roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl Default for WasmtimeOptions {
@@ -84,6 +87,7 @@ impl Default for WasmtimeOptions {
             cache_dir: None,
             sockets: Blocks::default(),
             resolver: None,
+            tls_roots: None,
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct WasmtimeRuntime {
     resolver: Option<Arc<Resolver>>,
     /// The most instances one function container may hold at once: a quarter of the pool.
     function_share: usize,
+    /// Function containers' outgoing HTTPS.
+    outgoing_tls: Arc<rustls::ClientConfig>,
 }
 
 /// The thread that advances the epoch. The runtime and every running container hold it, so
@@ -169,6 +175,7 @@ impl WasmtimeRuntime {
             sockets: options.sockets,
             resolver: options.resolver,
             function_share: (options.max_instances as usize / 4).max(1),
+            outgoing_tls: http::client_tls(options.tls_roots)?,
         })
     }
 
@@ -391,6 +398,7 @@ impl WasmtimeRuntime {
         let stats = Arc::new(FunctionStats::default());
         let function = http::Function {
             stats: stats.clone(),
+            tls: self.outgoing_tls.clone(),
             engine: self.engine.clone(),
             component,
             wasi: {

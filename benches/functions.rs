@@ -1,0 +1,480 @@
+//! HTTP functions: the same component (examples/function-hello, a wasi:http handler built with
+//! `bosun_sdk::function`) served by `wasmtime serve` 48.0.x and by a Bosun node, under the same
+//! load, in one run.
+//!
+//! Run: `scripts/guests.sh && cargo bench --bench functions` (about five minutes; needs root,
+//! `nft` and `taskset`). When `wasmtime` 48.0.x is not on the PATH (or in `~/.cargo/bin`), the
+//! bench installs it first with `cargo install wasmtime-cli --version 48.0.8 --locked` (a
+//! quarter of an hour). Prints Markdown tables for docs/benchmarks.md; the server's and node's
+//! logs go to `$TMPDIR/bosun-bench-functions.log` and `$TMPDIR/bosun-bench-node-fn.log`.
+//!
+//! The load generator is this program run again as `functions load URL CONCURRENCY SECONDS`:
+//! a closed loop of HTTP/1.1 keep-alive requests over CONCURRENCY connections (hyper), pinned
+//! to core 0 with `taskset`, while the servers (`wasmtime serve -S cli`, `bosun server` and
+//! `bosun node`) are pinned to core 1. It measures:
+//! - `wasmtime serve` on loopback (the baseline);
+//! - Bosun through the pod IP (host → bridge → veth → pod namespace);
+//! - Bosun from inside the pod's namespace on its loopback (`ip netns exec`), so the veth's
+//!   cost shows apart;
+//! - Bosun through the Service's ClusterIP (the node proxy's nftables rules on top).
+//!
+//! each at concurrency 1, 16 and 64, `ROUNDS` times in turn, `SECONDS` each after a second of
+//! warm-up, and reports requests/s, p50 and p99 (means over rounds) with ratios to
+//! `wasmtime serve`. Then the memory of idle function containers: the node's resident set
+//! before and after `IDLE` more replicas start, divided by `IDLE`, beside the resident set of a
+//! whole idle `wasmtime serve` process.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bosun_node::images::Layout;
+use http_body_util::{BodyExt, Empty};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const SECONDS: f64 = 5.0;
+const ROUNDS: usize = 3;
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+const IDLE: usize = 10;
+const BRIDGE: &str = "bfnbench";
+const WASMTIME_VERSION: &str = "48.0.8";
+
+/// One load run's figures.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: f64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("load") {
+        let url = &args[2];
+        let concurrency: usize = args[3].parse().expect("CONCURRENCY");
+        let seconds: f64 = args[4].parse().expect("SECONDS");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(load(url, concurrency, Duration::from_secs_f64(seconds)));
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench());
+}
+
+/// The load generator: prints `rps=… p50_us=… p99_us=… errors=…`.
+async fn load(url: &str, concurrency: usize, duration: Duration) {
+    let uri: hyper::Uri = url.parse().expect("a URL");
+    let authority = uri.authority().expect("a host and port").clone();
+    let address: SocketAddr = authority.as_str().parse().expect("an IP address and port");
+    let warm = Instant::now() + Duration::from_secs(1);
+    let end = warm + duration;
+    let workers = (0..concurrency).map(|_| {
+        let uri = uri.clone();
+        let host = authority.to_string();
+        tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            'connect: while Instant::now() < end {
+                let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
+                    errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let Ok((mut sender, connection)) =
+                    hyper::client::conn::http1::handshake::<_, Empty<hyper::body::Bytes>>(io).await
+                else {
+                    errors += 1;
+                    continue;
+                };
+                tokio::spawn(connection);
+                while Instant::now() < end {
+                    let request = hyper::Request::get(uri.clone())
+                        .header(hyper::header::HOST, &host)
+                        .body(Empty::new())
+                        .unwrap();
+                    let started = Instant::now();
+                    let answered = match sender.send_request(request).await {
+                        Ok(response) => {
+                            let ok = response.status() == 200;
+                            response.into_body().collect().await.is_ok() && ok
+                        }
+                        Err(_) => false,
+                    };
+                    if !answered {
+                        errors += 1;
+                        continue 'connect;
+                    }
+                    if started >= warm {
+                        latencies.push(started.elapsed().as_micros() as u32);
+                    }
+                }
+            }
+            (latencies, errors)
+        })
+    });
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for worker in futures::future::join_all(workers).await {
+        let (mine, failed) = worker.unwrap();
+        latencies.extend(mine);
+        errors += failed;
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "rps={:.1} p50_us={} p99_us={} errors={errors}",
+        latencies.len() as f64 / duration.as_secs_f64(),
+        at(0.5),
+        at(0.99)
+    );
+}
+
+/// Runs the load generator on core 0, in `netns` if given.
+fn run_load(netns: Option<&str>, url: &str, concurrency: usize) -> Figures {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "taskset", "-c", "0"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]);
+            c
+        }
+    };
+    let out = command
+        .arg(exe)
+        .args(["load", url, &concurrency.to_string(), &SECONDS.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "load {url}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = |key: &str| -> f64 {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    Figures {
+        rps: get("rps="),
+        p50_us: get("p50_us="),
+        p99_us: get("p99_us="),
+        errors: get("errors="),
+    }
+}
+
+/// Pins every thread of `pid` (and those it starts later) to `cpu`.
+fn pin(pid: u32, cpu: &str) {
+    let status = Command::new("taskset")
+        .args(["-a", "-c", "-p", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "taskset -p {pid}");
+}
+
+/// Resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// The `wasmtime` 48.0.x CLI, installed with cargo when missing.
+fn wasmtime_cli() -> String {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_string());
+    let candidates = [
+        "wasmtime".to_string(),
+        format!("{home}/.cargo/bin/wasmtime"),
+    ];
+    let version = |cli: &str| {
+        Command::new(cli)
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    for cli in &candidates {
+        if version(cli).is_some_and(|v| v.starts_with("wasmtime 48.0.")) {
+            return cli.clone();
+        }
+    }
+    eprintln!("installing wasmtime-cli {WASMTIME_VERSION} with cargo (about 15 minutes)");
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "wasmtime-cli",
+            "--version",
+            WASMTIME_VERSION,
+            "--locked",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo install wasmtime-cli failed");
+    candidates[1].clone()
+}
+
+async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn bench() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let wasm_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/target/wasm32-wasip2/release/function_hello.wasm"
+    );
+    let wasm = std::fs::read(wasm_path).expect("build the guests first: scripts/guests.sh");
+    let wasmtime = wasmtime_cli();
+
+    // The baseline: `wasmtime serve` on loopback, on core 1.
+    let serve_port = bosun_testkit::free_port();
+    let mut serve = Command::new("taskset")
+        .args(["-c", "1", &wasmtime, "serve", "-S", "cli", "--addr"])
+        .arg(format!("127.0.0.1:{serve_port}"))
+        .arg(wasm_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serve_url = format!("http://127.0.0.1:{serve_port}/");
+    until("wasmtime serve answers", async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", serve_port))
+            .await
+            .ok()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let serve_idle_kib = rss_kib(serve.id());
+
+    // Bosun: server and node on core 1. A bridge left by an earlier run that was killed
+    // would still hold its pods' veths and addresses.
+    remove_bridge();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = bosun_testkit::registry::Registry::start().await;
+    let host = registry.host.clone();
+    let blocks = [
+        "--cluster-cidr",
+        "10.241.0.0/17",
+        "--service-cidr",
+        "10.241.128.0/17",
+    ];
+    let mut server = common::server(dir.path(), &blocks, Some("bosun-bench-functions.log"));
+    pin(server.id(), "1");
+    let kubeconfig = common::kubeconfig(dir.path());
+    let node_args = [
+        &["--insecure-registry", &host, "--bridge", BRIDGE][..],
+        &blocks,
+    ]
+    .concat();
+    let mut node = common::node(dir.path(), "fn", &node_args);
+    pin(node.id(), "1");
+    let client = common::client(&kubeconfig).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let image = format!("{host}/function-hello:v1");
+    bosun_node::images::push(&image, wasm, Layout::ComponentV0, true, None)
+        .await
+        .unwrap();
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "hello"}},
+            "template": {
+                "metadata": {"labels": {"app": "hello"}},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+                    "name": "hello", "image": image, "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
+                }]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    let cluster_ip = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let pod = until("the function is ready", async || {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(ready)
+    })
+    .await;
+    let pod_ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let netns = format!("bosun-{}", pod.metadata.uid.as_deref().unwrap());
+    let cluster_url = format!("http://{cluster_ip}:80/");
+    until("the ClusterIP answers", async || {
+        reqwest::get(&cluster_url)
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+
+    let targets: [(&str, Option<&str>, String); 4] = [
+        ("`wasmtime serve`, loopback (baseline)", None, serve_url),
+        (
+            "Bosun, pod IP (veth)",
+            None,
+            format!("http://{pod_ip}:8080/"),
+        ),
+        (
+            "Bosun, pod's loopback (in its namespace)",
+            Some(&netns),
+            "http://127.0.0.1:8080/".to_string(),
+        ),
+        ("Bosun, ClusterIP (node proxy)", None, cluster_url),
+    ];
+    let mut results = vec![vec![Vec::new(); CONCURRENCY.len()]; targets.len()];
+    for round in 0..ROUNDS {
+        for (c, concurrency) in CONCURRENCY.iter().enumerate() {
+            for (t, (label, ns, url)) in targets.iter().enumerate() {
+                let figures = run_load(*ns, url, *concurrency);
+                eprintln!("round {round} c={concurrency} {label}: {figures:?}");
+                results[t][c].push(figures);
+            }
+        }
+    }
+
+    let mean = |runs: &[Figures], f: fn(&Figures) -> f64| {
+        runs.iter().map(f).sum::<f64>() / runs.len() as f64
+    };
+    println!(
+        "| concurrency | served by | requests/s | p50 | p99 | errors | requests/s ÷ baseline | p99 ÷ baseline |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (c, concurrency) in CONCURRENCY.iter().enumerate() {
+        let base = &results[0][c];
+        for (t, (label, _, _)) in targets.iter().enumerate() {
+            let runs = &results[t][c];
+            let rps = mean(runs, |f| f.rps);
+            let p99 = mean(runs, |f| f.p99_us);
+            println!(
+                "| {concurrency} | {label} | {rps:.0} | {:.3} ms | {:.3} ms | {:.0} | {:.2} | {:.2} |",
+                mean(runs, |f| f.p50_us) / 1e3,
+                p99 / 1e3,
+                mean(runs, |f| f.errors),
+                rps / mean(base, |f| f.rps),
+                p99 / mean(base, |f| f.p99_us),
+            );
+        }
+    }
+
+    // Idle memory: the node's resident set before and after IDLE more replicas.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(node.id());
+    deployments
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1 + IDLE}})),
+        )
+        .await
+        .unwrap();
+    until("the idle replicas are ready", async || {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        (list.items.iter().filter(|p| ready(p)).count() == 1 + IDLE).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(node.id());
+    println!();
+    println!("| idle memory | resident KiB |");
+    println!("|---|---|");
+    println!(
+        "| one more idle function container in a Bosun node (node's growth over {IDLE} replicas ÷ {IDLE}) | {} |",
+        after.saturating_sub(before) / IDLE as u64
+    );
+    println!("| a whole idle `wasmtime serve` process (baseline) | {serve_idle_kib} |");
+
+    let uids: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.uid)
+        .collect();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    stop(&mut node);
+    stop(&mut server);
+    drop(registry);
+    // The killed node leaves its pods' namespaces and its bridge behind.
+    for uid in uids {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("bosun-{uid}")])
+            .status();
+    }
+    remove_bridge();
+}
+
+fn remove_bridge() {
+    let _ = Command::new("ip")
+        .args(["link", "del", BRIDGE])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

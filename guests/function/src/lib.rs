@@ -9,7 +9,10 @@
 //! - `/echo` answers with the request's body;
 //! - `/print` writes a line to stdout and stderr;
 //! - `/fetch?url=http://host:port/path` calls that URL (wasi:http/outgoing-handler) and answers
-//!   with its status and body, or 502 and the error.
+//!   with its status and body, or 502 and the error;
+//! - `/stream-trap` sends its response's head and part of its body, then traps (below the
+//!   SDK, which writes whole bodies: the export is this guest's own, and every other path goes
+//!   through `bosun_sdk::function::serve`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -68,4 +71,26 @@ fn handle(request: Request) -> Response {
     }
 }
 
-bosun_sdk::function!(handle);
+use bosun_sdk::function::__wasip2 as wasip2;
+use wasip2::http::types::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+
+struct Function;
+
+impl wasip2::exports::http::incoming_handler::Guest for Function {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        if request.path_with_query().as_deref() != Some("/stream-trap") {
+            return function::serve(request, out, handle);
+        }
+        let response = OutgoingResponse::new(Fields::new());
+        let body = response.body().expect("a body");
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().expect("a stream");
+        stream
+            .blocking_write_and_flush(b"the first part, ")
+            .expect("written");
+        // The response has started; the guest dies before finishing it.
+        std::process::abort();
+    }
+}
+
+wasip2::http::proxy::export!(Function);

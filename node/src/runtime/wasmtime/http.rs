@@ -120,8 +120,56 @@ impl Budget {
     }
 }
 
+/// Whether a request's instance ended without its handler returning: set as the store drops
+/// (a trap, a timeout, a kill) unless the handler returned first. The response's body reads
+/// it at its end, to tell a body the guest finished from one cut short.
+struct Ended {
+    cut_short: Arc<AtomicBool>,
+    returned: bool,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if !self.returned {
+            self.cut_short.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A response body that ends with an error, not a clean end, when its instance died before
+/// finishing it: hyper then cuts the connection, and the client does not take a truncated
+/// body for a whole one (wasmtime-wasi-http ends the body cleanly when its writer goes away).
+struct Guarded {
+    body: HyperOutgoingBody,
+    cut_short: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        match polled {
+            std::task::Poll::Ready(None) if self.cut_short.load(Ordering::SeqCst) => {
+                std::task::Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
+            }
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// One request's store.
 struct RequestState {
+    /// First, so that it is dropped before the table that holds the response's body.
+    ended: Ended,
     ctx: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
@@ -375,9 +423,14 @@ impl Server {
                 return self.failed(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string());
             }
         };
+        let cut_short = Arc::new(AtomicBool::new(false));
         let mut store = Store::new(
             &function.engine,
             RequestState {
+                ended: Ended {
+                    cut_short: cut_short.clone(),
+                    returned: false,
+                },
                 ctx: wasi,
                 table: ResourceTable::new(),
                 http: WasiHttpCtx::new(),
@@ -434,12 +487,13 @@ impl Server {
                     .await
             }
             .await;
+            store.data_mut().ended.returned = result.is_ok();
             let guard = &store.data().guard;
             (result, guard.oom, guard.timed_out())
         });
         let waited = tokio::time::timeout_at(deadline.into(), receiver).await;
         match waited {
-            Ok(Ok(Ok(response))) => response,
+            Ok(Ok(Ok(response))) => response.map(|body| Guarded { body, cut_short }.boxed_unsync()),
             Ok(Ok(Err(code))) => self.failed(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("the handler answered an error: {code:?}"),

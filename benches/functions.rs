@@ -18,8 +18,8 @@
 //!   cost shows apart;
 //! - Bosun through the Service's ClusterIP (the node proxy's nftables rules on top).
 //!
-//! each at concurrency 1, 16 and 64, `ROUNDS` times in turn, `SECONDS` each after a second of
-//! warm-up, and reports requests/s, p50 and p99 (means over rounds) with ratios to
+//! each at concurrency 1, 16 and 64, `ROUNDS` times in turn, 5 s each (`BOSUN_BENCH_SECONDS`
+//! changes it) after a second of warm-up, and reports requests/s, p50 and p99 (means over rounds) with ratios to
 //! `wasmtime serve`. Then the memory of idle function containers: the node's resident set
 //! before and after `IDLE` more replicas start, divided by `IDLE`, beside the resident set of a
 //! whole idle `wasmtime serve` process.
@@ -33,11 +33,10 @@ use std::time::{Duration, Instant};
 use bosun_node::images::Layout;
 use http_body_util::{BodyExt, Empty};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-const SECONDS: f64 = 5.0;
 const ROUNDS: usize = 3;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const IDLE: usize = 10;
@@ -165,7 +164,7 @@ fn run_load(netns: Option<&str>, url: &str, concurrency: usize) -> Figures {
     };
     let out = command
         .arg(exe)
-        .args(["load", url, &concurrency.to_string(), &SECONDS.to_string()])
+        .args(["load", url, &concurrency.to_string(), &seconds()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -186,6 +185,11 @@ fn run_load(netns: Option<&str>, url: &str, concurrency: usize) -> Figures {
         p99_us: get("p99_us="),
         errors: get("errors="),
     }
+}
+
+/// How long each load runs, in seconds: `BOSUN_BENCH_SECONDS`, else 5.
+fn seconds() -> String {
+    std::env::var("BOSUN_BENCH_SECONDS").unwrap_or_else(|_| "5".to_string())
 }
 
 /// Pins every thread of `pid` (and those it starts later) to `cpu`.
@@ -242,17 +246,6 @@ fn wasmtime_cli() -> String {
     candidates[1].clone()
 }
 
-async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out: {what}");
-}
-
 fn ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -280,7 +273,7 @@ async fn bench() {
         .spawn()
         .unwrap();
     let serve_url = format!("http://127.0.0.1:{serve_port}/");
-    until("wasmtime serve answers", async || {
+    common::until("wasmtime serve answers", async || {
         tokio::net::TcpStream::connect(("127.0.0.1", serve_port))
             .await
             .ok()
@@ -314,44 +307,21 @@ async fn bench() {
     let client = common::client(&kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let image = format!("{host}/function-hello:v1");
     bosun_node::images::push(&image, wasm, Layout::ComponentV0, true, None)
         .await
         .unwrap();
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "hello"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "hello"}},
-            "template": {
-                "metadata": {"labels": {"app": "hello"}},
-                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
-                    "name": "hello", "image": image, "ports": [{"containerPort": 8080}],
-                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
-                }]},
-            },
-        },
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "hello"},
-        "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }))
-    .unwrap();
-    let cluster_ip = services
-        .create(&PostParams::default(), &service)
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .cluster_ip
-        .unwrap();
-    let pod = until("the function is ready", async || {
+    let cluster_ip = common::deploy_behind_service(
+        &client,
+        "hello",
+        1,
+        json!({
+            "name": "hello", "image": image, "ports": [{"containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
+        }),
+    )
+    .await;
+    let pod = common::until("the function is ready", async || {
         let list = pods.list(&ListParams::default()).await.ok()?;
         list.items.into_iter().find(ready)
     })
@@ -359,7 +329,7 @@ async fn bench() {
     let pod_ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
     let netns = format!("bosun-{}", pod.metadata.uid.as_deref().unwrap());
     let cluster_url = format!("http://{cluster_ip}:80/");
-    until("the ClusterIP answers", async || {
+    common::until("the ClusterIP answers", async || {
         reqwest::get(&cluster_url)
             .await
             .ok()?
@@ -429,7 +399,7 @@ async fn bench() {
         )
         .await
         .unwrap();
-    until("the idle replicas are ready", async || {
+    common::until("the idle replicas are ready", async || {
         let list = pods.list(&ListParams::default()).await.ok()?;
         (list.items.iter().filter(|p| ready(p)).count() == 1 + IDLE).then_some(())
     })

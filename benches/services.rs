@@ -19,12 +19,12 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bosun_node::images::Layout;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -38,17 +38,6 @@ const PINGS: usize = 5000;
 const CHANGES: usize = 10;
 const BRIDGE: &str = "bsvcbench";
 
-async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out: {what}");
-}
-
 /// Runs a netcheck client pod to its end and returns its log.
 async fn client(pods: &Api<Pod>, name: &str, image: &str, args: &[&str]) -> String {
     let pod: Pod = serde_json::from_value(json!({
@@ -58,7 +47,7 @@ async fn client(pods: &Api<Pod>, name: &str, image: &str, args: &[&str]) -> Stri
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    until(&format!("{name} finished"), async || {
+    common::until(&format!("{name} finished"), async || {
         let phase = pods.get(name).await.ok()?.status?.phase?;
         matches!(phase.as_str(), "Succeeded" | "Failed").then_some(())
     })
@@ -136,46 +125,23 @@ async fn main() {
     let client_api = common::client(&kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(client_api.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client_api.clone(), "default");
-    let services: Api<Service> = Api::namespaced(client_api.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client_api.clone(), "default");
     let image = format!("{host}/netcheck:v1");
     bosun_node::images::push(&image, wasm, Layout::ComponentV0, true, None)
         .await
         .unwrap();
 
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "echo"},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "echo"}},
-            "template": {
-                "metadata": {"labels": {"app": "echo"}},
-                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
-                    "name": "echo", "image": image, "args": ["listen", "0.0.0.0:8080"],
-                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-                }]},
-            },
-        },
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "echo"},
-        "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }))
-    .unwrap();
-    let cluster_ip = services
-        .create(&PostParams::default(), &service)
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .cluster_ip
-        .unwrap();
-    let endpoints = until("3 endpoints in the rules", async || {
+    let cluster_ip = common::deploy_behind_service(
+        &client_api,
+        "echo",
+        3,
+        json!({
+            "name": "echo", "image": image, "args": ["listen", "0.0.0.0:8080"],
+            "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+        }),
+    )
+    .await;
+    let endpoints = common::until("3 endpoints in the rules", async || {
         let ips = ready_ips(&slices.list(&ListParams::default()).await.ok()?.items);
         let rules = nft_rules();
         (ips.len() == 3 && ips.iter().all(|ip| rules.contains(&format!("{ip}:8080"))))

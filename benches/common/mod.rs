@@ -4,6 +4,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, PostParams};
+use serde_json::json;
 
 /// The `bosun` binary this bench was built with.
 pub const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
@@ -109,4 +115,55 @@ pub async fn client(kubeconfig: &Path) -> kube::Client {
     .await
     .unwrap();
     kube::Client::try_from(config).unwrap()
+}
+
+/// Polls `check` until it has a value (two minutes at most).
+pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+/// Creates a Deployment `name` of `replicas` pods (label `app: NAME`) running `container` on
+/// port 8080, and a Service `name` on port 80 in front of them; returns its cluster IP.
+pub async fn deploy_behind_service(
+    client: &kube::Client,
+    name: &str,
+    replicas: i32,
+    container: serde_json::Value,
+) -> String {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [container]},
+            },
+        },
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap()
 }

@@ -312,6 +312,19 @@ pub static RESOURCES: &[Resource] = &[
             false,
         )
     },
+    Resource {
+        short_names: &["fn"],
+        categories: ALL,
+        status: true,
+        ..resource(
+            crate::function::GROUP,
+            "v1",
+            "Function",
+            "functions",
+            "function",
+            true,
+        )
+    },
 ];
 
 /// The resource served at `group`/`version` under `plural`.

@@ -16,6 +16,7 @@ mod batch;
 mod config;
 mod coordination;
 mod event;
+mod function;
 mod namespace;
 mod node;
 pub(super) mod pod;
@@ -68,6 +69,7 @@ static STRATEGIES: &[&dyn KindStrategy] = &[
     &event::EVENT,
     &node::RUNTIME_CLASS,
     &priorityclass::PriorityClass,
+    &function::Function,
 ];
 
 /// The strategy of a served resource. Every registry entry has one (a test checks it). It is

@@ -306,3 +306,182 @@ async fn functions_are_a_kind_kubectl_applies_lists_and_explains() {
     }
     assert!(server.kubectl(&["get", "fn", "bad"]).is_err());
 }
+
+/// Polls `check` for up to a minute.
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Function runs as a Deployment and a Service of its name: reachable through the Service,
+/// its status and table follow the replicas, a template change rolls out, `scale.min: 0`
+/// leaves no pod, and deleting the Function takes its Deployment and Service along.
+#[tokio::test]
+async fn a_function_runs_as_its_own_deployment_and_service() {
+    use bosun_api::function::Function;
+    let c = cluster("fn2").await;
+    let image = c
+        .registry
+        .push("function:v1", function(), Layout::ComponentV0)
+        .await;
+    let functions: Api<Function> = Api::namespaced(c.client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let function_of = |env: &str| -> Function {
+        serde_json::from_value(json!({
+            "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
+            "metadata": {"name": "hello"},
+            "spec": {
+                "template": {"spec": {"containers": [{
+                    "name": "fn", "image": image,
+                    "env": [{"name": "POD_NAME", "value": env}],
+                    "readinessProbe": {"httpGet": {"path": "/counter", "port": 8080}, "periodSeconds": 1},
+                }]}},
+                "scale": {"min": 1, "max": 3},
+                "timeout": "5s",
+            },
+        }))
+        .unwrap()
+    };
+    functions
+        .create(&PostParams::default(), &function_of("first"))
+        .await
+        .unwrap();
+
+    // Its Deployment and Service, owned by it; the pod carries the Function's label.
+    let deployment = eventually("the Deployment", async || {
+        deployments.get_opt("hello").await.ok()?
+    })
+    .await;
+    let owner = deployment.metadata.owner_references.clone().unwrap();
+    assert_eq!(
+        (owner[0].kind.as_str(), owner[0].name.as_str()),
+        ("Function", "hello")
+    );
+    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(1));
+    let template = deployment.spec.unwrap().template.metadata.unwrap();
+    assert_eq!(
+        template.annotations.unwrap()["bosun.dev/request-timeout"],
+        "5s"
+    );
+    let service = eventually("the Service", async || {
+        services.get_opt("hello").await.ok()?
+    })
+    .await;
+    let cluster_ip = service.spec.unwrap().cluster_ip.unwrap();
+
+    // Ready once its pod is; it answers through the Service.
+    let ready = eventually("the Function is ready", async || {
+        let f = functions.get("hello").await.ok()?;
+        let status = f.status?;
+        (status.ready_replicas == Some(1)).then_some(status)
+    })
+    .await;
+    assert_eq!(ready.url.as_deref(), Some("http://hello.default.fn.local"));
+    let active = ready
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Active")
+        .unwrap();
+    assert_eq!(active.status, "True");
+    let answer = eventually("an answer through the Service", async || {
+        let (status, body) = get(&format!("http://{cluster_ip}/who")).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(answer, r#"{"path":"/who","pod":"first"}"#);
+    let table = c
+        .server
+        .kubectl(&["get", "fn", "hello", "--no-headers"])
+        .unwrap();
+    let cells: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(
+        &cells[..5],
+        [
+            "hello",
+            "http://hello.default.fn.local",
+            "True",
+            "1",
+            "concurrency"
+        ]
+    );
+    let pods = c
+        .pods
+        .list(&ListParams::default().labels("serving.bosun.dev/function=hello"))
+        .await
+        .unwrap();
+    assert_eq!(pods.items.len(), 1);
+
+    // A changed template rolls out.
+    let mut changed = functions.get("hello").await.unwrap();
+    changed.spec = function_of("second").spec;
+    functions
+        .replace("hello", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    eventually("the new template answers", async || {
+        let (_, body) = get(&format!("http://{cluster_ip}/who")).await;
+        (body == r#"{"path":"/who","pod":"second"}"#).then_some(())
+    })
+    .await;
+
+    // The replicas stay within [min, max] (the rest is the autoscaler's).
+    let mut raised = functions.get("hello").await.unwrap();
+    raised.spec.scale.as_mut().unwrap().min = Some(2);
+    functions
+        .replace("hello", &PostParams::default(), &raised)
+        .await
+        .unwrap();
+    eventually("the Deployment is raised to the new minimum", async || {
+        let d = deployments.get("hello").await.ok()?;
+        (d.spec?.replicas == Some(2)).then_some(())
+    })
+    .await;
+
+    // Deleting the Function takes its Deployment, Service and pods along.
+    functions
+        .delete("hello", &Default::default())
+        .await
+        .unwrap();
+    eventually("the Deployment and Service are gone", async || {
+        let d = deployments.get_opt("hello").await.ok()?;
+        let s = services.get_opt("hello").await.ok()?;
+        (d.is_none() && s.is_none()).then_some(())
+    })
+    .await;
+
+    // A Function at the default minimum has no pod, and says so.
+    let mut idle = function_of("idle");
+    idle.metadata.name = Some("idle".to_string());
+    idle.spec.scale = None;
+    functions
+        .create(&PostParams::default(), &idle)
+        .await
+        .unwrap();
+    let status = eventually("the idle Function's status", async || {
+        functions.get("idle").await.ok()?.status
+    })
+    .await;
+    let active = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Active")
+        .unwrap();
+    assert_eq!(
+        (active.status.as_str(), active.reason.as_str()),
+        ("False", "ScaledToZero")
+    );
+    assert_eq!(status.replicas, Some(0));
+    let idle_pods = c
+        .pods
+        .list(&ListParams::default().labels("serving.bosun.dev/function=idle"))
+        .await
+        .unwrap();
+    assert!(idle_pods.items.is_empty());
+}

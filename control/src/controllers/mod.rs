@@ -14,10 +14,12 @@
 //! - [`endpoints`]: publishes the pods behind each Service as Endpoints (`endpoint`) and
 //!   EndpointSlices (`endpointslice`).
 //! - [`servicelb`]: gives LoadBalancer Services the nodes' addresses.
+//! - [`function`]: runs each Function as a Deployment and a Service of its name.
 
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
+pub mod function;
 pub mod garbagecollector;
 pub mod job;
 pub mod namespace;
@@ -41,6 +43,7 @@ pub const ALL: &[&str] = &[
     "deployment",
     "endpoint",
     "endpointslice",
+    "function",
     "garbagecollector",
     "job",
     "namespace",
@@ -222,6 +225,9 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     }
     if !config.disabled.contains("servicelb") {
         tasks.spawn(servicelb::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("function") {
+        tasks.spawn(function::run(client.clone(), config.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

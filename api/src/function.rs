@@ -16,6 +16,13 @@ pub const GROUP: &str = "serving.bosun.dev";
 pub const API_VERSION: &str = "serving.bosun.dev/v1";
 /// The label on a Function's Deployment, Service and pods that names the Function.
 pub const FUNCTION_LABEL: &str = "serving.bosun.dev/function";
+/// The annotation a node's activator writes on a Function that has requests waiting and no
+/// ready replica (the time it asked, RFC 3339); the control plane scales the Function up and
+/// removes it.
+pub const ACTIVATION_ANNOTATION: &str = "serving.bosun.dev/activation-requested";
+/// The annotation on a Function's Service with its request timeout (`60s`), for the nodes'
+/// gateways.
+pub const TIMEOUT_ANNOTATION: &str = "serving.bosun.dev/timeout";
 /// Where a Function's requests arrive by default: `NAME.NAMESPACE.<domain>`.
 pub const DEFAULT_DOMAIN: &str = "fn.local";
 

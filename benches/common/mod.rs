@@ -79,6 +79,12 @@ pub fn node(dir: &Path, name: &str, args: &[&str]) -> Child {
                 "0",
             ])
             .args(args)
+            .args(
+                (!args.contains(&"--function-port"))
+                    .then_some(["--function-port", "0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--kubeconfig")
             .arg(kubeconfig(dir))
             .arg("--data-dir")

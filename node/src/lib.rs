@@ -9,6 +9,8 @@
 //! - [`runtime`]: the seam between the agent and what runs a container, with its wasmtime
 //!   implementation (WASI preview 1 modules and preview 2 command components, memory and CPU
 //!   limits, stop at any instruction);
+//! - [`gateway`]: the function gateway on `--function-port`, and the activator that holds
+//!   requests of a Function at zero replicas;
 //! - [`network`]: a network namespace and an IP per pod, the bridge, routes to other nodes'
 //!   pods, and the rules for guests' sockets;
 //! - [`logs`]: container log files in the CRI format, and the log server;
@@ -18,6 +20,7 @@
 //!   directories preopened in the guest.
 
 pub mod agent;
+pub mod gateway;
 pub mod images;
 pub mod logs;
 pub mod metrics;

@@ -96,6 +96,16 @@ pub struct AgentFlags {
     /// The cluster's DNS domain: pods resolve Services as `NAME.NAMESPACE.svc.DOMAIN`.
     #[arg(long, env = "BOSUN_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// The function gateway's port, on all the node's addresses: it routes a request with
+    /// `Host: NAME.NAMESPACE.<--function-domain>` to that Function (0 turns it off).
+    #[arg(long, env = "BOSUN_FUNCTION_PORT", default_value_t = 8081)]
+    function_port: u16,
+    /// The domain of Functions' hosts at the gateway.
+    #[arg(long, env = "BOSUN_FUNCTION_DOMAIN", default_value = "fn.local")]
+    function_domain: String,
+    /// Requests the node holds per Function while it has no ready replica; more get 503.
+    #[arg(long, env = "BOSUN_ACTIVATOR_QUEUE", default_value_t = 1000)]
+    activator_queue: usize,
 }
 
 fn event_qps(s: &str) -> anyhow::Result<f64> {
@@ -180,6 +190,9 @@ impl AgentFlags {
         config.cluster_cidr = cluster_cidr;
         config.service_cidr = service_cidr;
         config.cluster_domain = self.cluster_domain;
+        config.function_port = self.function_port;
+        config.function_domain = self.function_domain.trim_matches('.').to_ascii_lowercase();
+        config.activator_queue = self.activator_queue;
         config
     }
 }

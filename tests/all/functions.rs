@@ -485,3 +485,84 @@ async fn a_function_runs_as_its_own_deployment_and_service() {
         .unwrap();
     assert!(idle_pods.items.is_empty());
 }
+
+/// The node's gateway routes by Host, and wakes a Function at zero: held requests all get
+/// their answer once the first replica is ready; unknown hosts get a 404 Status.
+#[tokio::test]
+async fn the_gateway_wakes_a_function_at_zero_and_every_held_request_is_answered() {
+    use bosun_api::function::Function;
+    let port = bosun_testkit::free_port().to_string();
+    let c = crate::support::cluster::cluster_with("fn3", &[], &["--function-port", &port]).await;
+    let image = c
+        .registry
+        .push("function:v1", function(), Layout::ComponentV0)
+        .await;
+    let functions: Api<Function> = Api::namespaced(c.client.clone(), "default");
+    let function: Function = serde_json::from_value(json!({
+        "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
+        "metadata": {"name": "sleepy"},
+        "spec": {"template": {"spec": {"containers": [{
+            "name": "fn", "image": image,
+            "env": [{"name": "POD_NAME", "value": "awake"}],
+            "readinessProbe": {"httpGet": {"path": "/counter", "port": 8080}, "periodSeconds": 1},
+        }]}}},
+    }))
+    .unwrap();
+    functions
+        .create(&PostParams::default(), &function)
+        .await
+        .unwrap();
+    eventually("the Function is at zero", async || {
+        let status = functions.get("sleepy").await.ok()?.status?;
+        (status.replicas == Some(0)).then_some(())
+    })
+    .await;
+
+    let gateway = format!("http://127.0.0.1:{port}");
+    let ask = |host: &'static str, path: &'static str| {
+        let url = format!("{gateway}{path}");
+        async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("Host", host)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, body) = ask("nobody.default.fn.local", "/").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no function nobody.default"), "{body}");
+
+    // Twenty requests at zero: all held, all answered by the replica that wakes.
+    let started = Instant::now();
+    let answers =
+        futures::future::join_all((0..20).map(|_| ask("sleepy.default.fn.local", "/hello"))).await;
+    let woke = started.elapsed();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body, r#"{"path":"/hello","pod":"awake"}"#);
+    }
+    let status = functions.get("sleepy").await.unwrap().status.unwrap();
+    assert_eq!(status.replicas, Some(1), "one replica woke");
+    assert!(
+        !functions
+            .get("sleepy")
+            .await
+            .unwrap()
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(bosun_api::function::ACTIVATION_ANNOTATION),
+        "the activation request is cleared once answered"
+    );
+    eprintln!("woke from zero and answered 20 held requests in {woke:?}");
+    // Awake: requests go straight through.
+    assert_eq!(
+        ask("sleepy.default.fn.local:8081", "/counter").await,
+        (200, "1".to_string())
+    );
+}

@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use bosun_api::function::{DEFAULT_DOMAIN, FUNCTION_LABEL, Function, FunctionStatus};
+use bosun_api::function::{
+    ACTIVATION_ANNOTATION, DEFAULT_DOMAIN, FUNCTION_LABEL, Function, FunctionStatus,
+    TIMEOUT_ANNOTATION,
+};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
@@ -30,6 +33,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{ControllersConfig, Error};
+use crate::events::{Recorder, reference};
 use crate::objects::{controller_of, controller_reference, deleting};
 
 /// The Deployment annotation with the hash of the template it was last given.
@@ -39,6 +43,7 @@ const DEFAULT_PORT: i32 = 8080;
 
 struct Context {
     client: kube::Client,
+    recorder: Recorder,
 }
 
 pub async fn run(client: kube::Client, config: ControllersConfig) {
@@ -47,7 +52,10 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     let controller = Controller::new(functions, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), owned())
         .owns(Api::<Service>::all(client.clone()), owned());
-    let context = Arc::new(Context { client });
+    let context = Arc::new(Context {
+        recorder: Recorder::start(client.clone(), "function-controller", config.events.clone()),
+        client,
+    });
     super::drive(controller, "function", reconcile, context, config.retry).await;
 }
 
@@ -73,6 +81,7 @@ async fn reconcile(function: Arc<Function>, context: Arc<Context>) -> Result<Act
             update_deployment(&deployments, &function, existing).await?
         }
     };
+    let deployment = activate(&context, &deployments, &function, deployment).await?;
     match services.get_opt(&name).await? {
         None => {
             services
@@ -82,9 +91,16 @@ async fn reconcile(function: Arc<Function>, context: Arc<Context>) -> Result<Act
         Some(existing) => {
             owned_by(&function, &existing.metadata, "Service")?;
             let wanted = service_spec(&name, port);
+            let annotations = service_annotations(&function);
+            let stale_annotations = annotations
+                .iter()
+                .any(|(k, v)| existing.annotations().get(k) != Some(v));
             let spec = existing.spec.unwrap_or_default();
-            if spec.ports != wanted.ports || spec.selector != wanted.selector {
-                let patch = json!({"spec": {"ports": wanted.ports, "selector": wanted.selector}});
+            if spec.ports != wanted.ports || spec.selector != wanted.selector || stale_annotations {
+                let patch = json!({
+                    "metadata": {"annotations": annotations},
+                    "spec": {"ports": wanted.ports, "selector": wanted.selector},
+                });
                 services
                     .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await?;
@@ -105,6 +121,50 @@ async fn reconcile(function: Arc<Function>, context: Arc<Context>) -> Result<Act
             .await?;
     }
     Ok(Action::await_change())
+}
+
+/// Answers a node's activator: a Function with requests waiting and no replica gets
+/// `max(min, 1)`, and the request (the annotation) is cleared once seen.
+async fn activate(
+    context: &Context,
+    deployments: &Api<Deployment>,
+    function: &Function,
+    deployment: Deployment,
+) -> Result<Deployment, Error> {
+    let Some(asked) = function.annotations().get(ACTIVATION_ANNOTATION) else {
+        return Ok(deployment);
+    };
+    let name = function.name_any();
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    let deployment = if replicas == 0 {
+        let wanted = function.spec.scaling().min.max(1);
+        let patch = json!({"spec": {"replicas": wanted}});
+        let scaled = deployments
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        context.recorder.normal(
+            reference(function),
+            "Activated",
+            format!("A request arrived with no replica running: scaled from 0 to {wanted}"),
+        );
+        scaled
+    } else {
+        deployment
+    };
+    tracing::debug!(function = %name, %asked, "activation answered");
+    let functions: Api<Function> = Api::namespaced(
+        context.client.clone(),
+        &function.namespace().unwrap_or_default(),
+    );
+    let clear = json!({"metadata": {"annotations": {ACTIVATION_ANNOTATION: null}}});
+    functions
+        .patch(&name, &PatchParams::default(), &Patch::Merge(clear))
+        .await?;
+    Ok(deployment)
 }
 
 /// Refuses to take over an object of the Function's name that something else made.
@@ -223,6 +283,18 @@ async fn update_deployment(
         .await?)
 }
 
+/// What the nodes' gateways read on the Service: the Function's request timeout.
+fn service_annotations(function: &Function) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        TIMEOUT_ANNOTATION.to_string(),
+        function
+            .spec
+            .timeout
+            .clone()
+            .unwrap_or_else(|| "60s".to_string()),
+    )])
+}
+
 fn service_spec(name: &str, port: i32) -> ServiceSpec {
     ServiceSpec {
         selector: Some(BTreeMap::from([(
@@ -246,6 +318,7 @@ fn new_service(function: &Function, port: i32) -> Service {
             name: Some(function.name_any()),
             namespace: function.namespace(),
             labels: Some(labels(function)),
+            annotations: Some(service_annotations(function)),
             owner_references: Some(vec![controller_reference(function)]),
             ..Default::default()
         },

@@ -35,6 +35,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
+use crate::gateway::Routes;
 use crate::images::Images;
 use crate::logs::server::LogIndex;
 use crate::metrics::Functions;
@@ -94,6 +95,12 @@ pub struct NodeConfig {
     /// How long pods wait at start for the first listing of Services.
     pub services_sync_timeout: Duration,
     pub wasmtime: WasmtimeOptions,
+    /// The function gateway's port (`--function-port`); 0 turns it off.
+    pub function_port: u16,
+    /// Function hosts are `NAME.NAMESPACE.<function_domain>`.
+    pub function_domain: String,
+    /// Requests one Function may have held on this node while it has no ready replica.
+    pub activator_queue: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +137,9 @@ impl NodeConfig {
             cluster_domain: "cluster.local".to_string(),
             services_sync_timeout: Duration::from_secs(10),
             wasmtime: WasmtimeOptions::default(),
+            function_port: 8081,
+            function_domain: bosun_api::function::DEFAULT_DOMAIN.to_string(),
+            activator_queue: 1000,
         }
     }
 }
@@ -183,6 +193,8 @@ pub(crate) struct Agent {
     network: OnceLock<Network>,
     /// What Services' names mean, kept by the service watch.
     pub resolver: Arc<Resolver>,
+    /// Where the function gateway sends each Function's requests, kept by the service watch.
+    pub routes: Arc<Routes>,
 }
 
 impl Agent {
@@ -325,6 +337,7 @@ pub async fn run(
         functions: functions.clone(),
         network: OnceLock::new(),
         resolver,
+        routes: Arc::new(Routes::default()),
     });
     let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
     let routes = crate::logs::server::routes(logs, Duration::from_millis(100))
@@ -360,6 +373,7 @@ pub async fn run(
     )
     .await;
     let gc = tokio::spawn(collect_garbage(agent.clone()));
+    let gateway = start_gateway(&agent).await;
     let (stopping, stopping_rx) = watch::channel(false);
     let pods = tokio::spawn(watch_pods(agent.clone(), stopping_rx));
     shutdown.await;
@@ -368,6 +382,9 @@ pub async fn run(
     routes.abort();
     services.abort();
     gc.abort();
+    if let Some(gateway) = gateway {
+        gateway.abort();
+    }
     // The workers stop their containers and return; the pod directories stay for the next
     // start, which adopts the pods again.
     stopping.send_replace(true);
@@ -376,6 +393,69 @@ pub async fn run(
     let _ = log_server.await;
     tracing::info!(node = %agent.config.name, "node agent stopped");
     Ok(())
+}
+
+/// Starts the function gateway on `--function-port`, unless it is 0. A port that cannot be
+/// bound leaves the node without a gateway, with a warning and an Event on the Node.
+async fn start_gateway(agent: &Arc<Agent>) -> Option<tokio::task::JoinHandle<()>> {
+    let port = agent.config.function_port;
+    if port == 0 {
+        return None;
+    }
+    let listener = match tokio::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), port)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            let note = format!("the function gateway cannot listen on port {port}: {error}");
+            tracing::warn!(%note);
+            let node = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".to_string()),
+                kind: Some("Node".to_string()),
+                name: Some(agent.config.name.clone()),
+                ..Default::default()
+            };
+            agent.event(
+                node,
+                EventType::Warning,
+                "FunctionGatewayUnavailable",
+                "Listen",
+                &note,
+            );
+            return None;
+        }
+    };
+    let client = agent.client.clone();
+    let signal: crate::gateway::activator::Signal = Arc::new(move |namespace, name| {
+        let client = client.clone();
+        Box::pin(async move { activate(client, namespace, name).await })
+    });
+    let gateway = Arc::new(crate::gateway::Gateway::new(
+        crate::gateway::GatewayConfig {
+            domain: agent.config.function_domain.clone(),
+            activator_queue: agent.config.activator_queue,
+        },
+        agent.routes.clone(),
+        signal,
+    ));
+    tracing::info!(port, "function gateway listening");
+    Some(tokio::spawn(gateway.serve(listener)))
+}
+
+/// Asks the control plane to scale a Function up: the activation annotation, now.
+async fn activate(client: kube::Client, namespace: String, name: String) {
+    use bosun_api::function::{ACTIVATION_ANNOTATION, Function};
+    let api: Api<Function> = Api::namespaced(client, &namespace);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({"metadata": {"annotations": {ACTIVATION_ANNOTATION: now}}});
+    if let Err(error) = api
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+    {
+        tracing::warn!(%error, function = %name, %namespace, "cannot ask for the function's activation");
+    }
 }
 
 /// The cluster's blocks, from the ConfigMap the control plane keeps them in.

@@ -1,7 +1,8 @@
 //! The service watch: every agent follows all Services and EndpointSlices and, on every
 //! change, gives the node's proxy ([`crate::network::proxy`]) the endpoints each Service port
 //! may send new connections to, and the resolver ([`crate::network::names`]) what the
-//! Services' names mean.
+//! Services' names mean, and the function gateway ([`crate::gateway`]) where each Function's
+//! requests go.
 //!
 //! An endpoint takes new connections while its `ready` condition is not false; when a Service
 //! has none but some that are still `serving` while terminating, those take them, as
@@ -10,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bosun_api::function::{FUNCTION_LABEL, TIMEOUT_ANNOTATION};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Service;
@@ -22,6 +25,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use super::Agent;
+use crate::gateway::{FunctionRoute, RouteTable};
 use crate::network::names::{Directory, ServiceEntry, Target};
 use crate::network::proxy::{Protocol, ServicePort};
 
@@ -68,6 +72,7 @@ pub(crate) async fn keep(agent: Arc<Agent>, synced: watch::Sender<bool>) {
         }
         let (ports, directory) = build(&services, &slices);
         agent.resolver.update(directory);
+        agent.routes.update(function_routes(&services, &ports));
         // Names and variables are right from here on, rules or not: pods need not wait.
         synced.send_replace(true);
         if last.as_ref() != Some(&ports) {
@@ -86,6 +91,30 @@ pub(crate) async fn keep(agent: Arc<Agent>, synced: watch::Sender<bool>) {
             last = Some(ports);
         }
     }
+}
+
+/// The function gateway's routes: each Function's Service (labelled
+/// `serving.bosun.dev/function`), its first port's endpoints and its timeout annotation.
+fn function_routes(services: &Store<Service>, ports: &[ServicePort]) -> RouteTable {
+    let mut routes = RouteTable::new();
+    for service in services.state() {
+        if !service.labels().contains_key(FUNCTION_LABEL) {
+            continue;
+        }
+        let (namespace, name) = (service.namespace().unwrap_or_default(), service.name_any());
+        let timeout = service
+            .annotations()
+            .get(TIMEOUT_ANNOTATION)
+            .and_then(|t| bosun_api::duration::parse(t).ok())
+            .unwrap_or(Duration::from_secs(60));
+        let endpoints = ports
+            .iter()
+            .find(|p| p.namespace == namespace && p.service == name)
+            .map(|p| p.endpoints.clone())
+            .unwrap_or_default();
+        routes.insert((namespace, name), FunctionRoute { endpoints, timeout });
+    }
+    routes
 }
 
 /// Whether an endpoint takes new connections (`ready` unset counts as ready).

@@ -39,6 +39,9 @@ impl Server {
     pub async fn up(args: &[&str]) -> Self {
         let mut command = Command::new(BOSUN);
         command.arg("up").args(args).args(["--agent-port", "0"]);
+        if !args.contains(&"--function-port") {
+            command.args(["--function-port", "0"]);
+        }
         Self::spawn(command, "API server: https://").await
     }
 
@@ -342,6 +345,14 @@ impl Node {
             .args(["--volume-sync-period", "1s"])
             .args(&launch.args)
             .args(args)
+            // Nodes share the host's ports: the function gateway only where a test asks.
+            .args(
+                (!launch.args.iter().any(|a| a == "--function-port")
+                    && !args.contains(&"--function-port"))
+                .then_some(["--function-port", "0"])
+                .into_iter()
+                .flatten(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -6,6 +6,8 @@
 //! pod and name while the container runs. Reading is a handful of atomic loads, so a scraper
 //! (the autoscaler) sees the state of the moment, not a sample taken earlier.
 //!
+//! The node's probes (`User-Agent: kube-probe/…`) are served but not counted.
+//!
 //! Series, each labelled `namespace`, `pod` and `container`:
 //! - `bosun_function_requests_in_flight` (gauge): requests running in an instance;
 //! - `bosun_function_requests_queued` (gauge): requests waiting for a place;
@@ -15,7 +17,8 @@
 //!   head, queueing included;
 //! - `bosun_function_queue_duration_seconds` (histogram): time spent waiting for a place, for
 //!   requests that got one;
-//! - `bosun_function_instances_created_total` (counter): instances made, one per request run.
+//! - `bosun_function_instances_created_total` (counter): instances made for requests, one per
+//!   request run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -11,7 +11,7 @@ use bosun_node::images::Layout;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::support::cluster::{cluster, phase, wait_for};
@@ -25,15 +25,21 @@ fn function() -> Vec<u8> {
 }
 
 async fn get(url: &str) -> (u16, String) {
+    try_get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// A GET that may fail (a Service whose endpoints are not there yet refuses connections).
+async fn try_get(url: &str) -> reqwest::Result<(u16, String)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let response = reqwest::Client::new()
         .get(url)
         .timeout(Duration::from_secs(10))
         .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        .await?;
     let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    Ok((status, response.text().await?))
 }
 
 #[tokio::test]
@@ -391,7 +397,7 @@ async fn a_function_runs_as_its_own_deployment_and_service() {
         .unwrap();
     assert_eq!(active.status, "True");
     let answer = eventually("an answer through the Service", async || {
-        let (status, body) = get(&format!("http://{cluster_ip}/who")).await;
+        let (status, body) = try_get(&format!("http://{cluster_ip}/who")).await.ok()?;
         (status == 200).then_some(body)
     })
     .await;
@@ -419,23 +425,30 @@ async fn a_function_runs_as_its_own_deployment_and_service() {
     assert_eq!(pods.items.len(), 1);
 
     // A changed template rolls out.
-    let mut changed = functions.get("hello").await.unwrap();
-    changed.spec = function_of("second").spec;
+    // (Merge patches: the controller writes the status meanwhile, so a get-then-replace could
+    // meet a conflict.)
+    let template = serde_json::to_value(function_of("second").spec.template).unwrap();
     functions
-        .replace("hello", &PostParams::default(), &changed)
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": template}})),
+        )
         .await
         .unwrap();
     eventually("the new template answers", async || {
-        let (_, body) = get(&format!("http://{cluster_ip}/who")).await;
+        let (_, body) = try_get(&format!("http://{cluster_ip}/who")).await.ok()?;
         (body == r#"{"path":"/who","pod":"second"}"#).then_some(())
     })
     .await;
 
     // The replicas stay within [min, max] (the rest is the autoscaler's).
-    let mut raised = functions.get("hello").await.unwrap();
-    raised.spec.scale.as_mut().unwrap().min = Some(2);
     functions
-        .replace("hello", &PostParams::default(), &raised)
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"scale": {"min": 2}}})),
+        )
         .await
         .unwrap();
     eventually("the Deployment is raised to the new minimum", async || {
@@ -487,9 +500,10 @@ async fn a_function_runs_as_its_own_deployment_and_service() {
 }
 
 /// The node's gateway routes by Host, and wakes a Function at zero: held requests all get
-/// their answer once the first replica is ready; unknown hosts get a 404 Status.
+/// their answer once the first replica is ready; unknown hosts get a 404 Status. Idle, the
+/// autoscaler takes it back to zero; a burst of slow requests scales it up in panic.
 #[tokio::test]
-async fn the_gateway_wakes_a_function_at_zero_and_every_held_request_is_answered() {
+async fn the_gateway_wakes_a_function_at_zero_and_the_autoscaler_follows_its_load() {
     use bosun_api::function::Function;
     let port = bosun_testkit::free_port().to_string();
     let c = crate::support::cluster::cluster_with("fn3", &[], &["--function-port", &port]).await;
@@ -505,7 +519,8 @@ async fn the_gateway_wakes_a_function_at_zero_and_every_held_request_is_answered
             "name": "fn", "image": image,
             "env": [{"name": "POD_NAME", "value": "awake"}],
             "readinessProbe": {"httpGet": {"path": "/counter", "port": 8080}, "periodSeconds": 1},
-        }]}}},
+        }]}},
+        "scale": {"max": 3, "target": 1, "scaleToZeroAfter": "2s", "stableWindow": "10s"}},
     }))
     .unwrap();
     functions
@@ -565,4 +580,57 @@ async fn the_gateway_wakes_a_function_at_zero_and_every_held_request_is_answered
         ask("sleepy.default.fn.local:8081", "/counter").await,
         (200, "1".to_string())
     );
+
+    // Idle for its scaleToZeroAfter (2 s): back to zero, and no pod is left.
+    let pods_of = async || {
+        c.pods
+            .list(&ListParams::default().labels("serving.bosun.dev/function=sleepy"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    eventually("scaled to zero with no pod left", async || {
+        let status = functions.get("sleepy").await.ok()?.status?;
+        (status.replicas == Some(0) && pods_of().await == 0).then_some(())
+    })
+    .await;
+    let events = c
+        .server
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=sleepy",
+        ])
+        .unwrap();
+    assert!(
+        events.contains("Activated") && events.contains("ScaledToZero"),
+        "{events}"
+    );
+
+    // Six slow requests at a target of one in flight per replica: woken, then scaled up in
+    // panic to the maximum (3), and every request answered.
+    let slow = (0..6).map(|_| ask("sleepy.default.fn.local", "/sleep?ms=4000"));
+    let scaled = async {
+        eventually("scaled up to the maximum", async || {
+            let status = functions.get("sleepy").await.ok()?.status?;
+            (status.replicas == Some(3)).then_some(())
+        })
+        .await
+    };
+    let (answers, ()) = tokio::join!(futures::future::join_all(slow), scaled);
+    for (status, body) in &answers {
+        assert_eq!((*status, body.as_str()), (200, "slept"));
+    }
+    let events = c
+        .server
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=sleepy",
+        ])
+        .unwrap();
+    assert!(events.contains("ScaledUp"), "{events}");
 }

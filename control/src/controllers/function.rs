@@ -8,7 +8,7 @@
 //!   `bosun.dev/container-concurrency`). A changed template rolls out as a Deployment does.
 //!   The template's hash is kept in an annotation, so an unchanged Function writes nothing.
 //! - Replicas: a new Deployment starts at `scale.min`; after that the count is the
-//!   autoscaler's, which this controller only keeps within `[min, max]`.
+//!   autoscaler's (`autoscaler.rs`), which this controller only keeps within `[min, max]`.
 //! - The Service listens on port 80 and sends to the function's port (its first container's
 //!   first TCP `containerPort`, else 8080), so `http://NAME.NAMESPACE` works in the cluster.
 //! - Status: `url`, `replicas`, `readyReplicas`, `observedGeneration`, and the conditions
@@ -19,8 +19,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bosun_api::function::{
-    ACTIVATION_ANNOTATION, DEFAULT_DOMAIN, FUNCTION_LABEL, Function, FunctionStatus,
-    TIMEOUT_ANNOTATION,
+    DEFAULT_DOMAIN, FUNCTION_LABEL, Function, FunctionStatus, TIMEOUT_ANNOTATION,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
@@ -33,7 +32,6 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{ControllersConfig, Error};
-use crate::events::{Recorder, reference};
 use crate::objects::{controller_of, controller_reference, deleting};
 
 /// The Deployment annotation with the hash of the template it was last given.
@@ -43,7 +41,6 @@ const DEFAULT_PORT: i32 = 8080;
 
 struct Context {
     client: kube::Client,
-    recorder: Recorder,
 }
 
 pub async fn run(client: kube::Client, config: ControllersConfig) {
@@ -52,10 +49,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     let controller = Controller::new(functions, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), owned())
         .owns(Api::<Service>::all(client.clone()), owned());
-    let context = Arc::new(Context {
-        recorder: Recorder::start(client.clone(), "function-controller", config.events.clone()),
-        client,
-    });
+    let context = Arc::new(Context { client });
     super::drive(controller, "function", reconcile, context, config.retry).await;
 }
 
@@ -81,7 +75,6 @@ async fn reconcile(function: Arc<Function>, context: Arc<Context>) -> Result<Act
             update_deployment(&deployments, &function, existing).await?
         }
     };
-    let deployment = activate(&context, &deployments, &function, deployment).await?;
     match services.get_opt(&name).await? {
         None => {
             services
@@ -121,50 +114,6 @@ async fn reconcile(function: Arc<Function>, context: Arc<Context>) -> Result<Act
             .await?;
     }
     Ok(Action::await_change())
-}
-
-/// Answers a node's activator: a Function with requests waiting and no replica gets
-/// `max(min, 1)`, and the request (the annotation) is cleared once seen.
-async fn activate(
-    context: &Context,
-    deployments: &Api<Deployment>,
-    function: &Function,
-    deployment: Deployment,
-) -> Result<Deployment, Error> {
-    let Some(asked) = function.annotations().get(ACTIVATION_ANNOTATION) else {
-        return Ok(deployment);
-    };
-    let name = function.name_any();
-    let replicas = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(0);
-    let deployment = if replicas == 0 {
-        let wanted = function.spec.scaling().min.max(1);
-        let patch = json!({"spec": {"replicas": wanted}});
-        let scaled = deployments
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
-        context.recorder.normal(
-            reference(function),
-            "Activated",
-            format!("A request arrived with no replica running: scaled from 0 to {wanted}"),
-        );
-        scaled
-    } else {
-        deployment
-    };
-    tracing::debug!(function = %name, %asked, "activation answered");
-    let functions: Api<Function> = Api::namespaced(
-        context.client.clone(),
-        &function.namespace().unwrap_or_default(),
-    );
-    let clear = json!({"metadata": {"annotations": {ACTIVATION_ANNOTATION: null}}});
-    functions
-        .patch(&name, &PatchParams::default(), &Patch::Merge(clear))
-        .await?;
-    Ok(deployment)
 }
 
 /// Refuses to take over an object of the Function's name that something else made.

@@ -15,7 +15,9 @@
 //!   EndpointSlices (`endpointslice`).
 //! - [`servicelb`]: gives LoadBalancer Services the nodes' addresses.
 //! - [`function`]: runs each Function as a Deployment and a Service of its name.
+//! - [`autoscaler`]: scales Functions on their load, wakes them, and takes idle ones to zero.
 
+pub mod autoscaler;
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
@@ -44,6 +46,7 @@ pub const ALL: &[&str] = &[
     "endpoint",
     "endpointslice",
     "function",
+    "function-autoscaler",
     "garbagecollector",
     "job",
     "namespace",
@@ -76,6 +79,8 @@ pub struct ControllersConfig {
     pub pod_gc_period: Duration,
     /// Finished pods kept before the oldest are deleted.
     pub terminated_pod_gc_threshold: usize,
+    /// How often the function autoscaler reads the nodes' function metrics and decides.
+    pub function_autoscale_period: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -91,6 +96,7 @@ impl Default for ControllersConfig {
             job_backoff: Duration::from_secs(10),
             pod_gc_period: Duration::from_secs(20),
             terminated_pod_gc_threshold: 12500,
+            function_autoscale_period: Duration::from_secs(1),
         }
     }
 }
@@ -228,6 +234,9 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     }
     if !config.disabled.contains("function") {
         tasks.spawn(function::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("function-autoscaler") {
+        tasks.spawn(autoscaler::run(client.clone(), config.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

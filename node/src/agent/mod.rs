@@ -346,6 +346,9 @@ pub async fn run(
         let _ = logs_stopped.await;
     }));
 
+    // Bound now, served once the Services are known: a request that comes early waits in the
+    // listener's backlog rather than being refused or told its Function does not exist.
+    let gateway_listener = bind_gateway(&agent).await;
     node::register(&agent).await.map_err(AgentError::Register)?;
     let heartbeat = tokio::spawn(node::heartbeat(agent.clone()));
     tokio::pin!(shutdown);
@@ -373,7 +376,7 @@ pub async fn run(
     )
     .await;
     let gc = tokio::spawn(collect_garbage(agent.clone()));
-    let gateway = start_gateway(&agent).await;
+    let gateway = gateway_listener.map(|listener| start_gateway(&agent, listener));
     let (stopping, stopping_rx) = watch::channel(false);
     let pods = tokio::spawn(watch_pods(agent.clone(), stopping_rx));
     shutdown.await;
@@ -395,15 +398,15 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts the function gateway on `--function-port`, unless it is 0. A port that cannot be
-/// bound leaves the node without a gateway, with a warning and an Event on the Node.
-async fn start_gateway(agent: &Arc<Agent>) -> Option<tokio::task::JoinHandle<()>> {
+/// Binds the function gateway's port (`--function-port`), unless it is 0. A port that cannot
+/// be bound leaves the node without a gateway, with a warning and an Event on the Node.
+async fn bind_gateway(agent: &Arc<Agent>) -> Option<tokio::net::TcpListener> {
     let port = agent.config.function_port;
     if port == 0 {
         return None;
     }
-    let listener = match tokio::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), port)).await {
-        Ok(listener) => listener,
+    match tokio::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), port)).await {
+        Ok(listener) => Some(listener),
         Err(error) => {
             let note = format!("the function gateway cannot listen on port {port}: {error}");
             tracing::warn!(%note);
@@ -420,9 +423,16 @@ async fn start_gateway(agent: &Arc<Agent>) -> Option<tokio::task::JoinHandle<()>
                 "Listen",
                 &note,
             );
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// Serves the function gateway on `listener`.
+fn start_gateway(
+    agent: &Arc<Agent>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
     let client = agent.client.clone();
     let signal: crate::gateway::activator::Signal = Arc::new(move |namespace, name| {
         let client = client.clone();
@@ -436,8 +446,11 @@ async fn start_gateway(agent: &Arc<Agent>) -> Option<tokio::task::JoinHandle<()>
         agent.routes.clone(),
         signal,
     ));
-    tracing::info!(port, "function gateway listening");
-    Some(tokio::spawn(gateway.serve(listener)))
+    tracing::info!(
+        port = agent.config.function_port,
+        "function gateway serving"
+    );
+    tokio::spawn(gateway.serve(listener))
 }
 
 /// Asks the control plane to scale a Function up: the activation annotation, now.

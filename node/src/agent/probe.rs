@@ -311,7 +311,8 @@ async fn http_get(
         .iter()
         .any(|(n, _)| n.eq_ignore_ascii_case("user-agent"))
     {
-        request.push_str("User-Agent: bosun-probe/1.0\r\n");
+        // As the kubelet names itself: functions tell probes from requests by it.
+        request.push_str("User-Agent: kube-probe/1.33\r\n");
     }
     if !headers
         .iter()

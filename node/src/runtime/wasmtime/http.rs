@@ -356,8 +356,18 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Reply {
 }
 
 impl Server {
-    /// Answers a request, and counts it.
+    /// Answers a request, and counts it. A probe (the node's, `User-Agent: kube-probe/…`) is
+    /// served outside the concurrency limit and not counted, so that probes neither queue
+    /// behind requests nor keep an idle function from scaling to zero.
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Reply {
+        let probe = request
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|agent| agent.starts_with("kube-probe/"));
+        if probe {
+            return self.run(request).await;
+        }
         let arrived = Instant::now();
         let answer = self.admit(request, arrived).await;
         let stats = &self.function.stats;
@@ -408,6 +418,7 @@ impl Server {
         };
         stats.queue_time.observe(arrived.elapsed());
         let running = Counted::new(&stats.in_flight);
+        stats.instances_created.fetch_add(1, Ordering::Relaxed);
         let answer = self.run(request).await;
         drop((running, permit));
         answer
@@ -472,10 +483,6 @@ impl Server {
         };
         let pre = self.pre.clone();
         let container = function.container.clone();
-        function
-            .stats
-            .instances_created
-            .fetch_add(1, Ordering::Relaxed);
         // The instance runs on as a task of its own: the guest may still write the body after
         // it has set the response.
         let task = tokio::spawn(async move {

@@ -23,6 +23,9 @@ pub const ACTIVATION_ANNOTATION: &str = "serving.bosun.dev/activation-requested"
 /// The annotation on a Function's Service with its request timeout (`60s`), for the nodes'
 /// gateways.
 pub const TIMEOUT_ANNOTATION: &str = "serving.bosun.dev/timeout";
+/// The Node annotation with the node's function gateway, `PORT DOMAIN` (`8081 fn.local`),
+/// absent when the node serves none: where the control plane calls Functions (cron triggers).
+pub const GATEWAY_ANNOTATION: &str = "serving.bosun.dev/gateway";
 /// Where a Function's requests arrive by default: `NAME.NAMESPACE.<domain>`.
 pub const DEFAULT_DOMAIN: &str = "fn.local";
 
@@ -158,6 +161,19 @@ pub struct FunctionStatus {
     /// The generation this status is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Each trigger's last scheduled time that was called (or skipped), by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerStatus>,
+}
+
+/// What happened to one trigger.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "dev.bosun.serving.v1.TriggerStatus")]
+pub struct TriggerStatus {
+    /// The last scheduled time handled: called, or skipped as missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 impl k8s_openapi::Resource for Function {

@@ -634,3 +634,72 @@ async fn the_gateway_wakes_a_function_at_zero_and_the_autoscaler_follows_its_loa
         .unwrap();
     assert!(events.contains("ScaledUp"), "{events}");
 }
+
+/// A cron trigger calls a Function that sits at zero: it is woken through a node's gateway, the
+/// call shows in its log, and the call is an Event naming its method, path and status.
+#[tokio::test]
+async fn a_cron_trigger_calls_a_function_at_zero() {
+    use bosun_api::function::Function;
+    let port = bosun_testkit::free_port().to_string();
+    let c = crate::support::cluster::cluster_with("fn4", &[], &["--function-port", &port]).await;
+    let image = c
+        .registry
+        .push("function:v1", function(), Layout::ComponentV0)
+        .await;
+    let functions: Api<Function> = Api::namespaced(c.client.clone(), "default");
+    let function: Function = serde_json::from_value(json!({
+        "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
+        "metadata": {"name": "ticker"},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "fn", "image": image}]}},
+            "triggers": [{"cron": {"schedule": "* * * * *", "path": "/print", "method": "POST"}}],
+        },
+    }))
+    .unwrap();
+    functions
+        .create(&PostParams::default(), &function)
+        .await
+        .unwrap();
+    // The next minute's tick (at most a minute away).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let called = loop {
+        let events = c
+            .server
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=ticker",
+            ])
+            .unwrap();
+        if let Some(line) = events.lines().find(|l| l.contains("TriggerCalled")) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no trigger call: {events}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        called.contains("cron trigger 0: POST /print 200 in"),
+        "{called}"
+    );
+    let events = c
+        .server
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=ticker",
+        ])
+        .unwrap();
+    assert!(
+        events.contains("Activated"),
+        "the call woke it from zero: {events}"
+    );
+    let status = functions.get("ticker").await.unwrap().status.unwrap();
+    assert!(status.triggers[0].last_schedule_time.is_some());
+    let logs = c
+        .server
+        .kubectl(&["logs", "-l", "serving.bosun.dev/function=ticker"])
+        .unwrap();
+    assert!(logs.contains("hello from a request"), "{logs}");
+}

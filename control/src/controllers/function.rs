@@ -350,6 +350,8 @@ fn status(function: &Function, deployment: &Deployment, old: &FunctionStatus) ->
         ),
         conditions: vec![ready, active],
         observed_generation: generation,
+        // The trigger controller's.
+        triggers: old.triggers.clone(),
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`servicelb`]: gives LoadBalancer Services the nodes' addresses.
 //! - [`function`]: runs each Function as a Deployment and a Service of its name.
 //! - [`autoscaler`]: scales Functions on their load, wakes them, and takes idle ones to zero.
+//! - [`triggers`]: calls Functions on their cron triggers' schedules.
 
 pub mod autoscaler;
 pub mod cronjob;
@@ -30,6 +31,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
 pub mod servicelb;
+pub mod triggers;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -47,6 +49,7 @@ pub const ALL: &[&str] = &[
     "endpointslice",
     "function",
     "function-autoscaler",
+    "function-triggers",
     "garbagecollector",
     "job",
     "namespace",
@@ -237,6 +240,9 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     }
     if !config.disabled.contains("function-autoscaler") {
         tasks.spawn(autoscaler::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("function-triggers") {
+        tasks.spawn(triggers::run(client.clone(), config.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -349,7 +349,9 @@ pub async fn run(
     // Bound now, served once the Services are known: a request that comes early waits in the
     // listener's backlog rather than being refused or told its Function does not exist.
     let gateway_listener = bind_gateway(&agent).await;
-    node::register(&agent).await.map_err(AgentError::Register)?;
+    node::register(&agent, gateway_listener.is_some())
+        .await
+        .map_err(AgentError::Register)?;
     let heartbeat = tokio::spawn(node::heartbeat(agent.clone()));
     tokio::pin!(shutdown);
     let network = tokio::select! {

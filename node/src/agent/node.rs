@@ -317,19 +317,33 @@ fn node_info() -> Value {
 
 /// Creates the Node, or adopts the one a previous run of this node left, and writes its
 /// status.
-pub(super) async fn register(agent: &Agent) -> Result<(), kube::Error> {
+/// `gateway`: whether the node serves the function gateway (published for the control plane).
+pub(super) async fn register(agent: &Agent, gateway: bool) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(agent.client.clone());
     let name = &agent.config.name;
-    let mut metadata = json!({"labels": labels(agent)});
+    let mut metadata = json!({"labels": labels(agent), "annotations": {}});
     if let Some(cert) = &agent.serving_cert {
-        metadata["annotations"] = json!({ SERVING_CERT_ANNOTATION: cert });
+        metadata["annotations"][SERVING_CERT_ANNOTATION] = json!(cert);
     }
+    // Null removes it from a Node adopted from a run that had a gateway.
+    metadata["annotations"][bosun_api::function::GATEWAY_ANNOTATION] = if gateway {
+        json!(format!(
+            "{} {}",
+            agent.config.function_port, agent.config.function_domain
+        ))
+    } else {
+        serde_json::Value::Null
+    };
     match api.get_opt(name).await? {
         None => {
+            let mut annotations = metadata["annotations"].clone();
+            if let Some(map) = annotations.as_object_mut() {
+                map.retain(|_, v| !v.is_null());
+            }
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": { "name": name, "labels": metadata["labels"],
-                              "annotations": metadata.get("annotations") },
+                              "annotations": annotations },
             }))
             .expect("a valid Node");
             match api.create(&PostParams::default(), &node).await {

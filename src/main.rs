@@ -52,6 +52,9 @@ enum Command {
     Delete(commands::apply::DeleteArgs),
     /// Print a container's log.
     Logs(commands::logs::LogsArgs),
+    /// Deploy and list Functions (HTTP components that scale to zero).
+    #[command(name = "fn", subcommand)]
+    Function(commands::function::FnCommand),
     /// Print a shell completion script: `source <(bosun completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Describe(args) => commands::get::describe(args).await,
             Command::Delete(args) => commands::apply::delete(args).await,
             Command::Logs(args) => commands::logs::logs(args).await,
+            Command::Function(command) => commands::function::run(command).await,
             Command::Completion { shell } => {
                 print_completion(shell);
                 Ok(())

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod client;
+pub mod function;
 pub mod get;
 pub mod logs;
 pub mod node;

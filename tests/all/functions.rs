@@ -311,6 +311,51 @@ async fn functions_are_a_kind_kubectl_applies_lists_and_explains() {
         );
     }
     assert!(server.kubectl(&["get", "fn", "bad"]).is_err());
+
+    // `bosun fn`: deploy creates or updates with only its flags' fields, beside kubectl.
+    let bosun = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::BOSUN)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let deployed = bosun(&["fn", "deploy", "web", "--image", "reg/web:v1", "--max", "4"]);
+    assert!(
+        deployed.contains("function.serving.bosun.dev/web deployed")
+            && deployed.contains("http://web.default.fn.local"),
+        "{deployed}"
+    );
+    k(&[
+        "patch",
+        "fn",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"timeout":"5s"}}"#,
+    ]);
+    bosun(&["fn", "deploy", "web", "--image", "reg/web:v2", "--max", "6"]);
+    let web: serde_json::Value =
+        serde_json::from_str(&k(&["get", "fn", "web", "-o", "json"])).unwrap();
+    assert_eq!(web["spec"]["scale"]["max"], 6);
+    assert_eq!(web["spec"]["timeout"], "5s", "kubectl's field stays");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"],
+        "reg/web:v2"
+    );
+    let listed = bosun(&["fn", "list"]);
+    assert!(
+        listed.starts_with("NAME") && listed.contains("web") && listed.contains("hello"),
+        "{listed}"
+    );
 }
 
 /// Polls `check` for up to a minute.

@@ -23,6 +23,12 @@
 //! `wasmtime serve`. Then the memory of idle function containers: the node's resident set
 //! before and after `IDLE` more replicas start, divided by `IDLE`, beside the resident set of a
 //! whole idle `wasmtime serve` process.
+//!
+//! Last, cold starts (`BOSUN_BENCH_COLD_STARTS` times, default 200): a Function at zero (no
+//! pod, no ready endpoint) gets one request through the node's function gateway, and the time
+//! to the response's first byte is taken (activator, autoscaler, Deployment, scheduler, node,
+//! EndpointSlice, release); beside it, the same component created as a plain pod and polled
+//! until Ready.
 
 mod common;
 
@@ -297,9 +303,11 @@ async fn bench() {
     let mut server = common::server(dir.path(), &blocks, Some("bosun-bench-functions.log"));
     pin(server.id(), "1");
     let kubeconfig = common::kubeconfig(dir.path());
+    let gateway_port = bosun_testkit::free_port().to_string();
     let node_args = [
         &["--insecure-registry", &host, "--bridge", BRIDGE][..],
         &blocks,
+        &["--function-port", &gateway_port],
     ]
     .concat();
     let mut node = common::node(dir.path(), "fn", &node_args);
@@ -415,6 +423,8 @@ async fn bench() {
     );
     println!("| a whole idle `wasmtime serve` process (baseline) | {serve_idle_kib} |");
 
+    cold_starts(&client, &image, &gateway_port).await;
+
     let uids: Vec<String> = pods
         .list(&ListParams::default())
         .await
@@ -442,6 +452,126 @@ fn remove_bridge() {
         .args(["link", "del", BRIDGE])
         .stderr(Stdio::null())
         .status();
+}
+
+/// Cold starts: a Function at zero gets one request through the node's gateway, `COLD` times
+/// (`BOSUN_BENCH_COLD_STARTS`, default 200); the time to the response's first byte, beside a
+/// pod of the same component created and watched to Ready, in the same run.
+async fn cold_starts(client: &kube::Client, image: &str, gateway_port: &str) {
+    use bosun_api::function::Function;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{DeleteParams, PostParams};
+    let count: usize = std::env::var("BOSUN_BENCH_COLD_STARTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let functions: Api<Function> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    // No readiness probe: a function container is ready once its listener is bound. Scale to
+    // zero is done by the bench (the autoscaler would wait an hour).
+    let function: Function = serde_json::from_value(json!({
+        "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
+        "metadata": {"name": "cold"},
+        "spec": {
+            "template": {"spec": {"terminationGracePeriodSeconds": 0,
+                                  "containers": [{"name": "fn", "image": image}]}},
+            "scale": {"max": 1, "scaleToZeroAfter": "1h"},
+        },
+    }))
+    .unwrap();
+    functions
+        .create(&PostParams::default(), &function)
+        .await
+        .unwrap();
+    common::until("the Function's Deployment", async || {
+        deployments.get_opt("cold").await.ok()?
+    })
+    .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let gateway = format!("http://127.0.0.1:{gateway_port}/");
+    let mut first_bytes = Vec::new();
+    for _ in 0..count {
+        // At zero: no pod, no ready endpoint anywhere.
+        deployments
+            .patch(
+                "cold",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 0}})),
+            )
+            .await
+            .unwrap();
+        common::until("the Function is at zero", async || {
+            let running = pods
+                .list(&ListParams::default().labels("serving.bosun.dev/function=cold"))
+                .await
+                .ok()?
+                .items
+                .len();
+            let ready = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=cold"))
+                .await
+                .ok()?
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .count();
+            (running == 0 && ready == 0).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let response = http
+            .get(&gateway)
+            .header("Host", "cold.default.fn.local")
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        first_bytes.push(took);
+    }
+    // The baseline: a pod of the same component, created and watched until it is Ready.
+    let mut pod_starts = Vec::new();
+    for i in 0..count {
+        let name = format!("plain-{i}");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "fn", "image": image}]},
+        }))
+        .unwrap();
+        let started = Instant::now();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        common::until("the pod is ready", async || {
+            ready(&pods.get(&name).await.ok()?).then_some(())
+        })
+        .await;
+        pod_starts.push(started.elapsed());
+        pods.delete(&name, &DeleteParams::default().grace_period(0))
+            .await
+            .unwrap();
+    }
+    first_bytes.sort();
+    pod_starts.sort();
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let p = |v: &[Duration], q: f64| bosun_testkit::percentile(v, q);
+    println!();
+    println!("| cold start ({count} times) | p50 | p99 | p50 ÷ baseline |");
+    println!("|---|---|---|---|");
+    println!(
+        "| Function at zero: request → first byte, through the gateway | {} | {} | {:.2} |",
+        ms(p(&first_bytes, 0.5)),
+        ms(p(&first_bytes, 0.99)),
+        p(&first_bytes, 0.5).as_secs_f64() / p(&pod_starts, 0.5).as_secs_f64()
+    );
+    println!(
+        "| a pod of the same component: create → Ready (baseline, polled every 20 ms) | {} | {} | 1.00 |",
+        ms(p(&pod_starts, 0.5)),
+        ms(p(&pod_starts, 0.99))
+    );
 }
 
 fn stop(child: &mut Child) {

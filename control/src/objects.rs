@@ -63,6 +63,21 @@ where
     }
 }
 
+/// A Deployment's replicas: those its spec asks for (0 when unset) and those ready.
+pub fn deployment_replicas(deployment: &k8s_openapi::api::apps::v1::Deployment) -> (i32, i32) {
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    let ready = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    (desired, ready)
+}
+
 /// Whether the object is marked for deletion.
 pub fn deleting(meta: &ObjectMeta) -> bool {
     meta.deletion_timestamp.is_some()

@@ -544,20 +544,33 @@ async fn a_function_runs_as_its_own_deployment_and_service() {
     assert!(idle_pods.items.is_empty());
 }
 
+/// A cluster whose node serves the function gateway on a port of its own (returned), with the
+/// function guest pushed (its image returned), and the Functions of `default`.
+async fn gateway_cluster(
+    node: &str,
+) -> (
+    crate::support::cluster::Cluster,
+    String,
+    String,
+    Api<bosun_api::function::Function>,
+) {
+    let port = bosun_testkit::free_port().to_string();
+    let c = crate::support::cluster::cluster_with(node, &[], &["--function-port", &port]).await;
+    let image = c
+        .registry
+        .push("function:v1", function(), Layout::ComponentV0)
+        .await;
+    let functions = Api::namespaced(c.client.clone(), "default");
+    (c, port, image, functions)
+}
+
 /// The node's gateway routes by Host, and wakes a Function at zero: held requests all get
 /// their answer once the first replica is ready; unknown hosts get a 404 Status. Idle, the
 /// autoscaler takes it back to zero; a burst of slow requests scales it up in panic.
 #[tokio::test]
 async fn the_gateway_wakes_a_function_at_zero_and_the_autoscaler_follows_its_load() {
-    use bosun_api::function::Function;
-    let port = bosun_testkit::free_port().to_string();
-    let c = crate::support::cluster::cluster_with("fn3", &[], &["--function-port", &port]).await;
-    let image = c
-        .registry
-        .push("function:v1", function(), Layout::ComponentV0)
-        .await;
-    let functions: Api<Function> = Api::namespaced(c.client.clone(), "default");
-    let function: Function = serde_json::from_value(json!({
+    let (c, port, image, functions) = gateway_cluster("fn3").await;
+    let function: bosun_api::function::Function = serde_json::from_value(json!({
         "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
         "metadata": {"name": "sleepy"},
         "spec": {"template": {"spec": {"containers": [{
@@ -684,15 +697,8 @@ async fn the_gateway_wakes_a_function_at_zero_and_the_autoscaler_follows_its_loa
 /// call shows in its log, and the call is an Event naming its method, path and status.
 #[tokio::test]
 async fn a_cron_trigger_calls_a_function_at_zero() {
-    use bosun_api::function::Function;
-    let port = bosun_testkit::free_port().to_string();
-    let c = crate::support::cluster::cluster_with("fn4", &[], &["--function-port", &port]).await;
-    let image = c
-        .registry
-        .push("function:v1", function(), Layout::ComponentV0)
-        .await;
-    let functions: Api<Function> = Api::namespaced(c.client.clone(), "default");
-    let function: Function = serde_json::from_value(json!({
+    let (c, _, image, functions) = gateway_cluster("fn4").await;
+    let function: bosun_api::function::Function = serde_json::from_value(json!({
         "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
         "metadata": {"name": "ticker"},
         "spec": {

@@ -282,16 +282,7 @@ impl State {
             let Some(deployment) = deployments.get_opt(&key.1).await? else {
                 continue;
             };
-            let current = deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.replicas)
-                .unwrap_or(0);
-            let ready = deployment
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0);
+            let (current, ready) = crate::objects::deployment_replicas(&deployment);
             let decision = decide(&scaling, history, now, current, ready);
             history.panicking = decision.panic;
             if decision.replicas == current {

@@ -279,16 +279,8 @@ fn new_service(function: &Function, port: i32) -> Service {
 /// The Function's status from its Deployment; conditions keep their transition time while
 /// their status stays.
 fn status(function: &Function, deployment: &Deployment, old: &FunctionStatus) -> FunctionStatus {
-    let replicas = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(0);
-    let ready = deployment
-        .status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+    let (replicas, ready) = crate::objects::deployment_replicas(deployment);
+    let ready_count = ready;
     let generation = function.metadata.generation;
     let condition = |type_: &str, ok: bool, reason: &str, message: String| {
         let status = if ok { "True" } else { "False" };
@@ -341,13 +333,7 @@ fn status(function: &Function, deployment: &Deployment, old: &FunctionStatus) ->
             function.namespace().unwrap_or_default()
         )),
         replicas: Some(replicas),
-        ready_replicas: Some(
-            deployment
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-        ),
+        ready_replicas: Some(ready_count),
         conditions: vec![ready, active],
         observed_generation: generation,
         // The trigger controller's.

@@ -218,6 +218,17 @@ impl Agent {
         self.events.record(regarding, event);
     }
 
+    /// Records a warning about this node (its Node object).
+    pub fn node_warning(&self, reason: &str, action: &str, note: &str) {
+        let node = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Node".to_string()),
+            name: Some(self.config.name.clone()),
+            ..Default::default()
+        };
+        self.event(node, EventType::Warning, reason, action, note);
+    }
+
     /// The runtime of a RuntimeClass handler, if this node has it.
     pub fn runtime(&self, handler: &str) -> Option<Arc<dyn Runtime>> {
         self.runtimes.get(handler).cloned()
@@ -412,19 +423,7 @@ async fn bind_gateway(agent: &Arc<Agent>) -> Option<tokio::net::TcpListener> {
         Err(error) => {
             let note = format!("the function gateway cannot listen on port {port}: {error}");
             tracing::warn!(%note);
-            let node = k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("v1".to_string()),
-                kind: Some("Node".to_string()),
-                name: Some(agent.config.name.clone()),
-                ..Default::default()
-            };
-            agent.event(
-                node,
-                EventType::Warning,
-                "FunctionGatewayUnavailable",
-                "Listen",
-                &note,
-            );
+            agent.node_warning("FunctionGatewayUnavailable", "Listen", &note);
             None
         }
     }
@@ -494,15 +493,7 @@ async fn start_network(agent: &Agent) -> Network {
     };
     let host = |reason: String| {
         tracing::warn!(%reason, "no pod network: pods will share the node's network");
-        let node = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".to_string()),
-            kind: Some("Node".to_string()),
-            name: Some(agent.config.name.clone()),
-            ..Default::default()
-        };
-        agent.event(
-            node,
-            EventType::Warning,
+        agent.node_warning(
             "HostNetworkFallback",
             "SetUpPodNetwork",
             &format!("pods share the node's network: {reason}"),

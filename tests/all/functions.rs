@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::support::cluster::{cluster, phase, wait_for};
+use crate::support::cluster::{Cluster, cluster_with, phase, wait_for};
 
 fn function() -> Vec<u8> {
     let path = concat!(
@@ -44,11 +44,7 @@ async fn try_get(url: &str) -> reqwest::Result<(u16, String)> {
 
 #[tokio::test]
 async fn a_function_deployment_behind_a_service_answers_through_pod_ips_and_the_service() {
-    let c = cluster("fn1").await;
-    let image = c
-        .registry
-        .push("function:v1", function(), Layout::ComponentV0)
-        .await;
+    let (c, image) = function_cluster("fn1", &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "hello"},
@@ -376,11 +372,7 @@ async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) ->
 #[tokio::test]
 async fn a_function_runs_as_its_own_deployment_and_service() {
     use bosun_api::function::Function;
-    let c = cluster("fn2").await;
-    let image = c
-        .registry
-        .push("function:v1", function(), Layout::ComponentV0)
-        .await;
+    let (c, image) = function_cluster("fn2", &[]).await;
     let functions: Api<Function> = Api::namespaced(c.client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
     let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
@@ -544,22 +536,31 @@ async fn a_function_runs_as_its_own_deployment_and_service() {
     assert!(idle_pods.items.is_empty());
 }
 
-/// A cluster whose node serves the function gateway on a port of its own (returned), with the
-/// function guest pushed (its image returned), and the Functions of `default`.
-async fn gateway_cluster(
-    node: &str,
-) -> (
-    crate::support::cluster::Cluster,
-    String,
-    String,
-    Api<bosun_api::function::Function>,
-) {
-    let port = bosun_testkit::free_port().to_string();
-    let c = crate::support::cluster::cluster_with(node, &[], &["--function-port", &port]).await;
+/// The events about the object `name`, as `kubectl get events` prints them.
+fn events_of(c: &Cluster, name: &str) -> String {
+    let selector = format!("involvedObject.name={name}");
+    c.server
+        .kubectl(&["get", "events", "--field-selector", &selector])
+        .unwrap()
+}
+
+/// A cluster named after its node `node`, with the function guest pushed (its image returned).
+async fn function_cluster(node: &str, node_args: &[&str]) -> (Cluster, String) {
+    let c = cluster_with(node, &[], node_args).await;
     let image = c
         .registry
         .push("function:v1", function(), Layout::ComponentV0)
         .await;
+    (c, image)
+}
+
+/// A cluster whose node serves the function gateway on a port of its own (returned), with the
+/// function guest pushed (its image returned), and the Functions of `default`.
+async fn gateway_cluster(
+    node: &str,
+) -> (Cluster, String, String, Api<bosun_api::function::Function>) {
+    let port = bosun_testkit::free_port().to_string();
+    let (c, image) = function_cluster(node, &["--function-port", &port]).await;
     let functions = Api::namespaced(c.client.clone(), "default");
     (c, port, image, functions)
 }
@@ -653,15 +654,7 @@ async fn the_gateway_wakes_a_function_at_zero_and_the_autoscaler_follows_its_loa
         (status.replicas == Some(0) && pods_of().await == 0).then_some(())
     })
     .await;
-    let events = c
-        .server
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=sleepy",
-        ])
-        .unwrap();
+    let events = events_of(&c, "sleepy");
     assert!(
         events.contains("Activated") && events.contains("ScaledToZero"),
         "{events}"
@@ -681,15 +674,7 @@ async fn the_gateway_wakes_a_function_at_zero_and_the_autoscaler_follows_its_loa
     for (status, body) in &answers {
         assert_eq!((*status, body.as_str()), (200, "slept"));
     }
-    let events = c
-        .server
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=sleepy",
-        ])
-        .unwrap();
+    let events = events_of(&c, "sleepy");
     assert!(events.contains("ScaledUp"), "{events}");
 }
 
@@ -714,15 +699,7 @@ async fn a_cron_trigger_calls_a_function_at_zero() {
     // The next minute's tick (at most a minute away).
     let deadline = Instant::now() + Duration::from_secs(90);
     let called = loop {
-        let events = c
-            .server
-            .kubectl(&[
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=ticker",
-            ])
-            .unwrap();
+        let events = events_of(&c, "ticker");
         if let Some(line) = events.lines().find(|l| l.contains("TriggerCalled")) {
             break line.to_string();
         }
@@ -733,15 +710,7 @@ async fn a_cron_trigger_calls_a_function_at_zero() {
         called.contains("cron trigger 0: POST /print 200 in"),
         "{called}"
     );
-    let events = c
-        .server
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=ticker",
-        ])
-        .unwrap();
+    let events = events_of(&c, "ticker");
     assert!(
         events.contains("Activated"),
         "the call woke it from zero: {events}"

@@ -26,7 +26,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -177,16 +176,7 @@ struct State {
 }
 
 pub async fn run(client: kube::Client, config: ControllersConfig) {
-    let (store, writer) = reflector::store::<Function>();
-    let events = reflector::reflector(
-        writer,
-        watcher(
-            Api::<Function>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .applied_objects();
+    let (store, events) = super::watch_functions(client.clone());
     let mut events = std::pin::pin!(events);
     let mut state = State {
         recorder: Recorder::start(client.clone(), "function-autoscaler", config.events.clone()),

@@ -136,6 +136,24 @@ pub(crate) fn api_resource(resource: &Resource) -> kube::api::ApiResource {
     }
 }
 
+/// A store of every Function, and the stream of their changes that fills it (poll it).
+pub(crate) fn watch_functions(
+    client: kube::Client,
+) -> (
+    kube::runtime::reflector::Store<bosun_api::function::Function>,
+    impl futures::Stream<Item = Result<bosun_api::function::Function, kube::runtime::watcher::Error>>,
+) {
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(
+        writer,
+        watcher(kube::Api::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects();
+    (store, events)
+}
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -20,7 +20,6 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -33,16 +32,7 @@ const DEFAULT_STARTING_DEADLINE: i64 = 10;
 const PERIOD: Duration = Duration::from_secs(1);
 
 pub async fn run(client: kube::Client, config: ControllersConfig) {
-    let (store, writer) = reflector::store::<Function>();
-    let events = reflector::reflector(
-        writer,
-        watcher(
-            Api::<Function>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (store, events) = super::watch_functions(client.clone());
     tokio::spawn(async move {
         use futures::StreamExt;
         let mut events = std::pin::pin!(events);

@@ -142,7 +142,8 @@ async fn monitor(
     evict(client, recorder, &nodes_now).await
 }
 
-fn ready_status(node: &Node) -> Option<String> {
+/// The status of the node's Ready condition (`True`, `False`, `Unknown`), if it has one.
+pub(crate) fn ready_status(node: &Node) -> Option<String> {
     node.status
         .as_ref()?
         .conditions

@@ -193,22 +193,32 @@ fn path(cron: &CronTrigger) -> &str {
     cron.path.as_deref().unwrap_or("/")
 }
 
+/// Why a trigger's call got no answer.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("cannot list nodes: {0}")]
+    Nodes(#[from] kube::Error),
+    #[error("no Ready node serves the function gateway")]
+    NoGateway,
+    #[error("bad method {0:?}")]
+    Method(String),
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+}
+
 /// Calls the Function through a Ready node's gateway; its status code and how long it took.
 async fn call(
     client: &kube::Client,
     http: &reqwest::Client,
     function: &Function,
     cron: &CronTrigger,
-) -> Result<(u16, Duration), String> {
+) -> Result<(u16, Duration), CallError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let nodes = nodes
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("cannot list nodes: {e}"))?;
+    let nodes = nodes.list(&ListParams::default()).await?;
     let (address, port, domain) = nodes
         .items
         .iter()
-        .filter(|n| ready(n))
+        .filter(|n| super::nodelifecycle::ready_status(n).as_deref() == Some("True"))
         .find_map(|n| {
             let (port, domain) = n.annotations().get(GATEWAY_ANNOTATION)?.split_once(' ')?;
             let address = n
@@ -222,7 +232,7 @@ async fn call(
                 .clone();
             Some((address, port.to_string(), domain.to_string()))
         })
-        .ok_or("no Ready node serves the function gateway")?;
+        .ok_or(CallError::NoGateway)?;
     let host = format!(
         "{}.{}.{domain}",
         function.name_any(),
@@ -235,7 +245,7 @@ async fn call(
         .and_then(|t| bosun_api::duration::parse(t).ok())
         .unwrap_or(Duration::from_secs(60));
     let method = reqwest::Method::from_bytes(method(cron).as_bytes())
-        .map_err(|e| format!("bad method: {e}"))?;
+        .map_err(|_| CallError::Method(method(cron).to_string()))?;
     let started = Instant::now();
     let response = http
         .request(method, format!("http://{address}:{port}{}", path(cron)))
@@ -243,16 +253,8 @@ async fn call(
         .body(cron.body.clone().unwrap_or_default())
         .timeout(timeout)
         .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok((response.status().as_u16(), started.elapsed()))
-}
-
-fn ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 #[cfg(test)]

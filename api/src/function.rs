@@ -26,6 +26,9 @@ pub const TIMEOUT_ANNOTATION: &str = "serving.bosun.dev/timeout";
 /// The Node annotation with the node's function gateway, `PORT DOMAIN` (`8081 fn.local`),
 /// absent when the node serves none: where the control plane calls Functions (cron triggers).
 pub const GATEWAY_ANNOTATION: &str = "serving.bosun.dev/gateway";
+/// The start of the message a node gives a Function's container that is no wasi:http
+/// component (its Waiting state's message); the function controller reports it.
+pub const NOT_A_FUNCTION: &str = "not a wasi:http component";
 /// Where a Function's requests arrive by default: `NAME.NAMESPACE.<domain>`.
 pub const DEFAULT_DOMAIN: &str = "fn.local";
 

@@ -506,6 +506,37 @@ async fn a_function_runs_as_its_own_deployment_and_service() {
     })
     .await;
 
+    // A Function whose container is no wasi:http component (here a preview 1 module) is not
+    // Ready, and says why; its pod waits with the node's message.
+    let module =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .unwrap();
+    let command = c
+        .registry
+        .push("command:v1", module, Layout::ConfigV0)
+        .await;
+    let mut broken = function_of("broken");
+    broken.metadata.name = Some("broken".to_string());
+    broken.spec.template.spec.as_mut().unwrap().containers[0].image = Some(command);
+    broken.spec.template.spec.as_mut().unwrap().containers[0].readiness_probe = None;
+    functions
+        .create(&PostParams::default(), &broken)
+        .await
+        .unwrap();
+    let ready = eventually("the broken Function is reported", async || {
+        let status = functions.get("broken").await.ok()?.status?;
+        let ready = status.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (ready.reason == "NotAFunction").then_some(ready)
+    })
+    .await;
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("not a wasi:http component")
+            && ready.message.contains("preview 1 module"),
+        "{}",
+        ready.message
+    );
+
     // A Function at the default minimum has no pod, and says so.
     let mut idle = function_of("idle");
     idle.metadata.name = Some("idle".to_string());

@@ -220,7 +220,15 @@ impl State {
             .or_insert_with(|| History::new(now))
             .last_activity = now;
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
-        if let Some(deployment) = deployments.get_opt(&name).await? {
+        // One that cannot serve is not woken again and again: its requests time out.
+        let cannot_serve = function.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == super::function::NOT_A_FUNCTION_REASON)
+        });
+        if cannot_serve {
+            tracing::debug!(function = %name, "not activated: its container is no function");
+        } else if let Some(deployment) = deployments.get_opt(&name).await? {
             let replicas = deployment.spec.and_then(|s| s.replicas).unwrap_or(0);
             if replicas == 0 {
                 let wanted = function.spec.scaling().min.max(1);

@@ -19,14 +19,15 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bosun_api::function::{
-    DEFAULT_DOMAIN, FUNCTION_LABEL, Function, FunctionStatus, TIMEOUT_ANNOTATION,
+    DEFAULT_DOMAIN, FUNCTION_LABEL, Function, FunctionStatus, NOT_A_FUNCTION, TIMEOUT_ANNOTATION,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -48,7 +49,12 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     let owned = || watcher::Config::default().labels(FUNCTION_LABEL);
     let controller = Controller::new(functions, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), owned())
-        .owns(Api::<Service>::all(client.clone()), owned());
+        .owns(Api::<Service>::all(client.clone()), owned())
+        // A pod whose component turns out not to be a function changes the Function's Ready.
+        .watches(Api::<Pod>::all(client.clone()), owned(), |pod| {
+            let function = pod.labels().get(FUNCTION_LABEL)?;
+            Some(ObjectRef::new(function).within(&pod.namespace()?))
+        });
     let context = Arc::new(Context { client });
     super::drive(controller, "function", reconcile, context, config.retry).await;
 }
@@ -102,7 +108,8 @@ async fn reconcile(function: Arc<Function>, context: Arc<Context>) -> Result<Act
     }
 
     let old = function.status.clone().unwrap_or_default();
-    let status = status(&function, &deployment, &old);
+    let broken = not_a_function(&context.client, &function).await?;
+    let status = status(&function, &deployment, &old, broken);
     if status != old {
         let functions: Api<Function> = Api::namespaced(context.client.clone(), &namespace);
         functions
@@ -278,7 +285,50 @@ fn new_service(function: &Function, port: i32) -> Service {
 
 /// The Function's status from its Deployment; conditions keep their transition time while
 /// their status stays.
-fn status(function: &Function, deployment: &Deployment, old: &FunctionStatus) -> FunctionStatus {
+/// Why the Function cannot serve, if a node said its container is no wasi:http component: from
+/// a pod of the current template, or from the status already written for this generation (its
+/// pods may be gone since).
+async fn not_a_function(
+    client: &kube::Client,
+    function: &Function,
+) -> Result<Option<String>, Error> {
+    let kept = function.status.as_ref().and_then(|s| {
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (ready.reason == NOT_A_FUNCTION_REASON
+            && s.observed_generation == function.metadata.generation)
+            .then(|| ready.message.clone())
+    });
+    if kept.is_some() {
+        return Ok(kept);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &function.namespace().unwrap_or_default());
+    let selector = format!("{FUNCTION_LABEL}={}", function.name_any());
+    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+    Ok(pods.items.iter().find_map(|pod| {
+        let waiting = pod
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .state
+            .as_ref()?
+            .waiting
+            .as_ref()?;
+        let message = waiting.message.as_ref()?;
+        message.contains(NOT_A_FUNCTION).then(|| message.clone())
+    }))
+}
+
+/// The Ready reason of a Function whose container is no wasi:http component.
+pub const NOT_A_FUNCTION_REASON: &str = "NotAFunction";
+
+fn status(
+    function: &Function,
+    deployment: &Deployment,
+    old: &FunctionStatus,
+    broken: Option<String>,
+) -> FunctionStatus {
     let (replicas, ready) = crate::objects::deployment_replicas(deployment);
     let ready_count = ready;
     let generation = function.metadata.generation;
@@ -312,6 +362,12 @@ fn status(function: &Function, deployment: &Deployment, old: &FunctionStatus) ->
         )
     };
     let ready = match (ready, replicas) {
+        _ if broken.is_some() => condition(
+            "Ready",
+            false,
+            NOT_A_FUNCTION_REASON,
+            broken.unwrap_or_default(),
+        ),
         (0, 0) => condition(
             "Ready",
             false,
@@ -413,7 +469,7 @@ mod tests {
     fn a_function_at_zero_is_not_active() {
         let f = function(None);
         let d = new_deployment(&f);
-        let s = status(&f, &d, &FunctionStatus::default());
+        let s = status(&f, &d, &FunctionStatus::default(), None);
         assert_eq!(s.url.as_deref(), Some("http://hello.default.fn.local"));
         let active = s.conditions.iter().find(|c| c.type_ == "Active").unwrap();
         assert_eq!(
@@ -421,6 +477,6 @@ mod tests {
             ("False", "ScaledToZero")
         );
         // Nothing changed: the same status, transition times kept.
-        assert_eq!(status(&f, &d, &s), s);
+        assert_eq!(status(&f, &d, &s, None), s);
     }
 }

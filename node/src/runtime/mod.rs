@@ -62,6 +62,8 @@ pub struct Serving {
     pub queue: usize,
     /// `bosun.dev/max-request-body`, in bytes.
     pub max_body: u64,
+    /// The container must be a function: it is the first container of a Function's pod.
+    pub required: bool,
 }
 
 impl Default for Serving {
@@ -72,6 +74,7 @@ impl Default for Serving {
             concurrency: 0,
             queue: 100,
             max_body: 10 << 20,
+            required: false,
         }
     }
 }

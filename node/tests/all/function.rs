@@ -82,6 +82,7 @@ fn serving() -> Serving {
         concurrency: 2,
         queue: 3,
         max_body: 1024,
+        required: false,
     }
 }
 

@@ -233,6 +233,17 @@ enum ServingError {
 /// annotations, each checked.
 fn serving(pod: &Pod, container: &Container) -> Result<Serving, ServingError> {
     let mut serving = Serving::default();
+    let function_pod = pod
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(bosun_api::function::FUNCTION_LABEL));
+    let first = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .is_some_and(|c| c.name == container.name);
+    serving.required = function_pod && first;
     if let Some(port) = container
         .ports
         .iter()

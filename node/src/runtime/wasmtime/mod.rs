@@ -298,6 +298,21 @@ impl Runtime for WasmtimeRuntime {
     fn start(&self, spec: ContainerSpec) -> Result<Arc<dyn Container>> {
         let Artifact::Wasm { bytes, digest } = &spec.artifact;
         let program = self.compile_cached(digest.as_deref(), bytes)?;
+        let is_function =
+            matches!(&program, Program::Component(c) if http::is_function(&self.engine, c));
+        if spec.serving.required && !is_function {
+            let what = match &program {
+                Program::Component(c) => format!(
+                    "this component exports [{}]",
+                    http::exports(&self.engine, c).join(", ")
+                ),
+                _ => "this is a WASI preview 1 module".to_string(),
+            };
+            return Err(Error::Invalid(format!(
+                "{}: a Function's container must export wasi:http/incoming-handler; {what}",
+                bosun_api::function::NOT_A_FUNCTION
+            )));
+        }
         if let Program::Component(component) = &program {
             if http::is_function(&self.engine, component) {
                 return self.start_function(spec, component.clone());

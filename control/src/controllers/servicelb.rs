@@ -50,7 +50,7 @@ fn load_balancers(store: &Store<Service>) -> Vec<ObjectRef<Service>> {
 }
 
 /// The address a node is reached on: its InternalIP, else its ExternalIP.
-fn node_ip(node: &Node) -> Option<String> {
+pub(crate) fn node_ip(node: &Node) -> Option<String> {
     let addresses = node.status.as_ref()?.addresses.as_ref()?;
     ["InternalIP", "ExternalIP"].iter().find_map(|kind| {
         addresses

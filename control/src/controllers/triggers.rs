@@ -8,7 +8,8 @@
 //! - **Missed ticks.** A tick later than the trigger's `startingDeadlineSeconds` (10 s when
 //!   unset) is skipped with a `TriggerMissed` Event, as a CronJob skips what it missed.
 //! - **Calls.** A call goes to a Ready node that serves the gateway (its
-//!   `serving.bosun.dev/gateway` annotation: `PORT DOMAIN`), at its InternalIP, with
+//!   `serving.bosun.dev/gateway` annotation: `PORT DOMAIN`), at its InternalIP (else its
+//!   ExternalIP), with
 //!   `Host: NAME.NAMESPACE.DOMAIN`, and waits at most the Function's timeout. Each call is an
 //!   Event: `TriggerCalled` with `cron trigger 0: POST /tick 200 in 3 ms`, or `TriggerFailed`.
 
@@ -221,15 +222,7 @@ async fn call(
         .filter(|n| super::nodelifecycle::ready_status(n).as_deref() == Some("True"))
         .find_map(|n| {
             let (port, domain) = n.annotations().get(GATEWAY_ANNOTATION)?.split_once(' ')?;
-            let address = n
-                .status
-                .as_ref()?
-                .addresses
-                .as_ref()?
-                .iter()
-                .find(|a| a.type_ == "InternalIP")?
-                .address
-                .clone();
+            let address = super::servicelb::node_ip(n)?;
             Some((address, port.to_string(), domain.to_string()))
         })
         .ok_or(CallError::NoGateway)?;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,17 @@ pub const GATEWAY_ANNOTATION: &str = "serving.bosun.dev/gateway";
 pub const NOT_A_FUNCTION: &str = "not a wasi:http component";
 /// Where a Function's requests arrive by default: `NAME.NAMESPACE.<domain>`.
 pub const DEFAULT_DOMAIN: &str = "fn.local";
+
+/// The port a function container serves on, which its Service targets: its first TCP
+/// `containerPort`, else 8080.
+pub fn serving_port(container: &Container) -> i32 {
+    container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .map_or(8080, |p| p.container_port)
+}
 
 /// A wasi:http component served by Bosun: a Deployment of its pods behind a Service, scaled
 /// on its load, to zero when idle.

@@ -5,7 +5,8 @@
 //! - The Deployment's pods are the Function's template, labelled
 //!   `serving.bosun.dev/function: NAME`, with the Function's `timeout` and
 //!   `containerConcurrency` as the node's serving annotations (`bosun.dev/request-timeout`,
-//!   `bosun.dev/container-concurrency`). A changed template rolls out as a Deployment does.
+//!   `bosun.dev/container-concurrency`), and a queue of 1000 (`bosun.dev/container-queue`,
+//!   unless the template sets one). A changed template rolls out as a Deployment does.
 //!   The template's hash is kept in an annotation, so an unchanged Function writes nothing.
 //! - Replicas: a new Deployment starts at `scale.min`; after that the count is the
 //!   autoscaler's (`autoscaler.rs`), which this controller only keeps within `[min, max]`.
@@ -39,6 +40,9 @@ use crate::objects::{controller_of, controller_reference, deleting};
 const TEMPLATE_HASH: &str = "serving.bosun.dev/template-hash";
 /// The port a function listens on when its container declares none (the node's default).
 const DEFAULT_PORT: i32 = 8080;
+/// The requests a Function's replica queues past its concurrency limit (`--activator-queue`'s
+/// default).
+const REPLICA_QUEUE: usize = 1000;
 
 struct Context {
     client: kube::Client,
@@ -142,13 +146,7 @@ fn function_port(template: &PodTemplateSpec) -> i32 {
         .spec
         .as_ref()
         .and_then(|s| s.containers.first())
-        .and_then(|c| c.ports.as_ref())
-        .and_then(|ports| {
-            ports
-                .iter()
-                .find(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
-        })
-        .map_or(DEFAULT_PORT, |p| p.container_port)
+        .map_or(DEFAULT_PORT, bosun_api::function::serving_port)
 }
 
 fn labels(function: &Function) -> BTreeMap<String, String> {
@@ -169,6 +167,11 @@ fn pod_template(function: &Function) -> PodTemplateSpec {
     if let Some(n) = function.spec.container_concurrency {
         annotations.insert("bosun.dev/container-concurrency".to_string(), n.to_string());
     }
+    // A replica that wakes gets every request the activators held at once: its queue takes
+    // as many as a node's activator holds by default, rather than the plain pod's 100.
+    annotations
+        .entry("bosun.dev/container-queue".to_string())
+        .or_insert_with(|| REPLICA_QUEUE.to_string());
     template
 }
 
@@ -435,6 +438,7 @@ mod tests {
         let annotations = meta.annotations.as_ref().unwrap();
         assert_eq!(annotations["bosun.dev/request-timeout"], "5s");
         assert_eq!(annotations["bosun.dev/container-concurrency"], "4");
+        assert_eq!(annotations["bosun.dev/container-queue"], "1000");
         assert_eq!(
             controller_of(&d.metadata).map(|o| o.uid.as_str()),
             Some("u1")

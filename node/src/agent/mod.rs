@@ -20,7 +20,7 @@ mod probe;
 mod services;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -195,6 +195,9 @@ pub(crate) struct Agent {
     pub resolver: Arc<Resolver>,
     /// Where the function gateway sends each Function's requests, kept by the service watch.
     pub routes: Arc<Routes>,
+    /// The activation listener's address, where the proxy sends connections to the Service
+    /// of a Function with no ready replica; set before the service watch starts.
+    pub activator: OnceLock<SocketAddrV4>,
 }
 
 impl Agent {
@@ -349,6 +352,7 @@ pub async fn run(
         network: OnceLock::new(),
         resolver,
         routes: Arc::new(Routes::default()),
+        activator: OnceLock::new(),
     });
     let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
     let routes = crate::logs::server::routes(logs, Duration::from_millis(100))
@@ -373,6 +377,7 @@ pub async fn run(
         }
     };
     let _ = agent.network.set(network);
+    let activation_listener = bind_activation(&agent).await;
     if let Err(error) = node::write_status(&agent).await {
         tracing::warn!(%error, "cannot update the node's status");
     }
@@ -389,7 +394,7 @@ pub async fn run(
     )
     .await;
     let gc = tokio::spawn(collect_garbage(agent.clone()));
-    let gateway = gateway_listener.map(|listener| start_gateway(&agent, listener));
+    let gateway = start_gateway(&agent, gateway_listener, activation_listener);
     let (stopping, stopping_rx) = watch::channel(false);
     let pods = tokio::spawn(watch_pods(agent.clone(), stopping_rx));
     shutdown.await;
@@ -398,8 +403,8 @@ pub async fn run(
     routes.abort();
     services.abort();
     gc.abort();
-    if let Some(gateway) = gateway {
-        gateway.abort();
+    for task in gateway {
+        task.abort();
     }
     // The workers stop their containers and return; the pod directories stay for the next
     // start, which adopts the pods again.
@@ -429,11 +434,36 @@ async fn bind_gateway(agent: &Arc<Agent>) -> Option<tokio::net::TcpListener> {
     }
 }
 
-/// Serves the function gateway on `listener`.
+/// Binds the activation listener on the node's address on the pod network (port chosen by
+/// the kernel), and records it for the proxy's rules. Without a pod network there is no
+/// proxy to send anything to it.
+async fn bind_activation(agent: &Agent) -> Option<tokio::net::TcpListener> {
+    let ip = agent.network().gateway_ip()?;
+    match tokio::net::TcpListener::bind((ip, 0)).await {
+        Ok(listener) => {
+            if let Ok(std::net::SocketAddr::V4(address)) = listener.local_addr() {
+                let _ = agent.activator.set(address);
+            }
+            Some(listener)
+        }
+        Err(error) => {
+            let note = format!(
+                "cannot listen for Function activations on {ip}: {error}; a Function at zero wakes only through the gateway"
+            );
+            tracing::warn!(%note);
+            agent.node_warning("FunctionActivatorUnavailable", "Listen", &note);
+            None
+        }
+    }
+}
+
+/// Serves the function gateway on `public` (requests by Host) and on `activation`
+/// (connections the proxy sends to Functions at zero); returns the tasks serving them.
 fn start_gateway(
     agent: &Arc<Agent>,
-    listener: tokio::net::TcpListener,
-) -> tokio::task::JoinHandle<()> {
+    public: Option<tokio::net::TcpListener>,
+    activation: Option<tokio::net::TcpListener>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let client = agent.client.clone();
     let signal: crate::gateway::activator::Signal = Arc::new(move |namespace, name| {
         let client = client.clone();
@@ -447,11 +477,18 @@ fn start_gateway(
         agent.routes.clone(),
         signal,
     ));
-    tracing::info!(
-        port = agent.config.function_port,
-        "function gateway serving"
-    );
-    tokio::spawn(gateway.serve(listener))
+    let mut tasks = Vec::new();
+    if let Some(listener) = public {
+        tracing::info!(
+            port = agent.config.function_port,
+            "function gateway serving"
+        );
+        tasks.push(tokio::spawn(gateway.clone().serve(listener)));
+    }
+    if let Some(listener) = activation {
+        tasks.push(tokio::spawn(gateway.serve_activation(listener)));
+    }
+    tasks
 }
 
 /// Asks the control plane to scale a Function up: the activation annotation, now.

@@ -77,7 +77,11 @@ pub(crate) async fn keep(agent: Arc<Agent>, synced: watch::Sender<bool>) {
         synced.send_replace(true);
         if last.as_ref() != Some(&ports) {
             let started = Instant::now();
-            match agent.network().apply_services(&ports).await {
+            match agent
+                .network()
+                .apply_services(&ports, agent.activator.get().copied())
+                .await
+            {
                 Ok(true) => {
                     tracing::debug!(ports = ports.len(), took = ?started.elapsed(), "service rules applied");
                 }
@@ -107,12 +111,17 @@ fn function_routes(services: &Store<Service>, ports: &[ServicePort]) -> RouteTab
             .get(TIMEOUT_ANNOTATION)
             .and_then(|t| bosun_api::duration::parse(t).ok())
             .unwrap_or(Duration::from_secs(60));
-        let endpoints = ports
+        let port = ports
             .iter()
-            .find(|p| p.namespace == namespace && p.service == name)
-            .map(|p| p.endpoints.clone())
-            .unwrap_or_default();
-        routes.insert((namespace, name), FunctionRoute { endpoints, timeout });
+            .find(|p| p.namespace == namespace && p.service == name);
+        routes.insert(
+            (namespace, name),
+            FunctionRoute {
+                endpoints: port.map(|p| p.endpoints.clone()).unwrap_or_default(),
+                timeout,
+                service: port.and_then(|p| Some(SocketAddrV4::new(p.cluster_ip?, p.port))),
+            },
+        );
     }
     routes
 }
@@ -255,6 +264,7 @@ fn build(
                 node_port: port.node_port.and_then(|p| u16::try_from(p).ok()),
                 affinity_seconds,
                 endpoints,
+                activate: service.labels().contains_key(FUNCTION_LABEL),
             });
         }
     }

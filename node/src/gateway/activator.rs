@@ -96,23 +96,36 @@ impl Activator {
         }
     }
 
-    /// Holds a request for (namespace, name) until the Function has ready replicas (which it
-    /// returns), or gives it up.
+    /// The ready replicas of (namespace, name) other than `except` (those that refused this
+    /// request already). When there are none, holds the request until there are, asking the
+    /// control plane for one, or gives it up.
     pub async fn hold(
         &self,
         routes: &Routes,
         namespace: &str,
         name: &str,
+        except: &[SocketAddrV4],
         deadline: Instant,
     ) -> Result<Vec<SocketAddrV4>, Refusal> {
+        let usable = || -> Result<Vec<SocketAddrV4>, Refusal> {
+            let route = routes.get(namespace, name).ok_or(Refusal::Gone)?;
+            Ok(route
+                .endpoints
+                .into_iter()
+                .filter(|e| !except.contains(e))
+                .collect())
+        };
+        let endpoints = usable()?;
+        if !endpoints.is_empty() {
+            return Ok(endpoints);
+        }
         let key = (namespace.to_string(), name.to_string());
         let _held = self.enter(&key)?;
         let mut changes = routes.subscribe();
         loop {
-            match routes.get(namespace, name) {
-                None => return Err(Refusal::Gone),
-                Some(route) if !route.endpoints.is_empty() => return Ok(route.endpoints),
-                Some(_) => {}
+            let endpoints = usable()?;
+            if !endpoints.is_empty() {
+                return Ok(endpoints);
             }
             self.ask(&key);
             let now = Instant::now();
@@ -172,6 +185,7 @@ mod tests {
             FunctionRoute {
                 endpoints,
                 timeout: Duration::from_secs(60),
+                service: None,
             },
         )])
     }
@@ -191,9 +205,11 @@ mod tests {
         let waiting: Vec<_> = (0..2)
             .map(|_| {
                 let (activator, table) = (activator.clone(), table.clone());
-                tokio::spawn(
-                    async move { activator.hold(&table, "default", "hello", deadline).await },
-                )
+                tokio::spawn(async move {
+                    activator
+                        .hold(&table, "default", "hello", &[], deadline)
+                        .await
+                })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -202,7 +218,7 @@ mod tests {
         // A third is refused: the queue holds two.
         assert_eq!(
             activator
-                .hold(&table, "default", "hello", deadline)
+                .hold(&table, "default", "hello", &[], deadline)
                 .await
                 .unwrap_err(),
             Refusal::QueueFull(2)
@@ -227,7 +243,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(3);
         assert_eq!(
             activator
-                .hold(&table, "default", "hello", deadline)
+                .hold(&table, "default", "hello", &[], deadline)
                 .await
                 .unwrap_err(),
             Refusal::Timeout
@@ -239,6 +255,7 @@ mod tests {
                     &table,
                     "default",
                     "hello",
+                    &[],
                     deadline + Duration::from_secs(9)
                 )
                 .await

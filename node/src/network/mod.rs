@@ -32,9 +32,10 @@ pub mod ports;
 pub mod proxy;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bosun_api::cidr::Ipv4Cidr;
 use sha2::{Digest, Sha256};
@@ -213,15 +214,29 @@ impl Network {
         }
     }
 
-    /// Makes the node's service proxy send new connections as `ports` say; `Ok(false)` when
-    /// pods share the node's network (there is no proxy then).
-    pub async fn apply_services(&self, ports: &[proxy::ServicePort]) -> Result<bool, Error> {
+    /// The node's address on the pod network (the bridge's), which every pod reaches.
+    pub fn gateway_ip(&self) -> Option<Ipv4Addr> {
+        match &self.mode {
+            Mode::Pods(ipam) => Some(ipam.gateway()),
+            Mode::Host { .. } => None,
+        }
+    }
+
+    /// Makes the node's service proxy send new connections as `ports` say, those to a
+    /// sleeping Function to `activator`; `Ok(false)` when pods share the node's network
+    /// (there is no proxy then).
+    pub async fn apply_services(
+        &self,
+        ports: &[proxy::ServicePort],
+        activator: Option<SocketAddrV4>,
+    ) -> Result<bool, Error> {
         if let Mode::Host { .. } = self.mode {
             return Ok(false);
         }
         let config = proxy::ProxyConfig {
             table: format!("{}-proxy", self.config.bridge),
             cluster_cidr: self.config.cluster_cidr,
+            activator,
         };
         let script = proxy::ruleset(ports, &config);
         tokio::task::spawn_blocking(move || proxy::apply(&script))
@@ -282,6 +297,11 @@ impl Network {
             return;
         };
         self.forwarders.lock().unwrap().remove(uid);
+        // Outside the lock: other pods' changes need not wait for this one's sockets.
+        let flushing = uid.to_string();
+        let _ =
+            tokio::task::spawn_blocking(move || wait_for_sockets(&flushing, SOCKET_FLUSH_LIMIT))
+                .await;
         let _one_at_a_time = self.lock.lock().await;
         self.attached.lock().unwrap().remove(uid);
         let (ipam, uid) = (ipam.clone(), uid.to_string());
@@ -421,6 +441,69 @@ fn is_configured(netns: &str, veth: &str, bridge: &str, address: Ipv4Addr) -> bo
 }
 
 /// Removes a pod's veth and namespace, whatever of them is there.
+/// How long a stopped pod's network outlives its containers at most, for its sockets to
+/// deliver what they were given.
+const SOCKET_FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
+/// Moves the calling thread (only it) into the network namespace `ns`.
+pub fn enter_netns(ns: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns takes a file descriptor that `ns` keeps open for the call; it changes
+    // the namespace of this thread alone.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Waits, at most `limit`, until the sockets left in a stopped pod's namespace have sent
+/// what they hold. A container's last response and its FIN are still in the kernel when it
+/// exits (paced, or waiting for an ACK); deleting the veth then would lose them silently, and
+/// the peer would wait for an answer that never comes.
+fn wait_for_sockets(uid: &str, limit: Duration) {
+    let Ok(ns) = std::fs::File::open(netns_path(uid)) else {
+        return;
+    };
+    // A thread of its own: entering the pod's namespace must not leave a pool thread there.
+    let watcher = std::thread::Builder::new()
+        .name("netns-flush".to_string())
+        .spawn(move || {
+            if enter_netns(&ns).is_err() {
+                return;
+            }
+            let deadline = std::time::Instant::now() + limit;
+            while std::time::Instant::now() < deadline {
+                match std::fs::read_to_string("/proc/thread-self/net/tcp") {
+                    Ok(table) if holds_unsent(&table) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    _ => return,
+                }
+            }
+        });
+    if let Ok(watcher) = watcher {
+        let _ = watcher.join();
+    }
+}
+
+/// Whether a `/proc/net/tcp` table has a socket that still has data or a FIN to deliver:
+/// data in its send queue, or a FIN not yet acknowledged (FIN_WAIT1, CLOSING, LAST_ACK).
+fn holds_unsent(table: &str) -> bool {
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(&state), Some(queues)) = (fields.get(3), fields.get(4)) else {
+            return false;
+        };
+        let queued = queues
+            .split(':')
+            .next()
+            .and_then(|q| u32::from_str_radix(q, 16).ok())
+            .unwrap_or(0);
+        matches!(state, "04" | "0B" | "09") || (queued > 0 && state != "0A")
+    })
+}
+
 fn teardown(uid: &str) {
     // Deleting the veth takes its peer with it at once (a namespace's interfaces go only when
     // the kernel gets round to destroying it).
@@ -467,6 +550,23 @@ fn sync_routes(wanted: &BTreeSet<(Ipv4Cidr, Ipv4Addr)>) -> Result<(), IpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines as the kernel writes them: a listener, a connection at rest, one whose response
+    /// is still queued, one whose FIN is not acknowledged, and one in TIME_WAIT.
+    #[test]
+    fn sockets_with_something_to_deliver_are_told_apart() {
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+        let listen = "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        let idle = "   1: 0200E80A:1F90 0100E80A:C26C 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1";
+        let queued = "   2: 0200E80A:1F90 0100E80A:C26D 01 0000008D:00000000 01:00000014 00000000     0        0 3 1 0 20 4 30 10 -1";
+        let fin = "   3: 0200E80A:1F90 0100E80A:C26E 04 00000001:00000000 01:00000014 00000000     0        0 0 1 0 20 4 30 10 -1";
+        let time_wait = "   4: 0200E80A:1F90 0100E80A:C26F 06 00000000:00000000 03:00000F00 00000000     0        0 0 3 0";
+        let table = |lines: &[&str]| [&[header][..], lines].concat().join("\n");
+        assert!(!holds_unsent(&table(&[listen, idle, time_wait])));
+        assert!(holds_unsent(&table(&[listen, queued])));
+        assert!(holds_unsent(&table(&[fin, time_wait])));
+        assert!(!holds_unsent(&table(&[])));
+    }
 
     #[test]
     fn interface_names_fit_and_differ() {

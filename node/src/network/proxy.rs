@@ -83,6 +83,9 @@ pub struct ServicePort {
     pub affinity_seconds: Option<u32>,
     /// The endpoints new connections may go to.
     pub endpoints: Vec<SocketAddrV4>,
+    /// The port of a Function's Service: without endpoints, its connections go to the node's
+    /// activator (which wakes the Function) rather than being refused.
+    pub activate: bool,
 }
 
 impl ServicePort {
@@ -107,6 +110,9 @@ pub struct ProxyConfig {
     pub table: String,
     /// Clients from outside this block are masqueraded.
     pub cluster_cidr: Ipv4Cidr,
+    /// The node's activation listener ([`crate::gateway::Gateway::serve_activation`]), on
+    /// an address of the node that its pods reach.
+    pub activator: Option<SocketAddrV4>,
 }
 
 /// The nftables script that makes the proxy's table exactly what `ports` ask for
@@ -122,6 +128,7 @@ pub fn ruleset(ports: &[ServicePort], config: &ProxyConfig) -> String {
     let mut refused_ips = Vec::new();
     let mut refused_node_ports = Vec::new();
     let mut chains = String::new();
+    let mut activations = String::new();
     let mut sets = String::new();
     let mut seen_node_ports = BTreeSet::new();
     for port in ports {
@@ -131,6 +138,23 @@ pub fn ruleset(ports: &[ServicePort], config: &ProxyConfig) -> String {
         let node_port = port
             .node_port
             .filter(|p| seen_node_ports.insert((*p, port.protocol)));
+        if port.endpoints.is_empty()
+            && port.activate
+            && port.protocol == Protocol::Tcp
+            && let Some(activator) = config.activator
+        {
+            service_ips.push(format!("{ip} . {proto} . {} : goto activate", port.port));
+            if let Some(n) = node_port {
+                refused_node_ports.push(format!("{proto} . {n}"));
+            }
+            if activations.is_empty() {
+                let _ = writeln!(
+                    activations,
+                    "  chain activate {{\n    meta l4proto tcp dnat to {activator}\n  }}"
+                );
+            }
+            continue;
+        }
         if port.endpoints.is_empty() {
             refused_ips.push(format!("{ip} . {proto} . {}", port.port));
             if let Some(n) = node_port {
@@ -261,6 +285,7 @@ pub fn ruleset(ports: &[ServicePort], config: &ProxyConfig) -> String {
 ",
     );
     out.push_str(&chains);
+    out.push_str(&activations);
     out.push_str("}\n");
     out
 }
@@ -303,6 +328,32 @@ fn apply_in(netns: Option<&str>, script: &str) -> Result<(), Error> {
     }
 }
 
+/// Where an accepted connection was addressed before the proxy's DNAT sent it here (a
+/// Service's `clusterIP:port`), as conntrack remembers it (`SO_ORIGINAL_DST`).
+pub fn original_destination(stream: &tokio::net::TcpStream) -> std::io::Result<SocketAddrV4> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed sockaddr_in is a valid value; getsockopt writes at most `length`
+    // bytes into it, and the descriptor stays open while `stream` is borrowed.
+    let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let result = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_IP,
+            libc::SO_ORIGINAL_DST,
+            (&raw mut address).cast(),
+            &mut length,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr)),
+        u16::from_be(address.sin_port),
+    ))
+}
+
 /// Lets netfilter see bridged traffic and routes the Service block to the bridge.
 pub fn prepare(bridge: &str, service_cidr: Ipv4Cidr) -> Result<(), Error> {
     let sysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables";
@@ -335,6 +386,7 @@ mod tests {
             node_port,
             affinity_seconds: affinity,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            activate: false,
         }
     }
 
@@ -342,6 +394,7 @@ mod tests {
         ProxyConfig {
             table: "bosun0-proxy".into(),
             cluster_cidr: "10.88.0.0/16".parse().unwrap(),
+            activator: Some("10.88.0.1:40000".parse().unwrap()),
         }
     }
 
@@ -396,10 +449,14 @@ mod tests {
         let netns = format!("bosun-nft-test-{}", std::process::id());
         let ip = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
         assert!(ip(&["netns", "add", &netns]), "ip netns add (needs root)");
+        let mut asleep = port(&[], None, None);
+        (asleep.service, asleep.cluster_ip, asleep.activate) =
+            ("fn".into(), Some("10.89.0.11".parse().unwrap()), true);
         let first = ruleset(
             &[
                 port(&["10.88.0.2:8080", "10.88.1.2:8080"], Some(30080), Some(60)),
                 port(&[], Some(30081), None),
+                asleep,
             ],
             &config(),
         );
@@ -415,11 +472,47 @@ mod tests {
         ip(&["netns", "del", &netns]);
         loaded.unwrap();
         second.unwrap();
+        assert!(first.contains("dnat to 10.88.0.1:40000"), "{first}");
         let listed = String::from_utf8_lossy(&listed.stdout);
         assert!(listed.contains("dnat to 10.88.0.9:80"), "{listed}");
         assert!(
             !listed.contains("10.88.0.2"),
             "the old rules are gone: {listed}"
+        );
+    }
+
+    #[test]
+    fn a_function_service_without_endpoints_goes_to_the_activator() {
+        let mut asleep = port(&[], None, None);
+        asleep.activate = true;
+        let rules = ruleset(&[asleep.clone()], &config());
+        assert!(
+            rules.contains("10.89.0.10 . tcp . 80 : goto activate"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("chain activate {\n    meta l4proto tcp dnat to 10.88.0.1:40000\n  }"),
+            "{rules}"
+        );
+        assert!(
+            !rules.contains("elements = { 10.89.0.10 . tcp . 80 }"),
+            "not refused: {rules}"
+        );
+        // Awake, it is a Service like any other; without an activator, it is refused.
+        asleep.endpoints = vec!["10.88.0.2:8080".parse().unwrap()];
+        let awake = ruleset(&[asleep.clone()], &config());
+        assert!(!awake.contains("activate"), "{awake}");
+        asleep.endpoints.clear();
+        let refused = ruleset(
+            &[asleep],
+            &ProxyConfig {
+                activator: None,
+                ..config()
+            },
+        );
+        assert!(
+            refused.contains("elements = { 10.89.0.10 . tcp . 80 }"),
+            "{refused}"
         );
     }
 

@@ -174,6 +174,15 @@ pub use bosun_testkit::postgres::{Private as PrivatePostgres, fresh_database as 
 /// fail-over tests (2 s leases). A server after the first takes the first's data directory
 /// as `peer`, for its token, so that one client works with both.
 pub async fn replica(db: &str, peer: Option<&std::path::Path>) -> (Server, tempfile::TempDir) {
+    replica_with(db, peer, &[]).await
+}
+
+/// The same with extra flags.
+pub async fn replica_with(
+    db: &str,
+    peer: Option<&std::path::Path>,
+    extra: &[&str],
+) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
         "--data-dir",
@@ -191,6 +200,7 @@ pub async fn replica(db: &str, peer: Option<&std::path::Path>) -> (Server, tempf
     if let Some(token) = &token {
         args.extend(["--token", token.trim()]);
     }
+    args.extend(extra);
     (Server::start(&args).await, dir)
 }
 pub use bosun_testkit::unique;

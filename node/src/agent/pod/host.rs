@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::super::{Agent, probe};
 use super::{Host, Launch, LaunchError, Published, Settings, launch};
+use crate::gateway::Routes;
 use crate::logs::server::LogIndex;
 use crate::metrics::Functions;
 use crate::objects::{ConfigError, Sources};
@@ -33,6 +34,10 @@ impl Host for Agent {
 
     fn functions(&self) -> &Functions {
         &self.functions
+    }
+
+    fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     async fn launch(

@@ -21,11 +21,12 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bosun_api::function::FUNCTION_LABEL;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -38,6 +39,7 @@ use tokio::time::Instant;
 use self::container::{Finished, Handle, Slot, State, next_backoff, now};
 use super::Backoff;
 use super::probe::{self, Probes, Verdict};
+use crate::gateway::Routes;
 use crate::images::Image;
 use crate::logs::server::LogIndex;
 use crate::metrics::{FunctionKey, Functions};
@@ -55,6 +57,9 @@ pub(crate) trait Host: Send + Sync + 'static {
 
     /// The running function containers, for `/metrics/functions`.
     fn functions(&self) -> &Functions;
+
+    /// The function gateway's routes, which learn of this node's ready replicas at once.
+    fn routes(&self) -> &Routes;
 
     /// Gets `container` of `pod` running, its output going to `log`.
     async fn launch(
@@ -187,6 +192,7 @@ pub(crate) async fn run(
             () = sleep_until(wake) => {}
         }
     }
+    worker.serve_locally(false);
     if agent_stopping {
         worker.stop_all(&mut pending, Duration::ZERO).await;
         return;
@@ -273,6 +279,8 @@ struct Worker {
     /// The pod's address, once its network is set up (or from the status an earlier run of
     /// the agent wrote).
     pod_ip: Option<Ipv4Addr>,
+    /// Where this Function replica is in the node's gateway routes, while it is ready.
+    serving_at: Option<SocketAddrV4>,
 }
 
 impl Worker {
@@ -323,6 +331,7 @@ impl Worker {
             pod_ip: status
                 .and_then(|s| s.pod_ip.as_deref())
                 .and_then(|ip| ip.parse().ok()),
+            serving_at: None,
             pod,
         };
         worker.resume();
@@ -925,10 +934,19 @@ impl Worker {
 
     /// Writes the status if it changed; false if that failed (to be retried).
     async fn publish(&mut self) -> bool {
-        if self.finished_before || self.holding_first_status() {
+        if self.finished_before {
             return true;
         }
         let status = self.status();
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        self.serve_locally(ready);
+        if self.holding_first_status() {
+            return true;
+        }
         if self.published.as_ref() == Some(&status) {
             return true;
         }
@@ -939,6 +957,38 @@ impl Worker {
             }
             Published::PodGone => true,
             Published::Failed => false,
+        }
+    }
+
+    /// A Function's replica that is ready takes requests from this node's gateway at once,
+    /// without waiting for its EndpointSlice to come back through the API; it leaves the
+    /// routes as soon as it is not ready or starts stopping.
+    fn serve_locally(&mut self, ready: bool) {
+        let labels = self.pod.metadata.labels.as_ref();
+        let Some(function) = labels.and_then(|l| l.get(FUNCTION_LABEL)) else {
+            return;
+        };
+        let port = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .map(bosun_api::function::serving_port)
+            .and_then(|p| u16::try_from(p).ok());
+        let endpoint = match (ready && !self.terminating, self.pod_ip, port) {
+            (true, Some(ip), Some(port)) => Some(SocketAddrV4::new(ip, port)),
+            _ => None,
+        };
+        if endpoint == self.serving_at {
+            return;
+        }
+        let routes = self.host.routes();
+        if let Some(old) = self.serving_at.take() {
+            routes.serve_locally(&self.namespace, function, old, false);
+        }
+        if let Some(new) = endpoint {
+            routes.serve_locally(&self.namespace, function, new, true);
+            self.serving_at = Some(new);
         }
     }
 

@@ -16,8 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::runtime::events::EventType;
 use tokio::sync::watch;
 
-use super::{Host, Launch, LaunchError, Published, Settings};
+use super::{FUNCTION_LABEL, Host, Launch, LaunchError, Published, Settings};
 use crate::agent::{Backoff, probe};
+use crate::gateway::{FunctionRoute, RouteTable, Routes};
 use crate::images::Image;
 use crate::logs::server::LogIndex;
 use crate::metrics::Functions;
@@ -33,6 +34,7 @@ struct FakeHost {
     runtime: FakeRuntime,
     logs: LogIndex,
     functions: Functions,
+    routes: Routes,
     statuses: Mutex<Vec<PodStatus>>,
     /// Whether a probe at a path (`/ready`, `/live`) succeeds; missing paths succeed.
     probes: Mutex<HashMap<String, bool>>,
@@ -58,6 +60,7 @@ impl FakeHost {
             runtime: FakeRuntime::default(),
             logs: LogIndex::default(),
             functions: Functions::default(),
+            routes: Routes::default(),
             statuses: Mutex::default(),
             probes: Mutex::default(),
             events: Mutex::default(),
@@ -97,6 +100,10 @@ impl Host for FakeHost {
 
     fn functions(&self) -> &Functions {
         &self.functions
+    }
+
+    fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     async fn launch(
@@ -461,6 +468,55 @@ async fn probes_drive_readiness_and_a_failing_liveness_probe_restarts() {
     let first = host.runtime.started()[0].1.clone();
     assert!(first.is_finished());
     assert!(host.reasons().contains(&"Killing".to_string()));
+}
+
+/// A Function's replica joins this node's gateway routes the moment it is ready, before
+/// any EndpointSlice says so, and leaves them when it stops being ready or starts stopping.
+#[tokio::test(start_paused = true)]
+async fn a_ready_function_replica_is_routed_to_at_once_on_its_node() {
+    let host = FakeHost::new();
+    host.routes.update(RouteTable::from([(
+        ("default".to_string(), "hello".to_string()),
+        FunctionRoute {
+            endpoints: Vec::new(),
+            timeout: Duration::from_secs(60),
+            service: None,
+        },
+    )]));
+    let endpoints = || host.routes.get("default", "hello").unwrap().endpoints;
+    let mut app = container("fn");
+    app.readiness_probe = Some(http_probe("/ready", 1));
+    host.set_probe("/ready", false);
+    let mut spec = pod("Always", vec![], vec![app]);
+    spec.metadata.labels = Some([(FUNCTION_LABEL.to_string(), "hello".to_string())].into());
+    let (pods, _stopping) = start(&host, spec.clone());
+    until("running, not ready", Duration::from_secs(5), || {
+        host.runtime.started_names().len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(endpoints().is_empty(), "not ready, not routed");
+    host.set_probe("/ready", true);
+    until("routed once ready", Duration::from_secs(5), || {
+        endpoints() == [std::net::SocketAddrV4::new(POD_IP, 8080)]
+    })
+    .await;
+    host.set_probe("/ready", false);
+    until("unrouted once failing", Duration::from_secs(5), || {
+        endpoints().is_empty()
+    })
+    .await;
+    host.set_probe("/ready", true);
+    until("routed again", Duration::from_secs(5), || {
+        !endpoints().is_empty()
+    })
+    .await;
+    spec.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    pods.send_replace(Arc::new(spec));
+    until("unrouted once stopping", Duration::from_secs(1), || {
+        endpoints().is_empty()
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

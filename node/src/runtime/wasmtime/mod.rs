@@ -355,7 +355,7 @@ impl Runtime for WasmtimeRuntime {
         std::thread::Builder::new()
             .name(format!("wasm-{}", spec.name))
             .spawn(move || {
-                let exit = match netns.map(|ns| enter_netns(&ns)).transpose() {
+                let exit = match netns.map(|ns| crate::network::enter_netns(&ns)).transpose() {
                     Ok(_) => run(&engine, program, wasi, names, guard, &stop_wake),
                     Err(e) => Exit::error(
                         128,
@@ -449,7 +449,7 @@ impl WasmtimeRuntime {
         std::thread::Builder::new()
             .name(format!("wasm-{}", spec.name))
             .spawn(move || {
-                let exit = match netns.map(|ns| enter_netns(&ns)).transpose() {
+                let exit = match netns.map(|ns| crate::network::enter_netns(&ns)).transpose() {
                     Err(e) => {
                         let message = format!("cannot enter the pod's network namespace: {e}");
                         let _ = ready_tx.send(Err(Error::Setup(message.clone())));
@@ -585,18 +585,6 @@ impl Container for WasmContainer {
 
     fn function_stats(&self) -> Option<Arc<FunctionStats>> {
         self.stats.clone()
-    }
-}
-
-/// Moves the calling thread (only it) into the network namespace `ns`.
-fn enter_netns(ns: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns takes a file descriptor that `ns` keeps open for the call; it changes
-    // the namespace of this thread alone, which then runs only this container's guest.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 

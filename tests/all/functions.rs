@@ -774,10 +774,19 @@ async fn a_cron_trigger_calls_a_function_at_zero() {
 
 /// Inside the cluster, a Function at zero is woken through its Service: a guest's request to
 /// `http://NAME.NAMESPACE` goes (by the node's proxy) to the node's activator, which holds it
-/// until the replica it asked for is ready, then answers it.
+/// until the replica it asked for is ready, then answers it. A Function's URL names the
+/// domain its nodes' gateways serve.
 #[tokio::test]
 async fn a_guest_wakes_a_function_at_zero_through_its_service() {
-    let (_c, port, image, functions) = gateway_cluster("fn5").await;
+    // A domain of the node's own, which the Functions' URLs follow.
+    let port = bosun_testkit::free_port().to_string();
+    let (c, image) = function_cluster(
+        "fn5",
+        &["--function-port", &port, "--function-domain", "fn.example"],
+    )
+    .await;
+    let functions: Api<bosun_api::function::Function> =
+        Api::namespaced(c.client.clone(), "default");
     let asleep = function_named("asleep", &image, json!({}));
     let caller = function_named("caller", &image, json!({"scale": {"min": 1}}));
     for function in [asleep, caller] {
@@ -792,9 +801,11 @@ async fn a_guest_wakes_a_function_at_zero_through_its_service() {
         (asleep.replicas == Some(0) && caller.ready_replicas == Some(1)).then_some(())
     })
     .await;
+    let url = functions.get("caller").await.unwrap().status.unwrap().url;
+    assert_eq!(url.as_deref(), Some("http://caller.default.fn.example"));
     let (status, body) = through_gateway(
         &port,
-        "caller.default.fn.local",
+        "caller.default.fn.example",
         "/fetch?url=http://asleep.default/woken",
     )
     .await;

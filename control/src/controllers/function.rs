@@ -12,24 +12,27 @@
 //!   autoscaler's (`autoscaler.rs`), which this controller only keeps within `[min, max]`.
 //! - The Service listens on port 80 and sends to the function's port (its first container's
 //!   first TCP `containerPort`, else 8080), so `http://NAME.NAMESPACE` works in the cluster.
-//! - Status: `url`, `replicas`, `readyReplicas`, `observedGeneration`, and the conditions
-//!   `Active` (`False`, reason `ScaledToZero`, with no replicas) and `Ready`.
+//! - Status: `url` (in the domain of the first Ready node's gateway), `replicas`,
+//!   `readyReplicas`, `observedGeneration`, and the conditions `Active` (`False`, reason
+//!   `ScaledToZero`, with no replicas) and `Ready`.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bosun_api::function::{
-    DEFAULT_DOMAIN, FUNCTION_LABEL, Function, FunctionStatus, NOT_A_FUNCTION, TIMEOUT_ANNOTATION,
+    DEFAULT_DOMAIN, FUNCTION_LABEL, Function, FunctionStatus, GATEWAY_ANNOTATION, NOT_A_FUNCTION,
+    TIMEOUT_ANNOTATION,
 };
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -46,9 +49,18 @@ const REPLICA_QUEUE: usize = 1000;
 
 struct Context {
     client: kube::Client,
+    /// The nodes, for the domain their gateways serve (the Functions' URL).
+    nodes: Store<Node>,
 }
 
 pub async fn run(client: kube::Client, config: ControllersConfig) {
+    let (nodes, writer) = reflector::store::<Node>();
+    let node_events = reflector::reflector(
+        writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|_| std::future::ready(()));
     let functions: Api<Function> = Api::all(client.clone());
     let owned = || watcher::Config::default().labels(FUNCTION_LABEL);
     let controller = Controller::new(functions, watcher::Config::default())
@@ -59,8 +71,26 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
             let function = pod.labels().get(FUNCTION_LABEL)?;
             Some(ObjectRef::new(function).within(&pod.namespace()?))
         });
-    let context = Arc::new(Context { client });
-    super::drive(controller, "function", reconcile, context, config.retry).await;
+    let context = Arc::new(Context { client, nodes });
+    tokio::select! {
+        () = super::drive(controller, "function", reconcile, context, config.retry) => {}
+        () = node_events => {}
+    }
+}
+
+/// The domain the nodes' gateways route by (their `serving.bosun.dev/gateway` annotation,
+/// `PORT DOMAIN`): the first Ready node's by name, else the default.
+fn gateway_domain(nodes: &Store<Node>) -> String {
+    let mut nodes = nodes.state();
+    nodes.sort_by_key(|n| n.name_any());
+    nodes
+        .iter()
+        .filter(|n| super::nodelifecycle::ready_status(n).as_deref() == Some("True"))
+        .find_map(|n| {
+            let (_, domain) = n.annotations().get(GATEWAY_ANNOTATION)?.split_once(' ')?;
+            Some(domain.to_string())
+        })
+        .unwrap_or_else(|| DEFAULT_DOMAIN.to_string())
 }
 
 #[tracing::instrument(name = "reconcile", skip_all, fields(function = %function.name_any(), namespace = ?function.metadata.namespace))]
@@ -113,7 +143,8 @@ async fn reconcile(function: Arc<Function>, context: Arc<Context>) -> Result<Act
 
     let old = function.status.clone().unwrap_or_default();
     let broken = not_a_function(&context.client, &function).await?;
-    let status = status(&function, &deployment, &old, broken);
+    let domain = gateway_domain(&context.nodes);
+    let status = status(&function, &deployment, &old, broken, &domain);
     if status != old {
         let functions: Api<Function> = Api::namespaced(context.client.clone(), &namespace);
         functions
@@ -331,6 +362,7 @@ fn status(
     deployment: &Deployment,
     old: &FunctionStatus,
     broken: Option<String>,
+    domain: &str,
 ) -> FunctionStatus {
     let (replicas, ready) = crate::objects::deployment_replicas(deployment);
     let ready_count = ready;
@@ -387,7 +419,7 @@ fn status(
     };
     FunctionStatus {
         url: Some(format!(
-            "http://{}.{}.{DEFAULT_DOMAIN}",
+            "http://{}.{}.{domain}",
             function.name_any(),
             function.namespace().unwrap_or_default()
         )),
@@ -473,7 +505,7 @@ mod tests {
     fn a_function_at_zero_is_not_active() {
         let f = function(None);
         let d = new_deployment(&f);
-        let s = status(&f, &d, &FunctionStatus::default(), None);
+        let s = status(&f, &d, &FunctionStatus::default(), None, "fn.local");
         assert_eq!(s.url.as_deref(), Some("http://hello.default.fn.local"));
         let active = s.conditions.iter().find(|c| c.type_ == "Active").unwrap();
         assert_eq!(
@@ -481,6 +513,6 @@ mod tests {
             ("False", "ScaledToZero")
         );
         // Nothing changed: the same status, transition times kept.
-        assert_eq!(status(&f, &d, &s, None), s);
+        assert_eq!(status(&f, &d, &s, None, "fn.local"), s);
     }
 }

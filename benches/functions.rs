@@ -16,7 +16,8 @@
 //! - Bosun through the pod IP (host → bridge → veth → pod namespace);
 //! - Bosun from inside the pod's namespace on its loopback (`ip netns exec`), so the veth's
 //!   cost shows apart;
-//! - Bosun through the Service's ClusterIP (the node proxy's nftables rules on top).
+//! - Bosun through the Service's ClusterIP (the node proxy's nftables rules on top);
+//! - the same component as a Function of one replica, through the node's gateway (by Host).
 //!
 //! each at concurrency 1, 16 and 64, `ROUNDS` times in turn, 5 s each (`BOSUN_BENCH_SECONDS`
 //! changes it) after a second of warm-up, and reports requests/s, p50 and p99 (means over rounds) with ratios to
@@ -28,7 +29,8 @@
 //! pod, no ready endpoint) gets one request through the node's function gateway, and the time
 //! to the response's first byte is taken (activator, autoscaler, Deployment, scheduler, node,
 //! EndpointSlice, release); beside it, the same component created as a plain pod and polled
-//! until Ready.
+//! until Ready. Then `HELD` requests at once to the Function at zero: how fast the activator
+//! releases them once the replica is ready.
 
 mod common;
 
@@ -46,6 +48,8 @@ use serde_json::json;
 const ROUNDS: usize = 3;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const IDLE: usize = 10;
+/// Requests held at once by the activator in the last phase.
+const HELD: usize = 500;
 const BRIDGE: &str = "bfnbench";
 const WASMTIME_VERSION: &str = "48.0.8";
 
@@ -64,11 +68,17 @@ fn main() {
         let url = &args[2];
         let concurrency: usize = args[3].parse().expect("CONCURRENCY");
         let seconds: f64 = args[4].parse().expect("SECONDS");
+        let host = args.get(5).cloned();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(load(url, concurrency, Duration::from_secs_f64(seconds)));
+        runtime.block_on(load(
+            url,
+            concurrency,
+            Duration::from_secs_f64(seconds),
+            host,
+        ));
         return;
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -78,8 +88,9 @@ fn main() {
         .block_on(bench());
 }
 
-/// The load generator: prints `rps=… p50_us=… p99_us=… errors=…`.
-async fn load(url: &str, concurrency: usize, duration: Duration) {
+/// The load generator: prints `rps=… p50_us=… p99_us=… errors=…`. Requests carry `Host:
+/// host`, else the URL's authority.
+async fn load(url: &str, concurrency: usize, duration: Duration, host: Option<String>) {
     let uri: hyper::Uri = url.parse().expect("a URL");
     let authority = uri.authority().expect("a host and port").clone();
     let address: SocketAddr = authority.as_str().parse().expect("an IP address and port");
@@ -87,7 +98,7 @@ async fn load(url: &str, concurrency: usize, duration: Duration) {
     let end = warm + duration;
     let workers = (0..concurrency).map(|_| {
         let uri = uri.clone();
-        let host = authority.to_string();
+        let host = host.clone().unwrap_or_else(|| authority.to_string());
         tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();
             let mut errors = 0u64;
@@ -153,8 +164,18 @@ async fn load(url: &str, concurrency: usize, duration: Duration) {
     );
 }
 
-/// Runs the load generator on core 0, in `netns` if given.
-fn run_load(netns: Option<&str>, url: &str, concurrency: usize) -> Figures {
+/// Where a load goes: its label in the tables, the network namespace it runs in (else the
+/// host's), its URL, and the Host it names (else the URL's).
+struct Target {
+    label: &'static str,
+    netns: Option<String>,
+    url: String,
+    host: Option<String>,
+}
+
+/// Runs the load generator on core 0, in the target's namespace if it has one.
+fn run_load(target: &Target, concurrency: usize) -> Figures {
+    let (netns, url) = (target.netns.as_deref(), target.url.as_str());
     let exe = std::env::current_exe().unwrap();
     let mut command = match netns {
         Some(ns) => {
@@ -171,6 +192,7 @@ fn run_load(netns: Option<&str>, url: &str, concurrency: usize) -> Figures {
     let out = command
         .arg(exe)
         .args(["load", url, &concurrency.to_string(), &seconds()])
+        .args(target.host.iter())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -338,35 +360,71 @@ async fn bench() {
     let netns = format!("bosun-{}", pod.metadata.uid.as_deref().unwrap());
     let cluster_url = format!("http://{cluster_ip}:80/");
     common::until("the ClusterIP answers", async || {
-        reqwest::get(&cluster_url)
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
+        answers(&cluster_url, None).await
     })
     .await;
 
-    let targets: [(&str, Option<&str>, String); 4] = [
-        ("`wasmtime serve`, loopback (baseline)", None, serve_url),
-        (
+    // The same component as a Function of one replica, through the node's gateway.
+    let functions: Api<bosun_api::function::Function> = Api::namespaced(client.clone(), "default");
+    let warm: bosun_api::function::Function = serde_json::from_value(json!({
+        "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
+        "metadata": {"name": "warm"},
+        "spec": {"template": {"spec": {"containers": [{"name": "fn", "image": image}]}},
+                 "scale": {"min": 1, "max": 1}},
+    }))
+    .unwrap();
+    functions
+        .create(&kube::api::PostParams::default(), &warm)
+        .await
+        .unwrap();
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}/");
+    common::until("the Function answers through the gateway", async || {
+        answers(&gateway_url, Some("warm.default.fn.local")).await
+    })
+    .await;
+
+    let target = |label, netns: Option<&str>, url: String, host: Option<&str>| Target {
+        label,
+        netns: netns.map(str::to_string),
+        url,
+        host: host.map(str::to_string),
+    };
+    let targets = [
+        target(
+            "`wasmtime serve`, loopback (baseline)",
+            None,
+            serve_url,
+            None,
+        ),
+        target(
             "Bosun, pod IP (veth)",
             None,
             format!("http://{pod_ip}:8080/"),
+            None,
         ),
-        (
+        target(
             "Bosun, pod's loopback (in its namespace)",
             Some(&netns),
             "http://127.0.0.1:8080/".to_string(),
+            None,
         ),
-        ("Bosun, ClusterIP (node proxy)", None, cluster_url),
+        target("Bosun, ClusterIP (node proxy)", None, cluster_url, None),
+        target(
+            "Bosun, a Function through the node's gateway",
+            None,
+            gateway_url,
+            Some("warm.default.fn.local"),
+        ),
     ];
     let mut results = vec![vec![Vec::new(); CONCURRENCY.len()]; targets.len()];
     for round in 0..ROUNDS {
         for (c, concurrency) in CONCURRENCY.iter().enumerate() {
-            for (t, (label, ns, url)) in targets.iter().enumerate() {
-                let figures = run_load(*ns, url, *concurrency);
-                eprintln!("round {round} c={concurrency} {label}: {figures:?}");
+            for (t, target) in targets.iter().enumerate() {
+                let figures = run_load(target, *concurrency);
+                eprintln!(
+                    "round {round} c={concurrency} {}: {figures:?}",
+                    target.label
+                );
                 results[t][c].push(figures);
             }
         }
@@ -381,7 +439,7 @@ async fn bench() {
     println!("|---|---|---|---|---|---|---|---|");
     for (c, concurrency) in CONCURRENCY.iter().enumerate() {
         let base = &results[0][c];
-        for (t, (label, _, _)) in targets.iter().enumerate() {
+        for (t, Target { label, .. }) in targets.iter().enumerate() {
             let runs = &results[t][c];
             let rps = mean(runs, |f| f.rps);
             let p99 = mean(runs, |f| f.p99_us);
@@ -394,6 +452,15 @@ async fn bench() {
                 p99 / mean(base, |f| f.p99_us),
             );
         }
+    }
+
+    println!();
+    for (c, concurrency) in CONCURRENCY.iter().enumerate() {
+        let rps = |t: usize| mean(&results[t][c], |f| f.rps);
+        println!(
+            "- concurrency {concurrency}: requests/s through the gateway ÷ straight to the pod IP = {:.2}",
+            rps(4) / rps(1)
+        );
     }
 
     // Idle memory: the node's resident set before and after IDLE more replicas.
@@ -409,7 +476,14 @@ async fn bench() {
         .unwrap();
     common::until("the idle replicas are ready", async || {
         let list = pods.list(&ListParams::default()).await.ok()?;
-        (list.items.iter().filter(|p| ready(p)).count() == 1 + IDLE).then_some(())
+        let function = |p: &&Pod| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(bosun_api::function::FUNCTION_LABEL))
+        };
+        let replicas = list.items.iter().filter(|p| ready(p) && !function(p));
+        (replicas.count() == 1 + IDLE).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -445,6 +519,16 @@ async fn bench() {
             .status();
     }
     remove_bridge();
+}
+
+/// Whether a GET of `url` (with `Host: host` if given) succeeds.
+async fn answers(url: &str, host: Option<&str>) -> Option<()> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(host) = host {
+        request = request.header("Host", host);
+    }
+    let response = request.send().await.ok()?;
+    response.status().is_success().then_some(())
 }
 
 fn remove_bridge() {
@@ -492,8 +576,8 @@ async fn cold_starts(client: &kube::Client, image: &str, gateway_port: &str) {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let gateway = format!("http://127.0.0.1:{gateway_port}/");
     let mut first_bytes = Vec::new();
-    for _ in 0..count {
-        // At zero: no pod, no ready endpoint anywhere.
+    // At zero: no pod, no ready endpoint anywhere.
+    let to_zero = async || {
         deployments
             .patch(
                 "cold",
@@ -522,6 +606,9 @@ async fn cold_starts(client: &kube::Client, image: &str, gateway_port: &str) {
         })
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for _ in 0..count {
+        to_zero().await;
         let started = Instant::now();
         let response = http
             .get(&gateway)
@@ -533,6 +620,23 @@ async fn cold_starts(client: &kube::Client, image: &str, gateway_port: &str) {
         assert_eq!(response.status(), 200, "{:?}", response.text().await);
         first_bytes.push(took);
     }
+    // The activator's own cost: HELD requests at once to the Function at zero; how fast the
+    // node releases them once the replica is ready (first answer to last).
+    to_zero().await;
+    let started = Instant::now();
+    let answers = futures::future::join_all((0..HELD).map(|_| {
+        let request = http.get(&gateway).header("Host", "cold.default.fn.local");
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            response.bytes().await.unwrap();
+            (status, started.elapsed())
+        }
+    }))
+    .await;
+    let failed = answers.iter().filter(|(status, _)| *status != 200).count();
+    let first = answers.iter().map(|(_, at)| *at).min().unwrap();
+    let last = answers.iter().map(|(_, at)| *at).max().unwrap();
     // The baseline: a pod of the same component, created and watched until it is Ready.
     let mut pod_starts = Vec::new();
     for i in 0..count {
@@ -571,6 +675,13 @@ async fn cold_starts(client: &kube::Client, image: &str, gateway_port: &str) {
         "| a pod of the same component: create → Ready (baseline, polled every 20 ms) | {} | {} | 1.00 |",
         ms(p(&pod_starts, 0.5)),
         ms(p(&pod_starts, 0.99))
+    );
+    println!();
+    println!(
+        "{HELD} requests at once to the Function at zero: first answered after {}, last after {}, {failed} failed; released at {:.0} requests/s (first to last)",
+        ms(first),
+        ms(last),
+        (HELD - 1) as f64 / (last - first).as_secs_f64()
     );
 }
 

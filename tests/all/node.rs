@@ -989,3 +989,68 @@ async fn a_node_that_disagrees_with_the_clusters_blocks_refuses_to_start() {
         "the refused node did not register"
     );
 }
+
+/// The node serves its containers' usage with the kubelet's names and shapes, read through the
+/// API server's node proxy as `kubectl get --raw` reads it: a guest that spins and grew its
+/// memory to 1 MiB shows CPU time that grows and exactly that working set, per container and
+/// per pod, beside the node's own.
+#[tokio::test]
+async fn the_node_serves_resource_metrics_and_a_summary_of_its_pods() {
+    let c = cluster("n9").await;
+    let image = c
+        .push_command(
+            "spinner:v1",
+            "(drop (memory.grow (i32.const 14))) (loop (br 0))",
+        )
+        .await;
+    c.create(pod("spinner", &image, json!({}))).await;
+    c.wait("spinner", "running", |p| phase(p) == "Running")
+        .await;
+    let raw = |path: &str| {
+        c.server
+            .kubectl(&["get", "--raw", &format!("/api/v1/nodes/n9/proxy/{path}")])
+            .unwrap()
+    };
+    let cpu = || -> f64 {
+        let text = raw("metrics/resource");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("container_cpu_usage_seconds_total{container=\"main\""))
+            .unwrap_or_else(|| panic!("no CPU series for the spinner in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let first = cpu();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = cpu();
+    assert!(
+        second > first + 0.5,
+        "a spinner's CPU time grows: {first} → {second}"
+    );
+    let text = raw("metrics/resource");
+    for line in [
+        r#"container_memory_working_set_bytes{container="main",namespace="default",pod="spinner"} 1048576.0"#,
+        r#"pod_memory_working_set_bytes{namespace="default",pod="spinner"} 1048576.0"#,
+        "# TYPE node_cpu_usage_seconds_total counter",
+        "scrape_error 0.0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&raw("stats/summary")).unwrap();
+    assert_eq!(summary["node"]["nodeName"], "n9");
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let pods = summary["pods"].as_array().unwrap();
+    let spinner = pods
+        .iter()
+        .find(|p| p["podRef"]["name"] == "spinner")
+        .unwrap_or_else(|| panic!("no spinner in {summary}"));
+    assert_eq!(
+        spinner["containers"][0]["memory"]["workingSetBytes"],
+        1048576
+    );
+    assert!(spinner["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 1_000_000_000);
+}

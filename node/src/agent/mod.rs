@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use crate::gateway::Routes;
 use crate::images::Images;
 use crate::logs::server::LogIndex;
-use crate::metrics::Functions;
+use crate::metrics::Containers;
 use crate::network::names::Resolver;
 use crate::network::{Network, NetworkConfig};
 use crate::runtime::Runtime;
@@ -187,8 +187,8 @@ pub(crate) struct Agent {
     pub serving_cert: Option<String>,
     /// What the log server can serve.
     pub logs: Arc<LogIndex>,
-    /// The running function containers' stats, served at `/metrics/functions`.
-    pub functions: Arc<Functions>,
+    /// The running containers, whose usage and function stats the node port serves.
+    pub containers: Arc<Containers>,
     /// The pod network, set up once the node has its podCIDR (before any pod starts).
     network: OnceLock<Network>,
     /// What Services' names mean, kept by the service watch.
@@ -325,7 +325,7 @@ pub async fn run(
         Some(&cluster_ca),
     )?;
     let logs = Arc::new(LogIndex::default());
-    let functions = Arc::new(Functions::default());
+    let containers = Arc::new(Containers::default());
     let events = events::Events::start(
         Recorder::new(
             client.clone(),
@@ -348,15 +348,16 @@ pub async fn run(
         pods_dir,
         serving_cert: Some(serving_cert),
         logs: logs.clone(),
-        functions: functions.clone(),
+        containers: containers.clone(),
         network: OnceLock::new(),
         resolver,
         routes: Arc::new(Routes::default()),
         activator: OnceLock::new(),
     });
     let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
-    let routes = crate::logs::server::routes(logs, Duration::from_millis(100))
-        .merge(crate::metrics::routes(functions));
+    let routes = crate::logs::server::routes(logs, Duration::from_millis(100)).merge(
+        crate::metrics::routes(containers, agent.config.name.clone()),
+    );
     let log_server = tokio::spawn(bosun_tls::serve(listener, tls, routes, async {
         let _ = logs_stopped.await;
     }));

@@ -194,6 +194,20 @@ pub trait Container: Send + Sync {
     fn function_stats(&self) -> Option<Arc<crate::metrics::FunctionStats>> {
         None
     }
+
+    /// What it uses now; `None` when the runtime cannot tell.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
+}
+
+/// What a running container uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time used since it started.
+    pub cpu: Duration,
+    /// Memory it holds now, in bytes (its working set).
+    pub memory: u64,
 }
 
 impl dyn Container {

@@ -197,26 +197,42 @@ fn thread_cpu(name: &str) -> Option<Duration> {
     None
 }
 
+/// The CPU share holds, and the container's usage (what the node's metrics serve) tells the
+/// same CPU time as the kernel's accounting of its thread, and the memory the guest grew to.
 #[test]
 fn a_busy_loop_with_cpu_250m_uses_a_quarter_of_a_core() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spec(&dir, "busy", command("(loop (br 0))"));
+    // Two pages, grown by fourteen: 1 MiB of linear memory.
+    let body = "(drop (memory.grow (i32.const 14))) (loop (br 0))";
+    let mut s = spec(&dir, "busy", command(body));
     s.cpu_limit_millis = Some(250);
     let rt = runtime();
     let running = rt.start(s).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let before = thread_cpu("wasm-busy").expect("the guest's thread");
+    let reported_before = running.usage().expect("a running container's usage");
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(4));
     let used = thread_cpu("wasm-busy").unwrap() - before;
-    let share = used.as_secs_f64() / started.elapsed().as_secs_f64();
+    let reported = running.usage().unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let share = used.as_secs_f64() / elapsed;
+    let reported_share = (reported.cpu - reported_before.cpu).as_secs_f64() / elapsed;
     running.kill();
-    wait(running);
-    eprintln!("cpu: 250m guest used {share:.3} CPU-seconds per second");
+    wait(running.clone());
+    eprintln!(
+        "cpu: 250m guest used {share:.3} CPU-seconds per second ({reported_share:.3} reported)"
+    );
     assert!(
         (0.20..=0.30).contains(&share),
         "a 250m guest used {share:.3} CPU-seconds per second"
     );
+    assert!(
+        (share - reported_share).abs() < 0.03,
+        "reported {reported_share:.3}, the kernel says {share:.3}"
+    );
+    assert_eq!(reported.memory, 16 * 65536);
+    assert_eq!(running.usage(), None, "an ended container uses nothing");
 }
 
 #[test]

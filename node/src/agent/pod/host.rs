@@ -13,7 +13,7 @@ use super::super::{Agent, probe};
 use super::{Host, Launch, LaunchError, Published, Settings, launch};
 use crate::gateway::Routes;
 use crate::logs::server::LogIndex;
-use crate::metrics::Functions;
+use crate::metrics::Containers;
 use crate::objects::{ConfigError, Sources};
 
 #[async_trait::async_trait]
@@ -32,8 +32,8 @@ impl Host for Agent {
         &self.logs
     }
 
-    fn functions(&self) -> &Functions {
-        &self.functions
+    fn containers(&self) -> &Containers {
+        &self.containers
     }
 
     fn routes(&self) -> &Routes {

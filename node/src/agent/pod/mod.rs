@@ -42,7 +42,7 @@ use super::probe::{self, Probes, Verdict};
 use crate::gateway::Routes;
 use crate::images::Image;
 use crate::logs::server::LogIndex;
-use crate::metrics::{FunctionKey, Functions};
+use crate::metrics::{ContainerKey, Containers};
 use crate::objects::ConfigError;
 use crate::runtime::Exit;
 
@@ -55,8 +55,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     /// What the log server can serve.
     fn logs(&self) -> &LogIndex;
 
-    /// The running function containers, for `/metrics/functions`.
-    fn functions(&self) -> &Functions;
+    /// The running containers, for the node's metrics.
+    fn containers(&self) -> &Containers;
 
     /// The function gateway's routes, which learn of this node's ready replicas at once.
     fn routes(&self) -> &Routes;
@@ -657,14 +657,12 @@ impl Worker {
             .logs()
             .set_running(&self.namespace, &self.name, &name, true);
         let handle = launch.handle;
-        if let Some(stats) = handle.function_stats() {
-            let key = FunctionKey {
-                namespace: self.namespace.clone(),
-                pod: self.name.clone(),
-                container: name.clone(),
-            };
-            self.host.functions().add(key, stats);
-        }
+        let key = ContainerKey {
+            namespace: self.namespace.clone(),
+            pod: self.name.clone(),
+            container: name.clone(),
+        };
+        self.host.containers().add(key, &uid, handle.clone());
         let slot = self.slot(which);
         if terminating {
             handle.kill();
@@ -758,14 +756,12 @@ impl Worker {
                 container_id,
                 handle,
             } => {
-                if let Some(stats) = handle.function_stats() {
-                    let key = FunctionKey {
-                        namespace: namespace.clone(),
-                        pod: pod_name.clone(),
-                        container: slot.spec.name.clone(),
-                    };
-                    host.functions().remove(&key, &stats);
-                }
+                let key = ContainerKey {
+                    namespace: namespace.clone(),
+                    pod: pod_name.clone(),
+                    container: slot.spec.name.clone(),
+                };
+                host.containers().remove(&key, handle);
                 (Some(started_at.clone()), *since, container_id.clone())
             }
             _ => (None, Instant::now(), String::new()),

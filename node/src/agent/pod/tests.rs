@@ -21,7 +21,7 @@ use crate::agent::{Backoff, probe};
 use crate::gateway::{FunctionRoute, RouteTable, Routes};
 use crate::images::Image;
 use crate::logs::server::LogIndex;
-use crate::metrics::Functions;
+use crate::metrics::Containers;
 use crate::objects::ConfigError;
 use crate::runtime::fake::{FakeRuntime, Script};
 use crate::runtime::{Artifact, Container as _, ContainerSpec, Exit, Runtime};
@@ -33,7 +33,7 @@ struct FakeHost {
     settings: Settings,
     runtime: FakeRuntime,
     logs: LogIndex,
-    functions: Functions,
+    containers: Containers,
     routes: Routes,
     statuses: Mutex<Vec<PodStatus>>,
     /// Whether a probe at a path (`/ready`, `/live`) succeeds; missing paths succeed.
@@ -59,7 +59,7 @@ impl FakeHost {
             },
             runtime: FakeRuntime::default(),
             logs: LogIndex::default(),
-            functions: Functions::default(),
+            containers: Containers::default(),
             routes: Routes::default(),
             statuses: Mutex::default(),
             probes: Mutex::default(),
@@ -98,8 +98,8 @@ impl Host for FakeHost {
         &self.logs
     }
 
-    fn functions(&self) -> &Functions {
-        &self.functions
+    fn containers(&self) -> &Containers {
+        &self.containers
     }
 
     fn routes(&self) -> &Routes {

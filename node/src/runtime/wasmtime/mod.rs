@@ -33,7 +33,7 @@ mod names;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -48,7 +48,7 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::{Artifact, Container, ContainerSpec, Error, Exit, PodNetwork, Result, Runtime};
+use super::{Artifact, Container, ContainerSpec, Error, Exit, PodNetwork, Result, Runtime, Usage};
 use crate::logs::{LogFile, Stream};
 use crate::metrics::FunctionStats;
 use crate::network::SocketPolicy;
@@ -338,6 +338,7 @@ impl Runtime for WasmtimeRuntime {
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         let shutdown = Arc::new(AtomicBool::new(false));
+        let meter = Arc::new(Meter::default());
         let guard = Guard {
             stop: stop.clone(),
             shutdown: shutdown.clone(),
@@ -346,15 +347,19 @@ impl Runtime for WasmtimeRuntime {
             oom: false,
             budget: None,
             deadline: None,
+            meter: meter.clone(),
+            grown: 0,
         };
         let engine = self.engine.clone();
         let ticker = self.ticker.clone();
         let name = spec.name.clone();
         let (exit_tx, exit) = tokio::sync::watch::channel(None);
         let stop_wake = wake.clone();
+        let thread_meter = meter.clone();
         std::thread::Builder::new()
             .name(format!("wasm-{}", spec.name))
             .spawn(move || {
+                thread_meter.enter();
                 let exit = match netns.map(|ns| crate::network::enter_netns(&ns)).transpose() {
                     Ok(_) => run(&engine, program, wasi, names, guard, &stop_wake),
                     Err(e) => Exit::error(
@@ -377,6 +382,7 @@ impl Runtime for WasmtimeRuntime {
             shutdown_wake: Arc::new(tokio::sync::Notify::new()),
             exit,
             stats: None,
+            meter,
         }))
     }
 
@@ -411,6 +417,7 @@ impl WasmtimeRuntime {
             n => n.min(self.function_share),
         };
         let stats = Arc::new(FunctionStats::default());
+        let meter = Arc::new(Meter::default());
         let function = http::Function {
             stats: stats.clone(),
             tls: self.outgoing_tls.clone(),
@@ -421,7 +428,7 @@ impl WasmtimeRuntime {
                 Box::new(move || wasi_builder(&spec, policy.clone(), &log))
             },
             guard: {
-                let (stop, shutdown) = (stop.clone(), shutdown.clone());
+                let (stop, shutdown, meter) = (stop.clone(), shutdown.clone(), meter.clone());
                 let (cpu, memory_limit) = (spec.cpu_limit_millis, spec.memory_limit);
                 Box::new(move |budget, deadline| Guard {
                     stop: stop.clone(),
@@ -431,6 +438,8 @@ impl WasmtimeRuntime {
                     oom: false,
                     budget: Some((budget, 0)),
                     deadline: Some((deadline, false)),
+                    meter: meter.clone(),
+                    grown: 0,
                 })
             },
             names,
@@ -446,9 +455,11 @@ impl WasmtimeRuntime {
         let name = spec.name.clone();
         let (exit_tx, exit) = tokio::sync::watch::channel(None);
         let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread_meter = meter.clone();
         std::thread::Builder::new()
             .name(format!("wasm-{}", spec.name))
             .spawn(move || {
+                thread_meter.enter();
                 let exit = match netns.map(|ns| crate::network::enter_netns(&ns)).transpose() {
                     Err(e) => {
                         let message = format!("cannot enter the pod's network namespace: {e}");
@@ -482,6 +493,7 @@ impl WasmtimeRuntime {
                 shutdown_wake,
                 exit,
                 stats: Some(stats),
+                meter,
             })),
             Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::Setup(
@@ -554,6 +566,40 @@ struct WasmContainer {
     exit: tokio::sync::watch::Receiver<Option<Exit>>,
     /// A function container's measures.
     stats: Option<Arc<FunctionStats>>,
+    /// Its thread and the memory of its instances.
+    meter: Arc<Meter>,
+}
+
+/// What a container's thread uses, read from outside it: the thread (for its CPU time in
+/// `/proc`) and the memory its instances hold (linear memories, as the limiter sees them
+/// grow; for a function container, the sum over its live instances).
+#[derive(Default)]
+struct Meter {
+    /// The thread's id, once it started.
+    tid: std::sync::atomic::AtomicI32,
+    memory: AtomicU64,
+}
+
+impl Meter {
+    /// Called first thing on the container's thread.
+    fn enter(&self) {
+        // SAFETY: gettid has no preconditions.
+        self.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        let tid = self.tid.load(Ordering::Relaxed);
+        if tid == 0 {
+            return None;
+        }
+        // The first field of schedstat is the time spent on a CPU, in nanoseconds.
+        let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+        let nanos: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+        Some(Usage {
+            cpu: Duration::from_nanos(nanos),
+            memory: self.memory.load(Ordering::Relaxed),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -585,6 +631,13 @@ impl Container for WasmContainer {
 
     fn function_stats(&self) -> Option<Arc<FunctionStats>> {
         self.stats.clone()
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        if self.is_finished() {
+            return None;
+        }
+        self.meter.usage()
     }
 }
 
@@ -660,6 +713,9 @@ struct Guard {
     budget: Option<(Arc<http::Budget>, u64)>,
     /// A function request's deadline; `timed_out` once the epoch callback passed it.
     deadline: Option<(std::time::Instant, bool)>,
+    /// The container's meter, and the memory this store added to it.
+    meter: Arc<Meter>,
+    grown: u64,
 }
 
 impl Drop for Guard {
@@ -667,13 +723,14 @@ impl Drop for Guard {
         if let Some((budget, held)) = &self.budget {
             budget.give_back(*held);
         }
+        self.meter.memory.fetch_sub(self.grown, Ordering::Relaxed);
     }
 }
 
 impl ResourceLimiter for Guard {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -684,6 +741,9 @@ impl ResourceLimiter for Guard {
                 self.memory_limit
             ));
         }
+        let more = desired.saturating_sub(current) as u64;
+        self.meter.memory.fetch_add(more, Ordering::Relaxed);
+        self.grown += more;
         Ok(true)
     }
 

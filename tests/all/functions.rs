@@ -627,6 +627,23 @@ fn function_named(
     serde_json::from_value(function).unwrap()
 }
 
+/// Creates `function` and waits until its controller has it at zero replicas.
+async fn create_at_zero(
+    functions: &Api<bosun_api::function::Function>,
+    function: &bosun_api::function::Function,
+) {
+    functions
+        .create(&PostParams::default(), function)
+        .await
+        .unwrap();
+    let name = function.metadata.name.as_deref().unwrap();
+    eventually("the Function is at zero", async || {
+        let status = functions.get(name).await.ok()?.status?;
+        (status.replicas == Some(0)).then_some(())
+    })
+    .await;
+}
+
 /// The node's gateway routes by Host, and wakes a Function at zero: held requests all get
 /// their answer once the first replica is ready; unknown hosts get a 404 Status. Idle, the
 /// autoscaler takes it back to zero; a burst of slow requests scales it up in panic.
@@ -644,15 +661,7 @@ async fn the_gateway_wakes_a_function_at_zero_and_the_autoscaler_follows_its_loa
         "scale": {"max": 3, "target": 1, "scaleToZeroAfter": "2s", "stableWindow": "10s"}},
     }))
     .unwrap();
-    functions
-        .create(&PostParams::default(), &function)
-        .await
-        .unwrap();
-    eventually("the Function is at zero", async || {
-        let status = functions.get("sleepy").await.ok()?.status?;
-        (status.replicas == Some(0)).then_some(())
-    })
-    .await;
+    create_at_zero(&functions, &function).await;
 
     let ask = |host: &'static str, path: &'static str| through_gateway(&port, host, path);
     let (status, body) = ask("nobody.default.fn.local", "/").await;
@@ -830,15 +839,7 @@ async fn three_hundred_simultaneous_requests_to_a_function_at_zero_all_succeed()
         &image,
         json!({"scale": {"max": 10, "target": 1, "stableWindow": "10s"}}),
     );
-    functions
-        .create(&PostParams::default(), &function)
-        .await
-        .unwrap();
-    eventually("at zero", async || {
-        let status = functions.get("burst").await.ok()?.status?;
-        (status.replicas == Some(0)).then_some(())
-    })
-    .await;
+    create_at_zero(&functions, &function).await;
     let started = Instant::now();
     let answers = futures::future::join_all(
         (0..300).map(|_| through_gateway(&port, "burst.default.fn.local", "/sleep?ms=100")),

@@ -996,7 +996,7 @@ async fn a_node_that_disagrees_with_the_clusters_blocks_refuses_to_start() {
 /// per pod, beside the node's own.
 #[tokio::test]
 async fn the_node_serves_resource_metrics_and_a_summary_of_its_pods() {
-    let c = cluster("n9").await;
+    let c = cluster("n11").await;
     let image = c
         .push_command(
             "spinner:v1",
@@ -1008,7 +1008,7 @@ async fn the_node_serves_resource_metrics_and_a_summary_of_its_pods() {
         .await;
     let raw = |path: &str| {
         c.server
-            .kubectl(&["get", "--raw", &format!("/api/v1/nodes/n9/proxy/{path}")])
+            .kubectl(&["get", "--raw", &format!("/api/v1/nodes/n11/proxy/{path}")])
             .unwrap()
     };
     let cpu = || -> f64 {
@@ -1036,7 +1036,7 @@ async fn the_node_serves_resource_metrics_and_a_summary_of_its_pods() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
     let summary: serde_json::Value = serde_json::from_str(&raw("stats/summary")).unwrap();
-    assert_eq!(summary["node"]["nodeName"], "n9");
+    assert_eq!(summary["node"]["nodeName"], "n11");
     assert!(
         summary["node"]["cpu"]["usageCoreNanoSeconds"]
             .as_u64()

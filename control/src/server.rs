@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub service_ranges: ServiceRanges,
     /// The cluster's pod block (`--cluster-cidr`), published with the Service block for nodes.
     pub cluster_cidr: Ipv4Cidr,
+    /// How often the nodes' usage is read for `metrics.k8s.io` (zero: never).
+    pub metrics_resolution: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,19 +195,24 @@ pub async fn run(
     let authenticator = Arc::new(apiserver::auth::Authenticator::with_admin(
         secrets.admin_token_hash(),
     ));
-    let app = apiserver::router(
-        ApiState {
-            store,
-            authorizer: Arc::new(apiserver::auth::AllowAuthenticated),
-            bookmark_interval: config.bookmark_interval,
-            node_clients: Some(Arc::new(node_clients)),
-            admission: Arc::new(admission::Chain::standard(admission::Config {
-                default_tolerations: config.default_tolerations,
-                service_ranges: config.service_ranges,
-            })),
-        },
-        authenticator,
-    );
+    let state = ApiState {
+        store,
+        authorizer: Arc::new(apiserver::auth::AllowAuthenticated),
+        bookmark_interval: config.bookmark_interval,
+        node_clients: Some(Arc::new(node_clients)),
+        admission: Arc::new(admission::Chain::standard(admission::Config {
+            default_tolerations: config.default_tolerations,
+            service_ranges: config.service_ranges,
+        })),
+        metrics: Default::default(),
+    };
+    let scraper = (!config.metrics_resolution.is_zero()).then(|| {
+        tokio::spawn(apiserver::metrics::scrape_periodically(
+            state.clone(),
+            config.metrics_resolution,
+        ))
+    });
+    let app = apiserver::router(state, authenticator);
 
     // The scheduler and the controller manager are clients of this server like any other; on
     // shutdown they release their leases (while the server still answers) before it stops.
@@ -257,6 +264,9 @@ pub async fn run(
     bosun_tls::serve(listener, tls, app, shutdown).await;
     compactor.abort();
     expirer.abort();
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
     Ok(())
 }
 

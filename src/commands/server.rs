@@ -48,6 +48,10 @@ pub struct Args {
     /// How long an Event is kept after its last write.
     #[arg(long, env = "BOSUN_EVENT_TTL", default_value = "1h", value_parser = duration)]
     event_ttl: Duration,
+    /// How often every node's usage is read for `metrics.k8s.io` (`kubectl top`); CPU is the
+    /// rate between the last two readings. 0 turns it off.
+    #[arg(long, env = "BOSUN_METRICS_RESOLUTION", default_value = "15s", value_parser = duration)]
+    metrics_resolution: Duration,
     /// How often a watch that asked for bookmarks (`allowWatchBookmarks`) gets one.
     #[arg(long, env = "BOSUN_WATCH_BOOKMARK_INTERVAL", default_value = "30s", value_parser = duration)]
     watch_bookmark_interval: Duration,
@@ -188,6 +192,7 @@ impl Args {
             compaction_interval: args.compaction_interval,
             event_ttl: args.event_ttl,
             bookmark_interval: args.watch_bookmark_interval,
+            metrics_resolution: args.metrics_resolution,
             scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {
                 weights: args.scheduler_score_weights,
                 percentage_of_nodes_to_score: args.percentage_of_nodes_to_score,

@@ -9,6 +9,7 @@ mod controllers;
 mod examples;
 mod functions;
 mod kube_client;
+mod metrics;
 mod network;
 mod node;
 mod probes;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bosun_api::resources::{self, Resource};
 use serde_json::{Value, json};
 
-use super::kinds;
+use super::{kinds, metrics};
 
 /// The media type of an aggregated discovery document.
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -73,6 +73,24 @@ pub fn aggregated_document(core: bool) -> Value {
             "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
         }));
     }
+    if !core {
+        let resources: Vec<Value> = metrics::RESOURCES
+            .iter()
+            .map(|(plural, kind, namespaced)| {
+                json!({
+                    "resource": plural,
+                    "responseKind": {"group": metrics::GROUP, "version": metrics::VERSION, "kind": kind},
+                    "scope": if *namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": "",
+                    "verbs": METRICS_VERBS,
+                })
+            })
+            .collect();
+        items.push(json!({
+            "metadata": {"name": metrics::GROUP, "creationTimestamp": null},
+            "versions": [{"version": metrics::VERSION, "resources": resources, "freshness": "Current"}],
+        }));
+    }
     json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": "apidiscovery.k8s.io/v2",
@@ -123,6 +141,7 @@ pub async fn groups(headers: HeaderMap) -> Response {
 pub fn groups_document() -> Value {
     let groups: Vec<Value> = resources::group_versions()
         .into_iter()
+        .chain([(metrics::GROUP, metrics::VERSION)])
         .filter(|(group, _)| !group.is_empty())
         .map(|(group, version)| {
             let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
@@ -136,6 +155,7 @@ pub fn groups_document() -> Value {
 pub fn group(group: &str) -> Option<Value> {
     let (_, version) = resources::group_versions()
         .into_iter()
+        .chain([(metrics::GROUP, metrics::VERSION)])
         .find(|(g, _)| *g == group)?;
     let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     Some(json!({
@@ -143,6 +163,9 @@ pub fn group(group: &str) -> Option<Value> {
         "versions": [gv.clone()], "preferredVersion": gv,
     }))
 }
+
+/// `metrics.k8s.io` is read-only.
+const METRICS_VERBS: &[&str] = &["get", "list"];
 
 const VERBS: &[&str] = &[
     "create",
@@ -187,6 +210,12 @@ fn subresource_entry(resource: &Resource, sub: &kinds::Subresource) -> Value {
 /// The `APIResourceList` of one group version, or `None` if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut entries = Vec::new();
+    if (group, version) == (metrics::GROUP, metrics::VERSION) {
+        entries.extend(metrics::RESOURCES.iter().map(|(plural, kind, namespaced)| {
+            json!({"name": plural, "singularName": "", "namespaced": namespaced,
+                   "kind": kind, "verbs": METRICS_VERBS})
+        }));
+    }
     for resource in resources::in_group_version(group, version) {
         entries.push(entry(resource));
         for sub in kinds::subresources(resource) {

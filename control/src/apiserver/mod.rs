@@ -23,6 +23,7 @@ mod discovery;
 pub mod expiry;
 pub mod kinds;
 pub mod logs;
+pub mod metrics;
 pub mod nodes;
 mod openapi;
 mod patch;
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub node_clients: Option<Arc<nodes::NodeClients>>,
     /// The admission plugins every write goes through.
     pub admission: Arc<admission::Chain>,
+    /// The nodes' last usage readings, for `metrics.k8s.io`.
+    pub metrics: Arc<metrics::Readings>,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {
@@ -65,6 +68,7 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
         .route("/api", get(discovery::core_versions))
         .route("/apis", get(discovery::groups))
         .route("/api/{*rest}", any(rest::core))
+        .route("/apis/metrics.k8s.io/{*rest}", any(metrics::serve))
         .route("/apis/{*rest}", any(rest::grouped))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::group_version))

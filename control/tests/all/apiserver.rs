@@ -60,6 +60,7 @@ async fn in_process() -> (tempfile::TempDir, Arc<dyn Store>, axum::Router, Strin
         bookmark_interval: Duration::from_secs(60),
         node_clients: None,
         admission: Arc::new(apiserver::admission::Chain::standard(Default::default())),
+        metrics: Default::default(),
     };
     let router = apiserver::router(
         state,

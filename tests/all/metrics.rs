@@ -123,3 +123,39 @@ async fn kubectl_top_shows_what_guests_use() {
     let missing = c.server.kubectl(&["top", "pod", "nobody"]).unwrap_err();
     assert!(missing.contains("not found"), "{missing}");
 }
+
+/// `kubectl get --raw /metrics` shows the API server's own series with kube-apiserver's
+/// names: requests by verb, resource, scope and code, their durations, and open watches.
+#[tokio::test]
+async fn the_api_server_serves_its_own_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::Server::start(&["--data-dir", dir.path().to_str().unwrap()]).await;
+    server.kubectl(&["get", "pods"]).unwrap();
+    let _ = server.kubectl(&["get", "pod", "nobody"]);
+    let text = server.kubectl(&["get", "--raw", "/metrics"]).unwrap();
+    let value = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let list = r#"apiserver_request_total{verb="LIST",group="",version="v1",resource="pods",subresource="",scope="namespace",component="apiserver",code="200"}"#;
+    assert!(value(list) >= 1.0);
+    let missing = r#"apiserver_request_total{verb="GET",group="",version="v1",resource="pods",subresource="",scope="resource",component="apiserver",code="404"}"#;
+    assert!(value(missing) >= 1.0);
+    assert!(
+        value(
+            r#"apiserver_request_duration_seconds_count{verb="LIST",group="",version="v1",resource="pods""#
+        ) >= 1.0
+    );
+    // The scheduler and the controllers watch pods.
+    assert!(value(r#"apiserver_registered_watchers{group="",version="v1",kind="Pod"}"#) >= 1.0);
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let number = line.rsplit(' ').next().unwrap();
+        assert!(number.parse::<f64>().is_ok(), "not a sample: {line:?}");
+    }
+}

@@ -21,6 +21,7 @@ mod apply;
 pub mod auth;
 mod discovery;
 pub mod expiry;
+pub mod instrument;
 pub mod kinds;
 pub mod logs;
 pub mod metrics;
@@ -60,7 +61,12 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {
+    let metrics = Arc::new(instrument::ServerMetrics::default());
     Router::new()
+        .route(
+            "/metrics",
+            get(instrument::serve).with_state(metrics.clone()),
+        )
         .route("/healthz", get(alive))
         .route("/livez", get(alive))
         .route("/readyz", get(ready))
@@ -76,6 +82,10 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
         .layer(axum::middleware::from_fn_with_state(
             authenticator,
             auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            instrument::observe,
         ))
         .with_state(state)
 }

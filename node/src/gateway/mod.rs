@@ -5,12 +5,20 @@
 //! What a Function is, and where its replicas are, comes from the node's service watch
 //! ([`Routes`], fed by `agent/services.rs`): a Function's Service carries the label
 //! `serving.bosun.dev/function` and its request timeout in the annotation
-//! `serving.bosun.dev/timeout` (both written by the function controller).
+//! `serving.bosun.dev/timeout` (both written by the function controller). This node's pod
+//! workers add their replicas the moment they are ready ([`Routes::serve_locally`]).
 //!
 //! A Function with no ready replica is woken by the [`activator`]: the request is held, the
-//! Function is marked for activation through the API, and the request goes on as soon as the
-//! watch shows a ready replica; past the Function's timeout or the `--activator-queue` bound
-//! it gets `504` or `503` with a Status body saying why. No request is dropped silently.
+//! Function is marked for activation through the API, and the request goes on as soon as a
+//! replica is ready; past the Function's timeout or the `--activator-queue` bound it gets
+//! `504` or `503` with a Status body saying why. No request is dropped silently.
+//!
+//! The same gateway also serves the activation listener ([`Gateway::serve_activation`]):
+//! the node's proxy sends it the in-cluster connections to the Service of a Function with no
+//! ready replica, and each connection's original destination names the Function.
+//!
+//! A replica that refuses a request (it went away, and the routes have not caught up) is
+//! skipped: the request goes to another ready replica, or is held again.
 //!
 //! The gateway does not authenticate: Functions are public endpoints, as behind Knative's
 //! ingress. `--function-port 0` turns it off.

@@ -1,6 +1,6 @@
 //! What the node measures of its containers, served on the node port:
 //! - `GET /metrics/functions`: each function container's requests, in Prometheus' text
-//!   format (the function autoscaler reads it);
+//!   format (the function autoscaler reads it), written by `prometheus-client`;
 //! - `GET /metrics/resource`: CPU and memory of the node, its pods and containers, with the
 //!   kubelet's metric names (`container_cpu_usage_seconds_total`,
 //!   `container_memory_working_set_bytes`, `pod_…`, `node_…`), written by `prometheus-client`;
@@ -29,14 +29,13 @@
 //!   request run.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -169,104 +168,122 @@ impl Containers {
 
     /// The function series in Prometheus' text exposition format (0.0.4).
     pub fn render_functions(&self) -> String {
-        let running = self.functions();
-        let mut out = String::new();
-        let gauge =
-            |out: &mut String, name: &str, help: &str, read: &dyn Fn(&FunctionStats) -> u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-                for (key, stats) in &running {
-                    let _ = writeln!(out, "{name}{{{}}} {}", labels(key), read(stats));
-                }
-            };
-        gauge(
-            &mut out,
-            "bosun_function_requests_in_flight",
-            "Requests running in an instance.",
-            &|s| s.in_flight.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "bosun_function_requests_queued",
-            "Requests waiting for a place.",
-            &|s| s.queued.load(Ordering::Relaxed),
-        );
-        let name = "bosun_function_requests_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Answered requests by status class.\n# TYPE {name} counter"
-        );
-        for (key, stats) in &running {
-            for (class, count) in stats.requests.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{},code=\"{}xx\"}} {}",
-                    labels(key),
-                    class + 1,
-                    count.load(Ordering::Relaxed)
-                );
-            }
-        }
-        let histogram = |out: &mut String,
-                         name: &str,
-                         help: &str,
-                         read: &dyn Fn(&FunctionStats) -> &Histogram| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for (key, stats) in &running {
-                let labels = labels(key);
-                let (counts, sum) = read(stats).read();
-                for (bound, count) in BUCKETS.iter().zip(counts) {
-                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
-                }
-                let total = counts[BUCKETS.len()];
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
-                let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-                let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
-            }
-        };
-        histogram(
-            &mut out,
-            "bosun_function_request_duration_seconds",
-            "Time from a request's arrival to its response's head.",
-            &|s| &s.duration,
-        );
-        histogram(
-            &mut out,
-            "bosun_function_queue_duration_seconds",
-            "Time a request waited for a place.",
-            &|s| &s.queue_time,
-        );
-        let name = "bosun_function_instances_created_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Instances made (one per request run).\n# TYPE {name} counter"
-        );
-        for (key, stats) in &running {
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {}",
-                labels(key),
-                stats.instances_created.load(Ordering::Relaxed)
-            );
-        }
-        out
+        encode(FunctionSeries(self.functions()))
     }
 }
 
-fn labels(key: &ContainerKey) -> String {
-    format!(
-        "namespace=\"{}\",pod=\"{}\",container=\"{}\"",
-        escape(&key.namespace),
-        escape(&key.pod),
-        escape(&key.container)
-    )
+/// Writes a collector's series in Prometheus' text format (0.0.4).
+fn encode(collector: impl Collector) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
 }
 
-/// A label value as the text format writes it.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A container's labels: `namespace`, `pod`, `container`.
+type Labels = Vec<(&'static str, String)>;
+
+fn container_labels(key: &ContainerKey) -> Labels {
+    vec![
+        ("namespace", key.namespace.clone()),
+        ("pod", key.pod.clone()),
+        ("container", key.container.clone()),
+    ]
+}
+
+/// A series' name, help, and how to read it from a container's stats.
+type Series<T> = (&'static str, &'static str, fn(&FunctionStats) -> T);
+
+/// The function containers' series, read at scrape time.
+struct FunctionSeries(Vec<(ContainerKey, Arc<FunctionStats>)>);
+
+impl std::fmt::Debug for FunctionSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FunctionSeries({} containers)", self.0.len())
+    }
+}
+
+impl Collector for FunctionSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let gauges: [Series<u64>; 2] = [
+            (
+                "bosun_function_requests_in_flight",
+                "Requests running in an instance.",
+                |s| s.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "bosun_function_requests_queued",
+                "Requests waiting for a place.",
+                |s| s.queued.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (key, stats) in &self.0 {
+                let value = i64::try_from(read(stats)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(metric.encode_family(&container_labels(key))?)?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "bosun_function_requests",
+            "Answered requests by status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, stats) in &self.0 {
+            for (class, count) in stats.requests.iter().enumerate() {
+                let mut labels = container_labels(key);
+                labels.push(("code", format!("{}xx", class + 1)));
+                ConstCounter::new(count.load(Ordering::Relaxed))
+                    .encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        let histograms: [Series<([u64; BUCKETS.len() + 1], f64)>; 2] = [
+            (
+                "bosun_function_request_duration_seconds",
+                "Time from a request's arrival to its response's head.",
+                |s| s.duration.read(),
+            ),
+            (
+                "bosun_function_queue_duration_seconds",
+                "Time a request waited for a place.",
+                |s| s.queue_time.read(),
+            ),
+        ];
+        for (name, help, read) in histograms {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (key, stats) in &self.0 {
+                let (cumulative, sum) = read(stats);
+                let mut below = 0;
+                let buckets: Vec<(f64, u64)> = BUCKETS
+                    .iter()
+                    .zip(cumulative)
+                    .map(|(bound, up_to)| {
+                        let in_bucket = up_to - below;
+                        below = up_to;
+                        (*bound, in_bucket)
+                    })
+                    .collect();
+                let total = cumulative[BUCKETS.len()];
+                metric
+                    .encode_family(&container_labels(key))?
+                    .encode_histogram::<NoLabelSet>(sum, total, &buckets, None)?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "bosun_function_instances_created",
+            "Instances made (one per request run).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, stats) in &self.0 {
+            ConstCounter::new(stats.instances_created.load(Ordering::Relaxed))
+                .encode(metric.encode_family(&container_labels(key))?)?;
+        }
+        Ok(())
+    }
 }
 
 /// The usage of each running container that can tell it, and when it was read.
@@ -410,12 +427,7 @@ impl Containers {
                 .map(|(key, running, usage, _)| (key, usage, running.started))
                 .collect(),
         };
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(resource));
-        let mut out = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
-            .expect("writing to a String cannot fail");
-        out
+        encode(resource)
     }
 
     /// The kubelet's Summary API (`/stats/summary`) for the fields that apply.

@@ -7,7 +7,8 @@
 //! does) every `--metrics-resolution` and keeps the last two readings of each node. CPU usage
 //! is the rate between them (a window of one resolution, as metrics-server reports it),
 //! memory the latest working set. A node, or a container, seen in fewer than two readings has
-//! no metrics yet, and is left out of lists (a `get` of it is a 404), as metrics-server does.
+//! no metrics yet, and is left out of lists (a `get` of it is a 404), as metrics-server does;
+//! a node that cannot be read loses its readings until it is read twice again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -69,6 +70,11 @@ impl Readings {
         nodes.insert(node.to_string(), (reading, previous));
     }
 
+    /// Forgets a node that could not be read: stale readings would show old usage as now.
+    fn forget(&self, node: &str) {
+        self.nodes.lock().unwrap().remove(node);
+    }
+
     /// Forgets the nodes not in `live`.
     fn retain(&self, live: &[String]) {
         self.nodes
@@ -102,6 +108,7 @@ pub async fn scrape_periodically(state: ApiState, resolution: Duration) {
                     Ok(reading) => state.metrics.record(node, reading),
                     Err(error) => {
                         tracing::debug!(node, %error.message, "cannot read the node's summary");
+                        state.metrics.forget(node);
                     }
                 }
             }
@@ -468,6 +475,10 @@ mod tests {
         assert_eq!(metrics["containers"][0]["usage"]["cpu"], "500000000n");
         assert_eq!(metrics["containers"][1]["usage"]["cpu"], "100000000n");
         assert_eq!(metrics["containers"][1]["usage"]["memory"], "2048Ki");
+        // A node that cannot be read shows nothing rather than its last usage.
+        readings.forget("n1");
+        assert_eq!(node_metrics(&readings, &node), None);
+        readings.record("n1", reading(1, 1, vec![]));
         readings.retain(&[]);
         assert!(readings.nodes().is_empty());
     }

@@ -9,6 +9,7 @@
 //! - [`duration`]: Go/Kubernetes style durations (`40s`, `5m`, `1h30m`).
 //! - [`function`]: the `serving.bosun.dev/v1` `Function` kind (our own; k8s-openapi has no such
 //!   type).
+//! - [`metrics`]: `metrics.k8s.io` PodMetrics and NodeMetrics, for the API server's clients.
 //! - [`resources`]: the registry of served kinds (group, version, plural, scope, columns).
 //! - [`ratelimit`]: the token bucket that paces event writers.
 //!
@@ -23,6 +24,7 @@ pub mod duration;
 pub mod fields;
 pub mod function;
 pub mod labels;
+pub mod metrics;
 pub mod names;
 pub mod quantity;
 pub mod ratelimit;

@@ -58,8 +58,10 @@ pub struct Args {
     /// Do not run the scheduler in this server (run it elsewhere, or not at all).
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
-    /// Controllers not to run, comma-separated (controllers: cronjob, deployment, garbagecollector,
-    /// job, namespace, nodeipam, nodelifecycle, podgc, replicaset); `*` disables all.
+    /// Controllers not to run, comma-separated (controllers: cronjob, deployment, endpoint,
+    /// endpointslice, function, function-autoscaler, function-triggers, garbagecollector,
+    /// horizontalpodautoscaling, job, namespace, nodeipam, nodelifecycle, podgc, replicaset,
+    /// servicelb); `*` disables all.
     #[arg(long, env = "BOSUN_DISABLE_CONTROLLERS", value_delimiter = ',')]
     disable_controllers: Vec<String>,
     /// How long a controller waits before retrying a reconcile that failed (and before
@@ -87,6 +89,38 @@ pub struct Args {
         default_value_t = 12500
     )]
     terminated_pod_gc_threshold: usize,
+    /// How often each HorizontalPodAutoscaler reads its metrics and scales its target.
+    #[arg(long, env = "BOSUN_HPA_SYNC_PERIOD", default_value = "15s", value_parser = duration)]
+    horizontal_pod_autoscaler_sync_period: Duration,
+    /// How long an HPA without its own scale-down window keeps the highest recommendation of
+    /// that time before it scales down.
+    #[arg(
+        long,
+        env = "BOSUN_HPA_DOWNSCALE_STABILIZATION",
+        default_value = "5m",
+        value_parser = duration
+    )]
+    horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// How far (as a fraction) the usage must be from an HPA's target before it scales.
+    #[arg(long, env = "BOSUN_HPA_TOLERANCE", default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
+    /// How long after a pod starts its CPU samples are read with care (they may include
+    /// its start-up).
+    #[arg(
+        long,
+        env = "BOSUN_HPA_CPU_INITIALIZATION_PERIOD",
+        default_value = "5m",
+        value_parser = duration
+    )]
+    horizontal_pod_autoscaler_cpu_initialization_period: Duration,
+    /// How long after a pod starts it may be unready without counting as never ready.
+    #[arg(
+        long,
+        env = "BOSUN_HPA_INITIAL_READINESS_DELAY",
+        default_value = "30s",
+        value_parser = duration
+    )]
+    horizontal_pod_autoscaler_initial_readiness_delay: Duration,
     /// The tolerationSeconds of the `node.kubernetes.io/unreachable` toleration every pod
     /// gets: how long its pods stay bound to an unreachable node.
     #[arg(
@@ -176,6 +210,12 @@ impl Args {
                 job_backoff: args.job_backoff,
                 pod_gc_period: args.pod_gc_period,
                 terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+                hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
+                hpa_downscale_stabilization: args.horizontal_pod_autoscaler_downscale_stabilization,
+                hpa_tolerance: args.horizontal_pod_autoscaler_tolerance,
+                hpa_cpu_initialization_period: args
+                    .horizontal_pod_autoscaler_cpu_initialization_period,
+                hpa_initial_readiness_delay: args.horizontal_pod_autoscaler_initial_readiness_delay,
                 ..ControllersConfig::default()
             };
             config.validate().map_err(anyhow::Error::msg)?;

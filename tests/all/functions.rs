@@ -136,7 +136,9 @@ async fn a_function_deployment_behind_a_service_answers_through_pod_ips_and_the_
         format!("http://{cluster_ip}/via"),
         format!("http://{node_ip}:{node_port}/via"),
     ] {
-        let (status, body) = get(&url).await;
+        // Ready pods reach the proxy's rules through the EndpointSlice, a moment later.
+        let (status, body) =
+            eventually(&format!("{url} answers"), async || try_get(&url).await.ok()).await;
         assert_eq!(status, 200, "{url}: {body}");
         assert!(
             body.starts_with(r#"{"path":"/via","pod":"hello-"#),
@@ -145,11 +147,20 @@ async fn a_function_deployment_behind_a_service_answers_through_pod_ips_and_the_
     }
 
     // The node counts each pod's requests, and `kubectl get --raw` reads them through the
-    // API server's node proxy.
-    let metrics = c
-        .server
-        .kubectl(&["get", "--raw", "/api/v1/nodes/fn1/proxy/metrics/functions"])
-        .unwrap();
+    // API server's node proxy. The readiness probe runs every second, so a reading may catch
+    // one in flight: read until none is.
+    let metrics = eventually("no request in flight", async || {
+        let metrics = c
+            .server
+            .kubectl(&["get", "--raw", "/api/v1/nodes/fn1/proxy/metrics/functions"])
+            .unwrap();
+        let idle = metrics
+            .lines()
+            .filter(|l| l.starts_with("bosun_function_requests_in_flight{"))
+            .all(|l| l.ends_with(" 0"));
+        idle.then_some(metrics)
+    })
+    .await;
     for pod in &ready {
         let name = pod.metadata.name.as_deref().unwrap();
         let labels = format!(r#"namespace="default",pod="{name}",container="fn""#);

@@ -159,3 +159,228 @@ async fn the_api_server_serves_its_own_metrics() {
         assert!(number.parse::<f64>().is_ok(), "not a sample: {line:?}");
     }
 }
+
+/// `kubectl autoscale` on a Deployment of guests that each burn twice their CPU request: the
+/// HPA scales it up to its max with upstream's Event, conditions and TARGETS column; when
+/// the Deployment rolls to guests that sleep, it scales down to its min after the
+/// (shortened) stabilization window.
+#[tokio::test]
+async fn an_hpa_scales_a_cpu_burning_deployment_up_and_back_down() {
+    let c = cluster_with(
+        "hpa1",
+        &[
+            "--metrics-resolution",
+            "1s",
+            "--horizontal-pod-autoscaler-sync-period",
+            "1s",
+            "--horizontal-pod-autoscaler-downscale-stabilization",
+            "5s",
+        ],
+        &[],
+    )
+    .await;
+    let spinner = c.push_command("burner:v1", "(loop (br 0))").await;
+    let sleeper = c
+        .push_command("rester:v1", "(loop (call $sleep) (br 0))")
+        .await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(c.client.clone(), "default");
+    let deployment = serde_json::from_value(json!({
+        "metadata": {"name": "burn"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "burn"}},
+            "template": {
+                "metadata": {"labels": {"app": "burn"}},
+                "spec": {"containers": [{"name": "main", "image": spinner, "resources": {
+                    "requests": {"cpu": "100m"},
+                    "limits": {"cpu": "200m", "memory": "16Mi"},
+                }}]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    let k = |args: &[&str]| {
+        c.server
+            .kubectl(args)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    };
+    k(&[
+        "autoscale",
+        "deployment",
+        "burn",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=3",
+    ]);
+
+    let condition = |hpa: &serde_json::Value, type_: &str| -> (String, String) {
+        let found = hpa["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == type_)
+            .cloned()
+            .unwrap_or_default();
+        (
+            found["status"].as_str().unwrap_or_default().to_string(),
+            found["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+
+    // ~200% of the request against 50%: four replicas wanted, three allowed.
+    let up = hpa_until(&c, "burn", "scaled up to 3", |h| {
+        h["status"]["desiredReplicas"] == 3
+    })
+    .await;
+    assert_eq!(up["spec"]["minReplicas"], 1);
+    assert_eq!(
+        condition(&up, "ScalingActive"),
+        ("True".into(), "ValidMetricFound".into())
+    );
+    assert_eq!(
+        condition(&up, "ScalingLimited"),
+        ("True".into(), "TooManyReplicas".into())
+    );
+    assert_eq!(condition(&up, "AbleToScale").0, "True");
+    let utilization =
+        up["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+            .as_i64()
+            .unwrap();
+    assert!(utilization > 100, "{up:#}");
+    let table = k(&["get", "hpa", "burn"]);
+    assert!(
+        table.contains("Deployment/burn") && table.contains("/50%"),
+        "{table}"
+    );
+    let events = k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=burn,involvedObject.kind=HorizontalPodAutoscaler",
+    ]);
+    assert!(
+        events.contains("SuccessfulRescale")
+            && events.contains(
+                "New size: 3; reason: cpu resource utilization (percentage of request) above target"
+            ),
+        "{events}"
+    );
+    let scale = k(&[
+        "get",
+        "deployment",
+        "burn",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(scale, "3");
+
+    // The load stops: the guests roll to ones that sleep, and after the stabilization window
+    // the HPA goes back to its min.
+    k(&[
+        "set",
+        "image",
+        "deployment/burn",
+        &format!("main={sleeper}"),
+    ]);
+    hpa_until(&c, "burn", "scaled down to 1", |h| {
+        h["status"]["desiredReplicas"] == 1 && h["status"]["currentReplicas"] == 1
+    })
+    .await;
+    let events = k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=burn,involvedObject.kind=HorizontalPodAutoscaler",
+    ]);
+    assert!(
+        events.contains("New size: 1; reason: All metrics below target"),
+        "{events}"
+    );
+}
+
+/// Reads HPA `name` until `ok` holds (for up to two minutes).
+async fn hpa_until(
+    c: &Cluster,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = c
+            .server
+            .kubectl(&["get", "hpa", name, "-o", "json"])
+            .unwrap();
+        let hpa: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if ok(&hpa) {
+            return hpa;
+        }
+        assert!(Instant::now() < deadline, "{what}: {hpa:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// An HPA whose target does not exist says so in its conditions and Events, with upstream's
+/// reasons, and scales nothing; bad specs are refused with the field named.
+#[tokio::test]
+async fn an_hpa_without_a_target_reports_it_and_bad_specs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::Server::start(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--horizontal-pod-autoscaler-sync-period",
+        "1s",
+    ])
+    .await;
+    let hpa = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "ghost", "namespace": "default"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ghost"},
+                 "maxReplicas": 3},
+    });
+    let file = dir.path().join("hpa.json");
+    std::fs::write(&file, hpa.to_string()).unwrap();
+    server
+        .kubectl(&["apply", "-f", file.to_str().unwrap()])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = server
+            .kubectl(&[
+                "get",
+                "hpa",
+                "ghost",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"AbleToScale\")].reason}",
+            ])
+            .unwrap();
+        if text == "FailedGetScale" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no FailedGetScale: {text:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let described = server.kubectl(&["describe", "hpa", "ghost"]).unwrap();
+    assert!(
+        described.contains("the HPA controller was unable to get the target's current scale")
+            && described.contains("FailedGetScale"),
+        "{described}"
+    );
+
+    let mut bad = hpa.clone();
+    bad["metadata"]["name"] = json!("bad");
+    bad["spec"]["minReplicas"] = json!(5);
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let refused = server
+        .kubectl(&["apply", "-f", file.to_str().unwrap()])
+        .unwrap_err();
+    assert!(
+        refused.contains("spec.maxReplicas") && refused.contains("minReplicas"),
+        "{refused}"
+    );
+}

@@ -26,9 +26,7 @@ use super::auth::{Attributes, User};
 use super::status::{ApiError, ApiResult};
 use crate::store::ListRequest;
 
-pub const GROUP: &str = "metrics.k8s.io";
-pub const VERSION: &str = "v1beta1";
-const API_VERSION: &str = "metrics.k8s.io/v1beta1";
+pub use bosun_api::metrics::{API_VERSION, GROUP, VERSION};
 
 /// What `metrics.k8s.io/v1beta1` serves: (plural, kind, namespaced).
 pub const RESOURCES: [(&str, &str, bool); 2] = [

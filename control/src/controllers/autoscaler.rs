@@ -380,7 +380,7 @@ async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), E
 
 /// Per (namespace, pod): requests in flight plus queued, and requests answered, summed over
 /// the pod's containers, from a node's `/metrics/functions`.
-fn parse_metrics(text: &str) -> BTreeMap<(String, String), (f64, u64)> {
+pub(crate) fn parse_metrics(text: &str) -> BTreeMap<(String, String), (f64, u64)> {
     let mut out: BTreeMap<(String, String), (f64, u64)> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {

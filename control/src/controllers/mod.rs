@@ -17,6 +17,8 @@
 //! - [`function`]: runs each Function as a Deployment and a Service of its name.
 //! - [`autoscaler`]: scales Functions on their load, wakes them, and takes idle ones to zero.
 //! - [`triggers`]: calls Functions on their cron triggers' schedules.
+//! - [`podautoscaler`]: scales Deployments and other scalable kinds on their pods' CPU,
+//!   memory or function load, as HorizontalPodAutoscalers ask.
 
 pub mod autoscaler;
 pub mod cronjob;
@@ -28,6 +30,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod podgc;
 pub mod replicaset;
 pub mod servicelb;
@@ -51,6 +54,7 @@ pub const ALL: &[&str] = &[
     "function-autoscaler",
     "function-triggers",
     "garbagecollector",
+    "horizontalpodautoscaling",
     "job",
     "namespace",
     "nodeipam",
@@ -84,6 +88,17 @@ pub struct ControllersConfig {
     pub terminated_pod_gc_threshold: usize,
     /// How often the function autoscaler reads the nodes' function metrics and decides.
     pub function_autoscale_period: Duration,
+    /// How often each HorizontalPodAutoscaler is synced (15 s).
+    pub hpa_sync_period: Duration,
+    /// How long a scale-down waits for the recommendations to stay low (5 min), for HPAs
+    /// without their own scale-down window.
+    pub hpa_downscale_stabilization: Duration,
+    /// How far from the target the usage must be before an HPA scales (0.1).
+    pub hpa_tolerance: f64,
+    /// How long after its start a pod's CPU sample may be skewed by its start (5 min).
+    pub hpa_cpu_initialization_period: Duration,
+    /// How long after its start a pod may be unready without being held as never ready (30 s).
+    pub hpa_initial_readiness_delay: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -100,6 +115,11 @@ impl Default for ControllersConfig {
             pod_gc_period: Duration::from_secs(20),
             terminated_pod_gc_threshold: 12500,
             function_autoscale_period: Duration::from_secs(1),
+            hpa_sync_period: Duration::from_secs(15),
+            hpa_downscale_stabilization: Duration::from_secs(300),
+            hpa_tolerance: 0.1,
+            hpa_cpu_initialization_period: Duration::from_secs(300),
+            hpa_initial_readiness_delay: Duration::from_secs(30),
         }
     }
 }
@@ -261,6 +281,9 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     }
     if !config.disabled.contains("function-triggers") {
         tasks.spawn(triggers::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("horizontalpodautoscaling") {
+        tasks.spawn(podautoscaler::run(client.clone(), config.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -59,7 +59,7 @@ static STRATEGIES: &[&dyn KindStrategy] = &[
     &apps::ReplicaSet,
     &batch::Job,
     &batch::CronJob,
-    &autoscaling::HORIZONTAL_POD_AUTOSCALER,
+    &autoscaling::HorizontalPodAutoscaler,
     &coordination::LEASE,
     &rbac::ROLE,
     &rbac::ROLE_BINDING,

@@ -212,6 +212,118 @@ async fn a_function_deployment_behind_a_service_answers_through_pod_ips_and_the_
     assert!(body.contains("Prohibited"), "{body}");
 }
 
+/// A HorizontalPodAutoscaler on a function Deployment's `requests_per_second` (a Pods
+/// metric read from the node's function metrics) scales it up under load, and shows the
+/// reading in its status.
+#[tokio::test]
+async fn an_hpa_scales_a_function_deployment_on_its_requests_per_second() {
+    let c = cluster_with(
+        "fn9",
+        &["--horizontal-pod-autoscaler-sync-period", "1s"],
+        &[],
+    )
+    .await;
+    let image = c
+        .registry
+        .push("function:v1", function(), Layout::ComponentV0)
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "busy"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "busy"}},
+            "template": {
+                "metadata": {"labels": {"app": "busy"}},
+                "spec": {"containers": [{"name": "fn", "image": image, "ports": [{"containerPort": 8080}]}]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let hpa = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "busy", "namespace": "default"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "busy"},
+            "minReplicas": 1, "maxReplicas": 3,
+            "metrics": [{"type": "Pods", "pods": {
+                "metric": {"name": "requests_per_second"},
+                "target": {"type": "AverageValue", "averageValue": "5"},
+            }}],
+        },
+    });
+    let hpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        c.client.clone(),
+        "default",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+        )),
+    );
+    hpas.create(
+        &PostParams::default(),
+        &serde_json::from_value(hpa).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let pod = eventually("a running replica", async || {
+        let pods = c
+            .pods
+            .list(&ListParams::default().labels("app=busy"))
+            .await
+            .ok()?;
+        pods.items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+    })
+    .await;
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+    // About 50 requests a second to the one replica, against 5 per replica.
+    let load = tokio::spawn(async move {
+        loop {
+            let _ = try_get(&format!("http://{ip}:8080/hi")).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let scaled = eventually("the HPA scales to its max", async || {
+        let hpa = hpas.get("busy").await.ok()?;
+        (hpa.data["status"]["desiredReplicas"] == 3).then_some(hpa)
+    })
+    .await;
+    load.abort();
+    let current = &scaled.data["status"]["currentMetrics"][0]["pods"];
+    assert_eq!(
+        current["metric"]["name"], "requests_per_second",
+        "{scaled:?}"
+    );
+    let average = current["current"]["averageValue"].as_str().unwrap();
+    assert!(
+        bosun_api::quantity::parse(average).unwrap() > 10.0,
+        "{average} requests/s"
+    );
+    let deployment = deployments.get("busy").await.unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(3));
+    let events = c
+        .server
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=busy,involvedObject.kind=HorizontalPodAutoscaler",
+        ])
+        .unwrap();
+    assert!(
+        events.contains("New size: 3; reason: pods metric requests_per_second above target"),
+        "{events}"
+    );
+}
+
 /// The Function kind through the real kubectl: apply, defaults, the table, short name,
 /// `kubectl explain`, and field-path errors for bad specs.
 #[tokio::test]

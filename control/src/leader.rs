@@ -78,6 +78,8 @@ impl LeaderElector {
         F: Future<Output = ()>,
     {
         tokio::pin!(shutdown);
+        let telemetry = crate::telemetry::global();
+        telemetry.set_leader(&self.name, false);
         let mut observed: Option<Observed> = None;
         loop {
             // Stand by until the lease is ours.
@@ -95,6 +97,7 @@ impl LeaderElector {
                 }
             }
             tracing::info!(lease = %self.name, identity = %self.identity, "became the leader");
+            telemetry.set_leader(&self.name, true);
             // Boxed so that dropping it below really stops the work.
             let mut leading = Box::pin(work());
             let mut last_renewal = Instant::now();
@@ -120,6 +123,7 @@ impl LeaderElector {
                 }
             };
             drop(leading);
+            telemetry.set_leader(&self.name, false);
             if !lost {
                 self.release().await;
                 return;

@@ -14,6 +14,8 @@
 //! - [`objects`]: what the scheduler and the controllers read alike from objects: label
 //!   selectors, controller references, pod readiness.
 //! - [`events`]: a rate-limited, aggregating recorder of core/v1 Events.
+//! - [`telemetry`]: the process's Prometheus series for the store, the scheduler, the
+//!   controllers and leader election.
 //! - [`pki`]: the cluster CA and the certificates it issues.
 //!
 //! Nothing here talks to a node agent's internals: nodes are API clients like everyone else.
@@ -27,3 +29,4 @@ pub mod pki;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod telemetry;

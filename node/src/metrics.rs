@@ -5,7 +5,12 @@
 //!   kubelet's metric names (`container_cpu_usage_seconds_total`,
 //!   `container_memory_working_set_bytes`, `pod_…`, `node_…`), written by `prometheus-client`;
 //! - `GET /stats/summary`: the same as the kubelet's Summary API JSON, for the fields that
-//!   apply (cumulative CPU and working sets; no rates, which the reader computes).
+//!   apply (cumulative CPU and working sets; no rates, which the reader computes);
+//! - `GET /metrics`: the node agent's own series with the kubelet's names:
+//!   `kubelet_running_pods`, `kubelet_running_containers{container_state="running"}`,
+//!   `kubelet_pod_start_duration_seconds` (from the agent's first sight of a pod to its
+//!   first Running status) and `kubelet_image_pull_duration_seconds` (pulls from a registry,
+//!   not cache hits).
 //!
 //! The pod worker adds each running container to the node's [`Containers`] under its
 //! namespace, pod and name, and takes it out when it ends. A function container's serving
@@ -122,10 +127,14 @@ pub struct Running {
     pub started: SystemTime,
 }
 
-/// The node's running containers.
+/// The node's running containers, and the agent's own measures.
 #[derive(Default)]
 pub struct Containers {
     running: Mutex<BTreeMap<ContainerKey, Arc<Running>>>,
+    /// From the agent's first sight of a pod to its first Running status.
+    pub pod_start: Histogram,
+    /// Image pulls from a registry.
+    pub image_pull: Histogram,
 }
 
 impl Containers {
@@ -170,6 +179,82 @@ impl Containers {
     pub fn render_functions(&self) -> String {
         encode(FunctionSeries(self.functions()))
     }
+
+    /// The agent's kubelet series in Prometheus' text exposition format (0.0.4).
+    pub fn render_kubelet(&self) -> String {
+        let running = self.list();
+        let mut pods: Vec<&str> = running.iter().map(|(_, r)| r.pod_uid.as_str()).collect();
+        pods.sort_unstable();
+        pods.dedup();
+        encode(KubeletSeries {
+            pods: pods.len(),
+            containers: running.len(),
+            pod_start: self.pod_start.read(),
+            image_pull: self.image_pull.read(),
+        })
+    }
+}
+
+/// The agent's series with the kubelet's names, read at scrape time.
+#[derive(Debug)]
+struct KubeletSeries {
+    pods: usize,
+    containers: usize,
+    pod_start: ([u64; BUCKETS.len() + 1], f64),
+    image_pull: ([u64; BUCKETS.len() + 1], f64),
+}
+
+impl Collector for KubeletSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let metric = encoder.encode_descriptor(
+            "kubelet_running_pods",
+            "Number of pods that have a running pod sandbox",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.pods as i64).encode(metric)?;
+        let mut metric = encoder.encode_descriptor(
+            "kubelet_running_containers",
+            "Number of containers currently running",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.containers as i64)
+            .encode(metric.encode_family(&[("container_state", "running")])?)?;
+        for (name, help, (cumulative, sum)) in [
+            (
+                "kubelet_pod_start_duration_seconds",
+                "Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
+                self.pod_start,
+            ),
+            (
+                "kubelet_image_pull_duration_seconds",
+                "Duration in seconds to pull an image",
+                self.image_pull,
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            let (total, buckets) = per_bucket(cumulative);
+            metric.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Cumulative counts as `(total, [(upper bound, count in that bucket)])`, as the encoder
+/// takes them.
+fn per_bucket(cumulative: [u64; BUCKETS.len() + 1]) -> (u64, Vec<(f64, u64)>) {
+    let mut below = 0;
+    let buckets = BUCKETS
+        .iter()
+        .zip(cumulative)
+        .map(|(bound, up_to)| {
+            let in_bucket = up_to - below;
+            below = up_to;
+            (*bound, in_bucket)
+        })
+        .collect();
+    (cumulative[BUCKETS.len()], buckets)
 }
 
 /// Writes a collector's series in Prometheus' text format (0.0.4).
@@ -210,12 +295,12 @@ impl Collector for FunctionSeries {
         let gauges: [Series<u64>; 2] = [
             (
                 "bosun_function_requests_in_flight",
-                "Requests running in an instance.",
+                "Requests running in an instance",
                 |s| s.in_flight.load(Ordering::Relaxed),
             ),
             (
                 "bosun_function_requests_queued",
-                "Requests waiting for a place.",
+                "Requests waiting for a place",
                 |s| s.queued.load(Ordering::Relaxed),
             ),
         ];
@@ -228,7 +313,7 @@ impl Collector for FunctionSeries {
         }
         let mut metric = encoder.encode_descriptor(
             "bosun_function_requests",
-            "Answered requests by status class.",
+            "Answered requests by status class",
             None,
             MetricType::Counter,
         )?;
@@ -243,12 +328,12 @@ impl Collector for FunctionSeries {
         let histograms: [Series<([u64; BUCKETS.len() + 1], f64)>; 2] = [
             (
                 "bosun_function_request_duration_seconds",
-                "Time from a request's arrival to its response's head.",
+                "Time from a request's arrival to its response's head",
                 |s| s.duration.read(),
             ),
             (
                 "bosun_function_queue_duration_seconds",
-                "Time a request waited for a place.",
+                "Time a request waited for a place",
                 |s| s.queue_time.read(),
             ),
         ];
@@ -256,17 +341,7 @@ impl Collector for FunctionSeries {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
             for (key, stats) in &self.0 {
                 let (cumulative, sum) = read(stats);
-                let mut below = 0;
-                let buckets: Vec<(f64, u64)> = BUCKETS
-                    .iter()
-                    .zip(cumulative)
-                    .map(|(bound, up_to)| {
-                        let in_bucket = up_to - below;
-                        below = up_to;
-                        (*bound, in_bucket)
-                    })
-                    .collect();
-                let total = cumulative[BUCKETS.len()];
+                let (total, buckets) = per_bucket(cumulative);
                 metric
                     .encode_family(&container_labels(key))?
                     .encode_histogram::<NoLabelSet>(sum, total, &buckets, None)?;
@@ -274,7 +349,7 @@ impl Collector for FunctionSeries {
         }
         let mut metric = encoder.encode_descriptor(
             "bosun_function_instances_created",
-            "Instances made (one per request run).",
+            "Instances made (one per request run)",
             None,
             MetricType::Counter,
         )?;
@@ -327,13 +402,13 @@ impl Collector for Resource {
         if let Some(node) = &self.node {
             series(
                 "node_cpu_usage_seconds",
-                "Cumulative CPU time the node's CPUs spent busy, in core-seconds.",
+                "Cumulative CPU time the node's CPUs spent busy, in core-seconds",
                 MetricType::Counter,
                 vec![(Vec::new(), node.cpu.as_secs_f64())],
             )?;
             series(
                 "node_memory_working_set_bytes",
-                "The node's memory in use (MemTotal - MemAvailable), in bytes.",
+                "The node's memory in use (MemTotal - MemAvailable), in bytes",
                 MetricType::Gauge,
                 vec![(Vec::new(), node.memory as f64)],
             )?;
@@ -374,19 +449,19 @@ impl Collector for Resource {
         };
         series(
             "container_cpu_usage_seconds",
-            "Cumulative CPU time the container used, in core-seconds.",
+            "Cumulative CPU time the container used, in core-seconds",
             MetricType::Counter,
             each(&|u| u.cpu.as_secs_f64()),
         )?;
         series(
             "container_memory_working_set_bytes",
-            "The memory the container's instances hold, in bytes.",
+            "The memory the container's instances hold, in bytes",
             MetricType::Gauge,
             each(&|u| u.memory as f64),
         )?;
         series(
             "container_start_time_seconds",
-            "When the container started, in seconds since the epoch.",
+            "When the container started, in seconds since the epoch",
             MetricType::Gauge,
             self.containers
                 .iter()
@@ -398,13 +473,13 @@ impl Collector for Resource {
         )?;
         series(
             "pod_cpu_usage_seconds",
-            "Cumulative CPU time the pod's containers used, in core-seconds.",
+            "Cumulative CPU time the pod's containers used, in core-seconds",
             MetricType::Counter,
             each_pod(&|u| u.cpu.as_secs_f64()),
         )?;
         series(
             "pod_memory_working_set_bytes",
-            "The memory the pod's containers hold, in bytes.",
+            "The memory the pod's containers hold, in bytes",
             MetricType::Gauge,
             each_pod(&|u| u.memory as f64),
         )?;
@@ -548,10 +623,11 @@ impl NodeUsage {
     }
 }
 
-/// `GET /metrics/functions`, `/metrics/resource` and `/stats/summary`, for the node port's
-/// router.
+/// `GET /metrics`, `/metrics/functions`, `/metrics/resource` and `/stats/summary`, for the
+/// node port's router.
 pub fn routes(containers: Arc<Containers>, node_name: String) -> Router {
     Router::new()
+        .route("/metrics", get(kubelet))
         .route("/metrics/functions", get(functions))
         .route("/metrics/resource", get(resource))
         .route("/stats/summary", get(summary))
@@ -561,6 +637,13 @@ pub fn routes(containers: Arc<Containers>, node_name: String) -> Router {
 type Shared = (Arc<Containers>, Arc<String>);
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4";
+
+async fn kubelet(State((containers, _)): State<Shared>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, TEXT_FORMAT)],
+        containers.render_kubelet(),
+    )
+}
 
 async fn functions(State((containers, _)): State<Shared>) -> impl IntoResponse {
     (
@@ -676,6 +759,7 @@ mod tests {
             assert!(text.lines().any(|t| t == line), "no {line:?} in\n{text}");
         }
         assert!(!text.contains("plain"), "only function containers: {text}");
+        assert!(!text.contains(".."), "help ends in one period: {text}");
 
         // A newer run of the container is not forgotten when the old one ends.
         let newer = reporting(Some(Arc::new(FunctionStats::default())), 0, 0);

@@ -125,14 +125,35 @@ async fn kubectl_top_shows_what_guests_use() {
 }
 
 /// `kubectl get --raw /metrics` shows the API server's own series with kube-apiserver's
-/// names: requests by verb, resource, scope and code, their durations, and open watches.
+/// names: requests by verb, resource, scope and code, their durations, and open watches; and
+/// the store's latency, the scheduler's attempts, the controllers' work and leader status
+/// with the names of etcd, kube-scheduler, client-go's work queues and leader election.
 #[tokio::test]
 async fn the_api_server_serves_its_own_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let server = crate::support::Server::start(&["--data-dir", dir.path().to_str().unwrap()]).await;
     server.kubectl(&["get", "pods"]).unwrap();
     let _ = server.kubectl(&["get", "pod", "nobody"]);
-    let text = server.kubectl(&["get", "--raw", "/metrics"]).unwrap();
+    // A Deployment's pod, which the scheduler tries and cannot place (there is no node).
+    server
+        .kubectl(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=registry.invalid/web:v1",
+        ])
+        .unwrap();
+    let attempt =
+        r#"scheduler_schedule_attempts_total{result="unschedulable",profile="default-scheduler"}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = server.kubectl(&["get", "--raw", "/metrics"]).unwrap();
+        if text.contains(attempt) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no {attempt} in\n{text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     let value = |prefix: &str| -> f64 {
         let line = text
             .lines()
@@ -151,6 +172,22 @@ async fn the_api_server_serves_its_own_metrics() {
     );
     // The scheduler and the controllers watch pods.
     assert!(value(r#"apiserver_registered_watchers{group="",version="v1",kind="Pod"}"#) >= 1.0);
+    // The store, the controllers' work, and the leases this server holds.
+    assert!(
+        value(r#"etcd_request_duration_seconds_count{operation="create",type="deployments.apps"}"#)
+            >= 1.0
+    );
+    assert!(value(r#"workqueue_adds_total{name="deployment"}"#) >= 1.0);
+    assert!(value(r#"workqueue_work_duration_seconds_count{name="replicaset"}"#) >= 1.0);
+    assert!(value(r#"workqueue_depth{name="deployment"}"#) >= 0.0);
+    assert_eq!(
+        value(r#"leader_election_master_status{name="bosun-scheduler"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"leader_election_master_status{name="bosun-controller-manager"}"#),
+        1.0
+    );
     for line in text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

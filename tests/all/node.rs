@@ -993,7 +993,7 @@ async fn a_node_that_disagrees_with_the_clusters_blocks_refuses_to_start() {
 /// The node serves its containers' usage with the kubelet's names and shapes, read through the
 /// API server's node proxy as `kubectl get --raw` reads it: a guest that spins and grew its
 /// memory to 1 MiB shows CPU time that grows and exactly that working set, per container and
-/// per pod, beside the node's own.
+/// per pod, beside the node's own; `/metrics` counts it with the kubelet's series.
 #[tokio::test]
 async fn the_node_serves_resource_metrics_and_a_summary_of_its_pods() {
     let c = cluster("n11").await;
@@ -1053,4 +1053,22 @@ async fn the_node_serves_resource_metrics_and_a_summary_of_its_pods() {
         1048576
     );
     assert!(spinner["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 1_000_000_000);
+
+    // The agent's own series, with the kubelet's names.
+    let text = raw("metrics");
+    let value = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("kubelet_running_pods "), 1.0);
+    assert_eq!(
+        value(r#"kubelet_running_containers{container_state="running"} "#),
+        1.0
+    );
+    assert_eq!(value("kubelet_pod_start_duration_seconds_count "), 1.0);
+    assert_eq!(value("kubelet_image_pull_duration_seconds_count "), 1.0);
+    assert!(value(r#"kubelet_pod_start_duration_seconds_bucket{le="+Inf"} "#) >= 1.0);
 }

@@ -79,19 +79,20 @@ impl Default for ServerMetrics {
         let mut registry = Registry::default();
         registry.register(
             "apiserver_request",
-            "Counter of apiserver requests broken out for each verb, group, version, resource, scope, component, and HTTP response code.",
+            "Counter of apiserver requests broken out for each verb, group, version, resource, scope, component, and HTTP response code",
             requests.clone(),
         );
         registry.register(
             "apiserver_request_duration_seconds",
-            "Response latency distribution in seconds for each verb, group, version, resource, subresource, scope and component.",
+            "Response latency distribution in seconds for each verb, group, version, resource, subresource, scope and component",
             durations.clone(),
         );
         registry.register(
             "apiserver_registered_watchers",
-            "Number of currently registered watchers for a given resource.",
+            "Number of currently registered watchers for a given resource",
             watchers.clone(),
         );
+        crate::telemetry::global().register(&mut registry);
         Self {
             registry,
             requests,

@@ -216,11 +216,23 @@ pub(crate) async fn drive<K, C, F>(
         + Send
         + 'static,
 {
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
+    let mut reconcile = reconcile;
+    let counted = move |object, context| {
+        let work = crate::telemetry::global().reconcile(name);
+        reconcile(object, context).map(move |result| {
+            drop(work);
+            result
+        })
+    };
     controller
         .run(
-            reconcile,
+            counted,
             move |_object, error: &Error, _context| {
+                crate::telemetry::global()
+                    .queue_retries
+                    .get_or_create(&crate::telemetry::NameLabel { name: name.into() })
+                    .inc();
                 tracing::warn!(%error, controller = name, "reconcile failed; retrying");
                 kube::runtime::controller::Action::requeue(error.retry_after(retry))
             },

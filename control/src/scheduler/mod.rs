@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::events::{self, Recorder, RecorderOptions};
+use crate::telemetry;
 use algorithm::Algorithm;
 use cache::Cache;
 use pod::{PodInfo, PodKey, key_of};
@@ -335,6 +336,7 @@ async fn decide(
                 }
             }
         };
+        let started = Instant::now();
         let Some((key, pod)) = next else {
             let sleep = async {
                 match wakeup {
@@ -362,12 +364,13 @@ async fn decide(
             Decision::Bind(info, node) => {
                 let (client, shared, recorder) = (client.clone(), shared.clone(), recorder.clone());
                 tasks.spawn(async move {
-                    bind_one(&client, &shared, &recorder, info, node).await;
+                    bind_one(&client, &shared, &recorder, info, node, started).await;
                     drop(permit);
                 });
             }
             Decision::Unschedulable(pod, message) => {
                 drop(permit);
+                telemetry::global().schedule_attempt("unschedulable", started.into_std());
                 tracing::debug!(pod = %key, %message, "unschedulable");
                 shared.lock().queue.unschedulable(&key, Instant::now());
                 recorder.warning(
@@ -417,8 +420,11 @@ async fn bind_one(
     recorder: &Recorder,
     info: Arc<PodInfo>,
     node: String,
+    started: Instant,
 ) {
     let result = binder::bind(client, &info.pod, &node).await;
+    let outcome = if result.is_ok() { "scheduled" } else { "error" };
+    telemetry::global().schedule_attempt(outcome, started.into_std());
     let now = Instant::now();
     let mut state = shared.lock();
     match result {

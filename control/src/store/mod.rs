@@ -30,6 +30,8 @@ use async_trait::async_trait;
 use bosun_api::{fields, labels};
 use serde_json::Value;
 
+use crate::telemetry;
+
 pub use codec::{Cipher, SECRETS_RESOURCE};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
@@ -412,6 +414,7 @@ impl<B: Backend> SqlStore<B> {
 #[async_trait]
 impl<B: Backend> Store for SqlStore<B> {
     async fn create(&self, key: &Key, value: Value) -> Result<Object> {
+        let _timer = telemetry::global().store_call("create", &key.resource);
         key.validate()?;
         let value = self.codec.encode(key, value)?;
         let stored = self
@@ -426,6 +429,7 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     async fn get(&self, key: &Key) -> Result<Object> {
+        let _timer = telemetry::global().store_call("get", &key.resource);
         key.validate()?;
         match self.backend.get(key).await? {
             Some(stored) => self.decode(&stored),
@@ -439,6 +443,7 @@ impl<B: Backend> Store for SqlStore<B> {
         value: Value,
         expected_revision: Option<i64>,
     ) -> Result<Object> {
+        let _timer = telemetry::global().store_call("update", &key.resource);
         key.validate()?;
         let value = self.codec.encode(key, value)?;
         let stored = self
@@ -455,6 +460,7 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     async fn delete(&self, key: &Key, expected_revision: Option<i64>) -> Result<Object> {
+        let _timer = telemetry::global().store_call("delete", &key.resource);
         key.validate()?;
         let stored = self
             .writer
@@ -470,6 +476,7 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     async fn list(&self, request: &ListRequest) -> Result<ListResult> {
+        let _timer = telemetry::global().store_call("list", &request.resource);
         list::list(&*self.backend, &self.codec, request).await
     }
 

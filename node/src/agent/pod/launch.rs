@@ -75,6 +75,9 @@ pub(super) async fn plan(
         message: e.to_string(),
         pull: true,
     })?;
+    if image.pulled {
+        agent.containers.image_pull.observe(pull_time);
+    }
     let network =
         network.map_err(|e| create_error(format!("cannot set up the pod network: {e}")))?;
     let mut sources = Sources::new(

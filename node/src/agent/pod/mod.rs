@@ -281,6 +281,9 @@ struct Worker {
     pod_ip: Option<Ipv4Addr>,
     /// Where this Function replica is in the node's gateway routes, while it is ready.
     serving_at: Option<SocketAddrV4>,
+    /// When this agent first saw the pod, until its first Running status is written (for
+    /// `kubelet_pod_start_duration_seconds`); None for a pod that already ran.
+    seen_at: Option<Instant>,
 }
 
 impl Worker {
@@ -332,6 +335,7 @@ impl Worker {
                 .and_then(|s| s.pod_ip.as_deref())
                 .and_then(|ip| ip.parse().ok()),
             serving_at: None,
+            seen_at: phase.is_none_or(|p| p == "Pending").then(Instant::now),
             pod,
         };
         worker.resume();
@@ -948,6 +952,11 @@ impl Worker {
         }
         match self.host.publish(&self.pod, &status).await {
             Published::Written => {
+                if status.phase.as_deref() == Some("Running")
+                    && let Some(seen) = self.seen_at.take()
+                {
+                    self.host.containers().pod_start.observe(seen.elapsed());
+                }
                 self.published = Some(status);
                 true
             }

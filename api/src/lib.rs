@@ -10,6 +10,7 @@
 //! - [`function`]: the `serving.bosun.dev/v1` `Function` kind (our own; k8s-openapi has no such
 //!   type).
 //! - [`metrics`]: `metrics.k8s.io` PodMetrics and NodeMetrics, for the API server's clients.
+//! - [`promtext`]: reading Prometheus' text format, and histogram quantiles.
 //! - [`resources`]: the registry of served kinds (group, version, plural, scope, columns).
 //! - [`ratelimit`]: the token bucket that paces event writers.
 //!
@@ -26,6 +27,7 @@ pub mod function;
 pub mod labels;
 pub mod metrics;
 pub mod names;
+pub mod promtext;
 pub mod quantity;
 pub mod ratelimit;
 pub mod resources;

@@ -205,6 +205,7 @@ pub async fn run(
             service_ranges: config.service_ranges,
         })),
         metrics: Default::default(),
+        history: Default::default(),
     };
     let scraper = (!config.metrics_resolution.is_zero()).then(|| {
         tokio::spawn(apiserver::metrics::scrape_periodically(

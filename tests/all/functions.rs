@@ -324,6 +324,75 @@ async fn an_hpa_scales_a_function_deployment_on_its_requests_per_second() {
     );
 }
 
+/// A Function's history (`bosun.dev/v1` FunctionHistory) shows the requests it answered,
+/// their latency and its replicas.
+#[tokio::test]
+async fn a_functions_history_shows_its_requests_and_replicas() {
+    use bosun_api::function::Function;
+    let c = cluster_with("fn10", &["--metrics-resolution", "1s"], &[]).await;
+    let image = c
+        .registry
+        .push("function:v1", function(), Layout::ComponentV0)
+        .await;
+    let functions: Api<Function> = Api::namespaced(c.client.clone(), "default");
+    let function: Function = serde_json::from_value(json!({
+        "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
+        "metadata": {"name": "charted"},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "fn", "image": image}]}},
+            "scale": {"min": 1, "max": 1},
+        },
+    }))
+    .unwrap();
+    functions
+        .create(&PostParams::default(), &function)
+        .await
+        .unwrap();
+    let ip = eventually("a running replica", async || {
+        let pods = c
+            .pods
+            .list(&ListParams::default().labels("serving.bosun.dev/function=charted"))
+            .await
+            .ok()?;
+        pods.items
+            .into_iter()
+            .find(|p| phase_of(p) == "Running")?
+            .status?
+            .pod_ip
+    })
+    .await;
+    let history = eventually("requests in the Function's history", async || {
+        for _ in 0..20 {
+            try_get(&format!("http://{ip}:8080/hi")).await.ok()?;
+        }
+        let text = c
+            .server
+            .kubectl(&[
+                "get",
+                "--raw",
+                "/apis/bosun.dev/v1/namespaces/default/functionhistories/charted",
+            ])
+            .ok()?;
+        let history: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let point = history["points"].as_array()?.last()?.clone();
+        (point["requestsPerSecond"].as_f64()? > 0.0).then_some(point)
+    })
+    .await;
+    // Averaged over the minute, which began before the replica ran.
+    assert!(history["replicas"].as_f64().unwrap() > 0.0, "{history}");
+    assert!(
+        history["latencyP99Seconds"].as_f64().unwrap() > 0.0,
+        "{history}"
+    );
+}
+
+fn phase_of(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
+}
+
 /// The Function kind through the real kubectl: apply, defaults, the table, short name,
 /// `kubectl explain`, and field-path errors for bad specs.
 #[tokio::test]

@@ -122,6 +122,37 @@ async fn kubectl_top_shows_what_guests_use() {
 
     let missing = c.server.kubectl(&["top", "pod", "nobody"]).unwrap_err();
     assert!(missing.contains("not found"), "{missing}");
+
+    // The same readings go into an hour of history under bosun.dev/v1.
+    let groups = c
+        .server
+        .kubectl(&["api-resources", "--api-group=bosun.dev"])
+        .unwrap();
+    assert!(
+        groups.contains("podhistories") && groups.contains("FunctionHistory"),
+        "{groups}"
+    );
+    let raw = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&c.server.kubectl(&["get", "--raw", path]).unwrap()).unwrap()
+    };
+    let pod = raw("/apis/bosun.dev/v1/namespaces/default/podhistories/spinner");
+    assert_eq!(pod["kind"], "PodHistory");
+    let points = pod["points"].as_array().unwrap();
+    let cpu = points.last().unwrap()["cpu"].as_f64().unwrap();
+    assert!((0.1..=0.4).contains(&cpu), "{pod:#}");
+    let nodes = raw("/apis/bosun.dev/v1/nodehistories");
+    assert_eq!(nodes["items"][0]["metadata"]["name"], "top1", "{nodes:#}");
+    let all = raw("/apis/bosun.dev/v1/podhistories");
+    assert!(all["items"].as_array().unwrap().len() >= 2, "{all:#}");
+    let missing = c
+        .server
+        .kubectl(&[
+            "get",
+            "--raw",
+            "/apis/bosun.dev/v1/namespaces/default/podhistories/nobody",
+        ])
+        .unwrap_err();
+    assert!(missing.contains("NotFound"), "{missing}");
 }
 
 /// `kubectl get --raw /metrics` shows the API server's own series with kube-apiserver's

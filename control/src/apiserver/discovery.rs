@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bosun_api::resources::{self, Resource};
 use serde_json::{Value, json};
 
-use super::{kinds, metrics};
+use super::{history, kinds, metrics};
 
 /// The media type of an aggregated discovery document.
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -74,22 +74,24 @@ pub fn aggregated_document(core: bool) -> Value {
         }));
     }
     if !core {
-        let resources: Vec<Value> = metrics::RESOURCES
-            .iter()
-            .map(|(plural, kind, namespaced)| {
-                json!({
-                    "resource": plural,
-                    "responseKind": {"group": metrics::GROUP, "version": metrics::VERSION, "kind": kind},
-                    "scope": if *namespaced { "Namespaced" } else { "Cluster" },
-                    "singularResource": "",
-                    "verbs": METRICS_VERBS,
+        for (group, version, served) in READ_ONLY {
+            let resources: Vec<Value> = served
+                .iter()
+                .map(|(plural, kind, namespaced)| {
+                    json!({
+                        "resource": plural,
+                        "responseKind": {"group": group, "version": version, "kind": kind},
+                        "scope": if *namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": "",
+                        "verbs": READ_ONLY_VERBS,
+                    })
                 })
-            })
-            .collect();
-        items.push(json!({
-            "metadata": {"name": metrics::GROUP, "creationTimestamp": null},
-            "versions": [{"version": metrics::VERSION, "resources": resources, "freshness": "Current"}],
-        }));
+                .collect();
+            items.push(json!({
+                "metadata": {"name": group, "creationTimestamp": null},
+                "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
+            }));
+        }
     }
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -141,7 +143,7 @@ pub async fn groups(headers: HeaderMap) -> Response {
 pub fn groups_document() -> Value {
     let groups: Vec<Value> = resources::group_versions()
         .into_iter()
-        .chain([(metrics::GROUP, metrics::VERSION)])
+        .chain(READ_ONLY.iter().map(|(g, v, _)| (*g, *v)))
         .filter(|(group, _)| !group.is_empty())
         .map(|(group, version)| {
             let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
@@ -155,7 +157,7 @@ pub fn groups_document() -> Value {
 pub fn group(group: &str) -> Option<Value> {
     let (_, version) = resources::group_versions()
         .into_iter()
-        .chain([(metrics::GROUP, metrics::VERSION)])
+        .chain(READ_ONLY.iter().map(|(g, v, _)| (*g, *v)))
         .find(|(g, _)| *g == group)?;
     let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     Some(json!({
@@ -164,8 +166,18 @@ pub fn group(group: &str) -> Option<Value> {
     }))
 }
 
-/// `metrics.k8s.io` is read-only.
-const METRICS_VERBS: &[&str] = &["get", "list"];
+/// The groups served by hand rather than from the registry, read-only: `metrics.k8s.io`
+/// and Bosun's history (`bosun.dev`), with their (plural, kind, namespaced) resources.
+type ReadOnlyGroup = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str, bool)],
+);
+const READ_ONLY: [ReadOnlyGroup; 2] = [
+    (metrics::GROUP, metrics::VERSION, &metrics::RESOURCES),
+    (history::GROUP, history::VERSION, &history::RESOURCES),
+];
+const READ_ONLY_VERBS: &[&str] = &["get", "list"];
 
 const VERBS: &[&str] = &[
     "create",
@@ -210,10 +222,13 @@ fn subresource_entry(resource: &Resource, sub: &kinds::Subresource) -> Value {
 /// The `APIResourceList` of one group version, or `None` if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut entries = Vec::new();
-    if (group, version) == (metrics::GROUP, metrics::VERSION) {
-        entries.extend(metrics::RESOURCES.iter().map(|(plural, kind, namespaced)| {
+    for (_, _, served) in READ_ONLY
+        .iter()
+        .filter(|(g, v, _)| (*g, *v) == (group, version))
+    {
+        entries.extend(served.iter().map(|(plural, kind, namespaced)| {
             json!({"name": plural, "singularName": "", "namespaced": namespaced,
-                   "kind": kind, "verbs": METRICS_VERBS})
+                   "kind": kind, "verbs": READ_ONLY_VERBS})
         }));
     }
     for resource in resources::in_group_version(group, version) {

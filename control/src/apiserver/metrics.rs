@@ -112,7 +112,42 @@ pub async fn scrape_periodically(state: ApiState, resolution: Duration) {
             }
         });
         futures::future::join_all(reads).await;
+        super::history::record_round(&state, &nodes).await;
     }
+}
+
+/// The usage of `node` and of each of its pods (summed over containers) between its last two
+/// readings: (cores, bytes).
+pub(crate) type Usages = (Option<(f64, f64)>, Vec<((String, String), (f64, f64))>);
+
+pub(crate) fn usages(readings: &Readings, node: &str) -> Option<Usages> {
+    let (newest, previous) = readings.pair(node)?;
+    let window = window(&newest, &previous);
+    let cores = |rate: Rate| (rate.nanocores as f64 / 1e9, rate.memory as f64);
+    let node_usage = newest
+        .node
+        .zip(previous.node)
+        .and_then(|(now, before)| rate(now, before, window))
+        .map(cores);
+    let mut pods = Vec::new();
+    for (pod, containers) in &newest.pods {
+        let Some(before) = previous.pods.get(pod) else {
+            continue;
+        };
+        let mut sum = (0.0, 0.0);
+        for (container, cpu, memory) in containers {
+            let Some((_, old_cpu, old_memory)) = before.iter().find(|(c, ..)| c == container)
+            else {
+                continue;
+            };
+            if let Some(rate) = rate((*cpu, *memory), (*old_cpu, *old_memory), window) {
+                let (c, m) = cores(rate);
+                sum = (sum.0 + c, sum.1 + m);
+            }
+        }
+        pods.push((pod.clone(), sum));
+    }
+    Some((node_usage, pods))
 }
 
 async fn node_names(state: &ApiState) -> ApiResult<Vec<String>> {

@@ -13,6 +13,8 @@
 //! - [`patch`], [`table`], [`watch`]: patch formats, server-side printing, watch streams.
 //! - [`auth`]: bearer-token authentication and the authorization seam.
 //! - [`status`]: the one place errors become `metav1.Status` responses.
+//! - [`metrics`]: `metrics.k8s.io` from the nodes' readings; [`history`]: an hour of them,
+//!   and of the Functions' figures, under `bosun.dev/v1`; [`instrument`]: `/metrics`.
 //!
 //! Unauthenticated requests get 401, except `/healthz`, `/livez`, `/readyz` and `/version`.
 
@@ -21,6 +23,7 @@ mod apply;
 pub mod auth;
 mod discovery;
 pub mod expiry;
+pub mod history;
 pub mod instrument;
 pub mod kinds;
 pub mod logs;
@@ -58,6 +61,8 @@ pub struct ApiState {
     pub admission: Arc<admission::Chain>,
     /// The nodes' last usage readings, for `metrics.k8s.io`.
     pub metrics: Arc<metrics::Readings>,
+    /// An hour of usage and Function figures, for `bosun.dev/v1`.
+    pub history: Arc<history::History>,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {
@@ -75,6 +80,7 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
         .route("/apis", get(discovery::groups))
         .route("/api/{*rest}", any(rest::core))
         .route("/apis/metrics.k8s.io/{*rest}", any(metrics::serve))
+        .route("/apis/bosun.dev/{*rest}", any(history::serve))
         .route("/apis/{*rest}", any(rest::grouped))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::group_version))

@@ -382,30 +382,18 @@ async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), E
 /// the pod's containers, from a node's `/metrics/functions`.
 pub(crate) fn parse_metrics(text: &str) -> BTreeMap<(String, String), (f64, u64)> {
     let mut out: BTreeMap<(String, String), (f64, u64)> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
+    for sample in bosun_api::promtext::samples(text) {
+        let (Some(namespace), Some(pod)) = (sample.label("namespace"), sample.label("pod")) else {
             continue;
         };
-        let Some((name, labels)) = series.split_once('{') else {
-            continue;
-        };
-        let label = |key: &str| -> Option<String> {
-            let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
-            let end = start + labels[start..].find('"')?;
-            Some(labels[start..end].to_string())
-        };
-        let (Some(namespace), Some(pod)) = (label("namespace"), label("pod")) else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let entry = out.entry((namespace, pod)).or_insert((0.0, 0));
-        match name {
+        let entry = out
+            .entry((namespace.to_string(), pod.to_string()))
+            .or_insert((0.0, 0));
+        match sample.name.as_str() {
             "bosun_function_requests_in_flight" | "bosun_function_requests_queued" => {
-                entry.0 += value;
+                entry.0 += sample.value;
             }
-            "bosun_function_requests_total" => entry.1 += value as u64,
+            "bosun_function_requests_total" => entry.1 += sample.value as u64,
             _ => {}
         }
     }

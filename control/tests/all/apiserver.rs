@@ -61,6 +61,7 @@ async fn in_process() -> (tempfile::TempDir, Arc<dyn Store>, axum::Router, Strin
         node_clients: None,
         admission: Arc::new(apiserver::admission::Chain::standard(Default::default())),
         metrics: Default::default(),
+        history: Default::default(),
     };
     let router = apiserver::router(
         state,

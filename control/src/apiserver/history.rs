@@ -25,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::auth::{Attributes, User};
 use super::status::{ApiError, ApiResult};
 
 pub const GROUP: &str = "bosun.dev";
@@ -507,37 +506,8 @@ async fn answer(state: &ApiState, request: Request) -> ApiResult<Value> {
     let Some((plural, namespace, name)) = parsed else {
         return Ok(super::discovery::resource_list(GROUP, VERSION).expect("served"));
     };
-    if request.method() != axum::http::Method::GET {
-        return Err(ApiError::new(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("the server does not allow this method on {plural}.{GROUP}"),
-        ));
-    }
-    let user = request
-        .extensions()
-        .get::<User>()
-        .cloned()
-        .ok_or_else(ApiError::unauthorized)?;
-    let verb = if name.is_some() { "get" } else { "list" };
-    let attributes = Attributes {
-        verb,
-        group: GROUP,
-        resource: plural,
-        subresource: None,
-        namespace,
-        name,
-    };
-    state
-        .authorizer
-        .authorize(&user, &attributes)
-        .await
-        .map_err(|why| {
-            ApiError::forbidden(format!(
-                "{plural}.{GROUP} is forbidden: User {:?} cannot {verb} it: {why}",
-                user.name
-            ))
-        })?;
+    let user = super::metrics::reader(&request, GROUP, plural)?;
+    super::metrics::authorize_read(state, user, GROUP, plural, namespace, name).await?;
     let kind = RESOURCES
         .iter()
         .find(|(p, ..)| *p == plural)

@@ -321,6 +321,54 @@ fn parse_path<'a>(path: &'a str) -> Option<Path<'a>> {
     }
 }
 
+/// The caller of a read of a hand-served, read-only resource (`group`'s `plural`): only GET
+/// is served.
+pub(crate) fn reader(request: &Request, group: &str, plural: &str) -> ApiResult<User> {
+    if request.method() != axum::http::Method::GET {
+        return Err(ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on {plural}.{group}"),
+        ));
+    }
+    request
+        .extensions()
+        .get::<User>()
+        .cloned()
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// Lets `user` read `group`'s `plural` if the authorizer allows them to `get` it (one by
+/// name) or `list` it.
+pub(crate) async fn authorize_read(
+    state: &ApiState,
+    user: User,
+    group: &str,
+    plural: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> ApiResult<()> {
+    let verb = if name.is_some() { "get" } else { "list" };
+    let attributes = Attributes {
+        verb,
+        group,
+        resource: plural,
+        subresource: None,
+        namespace,
+        name,
+    };
+    state
+        .authorizer
+        .authorize(&user, &attributes)
+        .await
+        .map_err(|why| {
+            ApiError::forbidden(format!(
+                "{plural}.{group} is forbidden: User {:?} cannot {verb} it: {why}",
+                user.name
+            ))
+        })
+}
+
 /// `GET /apis/metrics.k8s.io/v1beta1/...`.
 pub async fn serve(State(state): State<ApiState>, request: Request) -> Response {
     match answer(&state, request).await {
@@ -341,37 +389,8 @@ async fn answer(state: &ApiState, request: Request) -> ApiResult<Value> {
     else {
         return Ok(super::discovery::resource_list(GROUP, VERSION).expect("served"));
     };
-    if request.method() != axum::http::Method::GET {
-        return Err(ApiError::new(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("the server does not allow this method on {plural}.{GROUP}"),
-        ));
-    }
-    let user = request
-        .extensions()
-        .get::<User>()
-        .cloned()
-        .ok_or_else(ApiError::unauthorized)?;
-    let verb = if name.is_some() { "get" } else { "list" };
-    let attributes = Attributes {
-        verb,
-        group: GROUP,
-        resource: plural,
-        subresource: None,
-        namespace,
-        name,
-    };
-    state
-        .authorizer
-        .authorize(&user, &attributes)
-        .await
-        .map_err(|why| {
-            ApiError::forbidden(format!(
-                "{plural}.{GROUP} is forbidden: User {:?} cannot {verb} it: {why}",
-                user.name
-            ))
-        })?;
+    let user = reader(&request, GROUP, plural)?;
+    authorize_read(state, user, GROUP, plural, namespace, name).await?;
     let objects: &Resource = find("", "v1", plural).expect("nodes and pods are registered");
     let selector = match query.get("labelSelector") {
         Some(text) => labels::Selector::parse(text)

@@ -219,13 +219,17 @@ async fn the_api_server_serves_its_own_metrics() {
         value(r#"leader_election_master_status{name="bosun-controller-manager"}"#),
         1.0
     );
-    for line in text
+    assert_every_line_parses(&text);
+}
+
+/// Every line of a Prometheus text is a comment or a sample the parser reads.
+pub fn assert_every_line_parses(text: &str) {
+    let lines = text
         .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let number = line.rsplit(' ').next().unwrap();
-        assert!(number.parse::<f64>().is_ok(), "not a sample: {line:?}");
-    }
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    let samples = bosun_api::promtext::samples(text).count();
+    assert_eq!(samples, lines, "some lines are not samples:\n{text}");
 }
 
 /// `kubectl autoscale` on a Deployment of guests that each burn twice their CPU request: the

@@ -1054,8 +1054,10 @@ async fn the_node_serves_resource_metrics_and_a_summary_of_its_pods() {
     );
     assert!(spinner["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 1_000_000_000);
 
+    crate::metrics::assert_every_line_parses(&raw("metrics/resource"));
     // The agent's own series, with the kubelet's names.
     let text = raw("metrics");
+    crate::metrics::assert_every_line_parses(&text);
     let value = |prefix: &str| -> f64 {
         let line = text
             .lines()

@@ -12,7 +12,7 @@
 //! usage from the same two readings `metrics.k8s.io` uses, and the Functions' figures from the
 //! differences between two readings of the nodes' `/metrics/functions`. Samples are averaged
 //! into one point per minute, and an hour of points is kept: each series holds at most 61
-//! points, and a series that got no sample for a step (its pod or node is gone) is dropped, so
+//! points of 24 bytes, and a series that got no sample for a step (its pod or node is gone) is dropped, so
 //! the memory is bounded by what runs. Like the readings, the history is each server's own:
 //! after a failover, the new server's history starts where its own scraping started.
 
@@ -63,59 +63,56 @@ impl Subject {
     }
 }
 
-/// One step: its start (seconds since the epoch) and its fields' averages.
+/// The most fields a series has.
+const FIELDS: usize = 4;
+
+/// One step: its start (seconds since the epoch) and its fields' averages, unused fields
+/// zero. Single precision is plenty for a chart, and keeps a point at 24 bytes, inline.
 #[derive(Debug, Clone, PartialEq)]
 struct Point {
     start: u64,
-    values: Vec<f64>,
+    values: [f32; FIELDS],
 }
 
 #[derive(Debug, Default)]
 struct Series {
     closed: VecDeque<Point>,
     /// The step being filled: its start, the sums and the number of samples.
-    open: Option<(u64, Vec<f64>, u32)>,
+    open: Option<(u64, [f64; FIELDS], u32)>,
 }
 
 impl Series {
     fn add(&mut self, at: u64, step: u64, keep: usize, values: &[f64]) {
         let start = at - at % step;
-        match &mut self.open {
-            Some((open, sums, count)) if *open == start => {
-                for (sum, value) in sums.iter_mut().zip(values) {
-                    *sum += value;
-                }
-                *count += 1;
+        if self.open.as_ref().is_none_or(|(open, ..)| *open != start) {
+            if let Some(point) = self.current() {
+                self.closed.push_back(point);
             }
-            _ => {
-                if let Some(point) = self.close() {
-                    self.closed.push_back(point);
-                }
-                while self.closed.len() > keep {
-                    self.closed.pop_front();
-                }
-                self.open = Some((start, values.to_vec(), 1));
+            while self.closed.len() > keep {
+                self.closed.pop_front();
             }
+            self.open = Some((start, [0.0; FIELDS], 0));
         }
+        let (_, sums, count) = self.open.as_mut().expect("opened above");
+        for (sum, value) in sums.iter_mut().zip(values) {
+            *sum += value;
+        }
+        *count += 1;
     }
 
-    fn close(&mut self) -> Option<Point> {
-        let (start, sums, count) = self.open.take()?;
+    /// The open step's point so far.
+    fn current(&self) -> Option<Point> {
+        let (start, sums, count) = self.open.as_ref()?;
         Some(Point {
-            start,
-            values: sums.iter().map(|s| s / f64::from(count)).collect(),
+            start: *start,
+            values: sums.map(|s| (s / f64::from((*count).max(1))) as f32),
         })
     }
 
     /// The closed points and the open one so far.
     fn points(&self) -> Vec<Point> {
         let mut points: Vec<Point> = self.closed.iter().cloned().collect();
-        if let Some((start, sums, count)) = &self.open {
-            points.push(Point {
-                start: *start,
-                values: sums.iter().map(|s| s / f64::from(*count)).collect(),
-            });
-        }
+        points.extend(self.current());
         points
     }
 
@@ -284,7 +281,7 @@ impl History {
                 let time = UNIX_EPOCH + Duration::from_secs(p.start);
                 point.insert("time".into(), json!(bosun_api::time::rfc3339(time)));
                 for (field, value) in fields.iter().zip(&p.values) {
-                    point.insert(field.to_string(), json!(value));
+                    point.insert(field.to_string(), json!(f64::from(*value)));
                 }
                 Value::Object(point)
             })

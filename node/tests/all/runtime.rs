@@ -235,6 +235,36 @@ fn a_busy_loop_with_cpu_250m_uses_a_quarter_of_a_core() {
     assert_eq!(running.usage(), None, "an ended container uses nothing");
 }
 
+/// A guest's tables count in its memory, a pointer per element, beside its linear memory.
+#[test]
+fn tables_count_in_a_guests_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = wat::parse_str(
+        r#"(module
+            (memory (export "memory") 1)
+            (table 10 funcref)
+            (func (export "_start")
+                (drop (table.grow (ref.null func) (i32.const 90)))
+                (loop (br 0))))"#,
+    )
+    .unwrap();
+    let mut s = spec(&dir, "tables", wasm);
+    s.cpu_limit_millis = Some(100);
+    let running = runtime().start(s).unwrap();
+    let expected = 65536 + 100 * std::mem::size_of::<usize>() as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let memory = loop {
+        let memory = running.usage().map(|u| u.memory).unwrap_or(0);
+        if memory == expected || Instant::now() > deadline {
+            break memory;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    running.kill();
+    wait(running.clone());
+    assert_eq!(memory, expected);
+}
+
 #[test]
 fn bytes_that_are_not_wasm_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();

@@ -571,8 +571,9 @@ struct WasmContainer {
 }
 
 /// What a container's thread uses, read from outside it: the thread (for its CPU time in
-/// `/proc`) and the memory its instances hold (linear memories, as the limiter sees them
-/// grow; for a function container, the sum over its live instances).
+/// `/proc`) and the memory its instances hold (linear memories and tables, as the limiter
+/// sees them grow, a table element as a pointer; for a function container, the sum over its
+/// live instances).
 #[derive(Default)]
 struct Meter {
     /// The thread's id, once it started.
@@ -699,6 +700,9 @@ fn allow_sockets(builder: &mut WasiCtxBuilder, policy: SocketPolicy, container: 
         });
 }
 
+/// The most elements a guest's table may grow to.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
 /// Per-container (for a function, per-request) limits and the stop flag, consulted by
 /// wasmtime.
 struct Guard {
@@ -749,11 +753,18 @@ impl ResourceLimiter for Guard {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        // Each element is a pointer in wasmtime's tables.
+        let more = (desired.saturating_sub(current) * std::mem::size_of::<usize>()) as u64;
+        self.meter.memory.fetch_add(more, Ordering::Relaxed);
+        self.grown += more;
+        Ok(true)
     }
 }
 

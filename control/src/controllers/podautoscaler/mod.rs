@@ -51,15 +51,19 @@ use crate::events::{Recorder, reference};
 
 type Key = (String, String);
 
+/// Pod name → its answered-requests counter and when it was read.
+type Counters = HashMap<String, (u64, Instant)>;
+
 struct Context {
     client: kube::Client,
     recorder: Recorder,
     config: ControllersConfig,
     calculator: Calculator,
     memories: Mutex<HashMap<Key, Memory>>,
-    /// Each function pod's answered-requests counter at its last reading, for
-    /// `requests_per_second`.
-    counters: Mutex<HashMap<Key, (u64, Instant)>>,
+    /// Per HPA, each of its function pods' answered-requests counter at its last reading,
+    /// for `requests_per_second` (per HPA, so that two reading one pod do not shorten each
+    /// other's interval).
+    counters: Mutex<HashMap<Key, Counters>>,
     hpas: reflector::Store<HorizontalPodAutoscaler>,
 }
 
@@ -131,12 +135,15 @@ async fn reconcile(
 impl Context {
     /// Drops what is remembered of HPAs that are gone.
     fn forget_deleted(&self) {
-        let mut memories = self.memories.lock().expect("not poisoned");
-        memories.retain(|(namespace, name), _| {
+        let exists = |(namespace, name): &Key| {
             self.hpas
                 .get(&reflector::ObjectRef::new(name).within(namespace))
                 .is_some()
-        });
+        };
+        let mut memories = self.memories.lock().expect("not poisoned");
+        memories.retain(|key, _| exists(key));
+        let mut counters = self.counters.lock().expect("not poisoned");
+        counters.retain(|key, _| exists(key));
     }
 }
 
@@ -657,7 +664,8 @@ impl Sync<'_> {
             }
         }
         let instant = Instant::now();
-        let mut counters = self.context.counters.lock().expect("not poisoned");
+        let mut all = self.context.counters.lock().expect("not poisoned");
+        let counters = all.entry(self.key.clone()).or_default();
         let mut samples = Samples::new();
         for pod in pods {
             let name = pod.name_any();
@@ -668,7 +676,7 @@ impl Sync<'_> {
             let value = if metric == "concurrency" {
                 Some(busy)
             } else {
-                let before = counters.insert(key, (answered, instant));
+                let before = counters.insert(name.clone(), (answered, instant));
                 before.and_then(|(count, at)| {
                     let elapsed = instant.duration_since(at).as_secs_f64();
                     (elapsed > 0.0 && answered >= count)
@@ -688,7 +696,7 @@ impl Sync<'_> {
         }
         // Pods no longer selected are forgotten.
         let live: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
-        counters.retain(|(namespace, pod), _| namespace != &self.key.0 || live.contains(pod));
+        counters.retain(|pod, _| live.contains(pod));
         Ok(samples)
     }
 

@@ -437,6 +437,16 @@ async fn an_hpa_without_a_target_reports_it_and_bad_specs_are_refused() {
         assert!(Instant::now() < deadline, "no FailedGetScale: {text:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let active = server
+        .kubectl(&[
+            "get",
+            "hpa",
+            "ghost",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"ScalingActive\")].status}",
+        ])
+        .unwrap();
+    assert_eq!(active, "False");
     let described = server.kubectl(&["describe", "hpa", "ghost"]).unwrap();
     assert!(
         described.contains("the HPA controller was unable to get the target's current scale")

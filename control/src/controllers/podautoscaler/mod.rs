@@ -185,14 +185,13 @@ impl Sync<'_> {
             Ok(found) => found,
             Err(error) => {
                 self.warn(hpa, "FailedGetScale", error.clone());
-                self.condition(
-                    "AbleToScale",
-                    false,
-                    "FailedGetScale",
-                    format!(
-                        "the HPA controller was unable to get the target's current scale: {error}"
-                    ),
+                let message = format!(
+                    "the HPA controller was unable to get the target's current scale: {error}"
                 );
+                self.condition("AbleToScale", false, "FailedGetScale", message.clone());
+                // Upstream leaves ScalingActive as it was; with no target nothing can be
+                // computed, so it says so there too.
+                self.condition("ScalingActive", false, "FailedGetScale", message);
                 return Err(Error::Invalid(format!(
                     "failed to query scale subresource for {}/{}: {error}",
                     target.kind, target.name

@@ -464,7 +464,7 @@ impl Sync<'_> {
                 let samples = self
                     .resource_samples(&name, container.as_deref(), selector)
                     .await
-                    .map_err(|e| fail(what, e))?;
+                    .map_err(|e| fail(what, e.to_string()))?;
                 let calculator = self.context.calculator;
                 let (proposal, metric_name): (Proposal, String) = if target.type_ == "AverageValue"
                 {
@@ -476,7 +476,7 @@ impl Sync<'_> {
                         .ok_or_else(|| fail(what, "no averageValue target".into()))?;
                     let proposal = calculator
                         .average_replicas(current, goal, cpu, observed(samples))
-                        .map_err(|e| fail(what, e))?;
+                        .map_err(|e| fail(what, e.to_string()))?;
                     (proposal, format!("{name} resource"))
                 } else {
                     let Some(goal) = target.average_utilization else {
@@ -486,10 +486,10 @@ impl Sync<'_> {
                         });
                     };
                     let requests = replicas::requests(&pods, &name, container.as_deref())
-                        .map_err(|e| fail(what, e))?;
+                        .map_err(|e| fail(what, e.to_string()))?;
                     let proposal = calculator
                         .utilization_replicas(current, goal, cpu, &requests, observed(samples))
-                        .map_err(|e| fail(what, e))?;
+                        .map_err(|e| fail(what, e.to_string()))?;
                     (
                         proposal,
                         format!("{name} resource utilization (percentage of request)"),
@@ -551,7 +551,7 @@ impl Sync<'_> {
                     .context
                     .calculator
                     .average_replicas(current, goal, false, observed(samples))
-                    .map_err(fail)?;
+                    .map_err(|e| fail(e.to_string()))?;
                 Ok(Proposed {
                     replicas: proposal.replicas,
                     name: format!("pods metric {name}"),

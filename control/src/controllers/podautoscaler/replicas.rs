@@ -32,6 +32,23 @@ pub(crate) struct Sample {
 /// Pod name → its reading.
 pub(crate) type Samples = BTreeMap<String, Sample>;
 
+/// Why no replica count could be worked out, in upstream's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("no pods returned by selector while calculating replica count")]
+    NoPods,
+    #[error("did not receive metrics for targeted pods (pods might be unready)")]
+    NoMetrics,
+    #[error("no metrics returned matched known pods")]
+    NoMatchedPods,
+    #[error("missing request for {resource} in container {container} of Pod {pod}")]
+    MissingRequest {
+        resource: String,
+        container: String,
+        pod: String,
+    },
+}
+
 /// The selected pods and their readings, taken at `now`.
 pub(crate) struct Observed<'a> {
     pub pods: &'a [&'a Pod],
@@ -77,20 +94,20 @@ impl Calculator {
         cpu: bool,
         requests: &BTreeMap<String, i64>,
         observed: Observed,
-    ) -> Result<Proposal, String> {
+    ) -> Result<Proposal, Error> {
         let Observed {
             pods,
             mut samples,
             now,
         } = observed;
         if pods.is_empty() {
-            return Err("no pods returned by selector while calculating replica count".into());
+            return Err(Error::NoPods);
         }
         let groups = self.group(pods, &samples, cpu, now);
         remove(&mut samples, &groups.ignored);
         remove(&mut samples, &groups.unready);
         if samples.is_empty() {
-            return Err("did not receive metrics for targeted pods (pods might be unready)".into());
+            return Err(Error::NoMetrics);
         }
         let (ratio, utilization, average) = utilization_ratio(&samples, requests, target)?;
         let proposal = |replicas| Proposal {
@@ -137,20 +154,20 @@ impl Calculator {
         target: i64,
         cpu: bool,
         observed: Observed,
-    ) -> Result<Proposal, String> {
+    ) -> Result<Proposal, Error> {
         let Observed {
             pods,
             mut samples,
             now,
         } = observed;
         if pods.is_empty() {
-            return Err("no pods returned by selector while calculating replica count".into());
+            return Err(Error::NoPods);
         }
         let groups = self.group(pods, &samples, cpu, now);
         remove(&mut samples, &groups.ignored);
         remove(&mut samples, &groups.unready);
         if samples.is_empty() {
-            return Err("did not receive metrics for targeted pods (pods might be unready)".into());
+            return Err(Error::NoMetrics);
         }
         let (ratio, average) = usage_ratio(&samples, target);
         let proposal = |replicas| Proposal {
@@ -276,7 +293,7 @@ fn utilization_ratio(
     samples: &Samples,
     requests: &BTreeMap<String, i64>,
     target: i32,
-) -> Result<(f64, i32, i64), String> {
+) -> Result<(f64, i32, i64), Error> {
     let (mut used, mut requested, mut counted) = (0i64, 0i64, 0i64);
     for (pod, sample) in samples {
         if let Some(request) = requests.get(pod) {
@@ -286,7 +303,7 @@ fn utilization_ratio(
         }
     }
     if requested == 0 {
-        return Err("no metrics returned matched known pods".into());
+        return Err(Error::NoMatchedPods);
     }
     let utilization = (used * 100 / requested) as i32;
     Ok((
@@ -310,7 +327,7 @@ pub(crate) fn requests(
     pods: &[&Pod],
     resource: &str,
     container: Option<&str>,
-) -> Result<BTreeMap<String, i64>, String> {
+) -> Result<BTreeMap<String, i64>, Error> {
     let mut out = BTreeMap::new();
     for pod in pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -336,10 +353,11 @@ pub(crate) fn requests(
             match request {
                 Some(value) => sum += thousandths(value),
                 None => {
-                    return Err(format!(
-                        "missing request for {resource} in container {} of Pod {name}",
-                        c.name
-                    ));
+                    return Err(Error::MissingRequest {
+                        resource: resource.to_string(),
+                        container: c.name.clone(),
+                        pod: name,
+                    });
                 }
             }
         }
@@ -580,7 +598,8 @@ mod tests {
                     &BTreeMap::new(),
                     seen(&none, Samples::new(), now)
                 )
-                .unwrap_err(),
+                .unwrap_err()
+                .to_string(),
             "no pods returned by selector while calculating replica count"
         );
         let pending = [pod("a", "Pending", 100, false, 590, 590)];
@@ -593,7 +612,8 @@ mod tests {
                     true,
                     seen(&pending, samples(&[("a", 5)], 599), now)
                 )
-                .unwrap_err(),
+                .unwrap_err()
+                .to_string(),
             "did not receive metrics for targeted pods (pods might be unready)"
         );
         let bare: Pod = serde_json::from_value(json!({
@@ -602,7 +622,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            requests(&[&bare], "cpu", None).unwrap_err(),
+            requests(&[&bare], "cpu", None).unwrap_err().to_string(),
             "missing request for cpu in container main of Pod web-1"
         );
     }

@@ -34,7 +34,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: datastore, API server.
-    Server(commands::server::Args),
+    Server(Box<commands::server::Args>),
     /// Run a node agent: register a Node and run the pods bound to it as Wasm.
     Node(commands::node::Args),
     /// Run a whole cluster in this process: the server (on SQLite in the data directory) and
@@ -103,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Server(args) => commands::server::run(args).await,
+            Command::Server(args) => commands::server::run(*args).await,
             Command::Node(args) => commands::node::run(args).await,
             Command::Up(args) => commands::up::run(*args).await,
             Command::Push(args) => commands::push::run(args).await,

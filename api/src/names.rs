@@ -36,6 +36,25 @@ pub enum NameError {
          '_' or '.', and must start and end with an alphanumeric character"
     )]
     NotLabelValue,
+    #[error("may not be '.' or '..'")]
+    DotSegment,
+    #[error("may not contain '{0}'")]
+    PathCharacter(char),
+}
+
+/// Checks a name that is only a path segment (RBAC's roles and bindings: `system:node` is
+/// valid): not empty, not `.` or `..`, no `/` or `%`.
+pub fn check_path_segment_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::DotSegment);
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || *c == '%') {
+        return Err(NameError::PathCharacter(c));
+    }
+    Ok(())
 }
 
 /// Checks a DNS-1123 label: lower-case alphanumerics and '-', starting and ending alphanumeric,

@@ -57,12 +57,12 @@ impl Ca {
         self.issue(common_name, names, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    /// A TLS client certificate for `common_name` in `organization` (Kubernetes reads the
-    /// organization as the group).
-    pub fn issue_client(&self, common_name: &str, organization: &str) -> Result<Issued> {
+    /// A TLS client certificate for `common_name` in `organizations` (Kubernetes reads the
+    /// common name as the user and each organization as a group).
+    pub fn issue_client(&self, common_name: &str, organizations: &[&str]) -> Result<Issued> {
         self.issue_with(
             common_name,
-            Some(organization),
+            organizations,
             &[],
             ExtendedKeyUsagePurpose::ClientAuth,
         )
@@ -74,13 +74,13 @@ impl Ca {
         names: &[String],
         usage: ExtendedKeyUsagePurpose,
     ) -> Result<Issued> {
-        self.issue_with(common_name, None, names, usage)
+        self.issue_with(common_name, &[], names, usage)
     }
 
     fn issue_with(
         &self,
         common_name: &str,
-        organization: Option<&str>,
+        organizations: &[&str],
         names: &[String],
         usage: ExtendedKeyUsagePurpose,
     ) -> Result<Issued> {
@@ -89,10 +89,10 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        if let Some(organization) = organization {
+        for organization in organizations {
             params
                 .distinguished_name
-                .push(DnType::OrganizationName, organization);
+                .push(DnType::OrganizationName, *organization);
         }
         for name in names {
             params.subject_alt_names.push(match name.parse::<IpAddr>() {

@@ -13,6 +13,7 @@ use bosun_api::cluster;
 use tokio::net::TcpListener;
 
 use crate::apiserver::admission::{self, DefaultTolerations, ServiceRanges};
+use crate::apiserver::auth::rbac::bootstrap::{CONTROLLER_MANAGER, SCHEDULER};
 use crate::apiserver::{self, ApiState};
 use crate::controllers::{self, ControllersConfig};
 use crate::leader::{LeaderElector, LeaseTiming};
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub compaction_interval: Duration,
     /// How long an Event is kept after its last write.
     pub event_ttl: Duration,
+    /// Static tokens (`--token-auth-file`), beside the admin's.
+    pub token_auth_file: Option<PathBuf>,
     /// How often watches that ask for bookmarks get one.
     pub bookmark_interval: Duration,
     /// The scheduler to run under leader election; `None` (`--disable-scheduler`) runs none.
@@ -79,6 +82,8 @@ pub enum ServerError {
     Client(String),
     #[error(transparent)]
     Cluster(#[from] cluster::Error),
+    #[error(transparent)]
+    TokenFile(#[from] apiserver::auth::authn::TokenFileError),
 }
 
 /// Publishes the cluster's blocks in `kube-system/bosun-cluster`, where nodes read them. The
@@ -155,11 +160,17 @@ pub async fn run(
         .map_err(|source| ServerError::Listen { addr, source })?;
     let names = serving_names(&config);
     let serving = secrets.ca.issue_server("bosun-apiserver", &names)?;
-    let tls = bosun_tls::server_config(&serving.cert_pem, &serving.key_pem, None)?;
+    // Clients may show a certificate from the cluster CA (its CN and O are who they are).
+    let client_cas = bosun_tls::certificates_der(&secrets.ca.cert_pem)?;
+    let tls = bosun_tls::server_config(
+        &serving.cert_pem,
+        &serving.key_pem,
+        bosun_tls::ClientCerts::Optional(&client_cas),
+    )?;
     // How this server proves itself to the nodes' log servers.
     let node_client = secrets
         .ca
-        .issue_client("bosun-apiserver", "system:masters")?;
+        .issue_client("bosun-apiserver", &["system:masters"])?;
     let node_clients = apiserver::nodes::NodeClients::new(bosun_tls::Identity::from_pem(
         &node_client.cert_pem,
         &node_client.key_pem,
@@ -192,18 +203,31 @@ pub async fn run(
         },
     )
     .await?;
-    let authenticator = Arc::new(apiserver::auth::Authenticator::with_admin(
-        secrets.admin_token_hash(),
-    ));
+    let mut authenticator = apiserver::auth::Authenticator::with_admin(secrets.admin_token_hash());
+    if let Some(path) = &config.token_auth_file {
+        let count = authenticator.add_token_file(path)?;
+        tracing::info!(path = %path.display(), count, "static tokens loaded");
+    }
+    let authenticator = Arc::new(authenticator);
+    apiserver::auth::rbac::bootstrap::reconcile(&*store).await?;
+    let rbac = apiserver::auth::rbac::Rbac::start(store.clone()).await?;
+    let authorizer: Arc<dyn apiserver::auth::Authorizer> =
+        Arc::new(apiserver::auth::Union(vec![rbac.clone()]));
     let state = ApiState {
         store,
-        authorizer: Arc::new(apiserver::auth::AllowAuthenticated),
+        authorizer: authorizer.clone(),
         bookmark_interval: config.bookmark_interval,
         node_clients: Some(Arc::new(node_clients)),
-        admission: Arc::new(admission::Chain::standard(admission::Config {
-            default_tolerations: config.default_tolerations,
-            service_ranges: config.service_ranges,
-        })),
+        admission: Arc::new(
+            admission::Chain::standard(admission::Config {
+                default_tolerations: config.default_tolerations,
+                service_ranges: config.service_ranges,
+            })
+            .with(Arc::new(admission::escalation::RbacEscalation {
+                rbac,
+                authorizer: authorizer.clone(),
+            })),
+        ),
         metrics: Default::default(),
         history: Default::default(),
     };
@@ -220,7 +244,7 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheduler = match config.scheduler.clone() {
         Some(scheduler_config) => {
-            let client = api_client(&admin_kubeconfig).await?;
+            let client = component_client(&secrets.ca, &server_url, SCHEDULER).await?;
             Some(spawn_elected(
                 client.clone(),
                 "bosun-scheduler",
@@ -233,7 +257,7 @@ pub async fn run(
     };
     let controller_manager = match config.controllers.clone() {
         Some(controllers_config) => {
-            let client = api_client(&admin_kubeconfig).await?;
+            let client = component_client(&secrets.ca, &server_url, CONTROLLER_MANAGER).await?;
             Some(spawn_elected(
                 client.clone(),
                 "bosun-controller-manager",
@@ -294,6 +318,24 @@ where
             })
             .await
     })
+}
+
+/// A client for a component that runs inside the server process under its own identity: a
+/// client certificate from the cluster CA for `user`, whom the bootstrap policy grants what
+/// the component needs.
+async fn component_client(
+    ca: &crate::pki::Ca,
+    server_url: &str,
+    user: &str,
+) -> Result<kube::Client, ServerError> {
+    let issued = ca.issue_client(user, &[])?;
+    api_client(&kubeconfig_yaml_with_certificate(
+        server_url,
+        &ca.cert_pem,
+        &issued.cert_pem,
+        &issued.key_pem,
+    ))
+    .await
 }
 
 /// A Kubernetes client for the components that run inside the server process.
@@ -383,6 +425,28 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
          - name: bosun\n  context:\n    cluster: bosun\n    user: admin\n\
          current-context: bosun\n",
         ca = B64.encode(ca_pem),
+    )
+}
+
+fn kubeconfig_yaml_with_certificate(
+    server: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: bosun\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+         users:\n\
+         - name: component\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n\
+         contexts:\n\
+         - name: bosun\n  context:\n    cluster: bosun\n    user: component\n\
+         current-context: bosun\n",
+        ca = B64.encode(ca_pem),
+        cert = B64.encode(cert_pem),
+        key = B64.encode(key_pem),
     )
 }
 

@@ -45,6 +45,10 @@ pub struct Args {
     /// How often the event log is compacted.
     #[arg(long, env = "BOSUN_COMPACTION_INTERVAL", default_value = "1m", value_parser = duration)]
     compaction_interval: Duration,
+    /// A static token file for automation, in Kubernetes' CSV format:
+    /// `token,user,uid[,"group1,group2"]` per line.
+    #[arg(long, env = "BOSUN_TOKEN_AUTH_FILE")]
+    token_auth_file: Option<PathBuf>,
     /// How long an Event is kept after its last write.
     #[arg(long, env = "BOSUN_EVENT_TTL", default_value = "1h", value_parser = duration)]
     event_ttl: Duration,
@@ -58,7 +62,7 @@ pub struct Args {
     /// Do not run the scheduler in this server (run it elsewhere, or not at all).
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
-    /// Controllers not to run, comma-separated (controllers: cronjob, deployment, endpoint,
+    /// Controllers not to run, comma-separated (controllers: clusterrole-aggregation, cronjob, deployment, endpoint,
     /// endpointslice, function, function-autoscaler, function-triggers, garbagecollector,
     /// horizontalpodautoscaling, job, namespace, nodeipam, nodelifecycle, podgc, replicaset,
     /// servicelb); `*` disables all.
@@ -231,6 +235,7 @@ impl Args {
             compaction_window: args.compaction_window,
             compaction_interval: args.compaction_interval,
             event_ttl: args.event_ttl,
+            token_auth_file: args.token_auth_file,
             bookmark_interval: args.watch_bookmark_interval,
             metrics_resolution: args.metrics_resolution,
             scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {

@@ -1,7 +1,9 @@
 //! Bosun's one HTTPS serving path: rustls (the ring provider) in front of an axum router,
 //! HTTP/2 and HTTP/1.1 (with upgrades), for the API server's port and the node's port.
-//! [`server_config`] makes the rustls configuration from PEM, optionally requiring client
-//! certificates from given CAs; [`serve`] accepts connections until shutdown. The other end,
+//! [`server_config`] makes the rustls configuration from PEM, optionally asking for (or
+//! requiring) client certificates from given CAs; [`serve`] accepts connections until shutdown
+//! and hands each request the client's verified certificate as a [`PeerCertificate`]
+//! extension. The other end,
 //! [`client_config`], is how the API server reaches a node's port with its client
 //! certificate.
 //!
@@ -17,6 +19,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,6 +64,14 @@ impl Clone for Identity {
     }
 }
 
+/// The certificates of a PEM bundle, DER-encoded (for [`ClientCerts`]).
+pub fn certificates_der(pem: &str) -> Result<Vec<Vec<u8>>, Error> {
+    Ok(certificates(pem, "CA certificate")?
+        .into_iter()
+        .map(|c| c.to_vec())
+        .collect())
+}
+
 fn certificates(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
     rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -84,18 +95,40 @@ pub fn client_config(roots_pem: &str, identity: &Identity) -> Result<rustls::Cli
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?)
 }
 
-/// A rustls server configuration for a PEM certificate chain and key. With `client_cas`
-/// (DER), only clients with a certificate from one of them get through the handshake.
+/// Which client certificates a server asks for.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientCerts<'a> {
+    /// None: every client is anonymous at the TLS layer.
+    None,
+    /// Only clients with a certificate from one of these CAs (DER) get through the handshake.
+    Required(&'a [Vec<u8>]),
+    /// A client may show a certificate from one of these CAs (DER); one that shows another is
+    /// refused, one that shows none gets through.
+    Optional(&'a [Vec<u8>]),
+}
+
+/// The client's certificate (DER), verified against the server's client CAs during the
+/// handshake: an extension of every request on a connection whose client showed one.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<CertificateDer<'static>>);
+
+/// A rustls server configuration for a PEM certificate chain and key, asking for the client
+/// certificates `clients` says.
 pub fn server_config(
     cert_pem: &str,
     key_pem: &str,
-    client_cas: Option<&[Vec<u8>]>,
+    clients: ClientCerts<'_>,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let Identity { chain: certs, key } = Identity::from_pem(cert_pem, key_pem)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let mut config = match client_cas {
+    let (cas, optional) = match clients {
+        ClientCerts::None => (None, false),
+        ClientCerts::Required(cas) => (Some(cas), false),
+        ClientCerts::Optional(cas) => (Some(cas), true),
+    };
+    let mut config = match cas {
         None => builder.with_no_client_auth().with_single_cert(certs, key)?,
         Some(cas) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -104,12 +137,16 @@ pub fn server_config(
                     .add(rustls::pki_types::CertificateDer::from(ca.clone()))
                     .map_err(Error::ClientCa)?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
-            )
-            .build()
-            .map_err(|e| Error::ClientVerifier(e.to_string()))?;
+            );
+            if optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| Error::ClientVerifier(e.to_string()))?;
             builder
                 .with_client_cert_verifier(verifier)
                 .with_single_cert(certs, key)?
@@ -154,6 +191,18 @@ pub async fn serve(
                     return;
                 }
             };
+            let peer_certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| PeerCertificate(Arc::new(leaf.clone().into_owned())));
+            let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                if let Some(certificate) = &peer_certificate {
+                    request.extensions_mut().insert(certificate.clone());
+                }
+                request
+            });
             let service = TowerToHyperService::new(app);
             if let Err(error) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bosun_api::resources::{self, Resource};
 use serde_json::{Value, json};
 
+use super::auth::review;
 use super::{history, kinds, metrics};
 
 /// The media type of an aggregated discovery document.
@@ -74,7 +75,7 @@ pub fn aggregated_document(core: bool) -> Value {
         }));
     }
     if !core {
-        for (group, version, served) in READ_ONLY {
+        for (group, version, served, verbs) in HAND_SERVED {
             let resources: Vec<Value> = served
                 .iter()
                 .map(|(plural, kind, namespaced)| {
@@ -83,7 +84,7 @@ pub fn aggregated_document(core: bool) -> Value {
                         "responseKind": {"group": group, "version": version, "kind": kind},
                         "scope": if *namespaced { "Namespaced" } else { "Cluster" },
                         "singularResource": "",
-                        "verbs": READ_ONLY_VERBS,
+                        "verbs": verbs,
                     })
                 })
                 .collect();
@@ -143,7 +144,7 @@ pub async fn groups(headers: HeaderMap) -> Response {
 pub fn groups_document() -> Value {
     let groups: Vec<Value> = resources::group_versions()
         .into_iter()
-        .chain(READ_ONLY.iter().map(|(g, v, _)| (*g, *v)))
+        .chain(HAND_SERVED.iter().map(|(g, v, ..)| (*g, *v)))
         .filter(|(group, _)| !group.is_empty())
         .map(|(group, version)| {
             let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
@@ -157,7 +158,7 @@ pub fn groups_document() -> Value {
 pub fn group(group: &str) -> Option<Value> {
     let (_, version) = resources::group_versions()
         .into_iter()
-        .chain(READ_ONLY.iter().map(|(g, v, _)| (*g, *v)))
+        .chain(HAND_SERVED.iter().map(|(g, v, ..)| (*g, *v)))
         .find(|(g, _)| *g == group)?;
     let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     Some(json!({
@@ -166,18 +167,43 @@ pub fn group(group: &str) -> Option<Value> {
     }))
 }
 
-/// The groups served by hand rather than from the registry, read-only: `metrics.k8s.io`
-/// and Bosun's history (`bosun.dev`), with their (plural, kind, namespaced) resources.
-type ReadOnlyGroup = (
+/// The groups served by hand rather than from the registry: read-only `metrics.k8s.io` and
+/// Bosun's history (`bosun.dev`), and the create-only reviews of `authorization.k8s.io` and
+/// `authentication.k8s.io`, with their (plural, kind, namespaced) resources and verbs.
+type HandServedGroup = (
     &'static str,
     &'static str,
     &'static [(&'static str, &'static str, bool)],
+    &'static [&'static str],
 );
-const READ_ONLY: [ReadOnlyGroup; 2] = [
-    (metrics::GROUP, metrics::VERSION, &metrics::RESOURCES),
-    (history::GROUP, history::VERSION, &history::RESOURCES),
+const HAND_SERVED: [HandServedGroup; 4] = [
+    (
+        metrics::GROUP,
+        metrics::VERSION,
+        &metrics::RESOURCES,
+        READ_ONLY_VERBS,
+    ),
+    (
+        history::GROUP,
+        history::VERSION,
+        &history::RESOURCES,
+        READ_ONLY_VERBS,
+    ),
+    (
+        review::AUTHORIZATION,
+        review::VERSION,
+        &review::AUTHORIZATION_RESOURCES,
+        CREATE_ONLY_VERBS,
+    ),
+    (
+        review::AUTHENTICATION,
+        review::VERSION,
+        &review::AUTHENTICATION_RESOURCES,
+        CREATE_ONLY_VERBS,
+    ),
 ];
 const READ_ONLY_VERBS: &[&str] = &["get", "list"];
+const CREATE_ONLY_VERBS: &[&str] = &["create"];
 
 const VERBS: &[&str] = &[
     "create",
@@ -222,13 +248,13 @@ fn subresource_entry(resource: &Resource, sub: &kinds::Subresource) -> Value {
 /// The `APIResourceList` of one group version, or `None` if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut entries = Vec::new();
-    for (_, _, served) in READ_ONLY
+    for (_, _, served, verbs) in HAND_SERVED
         .iter()
-        .filter(|(g, v, _)| (*g, *v) == (group, version))
+        .filter(|(g, v, ..)| (*g, *v) == (group, version))
     {
         entries.extend(served.iter().map(|(plural, kind, namespaced)| {
             json!({"name": plural, "singularName": "", "namespaced": namespaced,
-                   "kind": kind, "verbs": READ_ONLY_VERBS})
+                   "kind": kind, "verbs": verbs})
         }));
     }
     for resource in resources::in_group_version(group, version) {

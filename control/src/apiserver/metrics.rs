@@ -22,7 +22,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::auth::{Attributes, User};
+use super::auth::{self, Attributes, ResourceAttributes, User};
 use super::status::{ApiError, ApiResult};
 use crate::store::ListRequest;
 
@@ -349,24 +349,15 @@ pub(crate) async fn authorize_read(
     name: Option<&str>,
 ) -> ApiResult<()> {
     let verb = if name.is_some() { "get" } else { "list" };
-    let attributes = Attributes {
+    let attributes = Attributes::Resource(ResourceAttributes {
         verb,
         group,
         resource: plural,
         subresource: None,
         namespace,
         name,
-    };
-    state
-        .authorizer
-        .authorize(&user, &attributes)
-        .await
-        .map_err(|why| {
-            ApiError::forbidden(format!(
-                "{plural}.{group} is forbidden: User {:?} cannot {verb} it: {why}",
-                user.name
-            ))
-        })
+    });
+    auth::authorize(&*state.authorizer, &user, &attributes).await
 }
 
 /// `GET /apis/metrics.k8s.io/v1beta1/...`.

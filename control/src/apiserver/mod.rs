@@ -11,12 +11,14 @@
 //!   hooks, table columns, protobuf message).
 //! - [`admission`]: metadata, the kind's preparation, then the chain of admission plugins.
 //! - [`patch`], [`table`], [`watch`]: patch formats, server-side printing, watch streams.
-//! - [`auth`]: bearer-token authentication and the authorization seam.
+//! - [`auth`]: authentication (tokens, client certificates), impersonation, RBAC and the
+//!   review APIs.
 //! - [`status`]: the one place errors become `metav1.Status` responses.
 //! - [`metrics`]: `metrics.k8s.io` from the nodes' readings; [`history`]: an hour of them,
 //!   and of the Functions' figures, under `bosun.dev/v1`; [`instrument`]: `/metrics`.
 //!
-//! Unauthenticated requests get 401, except `/healthz`, `/livez`, `/readyz` and `/version`.
+//! Unauthenticated requests get 401, except `/healthz`, `/livez`, `/readyz` and `/version`;
+//! what a user may do is RBAC's decision.
 
 pub mod admission;
 mod apply;
@@ -67,6 +69,10 @@ pub struct ApiState {
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {
     let metrics = Arc::new(instrument::ServerMetrics::default());
+    let auth = Arc::new(auth::AuthState {
+        authenticator,
+        authorizer: state.authorizer.clone(),
+    });
     Router::new()
         .route(
             "/metrics",
@@ -81,12 +87,20 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
         .route("/api/{*rest}", any(rest::core))
         .route("/apis/metrics.k8s.io/{*rest}", any(metrics::serve))
         .route("/apis/bosun.dev/{*rest}", any(history::serve))
+        .route(
+            "/apis/authorization.k8s.io/{*rest}",
+            any(auth::review::serve),
+        )
+        .route(
+            "/apis/authentication.k8s.io/{*rest}",
+            any(auth::review::serve),
+        )
         .route("/apis/{*rest}", any(rest::grouped))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::group_version))
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
-            authenticator,
+            auth,
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn_with_state(

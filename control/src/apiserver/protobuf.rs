@@ -637,6 +637,87 @@ pub static ROLE_BINDING: Message = Message {
     ],
 };
 
+static RESOURCE_ATTRIBUTES: Message = Message {
+    name: "ResourceAttributes",
+    fields: &[
+        f(1, "namespace", Str),
+        f(2, "verb", Str),
+        f(3, "group", Str),
+        f(4, "version", Str),
+        f(5, "resource", Str),
+        f(6, "subresource", Str),
+        f(7, "name", Str),
+        // Field and label selectors narrow a list; authorization here does not read them.
+        f(8, "fieldSelector", Skip),
+        f(9, "labelSelector", Skip),
+    ],
+};
+
+static NON_RESOURCE_ATTRIBUTES: Message = Message {
+    name: "NonResourceAttributes",
+    fields: &[f(1, "path", Str), f(2, "verb", Str)],
+};
+
+static SELF_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message {
+    name: "SelfSubjectAccessReviewSpec",
+    fields: &[
+        f(1, "resourceAttributes", Msg(&RESOURCE_ATTRIBUTES)),
+        f(2, "nonResourceAttributes", Msg(&NON_RESOURCE_ATTRIBUTES)),
+    ],
+};
+
+/// `kubectl auth can-i`'s request.
+pub static SELF_SUBJECT_ACCESS_REVIEW: Message = Message {
+    name: "SelfSubjectAccessReview",
+    fields: &[
+        f(1, "metadata", Msg(&OBJECT_META)),
+        f(2, "spec", Msg(&SELF_SUBJECT_ACCESS_REVIEW_SPEC)),
+        f(3, "status", Skip),
+    ],
+};
+
+static SELF_SUBJECT_RULES_REVIEW_SPEC: Message = Message {
+    name: "SelfSubjectRulesReviewSpec",
+    fields: &[f(1, "namespace", Str)],
+};
+
+/// `kubectl auth can-i --list`'s request.
+pub static SELF_SUBJECT_RULES_REVIEW: Message = Message {
+    name: "SelfSubjectRulesReview",
+    fields: &[
+        f(1, "metadata", Msg(&OBJECT_META)),
+        f(2, "spec", Msg(&SELF_SUBJECT_RULES_REVIEW_SPEC)),
+        f(3, "status", Skip),
+    ],
+};
+
+static SUBJECT_ACCESS_REVIEW_SPEC: Message = Message {
+    name: "SubjectAccessReviewSpec",
+    fields: &[
+        f(1, "resourceAttributes", Msg(&RESOURCE_ATTRIBUTES)),
+        f(2, "nonResourceAttributes", Msg(&NON_RESOURCE_ATTRIBUTES)),
+        f(3, "user", Str),
+        rep(4, "groups", Str),
+        f(6, "uid", Str),
+    ],
+};
+
+/// SubjectAccessReview and LocalSubjectAccessReview (the same fields).
+pub static SUBJECT_ACCESS_REVIEW: Message = Message {
+    name: "SubjectAccessReview",
+    fields: &[
+        f(1, "metadata", Msg(&OBJECT_META)),
+        f(2, "spec", Msg(&SUBJECT_ACCESS_REVIEW_SPEC)),
+        f(3, "status", Skip),
+    ],
+};
+
+/// `kubectl auth whoami`'s request.
+pub static SELF_SUBJECT_REVIEW: Message = Message {
+    name: "SelfSubjectReview",
+    fields: &[f(1, "metadata", Msg(&OBJECT_META)), f(2, "status", Skip)],
+};
+
 /// The JSON object a protobuf body holds. `message_of` gives the message of an API version's
 /// kind, if Bosun reads it as protobuf (the kind's strategy says). The error says what could
 /// not be read.

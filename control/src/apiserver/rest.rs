@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use serde_json::{Value, json};
 
 use super::admission::{self, Operation};
-use super::auth::{Attributes, User};
+use super::auth::{self, Attributes, ResourceAttributes, User};
 use super::read::{get, list};
 use super::request::{self, ListOptions, Parsed, Query, Target, WatchOptions};
 use super::status::{ApiError, ApiResult};
@@ -85,29 +85,15 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         .cloned()
         .ok_or_else(ApiError::unauthorized)?;
     let verb = request::verb(&parts.method, &target, &query);
-    state
-        .authorizer
-        .authorize(
-            &user,
-            &Attributes {
-                verb,
-                group: target.resource.group,
-                resource: target.resource.plural,
-                subresource: target.subresource.as_deref(),
-                namespace: target.namespace.as_deref(),
-                name: target.name.as_deref(),
-            },
-        )
-        .await
-        .map_err(|why| {
-            ApiError::forbidden(format!(
-                "{} {:?} is forbidden: User {:?} cannot {verb} resource {:?}: {why}",
-                target.resource.plural,
-                target.name(),
-                user.name,
-                target.resource.plural
-            ))
-        })?;
+    let attributes = Attributes::Resource(ResourceAttributes {
+        verb,
+        group: target.resource.group,
+        resource: target.resource.plural,
+        subresource: target.subresource.as_deref(),
+        namespace: target.namespace.as_deref(),
+        name: target.name.as_deref(),
+    });
+    auth::authorize(&*state.authorizer, &user, &attributes).await?;
     if let Some(sub) = target.subresource.as_deref() {
         let allowed = kinds::subresources(target.resource)
             .iter()

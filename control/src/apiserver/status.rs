@@ -59,6 +59,18 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
+    /// Forbidden, with the details naming what was refused (`kind` is the resource's plural,
+    /// as upstream's `NewForbidden` writes it).
+    pub fn forbidden_on(message: impl Into<String>, group: &str, plural: &str, name: &str) -> Self {
+        let mut error = Self::forbidden(message);
+        let mut details = json!({"name": name, "kind": plural});
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        error.details = Some(details);
+        error
+    }
+
     pub fn not_found_path(path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -17,10 +17,13 @@
 //! - [`function`]: runs each Function as a Deployment and a Service of its name.
 //! - [`autoscaler`]: scales Functions on their load, wakes them, and takes idle ones to zero.
 //! - [`triggers`]: calls Functions on their cron triggers' schedules.
+//! - [`clusterroleaggregation`]: fills aggregated ClusterRoles (`admin`, `edit`, `view`)
+//!   with the rules of the ClusterRoles their selectors match.
 //! - [`podautoscaler`]: scales Deployments and other scalable kinds on their pods' CPU,
 //!   memory or function load, as HorizontalPodAutoscalers ask.
 
 pub mod autoscaler;
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
@@ -46,6 +49,7 @@ use crate::events::RecorderOptions;
 
 /// The controllers' names, as `--disable-controllers` takes them.
 pub const ALL: &[&str] = &[
+    "clusterrole-aggregation",
     "cronjob",
     "deployment",
     "endpoint",
@@ -249,6 +253,9 @@ pub(crate) async fn drive<K, C, F>(
 /// Runs every enabled controller until they all end (they end only if the client is gone).
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     let mut tasks = tokio::task::JoinSet::new();
+    if !config.disabled.contains("clusterrole-aggregation") {
+        tasks.spawn(clusterroleaggregation::run(client.clone(), config.clone()));
+    }
     if !config.disabled.contains("garbagecollector") {
         tasks.spawn(garbagecollector::run(client.clone(), config.clone()));
     }

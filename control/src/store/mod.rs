@@ -116,7 +116,9 @@ impl Key {
         }
     }
 
-    /// Checks the parts the way the API server's object names are checked.
+    /// Checks the parts the way the API server's object names are checked: a namespace is a
+    /// DNS label; a name, at most 253 characters, is what the most lenient kind accepts (a
+    /// path segment, as RBAC's `system:node`); each kind's stricter rule is the API's.
     fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Error::InvalidKey {
             key: self.clone(),
@@ -136,7 +138,13 @@ impl Key {
             bosun_api::names::check_dns1123_label(&self.namespace)
                 .map_err(|e| invalid(format!("namespace {e}")))?;
         }
-        bosun_api::names::check_dns1123_subdomain(&self.name)
+        if self.name.len() > bosun_api::names::DNS1123_SUBDOMAIN_MAX {
+            return Err(invalid(format!(
+                "name must be no more than {} characters",
+                bosun_api::names::DNS1123_SUBDOMAIN_MAX
+            )));
+        }
+        bosun_api::names::check_path_segment_name(&self.name)
             .map_err(|e| invalid(format!("name {e}")))?;
         Ok(())
     }

@@ -629,7 +629,8 @@ async fn bad_input_is_refused_and_writes_nothing(kind: Kind) {
     let store = place.open().await;
     let before = store.revisions().await.unwrap();
     let cases: Vec<(Key, Value)> = vec![
-        (Key::new("pods", "default", "Bad_Name"), json!({})),
+        (Key::new("pods", "default", "a/b"), json!({})),
+        (Key::new("pods", "default", ".."), json!({})),
         (Key::new("pods", "default", ""), json!({})),
         (Key::new("pods", "Not-A-Namespace", "x"), json!({})),
         (Key::new("Pods!", "default", "x"), json!({})),

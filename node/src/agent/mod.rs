@@ -322,7 +322,7 @@ pub async fn run(
     let tls = bosun_tls::server_config(
         &serving_cert,
         &serving.signing_key.serialize_pem(),
-        Some(&cluster_ca),
+        bosun_tls::ClientCerts::Required(&cluster_ca),
     )?;
     let logs = Arc::new(LogIndex::default());
     let containers = Arc::new(Containers::default());

@@ -332,8 +332,12 @@ async fn outgoing_https_is_verified_against_the_trusted_authorities() {
     // `localhost` signed by nothing but itself.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let tls = bosun_tls::server_config(&cert.cert.pem(), &cert.signing_key.serialize_pem(), None)
-        .unwrap();
+    let tls = bosun_tls::server_config(
+        &cert.cert.pem(),
+        &cert.signing_key.serialize_pem(),
+        bosun_tls::ClientCerts::None,
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let app = axum::Router::new().route("/secret", axum::routing::get(async || "over TLS"));

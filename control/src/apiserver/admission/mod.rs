@@ -11,6 +11,7 @@
 //! [`priority::Priority`] (a pod's `priorityClassName` becomes its `spec.priority`),
 //! [`services::ServiceAllocation`] (cluster IPs and node ports).
 
+pub mod escalation;
 mod namespace;
 mod priority;
 pub mod services;
@@ -155,6 +156,12 @@ impl Chain {
 
     pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Self {
         Self { plugins }
+    }
+
+    /// This chain with `plugin` at its end.
+    pub fn with(mut self, plugin: Arc<dyn Plugin>) -> Self {
+        self.plugins.push(plugin);
+        self
     }
 
     /// Runs every mutating plugin, then every validating one; the first refusal ends it.

@@ -1,0 +1,389 @@
+//! Multi-tenancy through the real kubectl: users from `--token-auth-file`, RBAC with the
+//! bootstrap roles, upstream's Forbidden messages, `kubectl auth can-i|whoami`, escalation
+//! prevention and impersonation.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use bosun_testkit::eventually;
+
+use crate::support::Server;
+
+/// A server with users `alice` (group `dev`) and `bob` from a token file.
+struct Tenants {
+    server: Server,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tenants {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.csv");
+        std::fs::write(
+            &tokens,
+            "alice-token,alice,1001,\"dev\"\nbob-token,bob,1002\n",
+        )
+        .unwrap();
+        let data = dir.path().join("data");
+        let server = Server::start(&[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--token-auth-file",
+            tokens.to_str().unwrap(),
+            "--disable-scheduler",
+        ])
+        .await;
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, server.ca_pem()).unwrap();
+        for ns in ["team-a", "team-b"] {
+            server.kubectl(&["create", "namespace", ns]).unwrap();
+        }
+        Self {
+            server,
+            ca,
+            _dir: dir,
+        }
+    }
+
+    /// kubectl as the user of `token`; `Err` has what it printed.
+    fn kubectl_as(&self, token: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("kubectl")
+            .env_remove("KUBECONFIG")
+            .args([
+                "--kubeconfig=/dev/null",
+                &format!("--server=https://{}", self.server.addr),
+                &format!("--certificate-authority={}", self.ca.display()),
+                &format!("--token={token}"),
+            ])
+            .args(args)
+            .output()
+            .expect("kubectl is installed");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    fn alice(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_as("alice-token", args)
+    }
+
+    fn bob(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_as("bob-token", args)
+    }
+
+    /// Waits until `check` passes: a binding reaches the authorizer through its watch.
+    async fn until(&self, what: &str, check: impl Fn() -> bool) {
+        eventually(
+            what,
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || {
+                let ok = check();
+                async move { ok.then_some(()) }
+            },
+        )
+        .await
+    }
+}
+
+fn can_i(answer: Result<String, String>) -> String {
+    // `kubectl auth can-i` exits 1 for "no"; its answer is on stdout either way.
+    match answer {
+        Ok(out) => out.trim().to_string(),
+        Err(out) => out.lines().next().unwrap_or_default().trim().to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_bound_to_edit_works_in_its_namespace_and_nowhere_else() {
+    let t = Tenants::start().await;
+    // Before any binding, alice may do nothing with pods, and says so in upstream's words.
+    let refused = t.alice(&["get", "pods", "-n", "team-a"]).unwrap_err();
+    assert!(
+        refused.contains(r#"pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "team-a""#),
+        "{refused}"
+    );
+    t.server
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "alice-edit",
+            "--clusterrole=edit",
+            "--user=alice",
+            "-n",
+            "team-a",
+        ])
+        .unwrap();
+    t.until("alice can list pods in team-a", || {
+        t.alice(&["get", "pods", "-n", "team-a"]).is_ok()
+    })
+    .await;
+
+    // Create and delete in team-a.
+    t.alice(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team-a",
+        "--from-literal=a=b",
+    ])
+    .unwrap();
+    let read = t
+        .alice(&[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.a}",
+        ])
+        .unwrap();
+    assert_eq!(read, "b");
+    t.alice(&["delete", "configmap", "settings", "-n", "team-a"])
+        .unwrap();
+
+    // Forbidden in team-b, with the exact message.
+    let other = t.alice(&["get", "pods", "-n", "team-b"]).unwrap_err();
+    assert!(
+        other.contains(r#"Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "team-b""#),
+        "{other}"
+    );
+    let write = t
+        .alice(&[
+            "create",
+            "configmap",
+            "x",
+            "-n",
+            "team-b",
+            "--from-literal=a=b",
+        ])
+        .unwrap_err();
+    assert!(
+        write.contains(r#"configmaps is forbidden: User "alice" cannot create resource "configmaps" in API group "" in the namespace "team-b""#),
+        "{write}"
+    );
+    // Secrets cluster-wide: no.
+    let secrets = t.alice(&["get", "secrets", "-A"]).unwrap_err();
+    assert!(
+        secrets.contains(r#"secrets is forbidden: User "alice" cannot list resource "secrets" in API group "" at the cluster scope"#),
+        "{secrets}"
+    );
+    let nodes = t.alice(&["get", "nodes"]).unwrap_err();
+    assert!(nodes.contains("cannot list resource \"nodes\""), "{nodes}");
+
+    // `kubectl auth can-i` agrees with what happens.
+    for (args, expected) in [
+        (&["create", "configmaps", "-n", "team-a"][..], "yes"),
+        (&["delete", "configmaps", "-n", "team-a"][..], "yes"),
+        (&["list", "pods", "-n", "team-a"][..], "yes"),
+        (&["list", "pods", "-n", "team-b"][..], "no"),
+        (&["create", "configmaps", "-n", "team-b"][..], "no"),
+        (&["list", "secrets", "-A"][..], "no"),
+        (&["list", "nodes"][..], "no"),
+        (&["create", "rolebindings", "-n", "team-a"][..], "no"),
+    ] {
+        let mut command = vec!["auth", "can-i"];
+        command.extend_from_slice(args);
+        assert_eq!(can_i(t.alice(&command)), expected, "can-i {args:?}");
+    }
+    // The rules review lists what edit grants in team-a, and nothing of team-b.
+    let list = t
+        .alice(&["auth", "can-i", "--list", "-n", "team-a"])
+        .unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("configmaps ") && l.contains("create")),
+        "{list}"
+    );
+    let list_b = t
+        .alice(&["auth", "can-i", "--list", "-n", "team-b"])
+        .unwrap();
+    assert!(
+        !list_b.lines().any(|l| l.starts_with("configmaps ")),
+        "{list_b}"
+    );
+    // Who am I: the token file's name, uid and groups.
+    let whoami = t.alice(&["auth", "whoami", "-o", "json"]).unwrap();
+    let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(whoami["status"]["userInfo"]["username"], "alice");
+    assert_eq!(whoami["status"]["userInfo"]["uid"], "1001");
+    assert_eq!(
+        whoami["status"]["userInfo"]["groups"],
+        serde_json::json!(["dev", "system:authenticated"])
+    );
+    // Discovery works for every authenticated user; /metrics is the admin's.
+    t.alice(&["api-resources", "--api-group=apps"]).unwrap();
+    let metrics = t.alice(&["get", "--raw", "/metrics"]).unwrap_err();
+    assert!(
+        metrics.contains(r#"User \"alice\" cannot get path \"/metrics\""#)
+            || metrics.contains(r#"User "alice" cannot get path "/metrics""#),
+        "{metrics}"
+    );
+    // A wrong token is 401, not 403.
+    let stranger = t.kubectl_as("nobody", &["get", "pods"]).unwrap_err();
+    assert!(stranger.contains("Unauthorized"), "{stranger}");
+
+    // A group binding: bob is not in `dev`, alice is.
+    t.server
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "dev-view",
+            "--clusterrole=view",
+            "--group=dev",
+            "-n",
+            "team-b",
+        ])
+        .unwrap();
+    t.until("alice (in dev) can list pods in team-b", || {
+        t.alice(&["get", "pods", "-n", "team-b"]).is_ok()
+    })
+    .await;
+    assert!(t.bob(&["get", "pods", "-n", "team-b"]).is_err());
+    // view does not include secrets.
+    assert_eq!(
+        can_i(t.alice(&["auth", "can-i", "get", "secrets", "-n", "team-b"])),
+        "no"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_or_binding_that_grants_more_than_its_writer_holds_is_refused() {
+    let t = Tenants::start().await;
+    t.server
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "bob-admin",
+            "--clusterrole=admin",
+            "--user=bob",
+            "-n",
+            "team-a",
+        ])
+        .unwrap();
+    t.until("bob can create rolebindings in team-a", || {
+        can_i(t.bob(&["auth", "can-i", "create", "rolebindings", "-n", "team-a"])) == "yes"
+    })
+    .await;
+    // admin holds edit's rules: bob may hand edit on.
+    t.bob(&[
+        "create",
+        "rolebinding",
+        "alice-edit",
+        "--clusterrole=edit",
+        "--user=alice",
+        "-n",
+        "team-a",
+    ])
+    .unwrap();
+    // Not cluster-admin, not even in his own namespace.
+    let escalation = t
+        .bob(&[
+            "create",
+            "rolebinding",
+            "bob-root",
+            "--clusterrole=cluster-admin",
+            "--user=bob",
+            "-n",
+            "team-a",
+        ])
+        .unwrap_err();
+    assert!(
+        escalation.contains(r#"rolebindings.rbac.authorization.k8s.io "bob-root" is forbidden: user "bob" (groups=["system:authenticated"]) is attempting to grant RBAC permissions not currently held"#),
+        "{escalation}"
+    );
+    // Nor a Role with rules he lacks.
+    let role = t
+        .bob(&[
+            "create",
+            "role",
+            "nodes-reader",
+            "--verb=get",
+            "--resource=nodes",
+            "-n",
+            "team-a",
+        ])
+        .unwrap_err();
+    assert!(role.contains("not currently held"), "{role}");
+    t.bob(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get",
+        "--resource=pods",
+        "-n",
+        "team-a",
+    ])
+    .unwrap();
+    // With `bind` on cluster-admin, he may bind it.
+    t.server
+        .kubectl(&[
+            "create",
+            "clusterrole",
+            "bind-cluster-admin",
+            "--verb=bind",
+            "--resource=clusterroles",
+            "--resource-name=cluster-admin",
+        ])
+        .unwrap();
+    t.server
+        .kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "bob-binds",
+            "--clusterrole=bind-cluster-admin",
+            "--user=bob",
+        ])
+        .unwrap();
+    t.until("bob may bind cluster-admin in team-a", || {
+        t.bob(&[
+            "create",
+            "rolebinding",
+            "bob-root",
+            "--clusterrole=cluster-admin",
+            "--user=bob",
+            "-n",
+            "team-a",
+        ])
+        .is_ok()
+    })
+    .await;
+
+    // Impersonation: refused without the verb, allowed with it.
+    let refused = t
+        .bob(&["get", "pods", "-n", "team-a", "--as=alice"])
+        .unwrap_err();
+    assert!(
+        refused.contains(r#"users "alice" is forbidden: User "bob" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{refused}"
+    );
+    let as_alice = t
+        .server
+        .kubectl(&[
+            "auth",
+            "whoami",
+            "--as=alice",
+            "--as-group=dev",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+    let as_alice: serde_json::Value = serde_json::from_str(&as_alice).unwrap();
+    assert_eq!(as_alice["status"]["userInfo"]["username"], "alice");
+    assert_eq!(
+        as_alice["status"]["userInfo"]["groups"],
+        serde_json::json!(["dev", "system:authenticated"])
+    );
+    let denied = t
+        .server
+        .kubectl(&["get", "pods", "-n", "team-b", "--as=alice"])
+        .unwrap_err();
+    assert!(denied.contains(r#"User "alice" cannot list"#), "{denied}");
+}

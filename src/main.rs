@@ -55,6 +55,9 @@ enum Command {
     /// Deploy and list Functions (HTTP components that scale to zero).
     #[command(name = "fn", subcommand)]
     Function(commands::function::FnCommand),
+    /// Make a kubeconfig for a new user through a CertificateSigningRequest (approved with
+    /// your credentials when they allow it), and print it.
+    Kubeconfig(commands::kubeconfig::Args),
     /// Print a shell completion script: `source <(bosun completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -113,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Delete(args) => commands::apply::delete(args).await,
             Command::Logs(args) => commands::logs::logs(args).await,
             Command::Function(command) => commands::function::run(command).await,
+            Command::Kubeconfig(args) => commands::kubeconfig::run(args).await,
             Command::Completion { shell } => {
                 print_completion(shell);
                 Ok(())

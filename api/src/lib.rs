@@ -18,6 +18,7 @@
 //! the command line can all use it cheaply. Kubernetes wire types come from `k8s-openapi`, not
 //! from here; this crate holds only what those types do not (Bosun's own kinds included).
 
+pub mod certificates;
 pub mod cidr;
 pub mod cluster;
 pub mod cron;

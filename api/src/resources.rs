@@ -276,6 +276,19 @@ pub static RESOURCES: &[Resource] = &[
         false,
     ),
     Resource {
+        short_names: &["csr"],
+        status: true,
+        fields: &["spec.signerName"],
+        ..resource(
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            false,
+        )
+    },
+    Resource {
         ..resource(
             "discovery.k8s.io",
             "v1",

@@ -19,6 +19,53 @@ pub struct Error(#[from] rcgen::Error);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Why a certificate signing request cannot be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("not a PEM certificate request with a valid signature: {0}")]
+    Invalid(rcgen::Error),
+    #[error("the request's subject has no common name (the user name)")]
+    NoCommonName,
+    #[error(transparent)]
+    Sign(#[from] Error),
+}
+
+impl From<rcgen::Error> for RequestError {
+    fn from(error: rcgen::Error) -> Self {
+        Self::Sign(Error(error))
+    }
+}
+
+/// A PEM certificate signing request, its signature verified: the subject and key it asks
+/// for. Refused without a common name.
+pub fn parse_request(pem: &str) -> Result<rcgen::CertificateSigningRequestParams, RequestError> {
+    let request =
+        rcgen::CertificateSigningRequestParams::from_pem(pem).map_err(RequestError::Invalid)?;
+    let has_name = request
+        .params
+        .distinguished_name
+        .get(&DnType::CommonName)
+        .is_some();
+    if !has_name {
+        return Err(RequestError::NoCommonName);
+    }
+    Ok(request)
+}
+
+/// The PEM certificate signing request of a new key for `user` in `groups`, and the key.
+pub fn client_request(user: &str, groups: &[&str]) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    for group in groups {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, *group);
+    }
+    let request = params.serialize_request(&key)?;
+    Ok((request.pem()?, key.serialize_pem()))
+}
+
 /// The cluster CA, PEM-encoded.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Ca {
@@ -66,6 +113,36 @@ impl Ca {
             &[],
             ExtendedKeyUsagePurpose::ClientAuth,
         )
+    }
+
+    /// Signs a PEM certificate signing request as a client certificate valid from now for
+    /// `valid_for`: its subject as asked (CN the user, O the groups), client authentication
+    /// only, whatever other usages or names the request asked for. The request's signature
+    /// must verify.
+    pub fn sign_client_request(
+        &self,
+        request_pem: &str,
+        valid_for: std::time::Duration,
+    ) -> Result<String, RequestError> {
+        let request = parse_request(request_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, KeyPair::from_pem(&self.key_pem)?)?;
+        let mut params = request.params.clone();
+        params.subject_alt_names.clear();
+        params.is_ca = IsCa::NoCa;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        // A little slack for clocks that run behind.
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + valid_for;
+        let request = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: request.public_key,
+        };
+        Ok(request.signed_by(&issuer)?.pem())
     }
 
     fn issue(

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub event_ttl: Duration,
     /// Static tokens (`--token-auth-file`), beside the admin's.
     pub token_auth_file: Option<PathBuf>,
+    /// The longest a certificate signed for a CertificateSigningRequest lives.
+    pub cluster_signing_duration: Duration,
     /// How often watches that ask for bookmarks get one.
     pub bookmark_interval: Duration,
     /// The scheduler to run under leader election; `None` (`--disable-scheduler`) runs none.
@@ -226,6 +228,9 @@ pub async fn run(
             .with(Arc::new(admission::escalation::RbacEscalation {
                 rbac,
                 authorizer: authorizer.clone(),
+            }))
+            .with(Arc::new(admission::certificates::CertificateSigning {
+                authorizer: authorizer.clone(),
             })),
         ),
         metrics: Default::default(),
@@ -255,6 +260,10 @@ pub async fn run(
         }
         None => None,
     };
+    let signing = controllers::certificates::Signing {
+        ca: Arc::new(secrets.ca.clone()),
+        max_duration: config.cluster_signing_duration,
+    };
     let controller_manager = match config.controllers.clone() {
         Some(controllers_config) => {
             let client = component_client(&secrets.ca, &server_url, CONTROLLER_MANAGER).await?;
@@ -267,6 +276,7 @@ pub async fn run(
                     // Events name this server's leader identity as their reporting instance.
                     let mut config = controllers_config.clone();
                     config.events.instance = Some(identity);
+                    config.signing = Some(signing.clone());
                     controllers::run(client.clone(), config)
                 },
             ))

@@ -96,7 +96,7 @@ impl Cluster {
 }
 
 /// `$KUBECONFIG`'s first file, or DATA_DIR/admin.kubeconfig.
-fn default_kubeconfig() -> anyhow::Result<PathBuf> {
+pub fn default_kubeconfig() -> anyhow::Result<PathBuf> {
     if let Some(list) = std::env::var_os("KUBECONFIG")
         && let Some(first) = std::env::split_paths(&list).find(|p| !p.as_os_str().is_empty())
     {

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod client;
 pub mod function;
 pub mod get;
+pub mod kubeconfig;
 pub mod logs;
 pub mod node;
 pub mod push;

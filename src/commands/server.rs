@@ -49,6 +49,10 @@ pub struct Args {
     /// `token,user,uid[,"group1,group2"]` per line.
     #[arg(long, env = "BOSUN_TOKEN_AUTH_FILE")]
     token_auth_file: Option<PathBuf>,
+    /// The longest a certificate signed for a CertificateSigningRequest lives (a request may
+    /// ask for less with `spec.expirationSeconds`).
+    #[arg(long, env = "BOSUN_CLUSTER_SIGNING_DURATION", default_value = "8760h", value_parser = duration)]
+    cluster_signing_duration: Duration,
     /// How long an Event is kept after its last write.
     #[arg(long, env = "BOSUN_EVENT_TTL", default_value = "1h", value_parser = duration)]
     event_ttl: Duration,
@@ -62,7 +66,7 @@ pub struct Args {
     /// Do not run the scheduler in this server (run it elsewhere, or not at all).
     #[arg(long, env = "BOSUN_DISABLE_SCHEDULER")]
     disable_scheduler: bool,
-    /// Controllers not to run, comma-separated (controllers: clusterrole-aggregation, cronjob, deployment, endpoint,
+    /// Controllers not to run, comma-separated (controllers: clusterrole-aggregation, cronjob, csrsigning, deployment, endpoint,
     /// endpointslice, function, function-autoscaler, function-triggers, garbagecollector,
     /// horizontalpodautoscaling, job, namespace, nodeipam, nodelifecycle, podgc, replicaset,
     /// servicelb); `*` disables all.
@@ -236,6 +240,7 @@ impl Args {
             compaction_interval: args.compaction_interval,
             event_ttl: args.event_ttl,
             token_auth_file: args.token_auth_file,
+            cluster_signing_duration: args.cluster_signing_duration,
             bookmark_interval: args.watch_bookmark_interval,
             metrics_resolution: args.metrics_resolution,
             scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {

@@ -387,3 +387,167 @@ async fn a_role_or_binding_that_grants_more_than_its_writer_holds_is_refused() {
         .unwrap_err();
     assert!(denied.contains(r#"User "alice" cannot list"#), "{denied}");
 }
+
+/// Runs `bosun ARGS` with the admin kubeconfig; `Err` has what it printed on stderr.
+fn bosun(server: &Server, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(crate::support::BOSUN)
+        .env("KUBECONFIG", &server.kubeconfig)
+        .args(args)
+        .output()
+        .expect("bosun runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn csr_manifest(name: &str, user: &str) -> String {
+    use base64::Engine as _;
+    let (request, _key) = bosun_control::pki::client_request(user, &["ops"]).unwrap();
+    let request = base64::engine::general_purpose::STANDARD.encode(request);
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 3600\n  usages: [\"client auth\"]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_come_from_approved_requests_and_name_their_user() {
+    let t = Tenants::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // `bosun kubeconfig` runs the whole flow with the admin's credentials.
+    let carol = dir.path().join("carol.kubeconfig");
+    let printed = bosun(
+        &t.server,
+        &[
+            "kubeconfig",
+            "--user",
+            "carol",
+            "--group",
+            "qa",
+            "--namespace",
+            "team-a",
+            "--expiry",
+            "24h",
+            "-o",
+            carol.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(printed.is_empty(), "-o writes the file only: {printed:?}");
+    let as_carol = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", &carol)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, whoami) = as_carol(&["auth", "whoami", "-o", "jsonpath={.status.userInfo}"]);
+    assert!(ok, "{whoami}");
+    let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(whoami["username"], "carol");
+    assert_eq!(
+        whoami["groups"],
+        serde_json::json!(["qa", "system:authenticated"])
+    );
+    // The context's namespace is team-a, where carol may do nothing yet.
+    let (ok, refused) = as_carol(&["get", "pods"]);
+    assert!(!ok);
+    assert!(
+        refused.contains(
+            r#"User "carol" cannot list resource "pods" in API group "" in the namespace "team-a""#
+        ),
+        "{refused}"
+    );
+    t.server
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "qa-view",
+            "--clusterrole=view",
+            "--group=qa",
+            "-n",
+            "team-a",
+        ])
+        .unwrap();
+    t.until("carol (in qa) can list pods", || {
+        as_carol(&["get", "pods"]).0
+    })
+    .await;
+    // The certificate lives as long as asked.
+    let requests = t.server.kubectl(&["get", "csr", "-o", "json"]).unwrap();
+    let requests: serde_json::Value = serde_json::from_str(&requests).unwrap();
+    let issued = &requests["items"][0];
+    assert_eq!(
+        issued["spec"]["username"], "system:admin",
+        "the requester is recorded"
+    );
+    assert_eq!(issued["spec"]["expirationSeconds"], 86400);
+
+    // kubectl's own flow: a denied request gets no certificate; an approved one does.
+    for name in ["denied", "approved"] {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, csr_manifest(name, "dave")).unwrap();
+        t.server
+            .kubectl(&["apply", "-f", file.to_str().unwrap()])
+            .unwrap();
+    }
+    // alice may not approve anything.
+    let refused = t
+        .alice(&["certificate", "approve", "approved"])
+        .unwrap_err();
+    assert!(refused.contains("Forbidden"), "{refused}");
+    t.server
+        .kubectl(&["certificate", "deny", "denied"])
+        .unwrap();
+    t.server
+        .kubectl(&["certificate", "approve", "approved"])
+        .unwrap();
+    let certificate = |name: &str| {
+        t.server
+            .kubectl(&["get", "csr", name, "-o", "jsonpath={.status.certificate}"])
+            .unwrap()
+    };
+    eventually(
+        "the approved request is signed",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let issued = !certificate("approved").is_empty();
+            async move { issued.then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        certificate("denied"),
+        "",
+        "a denied request is never signed"
+    );
+    let table = t.server.kubectl(&["get", "csr"]).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("denied ") && l.contains("Denied")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("approved ") && l.contains("Approved,Issued")),
+        "{table}"
+    );
+    // A denial is final.
+    let again = t
+        .server
+        .kubectl(&["certificate", "approve", "denied"])
+        .unwrap_err();
+    assert!(again.contains("already Denied"), "{again}");
+}

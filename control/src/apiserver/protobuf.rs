@@ -59,6 +59,8 @@ enum Ty {
     /// A bool Go always writes and JSON leaves out when false.
     Bool0,
     Msg(&'static Message),
+    /// `bytes`, as base64 (empty bytes left out).
+    Bytes,
     /// `map<string, string>`.
     StrMap,
     /// `map<string, bytes>`, values as base64.
@@ -106,8 +108,8 @@ const fn rep(number: u32, name: &'static str, ty: Ty) -> Field {
 }
 
 use Ty::{
-    Bool, Bool0, BytesMap, Int, Int0, IntOrString, Msg, Quantity, QuantityMap, Skip, Str, StrMap,
-    Time,
+    Bool, Bool0, Bytes, BytesMap, Int, Int0, IntOrString, Msg, Quantity, QuantityMap, Skip, Str,
+    StrMap, Time,
 };
 
 static OWNER_REFERENCE: Message = Message {
@@ -139,6 +141,10 @@ static OBJECT_META: Message = Message {
         f(12, "annotations", StrMap),
         rep(13, "ownerReferences", Msg(&OWNER_REFERENCE)),
         rep(14, "finalizers", Str),
+        // managedFields, sent back by clients that update what they read (`kubectl
+        // certificate approve`): read past, so the stored ones stay, as for a JSON write
+        // without them.
+        f(17, "managedFields", Skip),
     ],
 };
 
@@ -718,6 +724,51 @@ pub static SELF_SUBJECT_REVIEW: Message = Message {
     fields: &[f(1, "metadata", Msg(&OBJECT_META)), f(2, "status", Skip)],
 };
 
+static CSR_SPEC: Message = Message {
+    name: "CertificateSigningRequestSpec",
+    fields: &[
+        f(1, "request", Bytes),
+        f(2, "username", Str),
+        f(3, "uid", Str),
+        rep(4, "groups", Str),
+        rep(5, "usages", Str),
+        // `extra` (map to ExtraValue): set by the server from the requester, never by clients.
+        f(6, "extra", Skip),
+        f(7, "signerName", Str),
+        f(8, "expirationSeconds", Int),
+    ],
+};
+
+static CSR_CONDITION: Message = Message {
+    name: "CertificateSigningRequestCondition",
+    fields: &[
+        f(1, "type", Str),
+        f(2, "reason", Str),
+        f(3, "message", Str),
+        f(4, "lastUpdateTime", Time),
+        f(5, "lastTransitionTime", Time),
+        f(6, "status", Str),
+    ],
+};
+
+static CSR_STATUS: Message = Message {
+    name: "CertificateSigningRequestStatus",
+    fields: &[
+        rep(1, "conditions", Msg(&CSR_CONDITION)),
+        f(2, "certificate", Bytes),
+    ],
+};
+
+/// What `kubectl certificate approve|deny` sends to `approval` (the whole request).
+pub static CERTIFICATE_SIGNING_REQUEST: Message = Message {
+    name: "CertificateSigningRequest",
+    fields: &[
+        f(1, "metadata", Msg(&OBJECT_META)),
+        f(2, "spec", Msg(&CSR_SPEC)),
+        f(3, "status", Msg(&CSR_STATUS)),
+    ],
+};
+
 /// The JSON object a protobuf body holds. `message_of` gives the message of an API version's
 /// kind, if Bosun reads it as protobuf (the kind's strategy says). The error says what could
 /// not be read.
@@ -809,6 +860,9 @@ fn decode_value(spec: &Field, wire: Wire) -> Result<Option<Value>, Error> {
             let s = utf8(b)?;
             // Go writes its zero strings; JSON omits them (a list keeps its items).
             (!s.is_empty() || spec.repeated).then(|| json!(s))
+        }
+        (Bytes, Wire::Bytes(b)) => {
+            (!b.is_empty()).then(|| json!(base64::engine::general_purpose::STANDARD.encode(b)))
         }
         (Int, Wire::Varint(v)) => Some(json!(v as i64)),
         (Int0, Wire::Varint(v)) => (v != 0).then(|| json!(v as i64)),

@@ -17,12 +17,14 @@
 //! - [`function`]: runs each Function as a Deployment and a Service of its name.
 //! - [`autoscaler`]: scales Functions on their load, wakes them, and takes idle ones to zero.
 //! - [`triggers`]: calls Functions on their cron triggers' schedules.
+//! - [`certificates`]: signs approved CertificateSigningRequests with the cluster CA.
 //! - [`clusterroleaggregation`]: fills aggregated ClusterRoles (`admin`, `edit`, `view`)
 //!   with the rules of the ClusterRoles their selectors match.
 //! - [`podautoscaler`]: scales Deployments and other scalable kinds on their pods' CPU,
 //!   memory or function load, as HorizontalPodAutoscalers ask.
 
 pub mod autoscaler;
+pub mod certificates;
 pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod deployment;
@@ -51,6 +53,7 @@ use crate::events::RecorderOptions;
 pub const ALL: &[&str] = &[
     "clusterrole-aggregation",
     "cronjob",
+    "csrsigning",
     "deployment",
     "endpoint",
     "endpointslice",
@@ -103,6 +106,8 @@ pub struct ControllersConfig {
     pub hpa_cpu_initialization_period: Duration,
     /// How long after its start a pod may be unready without being held as never ready (30 s).
     pub hpa_initial_readiness_delay: Duration,
+    /// The CA and limits the CSR signer signs with; `None` signs nothing.
+    pub signing: Option<certificates::Signing>,
 }
 
 impl Default for ControllersConfig {
@@ -124,6 +129,7 @@ impl Default for ControllersConfig {
             hpa_tolerance: 0.1,
             hpa_cpu_initialization_period: Duration::from_secs(300),
             hpa_initial_readiness_delay: Duration::from_secs(30),
+            signing: None,
         }
     }
 }
@@ -253,6 +259,9 @@ pub(crate) async fn drive<K, C, F>(
 /// Runs every enabled controller until they all end (they end only if the client is gone).
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     let mut tasks = tokio::task::JoinSet::new();
+    if !config.disabled.contains("csrsigning") {
+        tasks.spawn(certificates::run(client.clone(), config.clone()));
+    }
     if !config.disabled.contains("clusterrole-aggregation") {
         tasks.spawn(clusterroleaggregation::run(client.clone(), config.clone()));
     }

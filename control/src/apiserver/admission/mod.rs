@@ -11,6 +11,7 @@
 //! [`priority::Priority`] (a pod's `priorityClassName` becomes its `spec.priority`),
 //! [`services::ServiceAllocation`] (cluster IPs and node ports).
 
+pub mod certificates;
 pub mod escalation;
 mod namespace;
 mod priority;
@@ -255,6 +256,30 @@ pub fn prepare_create(
 
 /// Prepares a replacement of `old` by `new` (a PUT of the object or of its `status`): keeps
 /// what clients may not change, bumps `generation` when the spec changed, validates.
+/// Sets (or, with `None`, removes) the value at a JSON pointer of object keys, creating the
+/// objects on the way.
+fn set_pointer(object: &mut Value, pointer: &str, value: Option<Value>) {
+    let mut keys: Vec<&str> = pointer.split('/').skip(1).collect();
+    let Some(last) = keys.pop() else { return };
+    let mut at = object;
+    for key in keys {
+        if !at.get(key).is_some_and(Value::is_object) {
+            if value.is_none() {
+                return;
+            }
+            at[key] = json!({});
+        }
+        at = &mut at[key];
+    }
+    let Some(map) = at.as_object_mut() else {
+        return;
+    };
+    match value {
+        Some(value) => map.insert(last.to_string(), value),
+        None => map.remove(last),
+    };
+}
+
 pub fn prepare_update(
     resource: &Resource,
     name: &str,
@@ -283,15 +308,19 @@ pub fn prepare_update(
                 None => drop(new.as_object_mut().map(|o| o.remove("status"))),
             }
         }
-        // `finalize` changes only a namespace's `spec.finalizers`.
-        Some("finalize") => {
-            let finalizers = new.pointer("/spec/finalizers").cloned();
+        // Another subresource changes only what it writes (a namespace's `finalize`, its
+        // `spec.finalizers`).
+        Some(sub) if sub != "scale" => {
+            let writes = kinds::subresources(resource)
+                .into_iter()
+                .find(|s| s.name == sub)
+                .map(|s| s.writes)
+                .unwrap_or_default();
+            let written: Vec<Option<Value>> =
+                writes.iter().map(|p| new.pointer(p).cloned()).collect();
             *new = with_resource_version(old.clone(), new);
-            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                match finalizers {
-                    Some(f) => spec.insert("finalizers".into(), f),
-                    None => spec.remove("finalizers"),
-                };
+            for (pointer, value) in writes.iter().zip(written) {
+                set_pointer(new, pointer, value);
             }
         }
         _ => {

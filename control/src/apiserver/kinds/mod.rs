@@ -13,6 +13,7 @@
 mod apps;
 mod autoscaling;
 mod batch;
+pub mod certificates;
 mod config;
 mod coordination;
 mod event;
@@ -70,6 +71,7 @@ static STRATEGIES: &[&dyn KindStrategy] = &[
     &node::RUNTIME_CLASS,
     &priorityclass::PriorityClass,
     &function::Function,
+    &certificates::CertificateSigningRequest,
 ];
 
 /// The strategy of a served resource. Every registry entry has one (a test checks it). It is
@@ -216,6 +218,10 @@ pub struct Subresource {
     pub version: &'static str,
     pub kind: &'static str,
     pub verbs: &'static [&'static str],
+    /// What an update through it changes, as JSON pointers (a namespace's `finalize`: its
+    /// `/spec/finalizers`); the rest of the object is kept as stored. Empty for subresources
+    /// that are not updated, and for `status`, which writes `/status`.
+    pub writes: &'static [&'static str],
 }
 
 /// Every subresource of `resource`: `status` and `scale` where the registry entry has them,
@@ -229,6 +235,7 @@ pub fn subresources(resource: &Resource) -> Vec<Subresource> {
             version: resource.version,
             kind: resource.kind,
             verbs: &["get", "patch", "update"],
+            writes: &["/status"],
         });
     }
     if resource.scale {
@@ -238,6 +245,7 @@ pub fn subresources(resource: &Resource) -> Vec<Subresource> {
             version: "v1",
             kind: "Scale",
             verbs: &["get", "patch", "update"],
+            writes: &[],
         });
     }
     out.extend_from_slice(for_resource(resource).subresources());

@@ -54,6 +54,7 @@ impl KindStrategy for Namespace {
             version: "v1",
             kind: "Namespace",
             verbs: &["update"],
+            writes: &["/spec/finalizers"],
         }]
     }
 

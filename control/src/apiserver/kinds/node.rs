@@ -28,6 +28,7 @@ impl KindStrategy for Node {
             version: "v1",
             kind: "NodeProxyOptions",
             verbs: &["get"],
+            writes: &[],
         }]
     }
 }

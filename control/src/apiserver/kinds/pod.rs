@@ -52,6 +52,7 @@ impl KindStrategy for Pod {
                 version: "v1",
                 kind: "Binding",
                 verbs: &["create"],
+                writes: &[],
             },
             Subresource {
                 name: "log",
@@ -59,6 +60,7 @@ impl KindStrategy for Pod {
                 version: "v1",
                 kind: "Pod",
                 verbs: &["get"],
+                writes: &[],
             },
         ]
     }

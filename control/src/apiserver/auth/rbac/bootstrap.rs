@@ -371,6 +371,16 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["rbac.authorization.k8s.io"],
                     &["clusterroles"],
                 ),
+                // The CSR signer.
+                json!({
+                    "verbs": ["sign"],
+                    "apiGroups": ["certificates.k8s.io"],
+                    "resources": ["signers"],
+                    "resourceNames": [
+                        bosun_api::certificates::CLIENT_SIGNER,
+                        bosun_api::certificates::NODE_CLIENT_SIGNER,
+                    ],
+                }),
             ],
         ),
     ]

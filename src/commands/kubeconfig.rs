@@ -1,0 +1,254 @@
+//! `bosun kubeconfig --user NAME [--group G]… [--namespace NS] [--expiry 24h] [-o FILE]`: a
+//! kubeconfig for a new user, through the Kubernetes CSR flow with the caller's credentials.
+//!
+//! It makes a key and a certificate request for NAME in the groups (CN and O), creates a
+//! CertificateSigningRequest for `kubernetes.io/kube-apiserver-client`, approves it when the
+//! caller may (`certificatesigningrequests/approval` and `approve` on the signer; otherwise it
+//! says who must, and waits), waits for the certificate, and prints the kubeconfig on stdout
+//! and nothing else (or writes FILE, 0600).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bosun_api::certificates::CLIENT_SIGNER;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::client::{api_error, default_kubeconfig};
+use super::node::kube_config;
+use super::server::duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The new user's name (the certificate's CN).
+    #[arg(long)]
+    user: String,
+    /// A group the user is in (the certificate's O; repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// The namespace of the kubeconfig's context.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// How long the certificate lives (at most the server's `--cluster-signing-duration`).
+    #[arg(long, value_parser = duration)]
+    expiry: Option<Duration>,
+    /// Write the kubeconfig here (0600) instead of stdout.
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// The caller's kubeconfig. Default: $KUBECONFIG (its first file), else the admin
+    /// kubeconfig in the default data directory.
+    #[arg(long, env = "BOSUN_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// How long to wait for the approval and the certificate.
+    #[arg(long, default_value = "15m", value_parser = duration)]
+    timeout: Duration,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.user.is_empty() {
+        bail!("--user must not be empty");
+    }
+    if let Some(expiry) = args.expiry
+        && expiry < Duration::from_secs(600)
+    {
+        bail!("--expiry must be at least 10m");
+    }
+    let path = match &args.kubeconfig {
+        Some(path) => path.clone(),
+        None => default_kubeconfig()?,
+    };
+    let config = kube_config(&path, "bosun-kubeconfig").await?;
+    let server = config.cluster_url.to_string();
+    let ca_pem = config
+        .root_cert
+        .as_ref()
+        .map(|certs| {
+            certs
+                .iter()
+                .map(|der| pem("CERTIFICATE", der))
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let client = kube::Client::try_from(config)
+        .with_context(|| format!("cannot make a client from {}", path.display()))?;
+    let csrs: Api<CertificateSigningRequest> = Api::all(client);
+
+    let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
+    let (request_pem, key_pem) = bosun_control::pki::client_request(&args.user, &groups)
+        .context("cannot make a certificate request")?;
+    let mut spec = json!({
+        "request": B64.encode(&request_pem),
+        "signerName": CLIENT_SIGNER,
+        "usages": ["client auth", "digital signature", "key encipherment"],
+    });
+    if let Some(expiry) = args.expiry {
+        spec["expirationSeconds"] = json!(expiry.as_secs());
+    }
+    let csr: CertificateSigningRequest = serde_json::from_value(json!({
+        "metadata": {"generateName": format!("{}-", csr_name_prefix(&args.user))},
+        "spec": spec,
+    }))?;
+    let created = csrs
+        .create(&PostParams::default(), &csr)
+        .await
+        .map_err(api_error)
+        .context("cannot create the CertificateSigningRequest")?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+
+    let approval = json!({"status": {"conditions": [{
+        "type": "Approved",
+        "status": "True",
+        "reason": "BosunKubeconfig",
+        "message": "approved by bosun kubeconfig",
+    }]}});
+    match csrs
+        .patch_subresource(
+            "approval",
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&approval),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            eprintln!(
+                "you may not approve certificate requests; waiting for someone who may: kubectl certificate approve {name}"
+            );
+        }
+        Err(e) => return Err(api_error(e)).context("cannot approve the request"),
+    }
+
+    let certificate = wait_for_certificate(&csrs, &name, args.timeout).await?;
+    let kubeconfig = kubeconfig_yaml(
+        &server,
+        &ca_pem,
+        &args.user,
+        &certificate,
+        &key_pem,
+        args.namespace.as_deref(),
+    );
+    match &args.output {
+        Some(file) => write_private(file, &kubeconfig)?,
+        None => print!("{kubeconfig}"),
+    }
+    Ok(())
+}
+
+/// The request's certificate once issued; an error if it is denied or fails.
+async fn wait_for_certificate(
+    csrs: &Api<CertificateSigningRequest>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let csr = csrs.get(name).await.map_err(api_error)?;
+        let status = csr.status.unwrap_or_default();
+        for condition in status.conditions.iter().flatten() {
+            if (condition.type_ == "Denied" || condition.type_ == "Failed")
+                && condition.status != "False"
+            {
+                bail!(
+                    "the certificate request {name} was {}: {} {}",
+                    condition.type_.to_lowercase(),
+                    condition.reason.as_deref().unwrap_or_default(),
+                    condition.message.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        if let Some(certificate) = status.certificate.filter(|c| !c.0.is_empty()) {
+            return String::from_utf8(certificate.0).context("the certificate is not PEM");
+        }
+        if Instant::now() > deadline {
+            bail!("no certificate for {name} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A DNS-safe prefix for the request's name, from the user's.
+fn csr_name_prefix(user: &str) -> String {
+    let cleaned: String = user
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let cleaned = cleaned.trim_matches('-');
+    let cleaned: String = cleaned.chars().take(40).collect();
+    if cleaned.is_empty() {
+        "user".into()
+    } else {
+        cleaned.trim_end_matches('-').to_string()
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = B64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn kubeconfig_yaml(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    namespace: Option<&str>,
+) -> String {
+    let namespace = namespace
+        .map(|ns| format!("    namespace: {ns}\n"))
+        .unwrap_or_default();
+    let user_yaml = serde_json::to_string(user).expect("a string");
+    format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: bosun\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+         users:\n\
+         - name: {user_yaml}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n\
+         contexts:\n\
+         - name: bosun\n  context:\n    cluster: bosun\n    user: {user_yaml}\n{namespace}\
+         current-context: bosun\n",
+        server = server.trim_end_matches('/'),
+        ca = B64.encode(ca_pem),
+        cert = B64.encode(cert_pem),
+        key = B64.encode(key_pem),
+    )
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_names_are_dns_safe() {
+        assert_eq!(csr_name_prefix("alice"), "alice");
+        assert_eq!(csr_name_prefix("system:node:Web-1"), "system-node-web-1");
+        assert_eq!(csr_name_prefix("::"), "user");
+    }
+}

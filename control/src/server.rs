@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub event_ttl: Duration,
     /// Static tokens (`--token-auth-file`), beside the admin's.
     pub token_auth_file: Option<PathBuf>,
+    /// The `iss` of ServiceAccount tokens (`--service-account-issuer`), also the audience the
+    /// API server accepts.
+    pub service_account_issuer: String,
     /// The longest a certificate signed for a CertificateSigningRequest lives.
     pub cluster_signing_duration: Duration,
     /// How often watches that ask for bookmarks get one.
@@ -205,7 +208,15 @@ pub async fn run(
         },
     )
     .await?;
-    let mut authenticator = apiserver::auth::Authenticator::with_admin(secrets.admin_token_hash());
+    let signer = apiserver::auth::serviceaccount::Signer::new(
+        &secrets.service_account_key,
+        config.service_account_issuer.clone(),
+    )
+    .map_err(ServerError::Client)?;
+    let service_accounts =
+        apiserver::auth::serviceaccount::ServiceAccountTokens::start(store.clone(), signer).await?;
+    let mut authenticator = apiserver::auth::Authenticator::with_admin(secrets.admin_token_hash())
+        .with_service_accounts(service_accounts.clone());
     if let Some(path) = &config.token_auth_file {
         let count = authenticator.add_token_file(path)?;
         tracing::info!(path = %path.display(), count, "static tokens loaded");
@@ -235,6 +246,7 @@ pub async fn run(
         ),
         metrics: Default::default(),
         history: Default::default(),
+        service_accounts: Some(service_accounts),
     };
     let scraper = (!config.metrics_resolution.is_zero()).then(|| {
         tokio::spawn(apiserver::metrics::scrape_periodically(
@@ -277,6 +289,7 @@ pub async fn run(
                     let mut config = controllers_config.clone();
                     config.events.instance = Some(identity);
                     config.signing = Some(signing.clone());
+                    config.root_ca = Some(signing.ca.cert_pem.clone());
                     controllers::run(client.clone(), config)
                 },
             ))

@@ -49,6 +49,13 @@ pub struct Args {
     /// `token,user,uid[,"group1,group2"]` per line.
     #[arg(long, env = "BOSUN_TOKEN_AUTH_FILE")]
     token_auth_file: Option<PathBuf>,
+    /// The issuer (`iss`) of ServiceAccount tokens, and the audience the API server accepts.
+    #[arg(
+        long,
+        env = "BOSUN_SERVICE_ACCOUNT_ISSUER",
+        default_value = "https://kubernetes.default.svc"
+    )]
+    service_account_issuer: String,
     /// The longest a certificate signed for a CertificateSigningRequest lives (a request may
     /// ask for less with `spec.expirationSeconds`).
     #[arg(long, env = "BOSUN_CLUSTER_SIGNING_DURATION", default_value = "8760h", value_parser = duration)]
@@ -68,7 +75,7 @@ pub struct Args {
     disable_scheduler: bool,
     /// Controllers not to run, comma-separated (controllers: clusterrole-aggregation, cronjob, csrsigning, deployment, endpoint,
     /// endpointslice, function, function-autoscaler, function-triggers, garbagecollector,
-    /// horizontalpodautoscaling, job, namespace, nodeipam, nodelifecycle, podgc, replicaset,
+    /// horizontalpodautoscaling, job, namespace, nodeipam, nodelifecycle, podgc, replicaset, serviceaccount,
     /// servicelb); `*` disables all.
     #[arg(long, env = "BOSUN_DISABLE_CONTROLLERS", value_delimiter = ',')]
     disable_controllers: Vec<String>,
@@ -241,6 +248,7 @@ impl Args {
             event_ttl: args.event_ttl,
             token_auth_file: args.token_auth_file,
             cluster_signing_duration: args.cluster_signing_duration,
+            service_account_issuer: args.service_account_issuer,
             bookmark_interval: args.watch_bookmark_interval,
             metrics_resolution: args.metrics_resolution,
             scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {

@@ -551,3 +551,171 @@ async fn certificates_come_from_approved_requests_and_name_their_user() {
         .unwrap_err();
     assert!(again.contains("already Denied"), "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_work_until_their_account_or_pod_goes() {
+    let t = Tenants::start().await;
+    let k = |args: &[&str]| t.server.kubectl(args);
+    // Every namespace gets its default ServiceAccount and the cluster CA.
+    t.until("team-a has its default ServiceAccount and CA", || {
+        k(&["get", "serviceaccount", "default", "-n", "team-a"]).is_ok()
+            && k(&["get", "configmap", "kube-root-ca.crt", "-n", "team-a"]).is_ok()
+    })
+    .await;
+    let ca = k(&[
+        "get",
+        "configmap",
+        "kube-root-ca.crt",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.data.ca\\.crt}",
+    ])
+    .unwrap();
+    assert_eq!(ca, t.server.ca_pem());
+
+    k(&["create", "serviceaccount", "builder", "-n", "team-a"]).unwrap();
+    k(&[
+        "create",
+        "rolebinding",
+        "builder-edit",
+        "--clusterrole=edit",
+        "--serviceaccount=team-a:builder",
+        "-n",
+        "team-a",
+    ])
+    .unwrap();
+    let token = k(&["create", "token", "builder", "-n", "team-a"]).unwrap();
+    let token = token.trim();
+    t.until("the builder's token lists pods in team-a", || {
+        t.kubectl_as(token, &["get", "pods", "-n", "team-a"])
+            .is_ok()
+    })
+    .await;
+    let other = t
+        .kubectl_as(token, &["get", "pods", "-n", "team-b"])
+        .unwrap_err();
+    assert!(
+        other.contains(r#"pods is forbidden: User "system:serviceaccount:team-a:builder" cannot list resource "pods" in API group "" in the namespace "team-b""#),
+        "{other}"
+    );
+    let whoami = t
+        .kubectl_as(token, &["auth", "whoami", "-o", "json"])
+        .unwrap();
+    let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(
+        whoami["status"]["userInfo"]["groups"],
+        serde_json::json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:team-a",
+            "system:authenticated"
+        ])
+    );
+
+    // Tampered, for another audience, or too short-lived: refused.
+    let mut tampered: Vec<char> = token.chars().collect();
+    let middle = token.find('.').unwrap() + 5;
+    tampered[middle] = if tampered[middle] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    let refused = t
+        .kubectl_as(&tampered, &["get", "pods", "-n", "team-a"])
+        .unwrap_err();
+    assert!(refused.contains("Unauthorized"), "{refused}");
+    let vault = k(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "team-a",
+        "--audience=vault",
+    ])
+    .unwrap();
+    let refused = t
+        .kubectl_as(vault.trim(), &["get", "pods", "-n", "team-a"])
+        .unwrap_err();
+    assert!(refused.contains("Unauthorized"), "{refused}");
+    let short = k(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "team-a",
+        "--duration=1m",
+    ])
+    .unwrap_err();
+    assert!(short.contains("less than 10 minutes"), "{short}");
+
+    // A token bound to a pod dies with the pod.
+    k(&[
+        "run",
+        "bound",
+        "--image=registry.invalid/app:v1",
+        "-n",
+        "team-a",
+    ])
+    .unwrap();
+    let bound = k(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "team-a",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=bound",
+    ])
+    .unwrap();
+    let bound = bound.trim().to_string();
+    t.kubectl_as(&bound, &["get", "pods", "-n", "team-a"])
+        .unwrap();
+    k(&[
+        "delete",
+        "pod",
+        "bound",
+        "-n",
+        "team-a",
+        "--grace-period=0",
+        "--force",
+    ])
+    .unwrap();
+    t.until("the pod-bound token is refused", || {
+        t.kubectl_as(&bound, &["get", "pods", "-n", "team-a"])
+            .is_err_and(|e| e.contains("Unauthorized"))
+    })
+    .await;
+    // And every token dies with its ServiceAccount.
+    t.kubectl_as(token, &["get", "pods", "-n", "team-a"])
+        .unwrap();
+    k(&["delete", "serviceaccount", "builder", "-n", "team-a"]).unwrap();
+    t.until("the account's token is refused", || {
+        t.kubectl_as(token, &["get", "pods", "-n", "team-a"])
+            .is_err_and(|e| e.contains("Unauthorized"))
+    })
+    .await;
+
+    // The issuer's documents are public, so others can check tokens.
+    let client = crate::support::https_client(&t.server.ca_pem());
+    let discovery: serde_json::Value = client
+        .get(t.server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], "https://kubernetes.default.svc");
+    let jwks: serde_json::Value = client
+        .get(t.server.url("/openid/v1/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    let anonymous = client
+        .get(t.server.url("/api/v1/pods"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}

@@ -65,6 +65,8 @@ pub struct ApiState {
     pub metrics: Arc<metrics::Readings>,
     /// An hour of usage and Function figures, for `bosun.dev/v1`.
     pub history: Arc<history::History>,
+    /// ServiceAccount tokens' signer and checker; `None` issues none.
+    pub service_accounts: Option<Arc<auth::serviceaccount::ServiceAccountTokens>>,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {
@@ -96,6 +98,11 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
             any(auth::review::serve),
         )
         .route("/apis/{*rest}", any(rest::grouped))
+        .route(
+            "/.well-known/openid-configuration",
+            get(auth::serviceaccount::serve_discovery),
+        )
+        .route("/openid/v1/jwks", get(auth::serviceaccount::serve_jwks))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::group_version))
         .layer(DefaultBodyLimit::disable())

@@ -769,6 +769,50 @@ pub static CERTIFICATE_SIGNING_REQUEST: Message = Message {
     ],
 };
 
+static BOUND_OBJECT_REFERENCE: Message = Message {
+    name: "BoundObjectReference",
+    fields: &[
+        f(1, "kind", Str),
+        f(2, "apiVersion", Str),
+        f(3, "name", Str),
+        f(4, "uid", Str),
+    ],
+};
+
+static TOKEN_REQUEST_SPEC: Message = Message {
+    name: "TokenRequestSpec",
+    fields: &[
+        rep(1, "audiences", Str),
+        f(3, "boundObjectRef", Msg(&BOUND_OBJECT_REFERENCE)),
+        f(4, "expirationSeconds", Int),
+    ],
+};
+
+/// `kubectl create token`'s request.
+pub static TOKEN_REQUEST: Message = Message {
+    name: "TokenRequest",
+    fields: &[
+        f(1, "metadata", Msg(&OBJECT_META)),
+        f(2, "spec", Msg(&TOKEN_REQUEST_SPEC)),
+        f(3, "status", Skip),
+    ],
+};
+
+/// The messages of what clients send that is not a registered kind: a subresource's body or
+/// a review.
+pub fn unregistered(api_version: &str, kind: &str) -> Option<&'static Message> {
+    Some(match (api_version, kind) {
+        ("authentication.k8s.io/v1", "TokenRequest") => &TOKEN_REQUEST,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => &SELF_SUBJECT_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => &SELF_SUBJECT_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => &SELF_SUBJECT_RULES_REVIEW,
+        ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => {
+            &SUBJECT_ACCESS_REVIEW
+        }
+        _ => return None,
+    })
+}
+
 /// The JSON object a protobuf body holds. `message_of` gives the message of an API version's
 /// kind, if Bosun reads it as protobuf (the kind's strategy says). The error says what could
 /// not be read.

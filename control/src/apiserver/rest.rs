@@ -159,6 +159,10 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
         "create" if target.subresource.as_deref() == Some("binding") => {
             kinds::pod::bind(state, &target, decode(&parts.headers, &body)?).await
         }
+        "create" if target.subresource.as_deref() == Some("token") => {
+            kinds::serviceaccount::request_token(state, &target, decode(&parts.headers, &body)?)
+                .await
+        }
         "create" if target.name.is_none() => {
             let created = create(
                 state,

@@ -13,6 +13,7 @@
 //! - [`nodelifecycle`]: taints nodes that stopped renewing their Lease and evicts their pods.
 //! - [`endpoints`]: publishes the pods behind each Service as Endpoints (`endpoint`) and
 //!   EndpointSlices (`endpointslice`).
+//! - [`serviceaccounts`]: every namespace's `default` ServiceAccount and `kube-root-ca.crt`.
 //! - [`servicelb`]: gives LoadBalancer Services the nodes' addresses.
 //! - [`function`]: runs each Function as a Deployment and a Service of its name.
 //! - [`autoscaler`]: scales Functions on their load, wakes them, and takes idle ones to zero.
@@ -38,6 +39,7 @@ pub mod nodelifecycle;
 pub mod podautoscaler;
 pub mod podgc;
 pub mod replicaset;
+pub mod serviceaccounts;
 pub mod servicelb;
 pub mod triggers;
 
@@ -68,6 +70,7 @@ pub const ALL: &[&str] = &[
     "nodelifecycle",
     "podgc",
     "replicaset",
+    "serviceaccount",
     "servicelb",
 ];
 
@@ -108,6 +111,8 @@ pub struct ControllersConfig {
     pub hpa_initial_readiness_delay: Duration,
     /// The CA and limits the CSR signer signs with; `None` signs nothing.
     pub signing: Option<certificates::Signing>,
+    /// The cluster CA certificate (PEM) every namespace's `kube-root-ca.crt` carries.
+    pub root_ca: Option<String>,
 }
 
 impl Default for ControllersConfig {
@@ -130,6 +135,7 @@ impl Default for ControllersConfig {
             hpa_cpu_initialization_period: Duration::from_secs(300),
             hpa_initial_readiness_delay: Duration::from_secs(30),
             signing: None,
+            root_ca: None,
         }
     }
 }
@@ -259,6 +265,9 @@ pub(crate) async fn drive<K, C, F>(
 /// Runs every enabled controller until they all end (they end only if the client is gone).
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     let mut tasks = tokio::task::JoinSet::new();
+    if !config.disabled.contains("serviceaccount") {
+        tasks.spawn(serviceaccounts::run(client.clone(), config.clone()));
+    }
     if !config.disabled.contains("csrsigning") {
         tasks.spawn(certificates::run(client.clone(), config.clone()));
     }

@@ -5,6 +5,9 @@
 //! with AES-256-GCM under `PBKDF2-HMAC-SHA256(token, salt)`, and stores the sealed blob. A second
 //! server on the same PostgreSQL needs only the endpoint and the token; a wrong token cannot
 //! open the blob and the server refuses to start. The datastore never sees a secret in clear.
+//! A secret added in a later version (the ServiceAccount signing key) is made by the first
+//! server that finds it missing and stored with a compare-and-swap, so every server of the
+//! cluster ends up with the same one.
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -30,6 +33,8 @@ pub struct ClusterSecrets {
     encryption_key: [u8; 32],
     /// The bootstrap admin's bearer token (its SHA-256 is what requests are checked against).
     pub admin_token: String,
+    /// The ServiceAccount token signing key: an ECDSA P-256 key, PKCS#8 DER.
+    pub service_account_key: Vec<u8>,
 }
 
 impl ClusterSecrets {
@@ -64,6 +69,20 @@ struct Plain {
     ca: Ca,
     encryption_key: String,
     admin_token: String,
+    /// Base64 PKCS#8; absent in clusters made before ServiceAccount tokens.
+    #[serde(default)]
+    service_account_key: String,
+}
+
+/// A new ServiceAccount signing key (ECDSA P-256, PKCS#8 DER).
+fn generate_service_account_key() -> Result<Vec<u8>> {
+    let rng = ring::rand::SystemRandom::new();
+    ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &rng,
+    )
+    .map(|key| key.as_ref().to_vec())
+    .map_err(|_| Error::Bootstrap("cannot generate the ServiceAccount signing key".into()))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,7 +107,25 @@ pub(crate) async fn join<B: Backend + ?Sized>(
                     .into(),
             )
         })?;
-        return open(&sealed, token);
+        let mut sealed = sealed;
+        loop {
+            let secrets = open(&sealed, token)?;
+            if !secrets.service_account_key.is_empty() {
+                return Ok(secrets);
+            }
+            // A cluster from before ServiceAccount tokens: add the key, unless another
+            // server does it first (then use its key).
+            let upgraded = ClusterSecrets {
+                service_account_key: generate_service_account_key()?,
+                ..secrets
+            };
+            let resealed = seal(&upgraded)?;
+            let stored = backend.replace_bootstrap_data(&sealed, &resealed).await?;
+            if stored == resealed {
+                return Ok(upgraded);
+            }
+            sealed = stored;
+        }
     }
     let token = token.map_or_else(generate_token, str::to_string);
     let ca = Ca::generate("bosun-ca").map_err(|e| Error::Bootstrap(e.to_string()))?;
@@ -97,6 +134,7 @@ pub(crate) async fn join<B: Backend + ?Sized>(
         ca,
         encryption_key: Cipher::generate_key(),
         admin_token: generate_token(),
+        service_account_key: generate_service_account_key()?,
     };
     let sealed = seal(&secrets)?;
     let stored = backend.init_bootstrap_data(&sealed).await?;
@@ -119,6 +157,7 @@ fn seal(secrets: &ClusterSecrets) -> Result<Vec<u8>> {
         ca: secrets.ca.clone(),
         encryption_key: B64.encode(secrets.encryption_key),
         admin_token: secrets.admin_token.clone(),
+        service_account_key: B64.encode(&secrets.service_account_key),
     })
     .map_err(|e| Error::Bootstrap(e.to_string()))?;
     let mut salt = [0u8; 16];
@@ -166,11 +205,15 @@ fn open(sealed: &[u8], token: &str) -> Result<ClusterSecrets> {
         .ok()
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .ok_or_else(|| bad("encryption key"))?;
+    let service_account_key = B64
+        .decode(&plain.service_account_key)
+        .map_err(|_| bad("ServiceAccount signing key"))?;
     Ok(ClusterSecrets {
         token: token.to_string(),
         ca: plain.ca,
         encryption_key: key,
         admin_token: plain.admin_token,
+        service_account_key,
     })
 }
 
@@ -187,6 +230,7 @@ mod tests {
             },
             encryption_key: [7; 32],
             admin_token: "admin".into(),
+            service_account_key: vec![1, 2, 3],
         }
     }
 

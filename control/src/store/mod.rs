@@ -17,6 +17,7 @@
 mod batch;
 pub mod bootstrap;
 mod codec;
+pub mod follow;
 mod list;
 pub mod postgres;
 mod rows;
@@ -353,6 +354,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Stores `data` unless secrets are already there; returns whatever is stored now (so of
     /// two servers starting at once, both end up with the first one's secrets).
     async fn init_bootstrap_data(&self, data: &[u8]) -> Result<Vec<u8>>;
+    /// Replaces the stored secrets with `data` if they are still `old` (a server adding a
+    /// secret an older cluster lacks); returns whatever is stored now.
+    async fn replace_bootstrap_data(&self, old: &[u8], data: &[u8]) -> Result<Vec<u8>>;
 }
 
 /// Wakes the watch hub when new events may exist.

@@ -264,6 +264,19 @@ impl Backend for Sqlite {
         )
     }
 
+    async fn replace_bootstrap_data(&self, old: &[u8], data: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("UPDATE bootstrap SET data = ?2 WHERE id = 1 AND data = ?1")
+            .bind(old)
+            .bind(data)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT data FROM bootstrap WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn init_bootstrap_data(&self, data: &[u8]) -> Result<Vec<u8>> {
         sqlx::query("INSERT INTO bootstrap (id, data) VALUES (1, ?1) ON CONFLICT (id) DO NOTHING")
             .bind(data)

@@ -62,6 +62,7 @@ async fn in_process() -> (tempfile::TempDir, Arc<dyn Store>, axum::Router, Strin
         admission: Arc::new(apiserver::admission::Chain::standard(Default::default())),
         metrics: Default::default(),
         history: Default::default(),
+        service_accounts: None,
     };
     let router = apiserver::router(
         state,

@@ -15,16 +15,20 @@ use std::path::Path;
 use axum::extract::Request;
 use axum::http::header::AUTHORIZATION;
 
+use std::sync::Arc;
+
+use super::serviceaccount::{ServiceAccountTokens, looks_like_jwt};
 use super::{MASTERS, User};
 use crate::store::bootstrap::hash_token;
 
 /// The bootstrap admin.
 pub const ADMIN: &str = "system:admin";
 
-/// Known bearer tokens, by hash.
+/// Known bearer tokens, by hash, and ServiceAccount tokens.
 #[derive(Default)]
 pub struct Authenticator {
     tokens: HashMap<String, User>,
+    service_accounts: Option<Arc<ServiceAccountTokens>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +51,16 @@ impl Authenticator {
     pub fn with_admin(admin_token_hash: String) -> Self {
         let mut tokens = HashMap::new();
         tokens.insert(admin_token_hash, User::new(ADMIN, [MASTERS.to_string()]));
-        Self { tokens }
+        Self {
+            tokens,
+            service_accounts: None,
+        }
+    }
+
+    /// Also accepts ServiceAccount tokens.
+    pub fn with_service_accounts(mut self, tokens: Arc<ServiceAccountTokens>) -> Self {
+        self.service_accounts = Some(tokens);
+        self
     }
 
     /// Adds the tokens of a Kubernetes static token file: `token,user,uid[,"group1,group2"]`
@@ -105,15 +118,28 @@ impl Authenticator {
     pub fn authenticate(&self, request: &Request) -> Option<User> {
         if let Some(header) = request.headers().get(AUTHORIZATION) {
             let token = header.to_str().ok()?.strip_prefix("Bearer ")?.trim();
-            return self.tokens.get(&hash_token(token)).cloned();
+            return self.token_user(token);
         }
         let certificate = request.extensions().get::<bosun_tls::PeerCertificate>()?;
         certificate_user(&certificate.0)
     }
 
-    /// The user a bearer token names.
+    /// The user a bearer token names: a static one, or a ServiceAccount's.
     pub fn token_user(&self, token: &str) -> Option<User> {
-        self.tokens.get(&hash_token(token)).cloned()
+        if let Some(user) = self.tokens.get(&hash_token(token)) {
+            return Some(user.clone());
+        }
+        let service_accounts = self.service_accounts.as_ref()?;
+        if !looks_like_jwt(token) {
+            return None;
+        }
+        match service_accounts.authenticate(token) {
+            Ok(user) => Some(user),
+            Err(why) => {
+                tracing::debug!(%why, "ServiceAccount token refused");
+                None
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod authn;
 pub mod impersonation;
 pub mod rbac;
 pub mod review;
+pub mod serviceaccount;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -297,9 +298,18 @@ pub async fn authorize(
     }
 }
 
-/// Paths anyone may read: health, readiness and the version.
+/// Paths anyone may read: health, readiness, the version, and the ServiceAccount issuer's
+/// discovery documents.
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+    matches!(
+        path,
+        "/healthz"
+            | "/livez"
+            | "/readyz"
+            | "/version"
+            | "/.well-known/openid-configuration"
+            | "/openid/v1/jwks"
+    )
 }
 
 /// Whether `path` names a resource (and is authorized by its handler) rather than being a

@@ -135,16 +135,8 @@ async fn answer(state: &ApiState, request: Request) -> ApiResult<(StatusCode, Va
         .await
         .map_err(|_| ApiError::too_large(format!("a review is at most {MAX_BODY} bytes")))?;
     let mut object: Value = if content_type.starts_with(protobuf::MEDIA_TYPE) {
-        protobuf::decode(&body, |_, kind| match kind {
-            "SelfSubjectAccessReview" => Some(&protobuf::SELF_SUBJECT_ACCESS_REVIEW),
-            "SelfSubjectRulesReview" => Some(&protobuf::SELF_SUBJECT_RULES_REVIEW),
-            "SubjectAccessReview" | "LocalSubjectAccessReview" => {
-                Some(&protobuf::SUBJECT_ACCESS_REVIEW)
-            }
-            "SelfSubjectReview" => Some(&protobuf::SELF_SUBJECT_REVIEW),
-            _ => None,
-        })
-        .map_err(|e| ApiError::unsupported_media_type_because(&content_type, &e.to_string()))?
+        protobuf::decode(&body, protobuf::unregistered)
+            .map_err(|e| ApiError::unsupported_media_type_because(&content_type, &e.to_string()))?
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("the body is not a {kind}: {e}")))?

@@ -25,7 +25,7 @@ mod priorityclass;
 mod quota;
 mod rbac;
 mod service;
-mod serviceaccount;
+pub(super) mod serviceaccount;
 
 use std::marker::PhantomData;
 use std::sync::OnceLock;
@@ -53,7 +53,7 @@ static STRATEGIES: &[&dyn KindStrategy] = &[
     &config::Secret,
     &service::Service,
     &service::ENDPOINTS,
-    &serviceaccount::SERVICE_ACCOUNT,
+    &serviceaccount::ServiceAccount,
     &quota::RESOURCE_QUOTA,
     &quota::LIMIT_RANGE,
     &apps::Deployment,
@@ -114,7 +114,11 @@ pub fn presented(resource: &Resource, mut value: Value) -> Value {
 
 /// The protobuf message of `kind` at `api_version`, for the kinds read as protobuf.
 pub(crate) fn protobuf_message(api_version: &str, kind: &str) -> Option<&'static Message> {
-    bosun_api::resources::by_kind(api_version, kind).and_then(|r| for_resource(r).protobuf())
+    match bosun_api::resources::by_kind(api_version, kind) {
+        Some(resource) => for_resource(resource).protobuf(),
+        // What subresources and reviews are sent (TokenRequest, SelfSubjectAccessReview…).
+        None => super::protobuf::unregistered(api_version, kind),
+    }
 }
 
 /// How one kind behaves in the API server. Every method but [`object_type`] has the default

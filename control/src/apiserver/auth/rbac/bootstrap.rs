@@ -354,7 +354,14 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(
                     &["create"],
                     &[""],
-                    &["pods", "events", "endpoints", "services", "serviceaccounts"],
+                    &[
+                        "pods",
+                        "events",
+                        "endpoints",
+                        "services",
+                        "serviceaccounts",
+                        "configmaps",
+                    ],
                 ),
                 rule(&["create"], &["events.k8s.io"], &["events"]),
                 rule(

@@ -11,24 +11,18 @@
 pub mod bootstrap;
 pub mod rules;
 
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-use futures::StreamExt;
-use serde::Deserialize;
 
 use super::{Attributes, Authorizer, Decision, PolicyRule, Rules, User};
-use crate::store::{self, EventType, ListRequest, Store, WatchRequest};
+use crate::store::{self, Store};
 
 /// The store names of the four kinds the index follows.
 const ROLES: &str = "roles.rbac.authorization.k8s.io";
 const CLUSTER_ROLES: &str = "clusterroles.rbac.authorization.k8s.io";
 const ROLE_BINDINGS: &str = "rolebindings.rbac.authorization.k8s.io";
 const CLUSTER_ROLE_BINDINGS: &str = "clusterrolebindings.rbac.authorization.k8s.io";
-
-/// How long a failed list or watch of the policy waits before trying again.
-const RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -282,40 +276,19 @@ impl Rbac {
         let rbac = Arc::new(Self {
             index: RwLock::new(Index::default()),
         });
-        for resource in [CLUSTER_ROLES, ROLES, CLUSTER_ROLE_BINDINGS, ROLE_BINDINGS] {
-            let revision = rbac.relist(&*store, resource).await?;
-            tokio::spawn(follow(
-                store.clone(),
-                Arc::downgrade(&rbac),
-                resource,
-                revision,
-            ));
-        }
+        store::follow::follow(
+            store,
+            &[CLUSTER_ROLES, ROLES, CLUSTER_ROLE_BINDINGS, ROLE_BINDINGS],
+            &rbac,
+        )
+        .await?;
         Ok(rbac)
     }
 
-    /// Replaces what the index holds of `resource` with a fresh list; returns its revision.
-    async fn relist(&self, store: &dyn Store, resource: &str) -> store::Result<i64> {
-        let list = store
-            .list(&ListRequest {
-                resource: resource.to_string(),
-                ..Default::default()
-            })
-            .await?;
-        let mut index = self
-            .index
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index
             .write()
-            .expect("the RBAC index lock is not poisoned");
-        index.clear(resource);
-        for object in &list.items {
-            index.apply(
-                resource,
-                &object.key.namespace,
-                &object.key.name,
-                Some(&object.value),
-            );
-        }
-        Ok(list.revision)
+            .expect("the RBAC index lock is not poisoned")
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -385,6 +358,26 @@ impl Rbac {
     }
 }
 
+impl store::follow::Sink for Rbac {
+    fn reset(&self, resource: &str, objects: &[store::Object]) {
+        let mut index = self.write();
+        index.clear(resource);
+        for object in objects {
+            index.apply(
+                resource,
+                &object.key.namespace,
+                &object.key.name,
+                Some(&object.value),
+            );
+        }
+    }
+
+    fn apply(&self, resource: &str, key: &store::Key, value: Option<&serde_json::Value>) {
+        self.write()
+            .apply(resource, &key.namespace, &key.name, value);
+    }
+}
+
 #[async_trait::async_trait]
 impl Authorizer for Rbac {
     async fn authorize(&self, user: &User, attributes: &Attributes<'_>) -> Decision {
@@ -424,54 +417,5 @@ fn aggregate(errors: &[String]) -> String {
     match errors {
         [one] => one.clone(),
         many => format!("[{}]", many.join(", ")),
-    }
-}
-
-/// Follows one kind's changes from `revision`; relists when the watch fails (compaction).
-/// Ends when the authorizer is dropped.
-async fn follow(
-    store: Arc<dyn Store>,
-    rbac: std::sync::Weak<Rbac>,
-    resource: &'static str,
-    mut revision: i64,
-) {
-    loop {
-        let watch = store
-            .watch(WatchRequest {
-                resource: resource.to_string(),
-                after: revision,
-                ..Default::default()
-            })
-            .await;
-        match watch {
-            Ok(mut events) => {
-                while let Some(event) = events.next().await {
-                    let Some(rbac) = rbac.upgrade() else { return };
-                    match event {
-                        Ok(event) => {
-                            let key = &event.object.key;
-                            let value =
-                                (event.kind != EventType::Deleted).then_some(&event.object.value);
-                            rbac.index
-                                .write()
-                                .expect("the RBAC index lock is not poisoned")
-                                .apply(resource, &key.namespace, &key.name, value);
-                            revision = event.revision;
-                        }
-                        Err(error) => {
-                            tracing::info!(%error, resource, "RBAC watch ended; listing again");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, resource, "cannot watch the RBAC policy"),
-        }
-        tokio::time::sleep(RETRY).await;
-        let Some(rbac) = rbac.upgrade() else { return };
-        match rbac.relist(&*store, resource).await {
-            Ok(listed) => revision = listed,
-            Err(error) => tracing::warn!(%error, resource, "cannot list the RBAC policy"),
-        }
     }
 }

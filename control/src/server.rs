@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub event_ttl: Duration,
     /// Static tokens (`--token-auth-file`), beside the admin's.
     pub token_auth_file: Option<PathBuf>,
+    /// The audit policy and where its log goes; `None` logs nothing.
+    pub audit: Option<(apiserver::audit::Policy, apiserver::audit::LogConfig)>,
     /// The `iss` of ServiceAccount tokens (`--service-account-issuer`), also the audience the
     /// API server accepts.
     pub service_account_issuer: String,
@@ -247,6 +249,21 @@ pub async fn run(
         metrics: Default::default(),
         history: Default::default(),
         service_accounts: Some(service_accounts),
+        audit: match config.audit.clone() {
+            Some((policy, log)) => {
+                let path = log.path.clone();
+                Some(
+                    apiserver::audit::Auditor::start(policy, log).map_err(|source| {
+                        ServerError::Io {
+                            action: "cannot open the audit log",
+                            path,
+                            source,
+                        }
+                    })?,
+                )
+            }
+            None => None,
+        },
     };
     let scraper = (!config.metrics_resolution.is_zero()).then(|| {
         tokio::spawn(apiserver::metrics::scrape_periodically(

@@ -49,6 +49,22 @@ pub struct Args {
     /// `token,user,uid[,"group1,group2"]` per line.
     #[arg(long, env = "BOSUN_TOKEN_AUTH_FILE")]
     token_auth_file: Option<PathBuf>,
+    /// Where the audit log goes (`-` for stdout); nothing is logged without
+    /// `--audit-policy-file`.
+    #[arg(long, env = "BOSUN_AUDIT_LOG_PATH")]
+    audit_log_path: Option<PathBuf>,
+    /// The audit policy: an audit.k8s.io/v1 Policy (YAML).
+    #[arg(long, env = "BOSUN_AUDIT_POLICY_FILE")]
+    audit_policy_file: Option<PathBuf>,
+    /// Rotate the audit log past this many megabytes (0: never).
+    #[arg(long, env = "BOSUN_AUDIT_LOG_MAXSIZE", default_value_t = 100)]
+    audit_log_maxsize: u64,
+    /// How many rotated audit logs to keep (0: all).
+    #[arg(long, env = "BOSUN_AUDIT_LOG_MAXBACKUP", default_value_t = 10)]
+    audit_log_maxbackup: usize,
+    /// Remove rotated audit logs older than this many days (0: never).
+    #[arg(long, env = "BOSUN_AUDIT_LOG_MAXAGE", default_value_t = 0)]
+    audit_log_maxage: u64,
     /// The issuer (`iss`) of ServiceAccount tokens, and the audience the API server accepts.
     #[arg(
         long,
@@ -236,6 +252,23 @@ impl Args {
             config.validate().map_err(anyhow::Error::msg)?;
             Some(config)
         };
+        let audit = match (&args.audit_policy_file, &args.audit_log_path) {
+            (Some(policy), Some(path)) => Some((
+                bosun_control::apiserver::audit::Policy::load(policy)?,
+                bosun_control::apiserver::audit::LogConfig {
+                    path: path.clone(),
+                    max_size_mb: args.audit_log_maxsize,
+                    max_backups: args.audit_log_maxbackup,
+                    max_age_days: args.audit_log_maxage,
+                },
+            )),
+            (Some(_), None) => {
+                anyhow::bail!(
+                    "--audit-policy-file needs --audit-log-path (a file, or - for stdout)"
+                )
+            }
+            (None, _) => None,
+        };
         Ok(ServerConfig {
             data_dir,
             datastore_endpoint: args.datastore_endpoint,
@@ -249,6 +282,7 @@ impl Args {
             token_auth_file: args.token_auth_file,
             cluster_signing_duration: args.cluster_signing_duration,
             service_account_issuer: args.service_account_issuer,
+            audit,
             bookmark_interval: args.watch_bookmark_interval,
             metrics_resolution: args.metrics_resolution,
             scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {

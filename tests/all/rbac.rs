@@ -719,3 +719,148 @@ async fn service_account_tokens_work_until_their_account_or_pod_goes() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_follows_its_policy_and_never_holds_secret_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "alice-token,alice,1001,\"dev\"\n").unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  userGroups: ["system:nodes"]
+- level: None
+  users: ["system:kube-scheduler", "system:kube-controller-manager"]
+- level: RequestResponse
+  resources: [{group: "", resources: ["secrets", "configmaps"]}]
+- level: Metadata
+"#,
+    )
+    .unwrap();
+    let log = dir.path().join("audit").join("audit.log");
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--token-auth-file",
+        tokens.to_str().unwrap(),
+        "--audit-policy-file",
+        policy.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+    ])
+    .await;
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, server.ca_pem()).unwrap();
+    let alice = |args: &[&str]| {
+        Command::new("kubectl")
+            .env_remove("KUBECONFIG")
+            .args([
+                "--kubeconfig=/dev/null",
+                &format!("--server=https://{}", server.addr),
+                &format!("--certificate-authority={}", ca.display()),
+                "--token=alice-token",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    server
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "--from-literal=password=hunter2",
+        ])
+        .unwrap();
+    server
+        .kubectl(&[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=color=blue",
+        ])
+        .unwrap();
+    assert!(!alice(&["get", "pods", "-n", "default"]).status.success());
+    server
+        .kubectl(&["get", "secret", "db", "-o", "yaml", "--as=alice"])
+        .unwrap_err();
+
+    let events = eventually(
+        "the audit log has the forbidden request",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let done = text.contains(r#""username":"alice""#) && text.contains("impersonatedUser");
+            async move { done.then_some(text) }
+        },
+    )
+    .await;
+    // Never a secret's value, in clear or base64.
+    assert!(!events.contains("hunter2"), "{events}");
+    assert!(!events.contains("aHVudGVyMg"), "{events}");
+    let events: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect();
+    assert!(events.iter().all(|e| e["kind"] == "Event"
+        && e["apiVersion"] == "audit.k8s.io/v1"
+        && e["stage"] == "ResponseComplete"));
+    // The components' own requests are not logged.
+    assert!(events.iter().all(|e| {
+        !e["user"]["username"]
+            .as_str()
+            .unwrap()
+            .starts_with("system:kube-")
+    }),);
+    let find = |verb: &str, resource: &str| {
+        events
+            .iter()
+            .find(|e| e["verb"] == verb && e["objectRef"]["resource"] == resource)
+            .unwrap_or_else(|| panic!("no {verb} {resource} in {events:#?}"))
+    };
+    // Secrets: at Metadata, whatever the policy says.
+    let secret = find("create", "secrets");
+    assert_eq!(secret["level"], "Metadata");
+    assert!(secret.get("requestObject").is_none());
+    assert_eq!(secret["responseStatus"]["code"], 201);
+    // ConfigMaps: the request and the response.
+    let configmap = find("create", "configmaps");
+    assert_eq!(configmap["level"], "RequestResponse");
+    assert_eq!(configmap["requestObject"]["data"]["color"], "blue");
+    assert_eq!(configmap["responseObject"]["metadata"]["name"], "settings");
+    assert_eq!(configmap["user"]["username"], "system:admin");
+    // A refusal, with the decision and the reason.
+    let refused = events
+        .iter()
+        .find(|e| e["user"]["username"] == "alice" && e["objectRef"]["resource"] == "pods")
+        .unwrap();
+    assert_eq!(refused["level"], "Metadata");
+    assert_eq!(refused["responseStatus"]["code"], 403);
+    assert_eq!(
+        refused["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+    assert_eq!(refused["objectRef"]["namespace"], "default");
+    assert!(!refused["sourceIPs"].as_array().unwrap().is_empty());
+    // Impersonation: who did it, and as whom.
+    let impersonated = events
+        .iter()
+        .find(|e| e.get("impersonatedUser").is_some())
+        .unwrap();
+    assert_eq!(impersonated["user"]["username"], "system:admin");
+    assert_eq!(impersonated["impersonatedUser"]["username"], "alice");
+    assert_eq!(impersonated["responseStatus"]["code"], 403);
+    // An allowed request says why.
+    let allowed = find("create", "configmaps");
+    assert_eq!(
+        allowed["annotations"]["authorization.k8s.io/decision"],
+        "allow"
+    );
+}

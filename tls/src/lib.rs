@@ -202,6 +202,9 @@ pub async fn serve(
                     request.extensions_mut().insert(certificate.clone());
                 }
                 request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
             });
             let service = TowerToHyperService::new(app);
             if let Err(error) = auto::Builder::new(TokioExecutor::new())

@@ -22,6 +22,7 @@
 
 pub mod admission;
 mod apply;
+pub mod audit;
 pub mod auth;
 mod discovery;
 pub mod expiry;
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub metrics: Arc<metrics::Readings>,
     /// An hour of usage and Function figures, for `bosun.dev/v1`.
     pub history: Arc<history::History>,
+    /// The audit log; `None` logs nothing.
+    pub audit: Option<Arc<audit::Auditor>>,
     /// ServiceAccount tokens' signer and checker; `None` issues none.
     pub service_accounts: Option<Arc<auth::serviceaccount::ServiceAccountTokens>>,
 }
@@ -75,7 +78,8 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
         authenticator,
         authorizer: state.authorizer.clone(),
     });
-    Router::new()
+    let auditor = state.audit.clone();
+    let router = Router::new()
         .route(
             "/metrics",
             get(instrument::serve).with_state(metrics.clone()),
@@ -105,7 +109,13 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
         .route("/openid/v1/jwks", get(auth::serviceaccount::serve_jwks))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::group_version))
-        .layer(DefaultBodyLimit::disable())
+        .layer(DefaultBodyLimit::disable());
+    // The audit middleware runs after authentication (inside it), so it knows the user.
+    let router = match auditor {
+        Some(auditor) => router.layer(axum::middleware::from_fn_with_state(auditor, audit::audit)),
+        None => router,
+    };
+    router
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::authenticate,

@@ -289,7 +289,9 @@ pub async fn authorize(
     user: &User,
     attributes: &Attributes<'_>,
 ) -> Result<(), ApiError> {
-    match authorizer.authorize(user, attributes).await {
+    let decision = authorizer.authorize(user, attributes).await;
+    super::audit::record_decision(decision.allowed(), decision.reason());
+    match decision {
         Decision::Allow(_) => Ok(()),
         Decision::Deny(reason) | Decision::NoOpinion(reason) => {
             tracing::debug!(user = %user.name, ?attributes, %reason, "forbidden");

@@ -65,8 +65,16 @@ pub enum ConfigError {
         "hostPath type {0} cannot be mounted into a Wasm guest: WASI preopens directories only"
     )]
     HostPathType(String),
-    #[error("projected volume {0}: only configMap, secret and downwardAPI sources are supported")]
+    #[error(
+        "projected volume {0}: only configMap, secret, downwardAPI and serviceAccountToken sources are supported"
+    )]
     ProjectedSource(String),
+    #[error("cannot get a token of serviceaccount {account}: {source}")]
+    Token {
+        account: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("volume {name}: type {kind} is not supported by bosun node")]
     VolumeType { name: String, kind: String },
     #[error("downwardAPI item {0:?}: only fieldRef is supported")]
@@ -99,6 +107,23 @@ impl ConfigError {
     }
 }
 
+/// The pods' ServiceAccount tokens, kept until they are 80% through their life (as the
+/// kubelet's token manager), so a volume refreshed every few seconds asks for a new token
+/// only when the old one nears its end.
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: std::sync::Mutex<HashMap<TokenKey, CachedToken>>,
+}
+
+/// Pod uid, account, audience, lifetime in seconds.
+type TokenKey = (String, String, String, i64);
+
+struct CachedToken {
+    token: String,
+    refresh_at: std::time::Instant,
+    expires_at: std::time::Instant,
+}
+
 /// Reads ConfigMaps and Secrets of the pod's namespace, each once per container start.
 pub struct Sources<'a> {
     pub client: &'a kube::Client,
@@ -108,6 +133,7 @@ pub struct Sources<'a> {
     pub pod_ip: String,
     configmaps: HashMap<String, Option<ConfigMap>>,
     secrets: HashMap<String, Option<Secret>>,
+    tokens: Option<&'a TokenCache>,
 }
 
 impl<'a> Sources<'a> {
@@ -120,7 +146,88 @@ impl<'a> Sources<'a> {
             pod_ip,
             configmaps: HashMap::new(),
             secrets: HashMap::new(),
+            tokens: None,
         }
+    }
+
+    /// These sources keep the pod's ServiceAccount tokens in `tokens`.
+    pub fn with_tokens(mut self, tokens: &'a TokenCache) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// A token of the pod's ServiceAccount, bound to the pod, for `audience` (the API
+    /// server's when `None`), living `expiration_seconds`: the cached one while it is less
+    /// than 80% through its life, else a new one from TokenRequest.
+    pub async fn service_account_token(
+        &mut self,
+        audience: Option<&str>,
+        expiration_seconds: i64,
+    ) -> Result<String, ConfigError> {
+        use std::time::{Duration, Instant};
+        let spec = self.pod.spec.as_ref();
+        let account = spec
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "default".to_string());
+        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+        let key = (
+            uid.clone(),
+            account.clone(),
+            audience.unwrap_or_default().to_string(),
+            expiration_seconds,
+        );
+        let now = Instant::now();
+        if let Some(cache) = self.tokens {
+            let mut tokens = cache
+                .tokens
+                .lock()
+                .expect("the token cache is not poisoned");
+            tokens.retain(|_, t| t.expires_at > now);
+            if let Some(cached) = tokens.get(&key).filter(|t| t.refresh_at > now) {
+                return Ok(cached.token.clone());
+            }
+        }
+        let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), self.namespace);
+        let request: k8s_openapi::api::authentication::v1::TokenRequest =
+            serde_json::from_value(serde_json::json!({
+                "spec": {
+                    "audiences": audience.map(|a| vec![a]).unwrap_or_default(),
+                    "expirationSeconds": expiration_seconds,
+                    "boundObjectRef": {
+                        "kind": "Pod",
+                        "apiVersion": "v1",
+                        "name": self.pod.metadata.name.clone().unwrap_or_default(),
+                        "uid": uid,
+                    },
+                },
+            }))
+            .expect("a valid TokenRequest");
+        let answered = api
+            .create_token_request(&account, &Default::default(), &request)
+            .await
+            .map_err(|source| ConfigError::Token {
+                account: format!("{}/{account}", self.namespace),
+                source,
+            })?;
+        let token = answered.status.map(|s| s.token).unwrap_or_default();
+        if let Some(cache) = self.tokens {
+            let life = Duration::from_secs(expiration_seconds.max(0) as u64);
+            cache
+                .tokens
+                .lock()
+                .expect("the token cache is not poisoned")
+                .insert(
+                    key,
+                    CachedToken {
+                        token: token.clone(),
+                        refresh_at: now + life.mul_f64(0.8),
+                        expires_at: now + life,
+                    },
+                );
+        }
+        Ok(token)
     }
 
     pub async fn configmap(&mut self, name: &str) -> Result<Option<&ConfigMap>, ConfigError> {

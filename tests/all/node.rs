@@ -1074,3 +1074,115 @@ async fn the_node_serves_resource_metrics_and_a_summary_of_its_pods() {
     assert_eq!(value("kubelet_image_pull_duration_seconds_count "), 1.0);
     assert!(value(r#"kubelet_pod_start_duration_seconds_bucket{le="+Inf"} "#) >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_reads_its_service_account_token_and_the_api_accepts_it() {
+    let c = cluster("n-sa").await;
+    // The namespace's default account comes from a controller moments after the start.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(c.client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accounts.get_opt("default").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no default ServiceAccount");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cat_token = c
+        .registry
+        .push(
+            "cat-token:v1",
+            file_command("cat", "token", ""),
+            Layout::ConfigV0,
+        )
+        .await;
+    let name = c
+        .create(json!({
+            "metadata": {"name": "reads-its-token"},
+            "spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "cat", "image": cat_token}]},
+        }))
+        .await;
+    let done = c.wait(&name, "finished", finished).await;
+    let volume = done["spec"]["volumes"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(volume.starts_with("kube-api-access-"), "{done:#}");
+    assert_eq!(done["spec"]["serviceAccountName"], "default");
+    assert_eq!(container(&done)["state"]["terminated"]["exitCode"], 0);
+    let uid = done["metadata"]["uid"].as_str().unwrap().to_string();
+    let token = node_logs(&c.node, &uid, "cat");
+    let token = token.trim();
+    assert!(token.starts_with("eyJ"), "{token:?}");
+    // The volume also holds the namespace and the cluster CA.
+    let files = c
+        .node
+        .dir
+        .path()
+        .join("pods")
+        .join(&uid)
+        .join("volumes/files")
+        .join(&volume);
+    assert_eq!(
+        std::fs::read_to_string(files.join("namespace")).unwrap(),
+        "default"
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join("ca.crt")).unwrap(),
+        c.server.ca_pem()
+    );
+
+    // The token is the pod's account's: with `view` in its namespace, it lists ConfigMaps
+    // there and nowhere else.
+    c.server
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "default-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:default",
+            "-n",
+            "default",
+        ])
+        .unwrap();
+    let ca = c.node.dir.path().join("api-ca.crt");
+    std::fs::write(&ca, c.server.ca_pem()).unwrap();
+    let with_token = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .env_remove("KUBECONFIG")
+            .args([
+                "--kubeconfig=/dev/null",
+                &format!("--server=https://{}", c.server.addr),
+                &format!("--certificate-authority={}", ca.display()),
+                &format!("--token={token}"),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = with_token(&["get", "configmaps", "-n", "default", "-o", "name"]);
+        if listed.status.success() {
+            assert!(String::from_utf8_lossy(&listed.stdout).contains("kube-root-ca.crt"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !with_token(&["get", "configmaps", "-n", "kube-system"])
+            .status
+            .success()
+    );
+
+    // A pod that opts out gets no token.
+    let name = c
+        .create(json!({
+            "metadata": {"name": "no-token"},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
+                     "containers": [{"name": "cat", "image": cat_token}]},
+        }))
+        .await;
+    let done = c.wait(&name, "finished", finished).await;
+    assert!(done["spec"]["volumes"].is_null(), "{done:#}");
+}

@@ -189,6 +189,8 @@ pub(crate) struct Agent {
     pub logs: Arc<LogIndex>,
     /// The running containers, whose usage and function stats the node port serves.
     pub containers: Arc<Containers>,
+    /// The pods' ServiceAccount tokens, until they near their end.
+    pub tokens: crate::objects::TokenCache,
     /// The pod network, set up once the node has its podCIDR (before any pod starts).
     network: OnceLock<Network>,
     /// What Services' names mean, kept by the service watch.
@@ -349,6 +351,7 @@ pub async fn run(
         serving_cert: Some(serving_cert),
         logs: logs.clone(),
         containers: containers.clone(),
+        tokens: Default::default(),
         network: OnceLock::new(),
         resolver,
         routes: Arc::new(Routes::default()),

@@ -4,7 +4,8 @@
 //!   with the pod;
 //! - `hostPath`: the node's directory (`DirectoryOrCreate` creates it; WASI preopens
 //!   directories only, so file, socket and device types are refused);
-//! - `configMap`, `secret`, `downwardAPI` and `projected` (of those three): files written
+//! - `configMap`, `secret`, `downwardAPI` and `projected` (of those three and
+//!   `serviceAccountToken`, the pod's bound token, renewed at 80% of its life): files written
 //!   under `<pod>/volumes/<kind>/<name>` with `items` and `defaultMode`/`mode`, rewritten when
 //!   the objects change (each file replaced atomically by a rename) and always read-only to
 //!   the guest, as in Kubernetes.
@@ -171,6 +172,14 @@ async fn prepare(
                     .await?;
             } else if let Some(d) = &source.downward_api {
                 files.downward(sources, d.items.as_deref().unwrap_or_default(), mode)?;
+            } else if let Some(t) = &source.service_account_token {
+                let token = sources
+                    .service_account_token(
+                        t.audience.as_deref().filter(|a| !a.is_empty()),
+                        t.expiration_seconds.unwrap_or(3600),
+                    )
+                    .await?;
+                files.add(&t.path, token.into_bytes(), mode)?;
             } else {
                 return Err(ConfigError::ProjectedSource(name.clone()));
             }

@@ -15,6 +15,7 @@ pub mod certificates;
 pub mod escalation;
 mod namespace;
 mod priority;
+pub mod serviceaccount;
 pub mod services;
 mod tolerations;
 
@@ -150,6 +151,7 @@ impl Chain {
             Arc::new(tolerations::DefaultTolerationSeconds(
                 config.default_tolerations,
             )),
+            Arc::new(serviceaccount::ServiceAccount),
             Arc::new(priority::Priority),
             Arc::new(services::ServiceAllocation(config.service_ranges)),
         ])

@@ -70,7 +70,8 @@ impl Host for Agent {
             pod,
             self.node_ip.to_string(),
             pod_ip.to_string(),
-        );
+        )
+        .with_tokens(&self.tokens);
         crate::volumes::refresh(&mut sources, dir, pod).await
     }
 

@@ -85,7 +85,8 @@ pub(super) async fn plan(
         pod,
         agent.node_ip.to_string(),
         network.ip.to_string(),
-    );
+    )
+    .with_tokens(&agent.tokens);
     let env = env::environment(&mut sources, container)
         .await
         .map_err(config_error)?;

@@ -69,7 +69,13 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
             let mut tables = Vec::new();
             if names.is_empty() {
                 let url = format!("{}?{}", path(resource, namespace, None), query.join("&"));
-                tables.push(table(&cluster, &url, accept).await?);
+                let listed = match fetch(&cluster, &url, accept).await {
+                    Err(kube::Error::Api(e)) if e.code == 403 && is_namespaces(resource) => {
+                        fetch(&cluster, ACCESSIBLE_NAMESPACES, accept).await
+                    }
+                    other => other,
+                };
+                tables.push(listed.map_err(api_error)?);
             } else {
                 for name in &names {
                     let url = format!(
@@ -111,11 +117,21 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
 }
 
 async fn table(cluster: &Cluster, url: &str, accept: &str) -> anyhow::Result<Value> {
+    fetch(cluster, url, accept).await.map_err(api_error)
+}
+
+async fn fetch(cluster: &Cluster, url: &str, accept: &str) -> Result<Value, kube::Error> {
     let text = cluster
         .send(http::Method::GET, url, None, Some(accept), Vec::new())
-        .await
-        .map_err(api_error)?;
-    Ok(serde_json::from_str(&text)?)
+        .await?;
+    serde_json::from_str(&text).map_err(kube::Error::SerdeError)
+}
+
+/// Where a user who may not list namespaces finds the ones they may use.
+const ACCESSIBLE_NAMESPACES: &str = "/apis/bosun.dev/v1/accessible-namespaces";
+
+fn is_namespaces(resource: &Resource) -> bool {
+    resource.group.is_empty() && resource.plural == "namespaces"
 }
 
 /// The objects named, or every object (matching `selector`).
@@ -131,7 +147,13 @@ async fn objects(
         if let Some(selector) = selector {
             url.push_str(&format!("?labelSelector={}", encode(selector)));
         }
-        let list = cluster.get_json(&url).await?;
+        let list = match fetch(cluster, &url, "application/json").await {
+            Err(kube::Error::Api(e)) if e.code == 403 && is_namespaces(resource) => {
+                fetch(cluster, ACCESSIBLE_NAMESPACES, "application/json").await
+            }
+            other => other,
+        }
+        .map_err(api_error)?;
         let kind = resource.kind;
         let api_version = resource.api_version();
         // List items carry no kind; kubectl fills it in.

@@ -252,6 +252,52 @@ async fn a_user_bound_to_edit_works_in_its_namespace_and_nowhere_else() {
         can_i(t.alice(&["auth", "can-i", "get", "secrets", "-n", "team-b"])),
         "no"
     );
+
+    // Which namespaces may she use? Not `kubectl get namespaces` (cluster-wide, refused), but
+    // Bosun's accessible-namespaces, and `bosun get ns` through it.
+    assert!(t.alice(&["get", "namespaces"]).is_err());
+    let listed = t
+        .alice(&["get", "--raw", "/apis/bosun.dev/v1/accessible-namespaces"])
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["team-a", "team-b"]);
+    assert!(
+        t.bob(&["get", "--raw", "/apis/bosun.dev/v1/accessible-namespaces"])
+            .unwrap()
+            .contains(r#""items":[]"#)
+    );
+    let kubeconfig = t.ca.with_file_name("alice.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://{}\n    certificate-authority: {}\nusers:\n- name: alice\n  user:\n    token: alice-token\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: alice\ncurrent-context: c\n",
+            t.server.addr,
+            t.ca.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(crate::support::BOSUN)
+        .args(["get", "ns", "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(rows, ["team-a", "team-b"], "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

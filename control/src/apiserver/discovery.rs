@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bosun_api::resources::{self, Resource};
 use serde_json::{Value, json};
 
-use super::auth::review;
+use super::auth::{self, review};
 use super::{history, kinds, metrics};
 
 /// The media type of an aggregated discovery document.
@@ -186,7 +186,7 @@ const HAND_SERVED: [HandServedGroup; 4] = [
     (
         history::GROUP,
         history::VERSION,
-        &history::RESOURCES,
+        &BOSUN_RESOURCES,
         READ_ONLY_VERBS,
     ),
     (
@@ -203,6 +203,13 @@ const HAND_SERVED: [HandServedGroup; 4] = [
     ),
 ];
 const READ_ONLY_VERBS: &[&str] = &["get", "list"];
+/// `bosun.dev/v1`: the histories, and the namespaces the caller may use (list only).
+const BOSUN_RESOURCES: [(&str, &str, bool); 4] = [
+    history::RESOURCES[0],
+    history::RESOURCES[1],
+    history::RESOURCES[2],
+    (auth::namespaces::PLURAL, "Namespace", false),
+];
 const CREATE_ONLY_VERBS: &[&str] = &["create"];
 
 const VERBS: &[&str] = &[

@@ -92,6 +92,14 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
         .route("/apis", get(discovery::groups))
         .route("/api/{*rest}", any(rest::core))
         .route("/apis/metrics.k8s.io/{*rest}", any(metrics::serve))
+        .route(
+            "/apis/bosun.dev/v1/accessible-namespaces",
+            any(auth::namespaces::serve),
+        )
+        .route(
+            "/apis/bosun.dev/v1/accessiblenamespaces",
+            any(auth::namespaces::serve),
+        )
         .route("/apis/bosun.dev/{*rest}", any(history::serve))
         .route(
             "/apis/authorization.k8s.io/{*rest}",

@@ -16,6 +16,7 @@
 
 pub mod authn;
 pub mod impersonation;
+pub mod namespaces;
 pub mod rbac;
 pub mod review;
 pub mod serviceaccount;

@@ -304,7 +304,7 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["authentication.k8s.io"],
                     &["selfsubjectreviews"],
                 ),
-                rule(&["get", "list"], &["bosun.dev"], &["accessiblenamespaces"]),
+                rule(&["list"], &["bosun.dev"], &["accessiblenamespaces"]),
             ],
         ),
         cluster_role(

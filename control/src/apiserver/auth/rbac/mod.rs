@@ -319,43 +319,6 @@ impl Rbac {
             .role_rules(role_ref, namespace)
             .map(|rules| rules.to_vec())
     }
-
-    /// Namespaces (of those given) where `user` holds some rule on a namespaced resource.
-    pub fn accessible<'a>(
-        &self,
-        user: &User,
-        namespaces: impl Iterator<Item = &'a str>,
-        namespaced: impl Fn(&PolicyRule) -> bool,
-    ) -> Vec<&'a str> {
-        let index = self.read();
-        let mut errors = Vec::new();
-        let mut cluster_wide = false;
-        index.visit(user, "", &mut errors, |_, rules| {
-            cluster_wide = rules.iter().any(&namespaced);
-            !cluster_wide
-        });
-        namespaces
-            .filter(|ns| {
-                if cluster_wide {
-                    return true;
-                }
-                let mut found = false;
-                let Some(bindings) = index.bindings.get(*ns) else {
-                    return false;
-                };
-                for binding in bindings.values() {
-                    if binding.subjects.iter().any(|s| s.applies_to(user, ns))
-                        && let Ok(rules) = index.role_rules(&binding.role_ref, ns)
-                        && rules.iter().any(&namespaced)
-                    {
-                        found = true;
-                        break;
-                    }
-                }
-                found
-            })
-            .collect()
-    }
 }
 
 impl store::follow::Sink for Rbac {

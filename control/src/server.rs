@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub event_ttl: Duration,
     /// Static tokens (`--token-auth-file`), beside the admin's.
     pub token_auth_file: Option<PathBuf>,
+    /// An external OIDC issuer whose ID tokens authenticate users.
+    pub oidc: Option<apiserver::auth::oidc::OidcConfig>,
     /// The audit policy and where its log goes; `None` logs nothing.
     pub audit: Option<(apiserver::audit::Policy, apiserver::audit::LogConfig)>,
     /// The `iss` of ServiceAccount tokens (`--service-account-issuer`), also the audience the
@@ -219,6 +221,10 @@ pub async fn run(
         apiserver::auth::serviceaccount::ServiceAccountTokens::start(store.clone(), signer).await?;
     let mut authenticator = apiserver::auth::Authenticator::with_admin(secrets.admin_token_hash())
         .with_service_accounts(service_accounts.clone());
+    if let Some(oidc) = &config.oidc {
+        let oidc = apiserver::auth::oidc::Oidc::start(oidc.clone()).map_err(ServerError::Client)?;
+        authenticator = authenticator.with_oidc(oidc);
+    }
     if let Some(path) = &config.token_auth_file {
         let count = authenticator.add_token_file(path)?;
         tracing::info!(path = %path.display(), count, "static tokens loaded");

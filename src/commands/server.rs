@@ -49,6 +49,21 @@ pub struct Args {
     /// `token,user,uid[,"group1,group2"]` per line.
     #[arg(long, env = "BOSUN_TOKEN_AUTH_FILE")]
     token_auth_file: Option<PathBuf>,
+    /// An OpenID Connect issuer whose ID tokens authenticate users (https).
+    #[arg(long, env = "BOSUN_OIDC_ISSUER_URL")]
+    oidc_issuer_url: Option<String>,
+    /// The client id the issuer's tokens must name in `aud`.
+    #[arg(long, env = "BOSUN_OIDC_CLIENT_ID")]
+    oidc_client_id: Option<String>,
+    /// The claim that is the user name (`sub`; other than `email`, it is prefixed `ISSUER#`).
+    #[arg(long, env = "BOSUN_OIDC_USERNAME_CLAIM", default_value = "sub")]
+    oidc_username_claim: String,
+    /// The claim that lists the user's groups.
+    #[arg(long, env = "BOSUN_OIDC_GROUPS_CLAIM")]
+    oidc_groups_claim: Option<String>,
+    /// CA certificates (PEM) to trust for the issuer, instead of the system's.
+    #[arg(long, env = "BOSUN_OIDC_CA_FILE")]
+    oidc_ca_file: Option<PathBuf>,
     /// Where the audit log goes (`-` for stdout); nothing is logged without
     /// `--audit-policy-file`.
     #[arg(long, env = "BOSUN_AUDIT_LOG_PATH")]
@@ -252,6 +267,28 @@ impl Args {
             config.validate().map_err(anyhow::Error::msg)?;
             Some(config)
         };
+        let oidc = match (&args.oidc_issuer_url, &args.oidc_client_id) {
+            (Some(issuer), Some(client_id)) => {
+                if !issuer.starts_with("https://") {
+                    anyhow::bail!("--oidc-issuer-url must be an https URL, not {issuer:?}");
+                }
+                let ca_pem = match &args.oidc_ca_file {
+                    Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read --oidc-ca-file {}", path.display())
+                    })?),
+                    None => None,
+                };
+                Some(bosun_control::apiserver::auth::oidc::OidcConfig {
+                    issuer_url: issuer.clone(),
+                    client_id: client_id.clone(),
+                    username_claim: args.oidc_username_claim.clone(),
+                    groups_claim: args.oidc_groups_claim.clone(),
+                    ca_pem,
+                })
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("--oidc-issuer-url and --oidc-client-id go together"),
+        };
         let audit = match (&args.audit_policy_file, &args.audit_log_path) {
             (Some(policy), Some(path)) => Some((
                 bosun_control::apiserver::audit::Policy::load(policy)?,
@@ -283,6 +320,7 @@ impl Args {
             cluster_signing_duration: args.cluster_signing_duration,
             service_account_issuer: args.service_account_issuer,
             audit,
+            oidc,
             bookmark_interval: args.watch_bookmark_interval,
             metrics_resolution: args.metrics_resolution,
             scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {

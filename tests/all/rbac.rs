@@ -910,3 +910,189 @@ rules:
         "allow"
     );
 }
+
+/// A throwaway OIDC issuer over HTTPS: its discovery document and JWKS, and ID tokens signed
+/// with its ES256 key.
+struct Issuer {
+    url: String,
+    ca_pem: String,
+    key: ring::signature::EcdsaKeyPair,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Issuer {
+    async fn start() -> Self {
+        use base64::Engine as _;
+        use ring::signature::KeyPair as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        let point = key.public_key().as_ref().to_vec();
+        let ca = bosun_control::pki::Ca::generate("issuer-ca").unwrap();
+        let serving = ca.issue_server("issuer", &["127.0.0.1".into()]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let discovery = serde_json::json!({
+            "issuer": url,
+            "jwks_uri": format!("{url}/keys"),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        });
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
+            "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+        }]});
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { axum::Json(discovery) }),
+            )
+            .route(
+                "/keys",
+                axum::routing::get(move || async move { axum::Json(jwks) }),
+            );
+        let tls = bosun_tls::server_config(
+            &serving.cert_pem,
+            &serving.key_pem,
+            bosun_tls::ClientCerts::None,
+        )
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(bosun_tls::serve(listener, tls, app, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            ca_pem: ca.cert_pem,
+            key,
+            _stop: stop,
+        }
+    }
+
+    /// An ID token with `claims` (iss, aud and times filled in unless given).
+    fn token(&self, claims: serde_json::Value, lifetime: i64) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut body = serde_json::json!({
+            "iss": self.url, "aud": "bosun", "iat": now, "exp": now + lifetime,
+        });
+        for (k, v) in claims.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let signed = format!(
+            "{}.{}",
+            b64.encode(r#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#),
+            b64.encode(body.to_string())
+        );
+        let rng = ring::rand::SystemRandom::new();
+        let signature = self.key.sign(&rng, signed.as_bytes()).unwrap();
+        format!("{signed}.{}", b64.encode(signature.as_ref()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_id_tokens_from_an_external_issuer_name_their_user_and_groups() {
+    let issuer = Issuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let issuer_ca = dir.path().join("issuer-ca.pem");
+    std::fs::write(&issuer_ca, &issuer.ca_pem).unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--disable-scheduler",
+        "--oidc-issuer-url",
+        &issuer.url,
+        "--oidc-client-id",
+        "bosun",
+        "--oidc-username-claim",
+        "email",
+        "--oidc-groups-claim",
+        "groups",
+        "--oidc-ca-file",
+        issuer_ca.to_str().unwrap(),
+    ])
+    .await;
+    let t = Tenants {
+        ca: {
+            let ca = dir.path().join("ca.crt");
+            std::fs::write(&ca, server.ca_pem()).unwrap();
+            ca
+        },
+        server,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    t.server
+        .kubectl(&["create", "namespace", "team-a"])
+        .unwrap();
+    t.server
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "devs-edit",
+            "--clusterrole=edit",
+            "--group=devs",
+            "-n",
+            "team-a",
+        ])
+        .unwrap();
+    let token = issuer.token(
+        serde_json::json!({"email": "erin@example.com", "email_verified": true, "groups": ["devs"]}),
+        600,
+    );
+    t.until("the issuer's token lists pods in team-a", || {
+        t.kubectl_as(&token, &["get", "pods", "-n", "team-a"])
+            .is_ok()
+    })
+    .await;
+    let whoami = t
+        .kubectl_as(
+            &token,
+            &["auth", "whoami", "-o", "jsonpath={.status.userInfo}"],
+        )
+        .unwrap();
+    let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(whoami["username"], "erin@example.com");
+    assert_eq!(
+        whoami["groups"],
+        serde_json::json!(["devs", "system:authenticated"])
+    );
+    let refused = t
+        .kubectl_as(&token, &["get", "pods", "-n", "default"])
+        .unwrap_err();
+    assert!(
+        refused.contains(r#"User "erin@example.com" cannot list resource "pods""#),
+        "{refused}"
+    );
+    // Expired, for another client, unverified, or tampered: 401.
+    let expired = issuer.token(serde_json::json!({"email": "erin@example.com"}), -10);
+    let other_client = issuer.token(
+        serde_json::json!({"email": "erin@example.com", "aud": "someone-else"}),
+        600,
+    );
+    let unverified = issuer.token(
+        serde_json::json!({"email": "erin@example.com", "email_verified": false}),
+        600,
+    );
+    let mut tampered = token.clone().into_bytes();
+    let at = token.find('.').unwrap() + 8;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for (what, bad) in [
+        ("expired", expired),
+        ("another client", other_client),
+        ("unverified email", unverified),
+        ("tampered", tampered),
+    ] {
+        let refused = t
+            .kubectl_as(&bad, &["get", "pods", "-n", "team-a"])
+            .unwrap_err();
+        assert!(refused.contains("Unauthorized"), "{what}: {refused}");
+    }
+}

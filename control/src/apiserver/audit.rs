@@ -32,6 +32,8 @@ use super::auth::{ImpersonatedBy, User};
 
 /// How many lines may wait for the writer before requests wait for it.
 const QUEUE: usize = 8192;
+/// How long the writer waits for more lines before flushing what it has.
+const FLUSH_PAUSE: Duration = Duration::from_millis(5);
 /// The largest body recorded at `Request` and `RequestResponse` (larger ones are left out).
 const MAX_RECORDED_BODY: usize = 3 * 1024 * 1024;
 
@@ -554,9 +556,13 @@ impl Writer {
             if let Err(error) = self.write(&line) {
                 tracing::warn!(%error, "cannot write the audit log");
             }
-            // Flush when nothing else is waiting, so a quiet log is on disk at once.
+            // Flush once nothing has come for a moment: a busy server's lines go out in
+            // batches (a write per few milliseconds, not per line), a quiet server's at once.
             if lines.is_empty() {
-                self.flush();
+                std::thread::sleep(FLUSH_PAUSE);
+                if lines.is_empty() {
+                    self.flush();
+                }
             }
         }
         self.flush();

@@ -17,6 +17,7 @@ use axum::http::header::AUTHORIZATION;
 
 use std::sync::Arc;
 
+use super::oidc::Oidc;
 use super::serviceaccount::{ServiceAccountTokens, looks_like_jwt};
 use super::{MASTERS, User};
 use crate::store::bootstrap::hash_token;
@@ -29,6 +30,7 @@ pub const ADMIN: &str = "system:admin";
 pub struct Authenticator {
     tokens: HashMap<String, User>,
     service_accounts: Option<Arc<ServiceAccountTokens>>,
+    oidc: Option<Arc<Oidc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +56,14 @@ impl Authenticator {
         Self {
             tokens,
             service_accounts: None,
+            oidc: None,
         }
+    }
+
+    /// Also accepts ID tokens of an OIDC issuer.
+    pub fn with_oidc(mut self, oidc: Arc<Oidc>) -> Self {
+        self.oidc = Some(oidc);
+        self
     }
 
     /// Also accepts ServiceAccount tokens.
@@ -129,17 +138,24 @@ impl Authenticator {
         if let Some(user) = self.tokens.get(&hash_token(token)) {
             return Some(user.clone());
         }
-        let service_accounts = self.service_accounts.as_ref()?;
         if !looks_like_jwt(token) {
             return None;
         }
-        match service_accounts.authenticate(token) {
-            Ok(user) => Some(user),
-            Err(why) => {
-                tracing::debug!(%why, "ServiceAccount token refused");
-                None
+        let mut refusals = Vec::new();
+        if let Some(service_accounts) = &self.service_accounts {
+            match service_accounts.authenticate(token) {
+                Ok(user) => return Some(user),
+                Err(why) => refusals.push(why),
             }
         }
+        if let Some(oidc) = &self.oidc {
+            match oidc.authenticate(token) {
+                Ok(user) => return Some(user),
+                Err(why) => refusals.push(why),
+            }
+        }
+        tracing::debug!(?refusals, "token refused");
+        None
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod authn;
 pub mod impersonation;
 pub mod namespaces;
+pub mod oidc;
 pub mod rbac;
 pub mod review;
 pub mod serviceaccount;

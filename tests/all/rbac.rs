@@ -49,7 +49,8 @@ impl Tenants {
 
     /// kubectl as the user of `token`; `Err` has what it printed.
     fn kubectl_as(&self, token: &str, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("kubectl")
+        let mut command = Command::new("kubectl");
+        command
             .env_remove("KUBECONFIG")
             .args([
                 "--kubeconfig=/dev/null",
@@ -57,15 +58,8 @@ impl Tenants {
                 &format!("--certificate-authority={}", self.ca.display()),
                 &format!("--token={token}"),
             ])
-            .args(args)
-            .output()
-            .expect("kubectl is installed");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
-        }
+            .args(args);
+        crate::support::run(command)
     }
 
     fn alice(&self, args: &[&str]) -> Result<String, String> {
@@ -434,18 +428,11 @@ async fn a_role_or_binding_that_grants_more_than_its_writer_holds_is_refused() {
     assert!(denied.contains(r#"User "alice" cannot list"#), "{denied}");
 }
 
-/// Runs `bosun ARGS` with the admin kubeconfig; `Err` has what it printed on stderr.
+/// Runs `bosun ARGS` with the admin kubeconfig; `Err` has what it printed.
 fn bosun(server: &Server, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(crate::support::BOSUN)
-        .env("KUBECONFIG", &server.kubeconfig)
-        .args(args)
-        .output()
-        .expect("bosun runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let mut command = Command::new(crate::support::BOSUN);
+    command.env("KUBECONFIG", &server.kubeconfig).args(args);
+    crate::support::run(command)
 }
 
 fn csr_manifest(name: &str, user: &str) -> String {

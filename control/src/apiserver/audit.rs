@@ -245,24 +245,10 @@ fn describe(method: &Method, uri: &axum::http::Uri) -> Described {
     let named = object.as_ref().is_some_and(|o| o.name.is_some());
     let verb = match object {
         None => method.as_str().to_ascii_lowercase(),
-        Some(_) => match (method.as_str(), named) {
-            ("GET", _) if watching => "watch",
-            ("GET", true) => "get",
-            ("GET", false) => "list",
-            ("POST", _) => "create",
-            ("PUT", _) => "update",
-            ("PATCH", _) => "patch",
-            ("DELETE", true) => "delete",
-            ("DELETE", false) => "deletecollection",
-            (other, _) => {
-                return Described {
-                    verb: other.to_ascii_lowercase(),
-                    path,
-                    object,
-                };
-            }
-        }
-        .to_string(),
+        Some(_) => match super::request::resource_verb(method, named, watching) {
+            "unknown" => method.as_str().to_ascii_lowercase(),
+            verb => verb.to_string(),
+        },
     };
     Described { verb, path, object }
 }
@@ -344,7 +330,7 @@ pub async fn audit(State(auditor): State<Arc<Auditor>>, request: Request, next: 
         "stage": "RequestReceived",
         "requestURI": request.uri().to_string(),
         "verb": described.verb,
-        "user": user_info(&user),
+        "user": user.info(),
         "sourceIPs": source_ips(request.headers(), request.extensions().get::<ConnectInfo<SocketAddr>>()),
         "requestReceivedTimestamp": micro_time(received),
         "stageTimestamp": micro_time(received),
@@ -359,7 +345,7 @@ pub async fn audit(State(auditor): State<Arc<Auditor>>, request: Request, next: 
     if let Some(ImpersonatedBy(by)) = request.extensions().get::<ImpersonatedBy>() {
         // The event's user is who authenticated; impersonatedUser whom they acted as.
         event["impersonatedUser"] = event["user"].clone();
-        event["user"] = user_info(by);
+        event["user"] = by.info();
     }
     if let Some(object) = &described.object {
         let mut reference = json!({"resource": object.resource, "apiVersion": object.version});
@@ -470,17 +456,6 @@ fn request_object(headers: &HeaderMap, body: &[u8]) -> Option<Value> {
         return serde_yaml::from_slice(body).ok();
     }
     serde_json::from_slice(body).ok()
-}
-
-fn user_info(user: &User) -> Value {
-    let mut info = json!({"username": user.name, "groups": user.groups});
-    if !user.uid.is_empty() {
-        info["uid"] = json!(user.uid);
-    }
-    if !user.extra.is_empty() {
-        info["extra"] = json!(user.extra);
-    }
-    info
 }
 
 fn source_ips(headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> Vec<String> {

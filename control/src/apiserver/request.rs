@@ -122,7 +122,13 @@ fn proxy_path(tail: &[&str]) -> Option<String> {
 /// The verb RBAC would see for a request.
 pub fn verb(method: &Method, target: &Target, query: &Query) -> &'static str {
     let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-    match (method.as_str(), target.name.is_some()) {
+    resource_verb(method, target.name.is_some(), watching)
+}
+
+/// The verb of a request on a resource: by its method, whether it names one object, and
+/// whether it watches.
+pub fn resource_verb(method: &Method, named: bool, watching: bool) -> &'static str {
+    match (method.as_str(), named) {
         ("GET", _) if watching => "watch",
         ("GET", true) => "get",
         ("GET", false) => "list",

@@ -13,6 +13,17 @@ pub mod up;
 
 pub const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
 
+/// Runs a command to its end: `Ok` with its stdout, or `Err` with all it printed.
+pub fn run(mut command: Command) -> Result<String, String> {
+    let out = command.output().expect("the command is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
 /// A running `bosun server`, stopped (SIGKILL) when dropped.
 pub struct Server {
     pub child: Child,
@@ -133,17 +144,9 @@ impl Server {
 
     /// Runs the real kubectl with the admin kubeconfig; `Err` has what it printed.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", &self.kubeconfig)
-            .args(args)
-            .output()
-            .expect("kubectl is installed");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
-        }
+        let mut command = Command::new("kubectl");
+        command.env("KUBECONFIG", &self.kubeconfig).args(args);
+        run(command)
     }
 
     pub fn kill(&mut self) {

@@ -68,6 +68,19 @@ impl User {
         self.groups.iter().any(|g| g == group)
     }
 
+    /// The user as reviews and audit events present it (`authentication.k8s.io/v1`
+    /// UserInfo).
+    pub fn info(&self) -> serde_json::Value {
+        let mut info = serde_json::json!({"username": self.name, "groups": self.groups});
+        if !self.uid.is_empty() {
+            info["uid"] = serde_json::json!(self.uid);
+        }
+        if !self.extra.is_empty() {
+            info["extra"] = serde_json::json!(self.extra);
+        }
+        info
+    }
+
     /// `(namespace, name)` if this is a ServiceAccount.
     pub fn service_account(&self) -> Option<(&str, &str)> {
         self.name

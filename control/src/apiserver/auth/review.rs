@@ -153,7 +153,7 @@ async fn answer(state: &ApiState, request: Request) -> ApiResult<(StatusCode, Va
     let spec: AccessSpec = serde_json::from_value(spec)
         .map_err(|e| ApiError::bad_request(format!("{kind} spec: {e}")))?;
     let status = match kind {
-        "SelfSubjectReview" => json!({"userInfo": user_info(&user)}),
+        "SelfSubjectReview" => json!({"userInfo": user.info()}),
         "SelfSubjectRulesReview" => rules_review(state, &user, &spec.namespace).await,
         "SelfSubjectAccessReview" => access_review(state, &user, &spec, None).await?,
         "SubjectAccessReview" | "LocalSubjectAccessReview" => {
@@ -199,17 +199,6 @@ fn invalid(kind: &str, field: &str, message: &str) -> ApiError {
         "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}],
     }));
     error
-}
-
-fn user_info(user: &User) -> Value {
-    let mut info = json!({"username": user.name, "groups": user.groups});
-    if !user.uid.is_empty() {
-        info["uid"] = json!(user.uid);
-    }
-    if !user.extra.is_empty() {
-        info["extra"] = json!(user.extra);
-    }
-    info
 }
 
 /// The status of an access review of `user` (in `namespace` for a local one, whose spec must

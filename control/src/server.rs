@@ -216,13 +216,14 @@ pub async fn run(
         &secrets.service_account_key,
         config.service_account_issuer.clone(),
     )
-    .map_err(ServerError::Client)?;
+    .map_err(|e| ServerError::Client(e.to_string()))?;
     let service_accounts =
         apiserver::auth::serviceaccount::ServiceAccountTokens::start(store.clone(), signer).await?;
     let mut authenticator = apiserver::auth::Authenticator::with_admin(secrets.admin_token_hash())
         .with_service_accounts(service_accounts.clone());
     if let Some(oidc) = &config.oidc {
-        let oidc = apiserver::auth::oidc::Oidc::start(oidc.clone()).map_err(ServerError::Client)?;
+        let oidc = apiserver::auth::oidc::Oidc::start(oidc.clone())
+            .map_err(|e| ServerError::Client(e.to_string()))?;
         authenticator = authenticator.with_oidc(oidc);
     }
     if let Some(path) = &config.token_auth_file {

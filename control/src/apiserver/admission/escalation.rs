@@ -120,7 +120,7 @@ impl RbacEscalation {
         let granted = self
             .rbac
             .role_rules(&role_ref, namespace)
-            .map_err(|why| self.forbidden(request, why))?;
+            .map_err(|why| self.forbidden(request, why.to_string()))?;
         self.confirm_no_escalation(request, namespace, &granted)
     }
 

@@ -145,13 +145,13 @@ impl Authenticator {
         if let Some(service_accounts) = &self.service_accounts {
             match service_accounts.authenticate(token) {
                 Ok(user) => return Some(user),
-                Err(why) => refusals.push(why),
+                Err(why) => refusals.push(why.to_string()),
             }
         }
         if let Some(oidc) = &self.oidc {
             match oidc.authenticate(token) {
                 Ok(user) => return Some(user),
-                Err(why) => refusals.push(why),
+                Err(why) => refusals.push(why.to_string()),
             }
         }
         tracing::debug!(?refusals, "token refused");

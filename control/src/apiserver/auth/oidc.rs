@@ -23,6 +23,37 @@ const REFRESH: Duration = Duration::from_secs(300);
 /// The least time between two reads for an unknown key.
 const MIN_REFRESH: Duration = Duration::from_secs(10);
 
+/// Why the issuer's keys could not be read, or a token is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("--oidc-ca-file: {0}")]
+    Ca(reqwest::Error),
+    #[error("cannot make a client for the issuer: {0}")]
+    Client(reqwest::Error),
+    #[error("cannot read {url}: {source}")]
+    Fetch { url: String, source: reqwest::Error },
+    #[error("the issuer's discovery document has no jwks_uri")]
+    NoJwksUri,
+    #[error("not a JWT")]
+    Malformed,
+    #[error("another issuer")]
+    Issuer,
+    #[error("no key {0:?} from the issuer")]
+    UnknownKey(String),
+    #[error("the signature does not verify")]
+    Signature,
+    #[error("not for this client id")]
+    Audience,
+    #[error("expired")]
+    Expired,
+    #[error("not valid yet")]
+    NotYetValid,
+    #[error("no {0:?} claim")]
+    NoUsername(String),
+    #[error("the email is not verified")]
+    EmailNotVerified,
+}
+
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
     pub issuer_url: String,
@@ -49,11 +80,12 @@ pub struct Oidc {
 impl Oidc {
     /// Starts reading the issuer's keys (now, then every few minutes). An issuer that does
     /// not answer yet is tried again; its tokens are refused meanwhile.
-    pub fn start(config: OidcConfig) -> Result<Arc<Self>, String> {
+    pub fn start(config: OidcConfig) -> Result<Arc<Self>, OidcError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let roots: Vec<reqwest::Certificate> = match &config.ca_pem {
-            Some(pem) => reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| format!("--oidc-ca-file: {e}"))?,
+            Some(pem) => {
+                reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(OidcError::Ca)?
+            }
             None => rustls_native_certs::load_native_certs()
                 .certs
                 .iter()
@@ -67,7 +99,7 @@ impl Oidc {
         let oidc = Arc::new(Self {
             config,
             keys: RwLock::default(),
-            client: client.build().map_err(|e| e.to_string())?,
+            client: client.build().map_err(OidcError::Client)?,
             last_read: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&oidc);
@@ -91,32 +123,14 @@ impl Oidc {
         Ok(oidc)
     }
 
-    async fn read_keys(&self) -> Result<usize, String> {
+    async fn read_keys(&self) -> Result<usize, OidcError> {
         *self.last_read.lock().expect("not poisoned") = Some(Instant::now());
         let issuer = self.config.issuer_url.trim_end_matches('/');
-        let discovery: Value = self
-            .client
-            .get(format!("{issuer}/.well-known/openid-configuration"))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        let jwks_uri = discovery["jwks_uri"]
-            .as_str()
-            .ok_or("the discovery document has no jwks_uri")?;
-        let jwks: Value = self
-            .client
-            .get(jwks_uri)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let discovery = self
+            .fetch(&format!("{issuer}/.well-known/openid-configuration"))
+            .await?;
+        let jwks_uri = discovery["jwks_uri"].as_str().ok_or(OidcError::NoJwksUri)?;
+        let jwks = self.fetch(jwks_uri).await?;
         let mut keys = HashMap::new();
         for key in jwks["keys"].as_array().into_iter().flatten() {
             let kid = key["kid"].as_str().unwrap_or_default().to_string();
@@ -146,6 +160,22 @@ impl Oidc {
         Ok(count)
     }
 
+    async fn fetch(&self, url: &str) -> Result<Value, OidcError> {
+        let failed = |source| OidcError::Fetch {
+            url: url.to_string(),
+            source,
+        };
+        self.client
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(failed)?
+            .json()
+            .await
+            .map_err(failed)
+    }
+
     /// Reads the keys again soon, unless it was done a moment ago.
     fn refresh_soon(self: &Arc<Self>) {
         let recent = self
@@ -162,26 +192,26 @@ impl Oidc {
     }
 
     /// The user an ID token names, or why it is refused.
-    pub fn authenticate(self: &Arc<Self>, token: &str) -> Result<User, String> {
+    pub fn authenticate(self: &Arc<Self>, token: &str) -> Result<User, OidcError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err("not a JWT".into());
+            return Err(OidcError::Malformed);
         };
-        let decode = |part: &str| -> Result<Value, String> {
+        let decode = |part: &str| -> Result<Value, OidcError> {
             B64URL
                 .decode(part)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| "not a JWT".to_string())
+                .ok_or(OidcError::Malformed)
         };
         let header = decode(header)?;
         let claims = decode(payload)?;
         if claims["iss"] != self.config.issuer_url.as_str() {
-            return Err("another issuer".into());
+            return Err(OidcError::Issuer);
         }
-        let signature = B64URL.decode(sig).map_err(|_| "not a JWT")?;
+        let signature = B64URL.decode(sig).map_err(|_| OidcError::Malformed)?;
         let signed = &token[..token.rfind('.').unwrap_or(0)];
         let kid = header["kid"].as_str().unwrap_or_default();
         {
@@ -192,7 +222,7 @@ impl Oidc {
                 None => {
                     drop(keys);
                     self.refresh_soon();
-                    return Err(format!("no key {kid:?} from the issuer"));
+                    return Err(OidcError::UnknownKey(kid.to_string()));
                 }
             };
             let verified = match (header["alg"].as_str(), key) {
@@ -211,7 +241,7 @@ impl Oidc {
                 _ => false,
             };
             if !verified {
-                return Err("the signature does not verify".into());
+                return Err(OidcError::Signature);
             }
         }
         let audience_ok = match &claims["aud"] {
@@ -220,7 +250,7 @@ impl Oidc {
             _ => false,
         };
         if !audience_ok {
-            return Err("not for this client id".into());
+            return Err(OidcError::Audience);
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -228,18 +258,18 @@ impl Oidc {
             .as_secs() as i64;
         match claims["exp"].as_i64() {
             Some(exp) if exp > now => {}
-            _ => return Err("expired".into()),
+            _ => return Err(OidcError::Expired),
         }
         if claims["nbf"].as_i64().is_some_and(|nbf| nbf > now + 60) {
-            return Err("not valid yet".into());
+            return Err(OidcError::NotYetValid);
         }
         let claim = self.config.username_claim.as_str();
         let name = claims[claim]
             .as_str()
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| format!("no {claim:?} claim"))?;
+            .ok_or_else(|| OidcError::NoUsername(claim.to_string()))?;
         if claim == "email" && claims["email_verified"] == Value::Bool(false) {
-            return Err("the email is not verified".into());
+            return Err(OidcError::EmailNotVerified);
         }
         let name = if claim == "email" {
             name.to_string()

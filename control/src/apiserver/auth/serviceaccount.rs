@@ -80,6 +80,12 @@ pub struct Signer {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
+    #[error("invalid ServiceAccount signing key: {0}")]
+    Key(String),
+    #[error("serviceaccount {0} is gone")]
+    AccountGone(String),
+    #[error("the token's bound {kind} {name} is gone")]
+    BoundObjectGone { kind: &'static str, name: String },
     #[error("not a JWT")]
     Malformed,
     #[error("the token is not signed by this cluster")]
@@ -96,11 +102,11 @@ pub enum TokenError {
 
 impl Signer {
     /// A signer with the PKCS#8 ECDSA P-256 key of the cluster secrets.
-    pub fn new(pkcs8: &[u8], issuer: impl Into<String>) -> Result<Self, String> {
+    pub fn new(pkcs8: &[u8], issuer: impl Into<String>) -> Result<Self, TokenError> {
         let rng = ring::rand::SystemRandom::new();
         let key =
             EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
-                .map_err(|e| format!("invalid ServiceAccount signing key: {e}"))?;
+                .map_err(|e| TokenError::Key(e.to_string()))?;
         let kid = B64URL.encode(Sha256::digest(key.public_key().as_ref()));
         Ok(Self {
             key,
@@ -252,11 +258,10 @@ impl ServiceAccountTokens {
     }
 
     /// The user a ServiceAccount token names, or why it is refused.
-    pub fn authenticate(&self, token: &str) -> Result<User, String> {
+    pub fn authenticate(&self, token: &str) -> Result<User, TokenError> {
         let claims = self
             .signer
-            .verify(token, &self.api_audiences, SystemTime::now())
-            .map_err(|e| e.to_string())?;
+            .verify(token, &self.api_audiences, SystemTime::now())?;
         let k = &claims.kubernetes;
         let ns = k.namespace.as_str();
         if self
@@ -264,19 +269,19 @@ impl ServiceAccountTokens {
             .as_deref()
             != Some(k.serviceaccount.uid.as_str())
         {
-            return Err(format!(
-                "serviceaccount {ns}/{} is gone",
+            return Err(TokenError::AccountGone(format!(
+                "{ns}/{}",
                 k.serviceaccount.name
-            ));
+            )));
         }
         for (resource, bound) in [(PODS, &k.pod), (SECRETS, &k.secret)] {
             if let Some(bound) = bound
                 && self.uid(resource, ns, &bound.name).as_deref() != Some(bound.uid.as_str())
             {
-                return Err(format!(
-                    "the token's bound {resource} {ns}/{} is gone",
-                    bound.name
-                ));
+                return Err(TokenError::BoundObjectGone {
+                    kind: resource,
+                    name: format!("{ns}/{}", bound.name),
+                });
             }
         }
         let mut user = User::new(

@@ -149,17 +149,18 @@ static COLUMNS: &[Column] = &[
     col("Condition", "string", Cell::Computed(condition)),
 ];
 
-/// `spec.request`: base64 of the PEM text.
-fn decode(request: &str) -> Result<String, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(request)
-        .map_err(|e| format!("not base64: {e}"))?;
-    String::from_utf8(bytes).map_err(|_| "not PEM text".to_string())
+#[derive(Debug, thiserror::Error)]
+enum RequestText {
+    #[error("not base64: {0}")]
+    NotBase64(#[from] base64::DecodeError),
+    #[error("not PEM text")]
+    NotText,
 }
 
-/// The PEM text of a request object's `spec.request`.
-pub fn request_pem(object: &Value) -> Result<String, String> {
-    decode(object["spec"]["request"].as_str().unwrap_or_default())
+/// `spec.request`: base64 of the PEM text.
+fn decode(request: &str) -> Result<String, RequestText> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(request)?;
+    String::from_utf8(bytes).map_err(|_| RequestText::NotText)
 }
 
 pub fn has_condition(object: &Value, kind: &str) -> bool {

@@ -93,6 +93,17 @@ struct RoleObject {
 
 type RuleSet = Arc<[PolicyRule]>;
 
+/// Why a binding's role reference grants nothing: upstream's messages.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleRefError {
+    #[error("clusterrole.rbac.authorization.k8s.io {0:?} not found")]
+    ClusterRoleNotFound(String),
+    #[error("role.rbac.authorization.k8s.io {0:?} not found")]
+    RoleNotFound(String),
+    #[error("unsupported role reference kind: {0:?}")]
+    Kind(String),
+}
+
 #[derive(Default)]
 struct Index {
     cluster_roles: HashMap<String, RuleSet>,
@@ -170,30 +181,20 @@ impl Index {
 
     /// The rules a role reference names from a binding in `namespace` (empty for a
     /// ClusterRoleBinding), or upstream's not-found message.
-    fn role_rules(&self, role_ref: &RoleRef, namespace: &str) -> Result<RuleSet, String> {
+    fn role_rules(&self, role_ref: &RoleRef, namespace: &str) -> Result<RuleSet, RoleRefError> {
         match role_ref.kind.as_str() {
             "ClusterRole" => self
                 .cluster_roles
                 .get(&role_ref.name)
                 .cloned()
-                .ok_or_else(|| {
-                    format!(
-                        "clusterrole.rbac.authorization.k8s.io {:?} not found",
-                        role_ref.name
-                    )
-                }),
+                .ok_or_else(|| RoleRefError::ClusterRoleNotFound(role_ref.name.clone())),
             "Role" if !namespace.is_empty() => self
                 .roles
                 .get(namespace)
                 .and_then(|roles| roles.get(&role_ref.name))
                 .cloned()
-                .ok_or_else(|| {
-                    format!(
-                        "role.rbac.authorization.k8s.io {:?} not found",
-                        role_ref.name
-                    )
-                }),
-            kind => Err(format!("unsupported role reference kind: {kind:?}")),
+                .ok_or_else(|| RoleRefError::RoleNotFound(role_ref.name.clone())),
+            kind => Err(RoleRefError::Kind(kind.to_string())),
         }
     }
 
@@ -226,7 +227,7 @@ impl Index {
                         return;
                     }
                 }
-                Err(error) => errors.push(error),
+                Err(error) => errors.push(error.to_string()),
             }
         }
         if namespace.is_empty() {
@@ -258,7 +259,7 @@ impl Index {
                         return;
                     }
                 }
-                Err(error) => errors.push(error),
+                Err(error) => errors.push(error.to_string()),
             }
         }
     }
@@ -314,7 +315,7 @@ impl Rbac {
         &self,
         role_ref: &RoleRef,
         namespace: &str,
-    ) -> Result<Vec<PolicyRule>, String> {
+    ) -> Result<Vec<PolicyRule>, RoleRefError> {
         self.read()
             .role_rules(role_ref, namespace)
             .map(|rules| rules.to_vec())

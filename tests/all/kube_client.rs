@@ -188,11 +188,15 @@ async fn idle_watches_get_bookmarks_at_the_configured_interval() {
     use kube::api::{WatchEvent, WatchParams};
 
     let dir = tempfile::tempdir().unwrap();
+    // No controllers: nothing else may write a ConfigMap here (the namespace's
+    // `kube-root-ca.crt` would), so the watch stays idle.
     let server = Server::start(&[
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--watch-bookmark-interval",
         "300ms",
+        "--disable-controllers",
+        "*",
     ])
     .await;
     let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");

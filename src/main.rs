@@ -36,7 +36,7 @@ enum Command {
     /// Run the control plane: datastore, API server.
     Server(Box<commands::server::Args>),
     /// Run a node agent: register a Node and run the pods bound to it as Wasm.
-    Node(commands::node::Args),
+    Node(Box<commands::node::Args>),
     /// Run a whole cluster in this process: the server (on SQLite in the data directory) and
     /// a node agent for this machine.
     Up(Box<commands::up::Args>),
@@ -107,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Server(args) => commands::server::run(*args).await,
-            Command::Node(args) => commands::node::run(args).await,
+            Command::Node(args) => commands::node::run(*args).await,
             Command::Up(args) => commands::up::run(*args).await,
             Command::Push(args) => commands::push::run(args).await,
             Command::Apply(args) => commands::apply::apply(args).await,

@@ -99,6 +99,21 @@ impl Blocks {
     }
 }
 
+/// The host's first non-loopback IPv4 address, where other machines reach it: the kernel's
+/// routing choice, read as the source address of a UDP socket "connected" to a public
+/// address (a system call only; nothing is sent). The default of a node's InternalIP and of
+/// the API server's advertised address.
+pub fn host_address() -> std::io::Result<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    if socket.connect("192.0.2.1:9").is_ok()
+        && let Ok(std::net::SocketAddr::V4(addr)) = socket.local_addr()
+        && !addr.ip().is_unspecified()
+    {
+        return Ok(*addr.ip());
+    }
+    Ok(std::net::Ipv4Addr::LOCALHOST)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

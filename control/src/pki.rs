@@ -135,8 +135,10 @@ impl Ca {
             KeyUsagePurpose::KeyEncipherment,
         ];
         let now = time::OffsetDateTime::now_utc();
-        // A little slack for clocks that run behind.
-        params.not_before = now - time::Duration::minutes(5);
+        // A little slack for clocks that run behind: five minutes, or a tenth of a short
+        // certificate's life (whose holder renews it through its life, counted from here).
+        let slack = (valid_for / 10).min(std::time::Duration::from_secs(300));
+        params.not_before = now - time::Duration::try_from(slack).unwrap_or_default();
         params.not_after = now + valid_for;
         let request = rcgen::CertificateSigningRequestParams {
             params,

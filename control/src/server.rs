@@ -66,6 +66,14 @@ pub struct ServerConfig {
     pub cluster_cidr: Ipv4Cidr,
     /// How often the nodes' usage is read for `metrics.k8s.io` (zero: never).
     pub metrics_resolution: Duration,
+    /// The address pods reach this server at, the endpoint of the `kubernetes` Service
+    /// (`--advertise-address`); `None`: the bind address if it is one, else the host's
+    /// primary IPv4 address.
+    pub advertise_address: Option<IpAddr>,
+    /// How long this server's lease in the `kubernetes` Service's endpoints lasts; `None`
+    /// (`--endpoint-reconciler-type none`): this server keeps neither the Service nor
+    /// endpoints.
+    pub endpoint_lease_duration: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +228,7 @@ pub async fn run(
     let service_accounts =
         apiserver::auth::serviceaccount::ServiceAccountTokens::start(store.clone(), signer).await?;
     let mut authenticator = apiserver::auth::Authenticator::with_admin(secrets.admin_token_hash())
+        .with_bootstrap_token(crate::store::bootstrap::hash_token(&secrets.token))
         .with_service_accounts(service_accounts.clone());
     if let Some(oidc) = &config.oidc {
         let oidc = apiserver::auth::oidc::Oidc::start(oidc.clone())
@@ -233,8 +242,9 @@ pub async fn run(
     let authenticator = Arc::new(authenticator);
     apiserver::auth::rbac::bootstrap::reconcile(&*store).await?;
     let rbac = apiserver::auth::rbac::Rbac::start(store.clone()).await?;
+    let nodes = apiserver::auth::node::NodeAuthorizer::start(store.clone()).await?;
     let authorizer: Arc<dyn apiserver::auth::Authorizer> =
-        Arc::new(apiserver::auth::Union(vec![rbac.clone()]));
+        Arc::new(apiserver::auth::Union(vec![nodes, rbac.clone()]));
     let state = ApiState {
         store,
         authorizer: authorizer.clone(),
@@ -256,6 +266,10 @@ pub async fn run(
         metrics: Default::default(),
         history: Default::default(),
         service_accounts: Some(service_accounts),
+        join: Some(Arc::new(apiserver::auth::join::Join {
+            ca_pem: secrets.ca.cert_pem.clone(),
+            token: secrets.token.clone(),
+        })),
         audit: match config.audit.clone() {
             Some((policy, log)) => {
                 let path = log.path.clone();
@@ -285,7 +299,7 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheduler = match config.scheduler.clone() {
         Some(scheduler_config) => {
-            let client = component_client(&secrets.ca, &server_url, SCHEDULER).await?;
+            let client = component_client(&secrets.ca, &server_url, SCHEDULER, &[]).await?;
             Some(spawn_elected(
                 client.clone(),
                 "bosun-scheduler",
@@ -302,7 +316,8 @@ pub async fn run(
     };
     let controller_manager = match config.controllers.clone() {
         Some(controllers_config) => {
-            let client = component_client(&secrets.ca, &server_url, CONTROLLER_MANAGER).await?;
+            let client =
+                component_client(&secrets.ca, &server_url, CONTROLLER_MANAGER, &[]).await?;
             Some(spawn_elected(
                 client.clone(),
                 "bosun-controller-manager",
@@ -320,10 +335,33 @@ pub async fn run(
         }
         None => None,
     };
+    let kubernetes_service = if let Some(lease_duration) = config.endpoint_lease_duration {
+        let client =
+            component_client(&secrets.ca, &server_url, APISERVER, &["system:masters"]).await?;
+        let service_ip =
+            config.service_ranges.cidr.nth(1).ok_or_else(|| {
+                ServerError::Client("the service block has no first address".into())
+            })?;
+        Some(tokio::spawn(controllers::kubernetes::run(
+            client,
+            controllers::kubernetes::Config {
+                service_ip: service_ip.into(),
+                address: advertise_address(&config),
+                port: addr.port(),
+                lease_duration,
+            },
+            stopped.clone(),
+        )))
+    } else {
+        None
+    };
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
-        for task in [scheduler, controller_manager].into_iter().flatten() {
+        for task in [scheduler, controller_manager, kubernetes_service]
+            .into_iter()
+            .flatten()
+        {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     };
@@ -374,8 +412,9 @@ async fn component_client(
     ca: &crate::pki::Ca,
     server_url: &str,
     user: &str,
+    groups: &[&str],
 ) -> Result<kube::Client, ServerError> {
-    let issued = ca.issue_client(user, &[])?;
+    let issued = ca.issue_client(user, groups)?;
     api_client(&kubeconfig_yaml_with_certificate(
         server_url,
         &ca.cert_pem,
@@ -417,6 +456,24 @@ fn client_address(addr: SocketAddr) -> SocketAddr {
 
 /// Names for the serving certificate: localhost, the host name, every local address, the
 /// bind address and each `--tls-san`.
+/// The user this server's own client (the `kubernetes` Service's upkeep) is, as upstream's
+/// loopback client.
+const APISERVER: &str = "system:apiserver";
+
+/// Where pods reach this server: `--advertise-address`, else the bind address when it is a
+/// specific, non-loopback one, else the host's primary IPv4 address.
+fn advertise_address(config: &ServerConfig) -> IpAddr {
+    if let Some(address) = config.advertise_address {
+        return address;
+    }
+    if !config.bind_address.is_unspecified() && !config.bind_address.is_loopback() {
+        return config.bind_address;
+    }
+    bosun_api::cluster::host_address()
+        .map(IpAddr::V4)
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
 fn serving_names(config: &ServerConfig) -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),
@@ -430,6 +487,11 @@ fn serving_names(config: &ServerConfig) -> Vec<String> {
         names.push(host.trim().to_string());
     }
     names.extend(local_addresses().into_iter().map(|ip| ip.to_string()));
+    // Pods reach the server at the `kubernetes` Service's address and the advertised one.
+    if let Some(ip) = config.service_ranges.cidr.nth(1) {
+        names.push(ip.to_string());
+    }
+    names.push(advertise_address(config).to_string());
     if !config.bind_address.is_unspecified() {
         names.push(config.bind_address.to_string());
     }

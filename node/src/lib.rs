@@ -5,6 +5,8 @@
 //! it never opens the datastore.
 //!
 //! - [`agent`]: the Node object, its Lease, and one worker per pod;
+//! - [`credentials`]: the node's own identity, a `system:node:NAME` client certificate got
+//!   through a CertificateSigningRequest and renewed before it expires;
 //! - [`images`]: pulls Wasm artifacts from OCI registries into a content-addressed cache;
 //! - [`runtime`]: the seam between the agent and what runs a container, with its wasmtime
 //!   implementation (WASI preview 1 modules and preview 2 command components, memory and CPU
@@ -20,6 +22,7 @@
 //!   directories preopened in the guest.
 
 pub mod agent;
+pub mod credentials;
 pub mod gateway;
 pub mod images;
 pub mod logs;

@@ -7,15 +7,28 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bosun_api::cidr::Ipv4Cidr;
 use bosun_node::agent::{Backoff, NodeConfig, run as run_agent};
+use bosun_node::credentials::Bootstrap;
 
 use super::server::{default_data_dir, duration};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The kubeconfig to reach the API server with (`bosun server` writes
-    /// DATA_DIR/admin.kubeconfig).
-    #[arg(long, env = "BOSUN_KUBECONFIG")]
-    kubeconfig: PathBuf,
+    /// A kubeconfig whose credentials may approve the node's certificate request (the
+    /// admin's: `bosun server` writes DATA_DIR/admin.kubeconfig). The node gets its own
+    /// `system:node:NAME` certificate with it, and uses only that.
+    #[arg(long, env = "BOSUN_KUBECONFIG", required_unless_present = "server", conflicts_with_all = ["server", "token"])]
+    kubeconfig: Option<PathBuf>,
+    /// A server to join, `https://HOST:PORT`, with --token instead of a kubeconfig (as k3s
+    /// agents join).
+    #[arg(long, env = "BOSUN_SERVER", requires = "token")]
+    server: Option<String>,
+    /// The cluster token (a server's DATA_DIR/token), used once: to check the server's CA and
+    /// to get the node's certificate.
+    #[arg(long, env = "BOSUN_TOKEN", hide_env_values = true, requires = "server")]
+    token: Option<String>,
+    /// How long to wait for the node's certificate request to be approved and signed.
+    #[arg(long, env = "BOSUN_CERTIFICATE_TIMEOUT", default_value = "15m", value_parser = duration)]
+    certificate_timeout: Duration,
     /// The Node's name. Default: the host name.
     #[arg(long, env = "BOSUN_NAME")]
     name: Option<String>,
@@ -145,17 +158,35 @@ pub(crate) fn host_name() -> String {
 
 impl Args {
     pub fn config(self) -> NodeConfig {
-        self.agent.config(
+        let mut config = self.agent.config(
             self.name.unwrap_or_else(host_name),
             self.data_dir.unwrap_or_else(default_data_dir),
             self.port,
             self.cluster_cidr,
             self.service_cidr,
-        )
+        );
+        config.certificate_timeout = self.certificate_timeout;
+        config
     }
 
-    pub fn kubeconfig(&self) -> &std::path::Path {
-        &self.kubeconfig
+    /// What the node proves itself with to get its certificate.
+    async fn bootstrap(&self) -> anyhow::Result<Bootstrap> {
+        match (&self.kubeconfig, &self.server, &self.token) {
+            (Some(path), _, _) => Ok(Bootstrap::Kubeconfig(Box::new(
+                kube_config(path, "bosun-node").await?,
+            ))),
+            (None, Some(server), Some(token)) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                if !server.starts_with("https://") {
+                    anyhow::bail!("--server must be an https:// URL, not {server:?}");
+                }
+                Ok(Bootstrap::Token {
+                    server: server.clone(),
+                    token: token.trim().to_string(),
+                })
+            }
+            _ => anyhow::bail!("give --kubeconfig, or --server and --token"),
+        }
     }
 }
 
@@ -215,10 +246,10 @@ pub async fn kube_config(path: &std::path::Path, agent: &str) -> anyhow::Result<
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let kube = kube_config(args.kubeconfig(), "bosun-node").await?;
+    let bootstrap = args.bootstrap().await?;
     let config = args.config();
     println!("bosun node {} starting", config.name);
-    run_agent(kube, config, async {
+    run_agent(bootstrap, config, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     })

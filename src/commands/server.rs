@@ -36,6 +36,19 @@ pub struct Args {
     /// HTTPS port of the API server (0 picks a free one).
     #[arg(long, env = "BOSUN_PORT", default_value_t = 6443)]
     port: u16,
+    /// The address pods and other machines reach this server at: the endpoint of the
+    /// `kubernetes` Service. Default: --bind-address when it is a specific address, else the
+    /// host's primary IPv4 address.
+    #[arg(long, env = "BOSUN_ADVERTISE_ADDRESS")]
+    advertise_address: Option<IpAddr>,
+    /// How long this server's lease among the `kubernetes` Service's endpoints lasts (renewed
+    /// every third of it); a server that dies leaves the endpoints when it runs out.
+    #[arg(long, env = "BOSUN_ENDPOINT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    endpoint_lease_duration: Duration,
+    /// `lease`: this server keeps the `kubernetes` Service and is among its endpoints while
+    /// its lease is current; `none`: it leaves both alone.
+    #[arg(long, env = "BOSUN_ENDPOINT_RECONCILER_TYPE", default_value = "lease", value_parser = ["lease", "none"])]
+    endpoint_reconciler_type: String,
     /// Extra name or address for the serving certificate (repeatable).
     #[arg(long = "tls-san", env = "BOSUN_TLS_SAN", value_delimiter = ',')]
     tls_sans: Vec<String>,
@@ -323,6 +336,9 @@ impl Args {
             oidc,
             bookmark_interval: args.watch_bookmark_interval,
             metrics_resolution: args.metrics_resolution,
+            advertise_address: args.advertise_address,
+            endpoint_lease_duration: (args.endpoint_reconciler_type == "lease")
+                .then_some(args.endpoint_lease_duration),
             scheduler: (!args.disable_scheduler).then(|| SchedulerConfig {
                 weights: args.scheduler_score_weights,
                 percentage_of_nodes_to_score: args.percentage_of_nodes_to_score,

@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use bosun_control::server::run as run_server;
 use bosun_node::agent::run as run_agent;
+use bosun_node::credentials::Bootstrap;
 use tokio::sync::{oneshot, watch};
 
 use super::node::{AgentFlags, host_name, kube_config};
@@ -68,7 +69,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let node_name = node.name.clone();
-    let mut node_task = tokio::spawn(run_agent(kube, node, until_stopped(stopped)));
+    // The node gets its own `system:node:NAME` certificate with the admin's credentials.
+    let mut node_task = tokio::spawn(run_agent(
+        Bootstrap::Kubeconfig(Box::new(kube)),
+        node,
+        until_stopped(stopped),
+    ));
     // The kubeconfig names a loopback address when the server listens on all of them.
     let local = if addr.ip().is_unspecified() {
         std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))

@@ -345,14 +345,17 @@ type BadRequest = (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    // Nothing else writes (no scheduler, no controllers: the ClusterRole aggregation and the
-    // Leases would), so the store's revision shows whether a bad request wrote anything.
+    // Nothing else writes (no scheduler, no controllers, no `kubernetes` Service upkeep: the
+    // ClusterRole aggregation and the Leases would), so the store's revision shows whether a
+    // bad request wrote anything.
     let server = Server::start(&[
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--disable-scheduler",
         "--disable-controllers",
         "*",
+        "--endpoint-reconciler-type",
+        "none",
     ])
     .await;
     let api = Api::new(&server);

@@ -784,6 +784,18 @@ async fn gateway_cluster(
 ) -> (Cluster, String, String, Api<bosun_api::function::Function>) {
     let port = bosun_testkit::free_port().to_string();
     let (c, image) = function_cluster(node, &["--function-port", &port]).await;
+    // The node opens the gateway once it is registered (after getting its certificate).
+    bosun_testkit::eventually(
+        "the function gateway listening",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let open =
+                std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_ok();
+            async move { open.then_some(()) }
+        },
+    )
+    .await;
     let functions = Api::namespaced(c.client.clone(), "default");
     (c, port, image, functions)
 }

@@ -1083,3 +1083,342 @@ async fn oidc_id_tokens_from_an_external_issuer_name_their_user_and_groups() {
         assert!(refused.contains("Unauthorized"), "{what}: {refused}");
     }
 }
+
+/// kubectl with a node's own identity (the files in its data directory).
+fn kubectl_as_node(
+    server: &Server,
+    node: &crate::support::Node,
+    args: &[&str],
+) -> Result<String, String> {
+    let identity = node.dir.path().join("identity");
+    let mut command = Command::new("kubectl");
+    command
+        .env_remove("KUBECONFIG")
+        .args([
+            "--kubeconfig=/dev/null",
+            &format!("--server=https://{}", server.addr),
+        ])
+        .arg(format!(
+            "--certificate-authority={}",
+            identity.join("ca.crt").display()
+        ))
+        .arg(format!(
+            "--client-certificate={}",
+            identity.join("node.crt").display()
+        ))
+        .arg(format!(
+            "--client-key={}",
+            identity.join("node.key").display()
+        ))
+        .args(args);
+    crate::support::run(command)
+}
+
+/// The CertificateSigningRequests for `user`'s certificate: (requester, approval reason,
+/// issued).
+fn node_requests(server: &Server, user: &str) -> Vec<(String, String, bool)> {
+    let listed = server
+        .kubectl(&["get", "csr", "-o", "json"])
+        .expect("list CSRs");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|csr| {
+            let pem = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                csr["spec"]["request"].as_str().unwrap(),
+            )
+            .unwrap();
+            bosun_control::pki::parse_request(&String::from_utf8(pem).unwrap())
+                .unwrap()
+                .params
+                .distinguished_name
+                .get(&rcgen::DnType::CommonName)
+                .is_some_and(|cn| matches!(cn, rcgen::DnValue::Utf8String(s) if s == user))
+        })
+        .map(|csr| {
+            let reason = csr["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Approved")
+                .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
+                .unwrap_or_default();
+            (
+                csr["spec"]["username"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                reason,
+                csr["status"]["certificate"].is_string(),
+            )
+        })
+        .collect()
+}
+
+async fn until_ready(server: &Server, node: &str) {
+    eventually(
+        &format!("node {node} Ready"),
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let ready = server
+                .kubectl(&[
+                    "get",
+                    "node",
+                    node,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .is_ok_and(|s| s.trim() == "True");
+            async move { ready.then_some(()) }
+        },
+    )
+    .await
+}
+
+/// Node identities: a node joins with the cluster token (after the server proves it holds
+/// it), another gets its certificate with the admin kubeconfig; each is `system:node:NAME`
+/// in `system:nodes`, reads the Secrets of its own pods and no others, and writes only its
+/// own Node and pods (NodeRestriction). A restarted node keeps its certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_with_the_cluster_token_and_touch_only_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]).await;
+    let registry = crate::support::Registry::start().await;
+    let token = std::fs::read_to_string(data.join("token"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // A wrong token: the node refuses the server's CA (and never sends the token on).
+    let refused = dir.path().join("refused");
+    let out = Command::new(crate::support::BOSUN)
+        .args(["node", "--server", &format!("https://{}", server.addr)])
+        .args(["--token", "bosun1.0000", "--name", "nope", "--port", "0"])
+        .arg("--data-dir")
+        .arg(&refused)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("could not prove it holds the cluster token"),
+        "{said}"
+    );
+    assert!(!refused.join("identity").exists());
+
+    let mut a = crate::support::Node::join(&server, "join-a", &registry, &token, &[]);
+    let b = crate::support::Node::start(&server, "join-b", &registry, &[]);
+    until_ready(&server, "join-a").await;
+    until_ready(&server, "join-b").await;
+    assert_eq!(
+        node_requests(&server, "system:node:join-a"),
+        vec![(
+            "system:bootstrap:cluster-token".to_string(),
+            "AutoApproved".to_string(),
+            true
+        )]
+    );
+    // The admin's request is approved by the node itself or, first, by the control plane
+    // (the admin may have any node's certificate approved).
+    let requests = node_requests(&server, "system:node:join-b");
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let (requester, reason, issued) = &requests[0];
+    assert_eq!(requester, "system:admin");
+    assert!(["NodeBootstrap", "AutoApproved"].contains(&reason.as_str()) && *issued);
+    let whoami = kubectl_as_node(&server, &a, &["auth", "whoami", "-o", "json"]).unwrap();
+    let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(
+        whoami["status"]["userInfo"]["username"],
+        "system:node:join-a"
+    );
+    assert!(
+        whoami["status"]["userInfo"]["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&"system:nodes".into())
+    );
+
+    // Secrets: each node reads those of its own pods.
+    for node in ["a", "b"] {
+        server
+            .kubectl(&[
+                "create",
+                "secret",
+                "generic",
+                &format!("for-{node}"),
+                "--from-literal=k=v",
+            ])
+            .unwrap();
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{node}\nspec:\n  nodeName: join-{node}\n  containers:\n  - name: main\n    image: {}/none:v1\n    env:\n    - name: K\n      valueFrom:\n        secretKeyRef: {{name: for-{node}, key: k}}\n",
+            registry.host
+        );
+        let file = dir.path().join(format!("pod-{node}.yaml"));
+        std::fs::write(&file, pod).unwrap();
+        server
+            .kubectl(&["apply", "-f", file.to_str().unwrap()])
+            .unwrap();
+    }
+    eventually(
+        "node A reads its pod's Secret",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let ok = kubectl_as_node(&server, &a, &["get", "secret", "for-a"]).is_ok();
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+    let refused = kubectl_as_node(&server, &a, &["get", "secret", "for-b"]).unwrap_err();
+    assert!(
+        refused.contains(
+            r#"secrets "for-b" is forbidden: User "system:node:join-a" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'join-a' and this object"#
+        ),
+        "{refused}"
+    );
+    assert!(kubectl_as_node(&server, &a, &["get", "secrets"]).is_err());
+    assert!(kubectl_as_node(&server, &a, &["get", "configmaps", "-n", "kube-system"]).is_err());
+
+    // Writes: its own Node and pods only.
+    let refused = kubectl_as_node(&server, &a, &["label", "node", "join-b", "x=y"]).unwrap_err();
+    assert!(
+        refused.contains(r#"node "join-a" is not allowed to modify node "join-b""#),
+        "{refused}"
+    );
+    kubectl_as_node(&server, &a, &["label", "node", "join-a", "x=y"]).unwrap();
+    let refused = kubectl_as_node(
+        &server,
+        &a,
+        &[
+            "label",
+            "node",
+            "join-a",
+            "node-restriction.kubernetes.io/zone=z",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("is not allowed to modify labels"),
+        "{refused}"
+    );
+    let refused = kubectl_as_node(&server, &a, &["delete", "pod", "pod-b"]).unwrap_err();
+    assert!(
+        refused.contains("can only delete pods with spec.nodeName set to itself"),
+        "{refused}"
+    );
+    let refused = kubectl_as_node(
+        &server,
+        &a,
+        &[
+            "create",
+            "token",
+            "default",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=pod-b",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("no relationship found") || refused.contains("different node"),
+        "{refused}"
+    );
+    assert!(
+        kubectl_as_node(
+            &server,
+            &a,
+            &[
+                "create",
+                "token",
+                "default",
+                "--bound-object-kind=Pod",
+                "--bound-object-name=pod-a"
+            ],
+        )
+        .unwrap()
+        .starts_with("eyJ")
+    );
+    assert!(kubectl_as_node(&server, &a, &["create", "namespace", "mine"]).is_err());
+    drop(b);
+
+    // A restart keeps the certificate: no new request.
+    a.restart(&[]);
+    server
+        .kubectl(&["label", "node", "join-a", "restarted=yes"])
+        .unwrap();
+    until_ready(&server, "join-a").await;
+    assert_eq!(node_requests(&server, "system:node:join-a").len(), 1);
+}
+
+/// A node renews its certificate before it expires, with itself (approved because a node
+/// may renew its own), and keeps working past the first certificate's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_renews_its_certificate_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--cluster-signing-duration",
+        "12s",
+    ])
+    .await;
+    let registry = crate::support::Registry::start().await;
+    let node = crate::support::Node::start(&server, "renews", &registry, &[]);
+    until_ready(&server, "renews").await;
+    let first = std::fs::read_to_string(node.dir.path().join("identity/node.crt")).unwrap();
+    let started = std::time::Instant::now();
+    eventually(
+        "two renewals",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let renewed = node_requests(&server, "system:node:renews")
+                .into_iter()
+                .filter(|(who, reason, issued)| {
+                    who == "system:node:renews" && reason == "AutoApproved" && *issued
+                })
+                .count();
+            async move { (renewed >= 2).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(12),
+        "renewed too early"
+    );
+    assert_ne!(
+        std::fs::read_to_string(node.dir.path().join("identity/node.crt")).unwrap(),
+        first
+    );
+    // Past the first certificate's end, the node still writes: its Lease is fresh.
+    let renew_time = || {
+        server
+            .kubectl(&[
+                "get",
+                "lease",
+                "renews",
+                "-n",
+                "kube-node-lease",
+                "-o",
+                "jsonpath={.spec.renewTime}",
+            ])
+            .unwrap()
+    };
+    let before = renew_time();
+    eventually(
+        "a lease renewal with the new certificate",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || {
+            let now = renew_time();
+            let moved = now != before;
+            async move { moved.then_some(()) }
+        },
+    )
+    .await;
+    until_ready(&server, "renews").await;
+}

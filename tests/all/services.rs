@@ -538,3 +538,150 @@ async fn cluster_ips_and_node_ports_are_allocated_once_and_load_balancers_get_no
     let table = c.server.kubectl(&["get", "service", "lb"]).unwrap();
     assert!(table.contains(&format!("443:{node_port}/TCP")), "{table}");
 }
+
+/// In-cluster access: the `kubernetes` Service in `default` has the service block's first
+/// address and port 443, its endpoints are the API server's advertised address; every pod
+/// (in any namespace, with service links or without) has `KUBERNETES_SERVICE_HOST` and
+/// `KUBERNETES_SERVICE_PORT`; and from a pod's network namespace the Service's address reaches
+/// the API, whose certificate names it, with the pod's own ServiceAccount token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_the_api_through_the_kubernetes_service_as_their_service_account() {
+    let (pods, services) = own_blocks();
+    let (c, image) = netcheck_cluster_with(
+        "svc-kubernetes",
+        &[
+            "--cluster-cidr",
+            &pods,
+            "--service-cidr",
+            &services,
+            "--bind-address",
+            "0.0.0.0",
+        ],
+    )
+    .await;
+    let first: std::net::Ipv4Addr = {
+        let base: std::net::Ipv4Addr = services.split('/').next().unwrap().parse().unwrap();
+        (u32::from(base) + 1).into()
+    };
+    let host = bosun_api::cluster::host_address().unwrap().to_string();
+    let port: u16 = c.server.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let api: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let service = until("the kubernetes Service", || async {
+        api.get_opt("kubernetes").await.unwrap()
+    })
+    .await;
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some(first.to_string().as_str()));
+    let ports = spec.ports.unwrap();
+    assert_eq!(
+        (ports[0].port, ports[0].name.as_deref()),
+        (443, Some("https"))
+    );
+    until("the API server among the endpoints", || async {
+        (endpoint_ips(&c, "kubernetes").await.0 == vec![host.clone()]).then_some(())
+    })
+    .await;
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let slice = slices.get("kubernetes").await.unwrap();
+    assert_eq!(slice.ports.unwrap()[0].port, Some(i32::from(port)));
+
+    // The variables, in default and in a namespace with service links off.
+    c.server
+        .kubectl(&["create", "namespace", "elsewhere"])
+        .unwrap();
+    let log = client(
+        &c,
+        "sees-api",
+        &image,
+        &["resolve", "$(KUBERNETES_SERVICE_HOST)"],
+    )
+    .await;
+    assert!(log.contains(&format!("addresses: {first}")), "{log}");
+    let other: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(c.client.clone(), "elsewhere");
+    let pod = json!({
+        "metadata": {"name": "no-links"},
+        "spec": {"restartPolicy": "Never", "enableServiceLinks": false, "containers": [{
+            "name": "main", "image": image,
+            "args": ["resolve", "$(KUBERNETES_SERVICE_HOST)"],
+        }]},
+    });
+    // The namespace's default ServiceAccount comes from a controller moments after it.
+    until("a pod in the new namespace", || async {
+        let pod = serde_json::from_value(pod.clone()).unwrap();
+        other.create(&PostParams::default(), &pod).await.ok()
+    })
+    .await;
+    let done = wait_for(&other, "no-links", "finished", finished).await;
+    let log = node_logs(&c.node, done["metadata"]["uid"].as_str().unwrap(), "main");
+    assert!(log.contains(&format!("addresses: {first}")), "{log}");
+
+    // From inside a pod, as its ServiceAccount (bound to `view` here).
+    c.server
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "default-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:default",
+        ])
+        .unwrap();
+    c.create(json!({
+        "metadata": {"name": "inside"},
+        "spec": {"containers": [{"name": "main", "image": image,
+                                 "args": ["listen", "0.0.0.0:8080"]}]},
+    }))
+    .await;
+    let running = wait_for(&c.pods, "inside", "running", |p| {
+        p["status"]["phase"] == "Running"
+    })
+    .await;
+    let uid = running["metadata"]["uid"].as_str().unwrap();
+    let volume = running["spec"]["volumes"][0]["name"].as_str().unwrap();
+    let files = c
+        .node
+        .dir
+        .path()
+        .join("pods")
+        .join(uid)
+        .join("volumes/files")
+        .join(volume);
+    let script = "import json, ssl, sys, urllib.request\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        token = open(sys.argv[2]).read().strip()\n\
+        req = urllib.request.Request(sys.argv[3], headers={'Authorization': 'Bearer ' + token})\n\
+        try:\n    body = urllib.request.urlopen(req, context=ctx, timeout=5).read()\n    \
+        print(' '.join(i['metadata']['name'] for i in json.loads(body)['items']))\n\
+        except urllib.error.HTTPError as e:\n    print('status', e.code)\n";
+    let call = |path: &str| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("bosun-{uid}"),
+                "python3",
+                "-c",
+                script,
+            ])
+            .arg(files.join("ca.crt"))
+            .arg(files.join("token"))
+            .arg(format!("https://{first}:443{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let listed = until("the API from the pod", || async {
+        let out = call("/api/v1/namespaces/default/configmaps");
+        out.contains("kube-root-ca.crt").then_some(out)
+    })
+    .await;
+    assert!(
+        listed.split(' ').any(|n| n == "kube-root-ca.crt"),
+        "{listed}"
+    );
+    assert_eq!(
+        call("/api/v1/namespaces/kube-system/configmaps"),
+        "status 403"
+    );
+}

@@ -95,6 +95,64 @@ pub fn client_config(roots_pem: &str, identity: &Identity) -> Result<rustls::Cli
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?)
 }
 
+/// A client identity that can be replaced while connections are made with it: each new
+/// TLS handshake shows the latest (a node's certificate, renewed before it expires).
+#[derive(Debug)]
+pub struct RotatingIdentity(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl RotatingIdentity {
+    pub fn new(identity: &Identity) -> Result<Self, Error> {
+        Ok(Self(std::sync::RwLock::new(Arc::new(certified(identity)?))))
+    }
+
+    /// Shows `identity` from the next handshake on.
+    pub fn set(&self, identity: &Identity) -> Result<(), Error> {
+        let key = Arc::new(certified(identity)?);
+        *self.0.write().expect("the identity lock is not poisoned") = key;
+        Ok(())
+    }
+}
+
+fn certified(identity: &Identity) -> Result<rustls::sign::CertifiedKey, Error> {
+    let key = rustls::crypto::ring::sign::any_supported_type(&identity.key)?;
+    Ok(rustls::sign::CertifiedKey::new(identity.chain.clone(), key))
+}
+
+impl rustls::client::ResolvesClientCert for RotatingIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.0
+                .read()
+                .expect("the identity lock is not poisoned")
+                .clone(),
+        )
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// [`client_config`] with an identity that may change.
+pub fn rotating_client_config(
+    roots_pem: &str,
+    identity: Arc<RotatingIdentity>,
+) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(roots_pem, "server certificate")? {
+        roots.add(cert)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(identity))
+}
+
 /// Which client certificates a server asks for.
 #[derive(Debug, Clone, Copy)]
 pub enum ClientCerts<'a> {
@@ -215,4 +273,100 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// A client configuration that accepts any server certificate: only for fetching a CA whose
+/// authenticity is checked by other means ([`verify_join_proof`]) before anything secret is
+/// sent.
+pub fn unverified_client_config() -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+            .with_no_client_auth(),
+    )
+}
+
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// How a server proves, to a node that joins with the cluster token, that the CA it hands
+/// out is the cluster's: an HMAC-SHA256, keyed with the token, of the node's nonce and the CA
+/// (hex). Only a holder of the token can make it; the node checks it before it trusts the CA
+/// or sends the token anywhere.
+pub fn join_proof(token: &str, nonce: &str, ca_pem: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes());
+    let mut context = ring::hmac::Context::with_key(&key);
+    for part in [
+        b"bosun-join".as_slice(),
+        nonce.as_bytes(),
+        ca_pem.as_bytes(),
+    ] {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    context
+        .sign()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `proof` is [`join_proof`]'s for these (compared in constant time).
+pub fn verify_join_proof(token: &str, nonce: &str, ca_pem: &str, proof: &str) -> bool {
+    let expected = join_proof(token, nonce, ca_pem);
+    expected.len() == proof.len()
+        && expected
+            .bytes()
+            .zip(proof.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }

@@ -70,6 +70,8 @@ pub struct ApiState {
     pub audit: Option<Arc<audit::Auditor>>,
     /// ServiceAccount tokens' signer and checker; `None` issues none.
     pub service_accounts: Option<Arc<auth::serviceaccount::ServiceAccountTokens>>,
+    /// The CA and the cluster token, for nodes that join with the token (`/cacerts`).
+    pub join: Option<Arc<auth::join::Join>>,
 }
 
 pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Router {
@@ -115,6 +117,7 @@ pub fn router(state: ApiState, authenticator: Arc<auth::Authenticator>) -> Route
             get(auth::serviceaccount::serve_discovery),
         )
         .route("/openid/v1/jwks", get(auth::serviceaccount::serve_jwks))
+        .route("/cacerts", get(auth::join::serve))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::group_version))
         .layer(DefaultBodyLimit::disable());

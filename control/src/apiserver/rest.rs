@@ -160,8 +160,13 @@ async fn serve(state: &ApiState, core: bool, request: Request) -> ApiResult<Resp
             kinds::pod::bind(state, &target, decode(&parts.headers, &body)?).await
         }
         "create" if target.subresource.as_deref() == Some("token") => {
-            kinds::serviceaccount::request_token(state, &target, decode(&parts.headers, &body)?)
-                .await
+            kinds::serviceaccount::request_token(
+                state,
+                &user,
+                &target,
+                decode(&parts.headers, &body)?,
+            )
+            .await
         }
         "create" if target.name.is_none() => {
             let created = create(

@@ -9,15 +9,22 @@
 //! The certificate lives for `spec.expirationSeconds`, capped by `--cluster-signing-duration`.
 //! A request the signer will not sign gets a `Failed` condition with the reason; a denied
 //! one is left alone.
+//!
+//! It also approves node client certificates by itself (upstream's `csrapproving`): a pending
+//! `kube-apiserver-client-kubelet` request that the signer would sign is approved when a
+//! SubjectAccessReview says its requester may `create` `certificatesigningrequests/nodeclient`
+//! (a node joining with the cluster token) or, for a request for its own name,
+//! `certificatesigningrequests/selfnodeclient` (a node renewing its certificate).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bosun_api::certificates::{CLIENT_SIGNER, NODE_CLIENT_SIGNER};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -134,6 +141,31 @@ async fn reconcile(
         .as_ref()
         .and_then(|s| s.certificate.as_ref())
         .is_some_and(|c| !c.0.is_empty());
+    let api: Api<CertificateSigningRequest> = Api::all(context.client.clone());
+    let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
+    let undecided = !["Approved", "Denied", "Failed"]
+        .iter()
+        .any(|c| condition(&csr, c));
+    if signer == NODE_CLIENT_SIGNER && undecided && !issued {
+        if let Some(reason) = auto_approval(&context.client, &csr, &pem).await? {
+            let approval = json!({"status": {"conditions": [{
+                "type": "Approved",
+                "status": "True",
+                "reason": "AutoApproved",
+                "message": reason,
+                "lastUpdateTime": bosun_api::time::rfc3339(std::time::SystemTime::now()),
+            }]}});
+            api.patch_subresource(
+                "approval",
+                &csr.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(approval),
+            )
+            .await?;
+        }
+        // The approval is a change: the next round signs.
+        return Ok(Action::await_change());
+    }
     if issued
         || ![CLIENT_SIGNER, NODE_CLIENT_SIGNER].contains(&signer)
         || !condition(&csr, "Approved")
@@ -142,8 +174,6 @@ async fn reconcile(
     {
         return Ok(Action::await_change());
     }
-    let api: Api<CertificateSigningRequest> = Api::all(context.client.clone());
-    let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
     let outcome = subject(&pem).and_then(|subject| match refusal(&csr, &subject) {
         Some(why) => Err(why),
         None => {
@@ -183,11 +213,67 @@ async fn reconcile(
             json!({"conditions": conditions})
         }
     };
-    api.patch_status(
-        &csr.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await?;
-    Ok(Action::await_change())
+    match api
+        .patch_status(
+            &csr.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        // Signed already, by a round that ran on a fresher copy.
+        Err(kube::Error::Api(e))
+            if e.code == 422 && e.message.contains("existing certificate content") =>
+        {
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a node client certificate request is approved without a person, or `None` (it waits
+/// for `kubectl certificate approve`).
+async fn auto_approval(
+    client: &kube::Client,
+    csr: &CertificateSigningRequest,
+    pem: &str,
+) -> Result<Option<&'static str>, Error> {
+    let Ok(subject) = subject(pem) else {
+        return Ok(None);
+    };
+    if refusal(csr, &subject).is_some() {
+        return Ok(None);
+    }
+    let spec = &csr.spec;
+    let requester = spec.username.as_deref().unwrap_or_default();
+    let (subresource, reason) = if requester == subject.common_name {
+        (
+            "selfnodeclient",
+            "Auto approving self kubelet client certificate after SubjectAccessReview.",
+        )
+    } else {
+        (
+            "nodeclient",
+            "Auto approving kubelet client certificate after SubjectAccessReview.",
+        )
+    };
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": requester,
+            "uid": spec.uid,
+            "groups": spec.groups,
+            "extra": spec.extra,
+            "resourceAttributes": {
+                "group": "certificates.k8s.io",
+                "resource": "certificatesigningrequests",
+                "subresource": subresource,
+                "verb": "create",
+            },
+        },
+    }))
+    .expect("a valid SubjectAccessReview");
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answered = reviews.create(&PostParams::default(), &review).await?;
+    Ok(answered.status.is_some_and(|s| s.allowed).then_some(reason))
 }

@@ -33,6 +33,7 @@ pub mod endpoints;
 pub mod function;
 pub mod garbagecollector;
 pub mod job;
+pub mod kubernetes;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;

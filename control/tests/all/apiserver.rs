@@ -63,6 +63,7 @@ async fn in_process() -> (tempfile::TempDir, Arc<dyn Store>, axum::Router, Strin
         metrics: Default::default(),
         history: Default::default(),
         service_accounts: None,
+        join: None,
         audit: None,
     };
     let router = apiserver::router(

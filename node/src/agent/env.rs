@@ -8,24 +8,29 @@ use crate::objects::{ConfigError, Sources, configmap_data, field_value, secret_d
 
 /// Puts Kubernetes' service variables (the Services of the pod's namespace, as
 /// [`crate::network::names::service_env`] writes them) before `env`, unless the pod turned
-/// `enableServiceLinks` off; the container's own variables win.
+/// `enableServiceLinks` off; the `kubernetes` Service in `default` (`KUBERNETES_SERVICE_HOST`
+/// and `KUBERNETES_SERVICE_PORT`, which clients' in-cluster configuration reads) is there in
+/// every pod, as the kubelet has it. The container's own variables win.
 pub(super) fn with_services(
     env: Vec<(String, String)>,
     directory: &crate::network::names::Directory,
     pod: &k8s_openapi::api::core::v1::Pod,
 ) -> Vec<(String, String)> {
-    let spec = pod.spec.as_ref();
-    if spec.and_then(|s| s.enable_service_links) == Some(false) {
-        return env;
-    }
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let mut all: Vec<(String, String)> = crate::network::names::service_env(directory, namespace)
+    let wanted = |ns: &str, name: &str| {
+        (links && ns == namespace) || (ns == "default" && name == KUBERNETES_SERVICE)
+    };
+    let mut all: Vec<(String, String)> = crate::network::names::service_env(directory, wanted)
         .into_iter()
         .filter(|(name, _)| !env.iter().any(|(n, _)| n == name))
         .collect();
     all.extend(env);
     all
 }
+
+/// The API server's Service, in `default`.
+const KUBERNETES_SERVICE: &str = "kubernetes";
 
 /// The container's environment. An error is the kubelet's CreateContainerConfigError message.
 pub(super) async fn environment(

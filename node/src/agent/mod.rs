@@ -101,6 +101,8 @@ pub struct NodeConfig {
     pub function_domain: String,
     /// Requests one Function may have held on this node while it has no ready replica.
     pub activator_queue: usize,
+    /// How long the node waits for its client certificate request to be approved and signed.
+    pub certificate_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +142,7 @@ impl NodeConfig {
             function_port: 8081,
             function_domain: bosun_api::function::DEFAULT_DOMAIN.to_string(),
             activator_queue: 1000,
+            certificate_timeout: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -168,6 +171,8 @@ pub enum AgentError {
     ReadBlocks(#[source] kube::Error),
     #[error(transparent)]
     Blocks(#[from] cluster::Error),
+    #[error("cannot get the node's credentials: {0}")]
+    Credentials(#[from] crate::credentials::CredentialsError),
 }
 
 /// What the pod workers share.
@@ -258,19 +263,30 @@ impl Agent {
 /// this process. `kube` says how to reach the API server; its CA is also the one whose
 /// client certificates the log server accepts.
 pub async fn run(
-    kube: kube::Config,
+    bootstrap: crate::credentials::Bootstrap,
     mut config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let cluster_ca = kube.root_cert.clone().unwrap_or_default();
-    if cluster_ca.is_empty() {
+    if let crate::credentials::Bootstrap::Kubeconfig(kube) = &bootstrap
+        && kube.root_cert.as_ref().is_none_or(Vec::is_empty)
+    {
         return Err(AgentError::LogServer(
             "the kubeconfig has no certificate-authority-data, so the log server could not \
              tell the API server from anyone else"
                 .to_string(),
         ));
     }
-    let client = kube::Client::try_from(kube).map_err(|e| AgentError::LogServer(e.to_string()))?;
+    let credentials = crate::credentials::establish(
+        &config.name,
+        &config.data_dir,
+        bootstrap,
+        &format!("bosun-node/{}", env!("CARGO_PKG_VERSION")),
+        config.certificate_timeout,
+    )
+    .await?;
+    let client = credentials.client.clone();
+    let cluster_ca = bosun_tls::certificates_der(&credentials.ca_pem)
+        .map_err(|e| AgentError::LogServer(e.to_string()))?;
     let io = |action, path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| AgentError::Io {
@@ -301,7 +317,7 @@ pub async fn run(
         Some(IpAddr::V6(ip)) => {
             return Err(AgentError::Ipv6Address(ip));
         }
-        None => node::host_address().map_err(AgentError::Address)?,
+        None => bosun_api::cluster::host_address().map_err(AgentError::Address)?,
     };
     let listener = tokio::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), config.port))
         .await

@@ -108,19 +108,6 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
     Some((s.f_blocks as u64 * block, s.f_bavail as u64 * block))
 }
 
-/// The host's first non-loopback IPv4 address (from the kernel's routing choice: the source
-/// address of a UDP socket "connected" to a public address; nothing is sent).
-pub fn host_address() -> std::io::Result<Ipv4Addr> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    if socket.connect("192.0.2.1:9").is_ok()
-        && let Ok(std::net::SocketAddr::V4(addr)) = socket.local_addr()
-        && !addr.ip().is_unspecified()
-    {
-        return Ok(*addr.ip());
-    }
-    Ok(Ipv4Addr::LOCALHOST)
-}
-
 /// Waits until the control plane has given the node a podCIDR (the node IPAM controller does
 /// it within moments of registration).
 pub(super) async fn wait_for_pod_cidr(agent: &Agent) -> Ipv4Cidr {

@@ -116,16 +116,19 @@ impl std::fmt::Debug for PodNames {
     }
 }
 
-/// Kubernetes' service environment variables for a container in `namespace`: for each
-/// Service there with a cluster IP, `{NAME}_SERVICE_HOST`, `{NAME}_SERVICE_PORT[_{PORT}]` and
-/// the Docker-link style `{NAME}_PORT…` ones.
-pub fn service_env(directory: &Directory, namespace: &str) -> Vec<(String, String)> {
+/// Kubernetes' service environment variables of the Services `wanted(namespace, name)`
+/// picks: for each with a cluster IP, `{NAME}_SERVICE_HOST`, `{NAME}_SERVICE_PORT[_{PORT}]`
+/// and the Docker-link style `{NAME}_PORT…` ones.
+pub fn service_env(
+    directory: &Directory,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for ((ns, name), entry) in directory {
         let Target::ClusterIp(ip) = entry.target else {
             continue;
         };
-        if ns != namespace || entry.ports.is_empty() {
+        if !wanted(ns, name) || entry.ports.is_empty() {
             continue;
         }
         let prefix = name.to_ascii_uppercase().replace('-', "_");
@@ -219,7 +222,7 @@ mod tests {
 
     #[test]
     fn containers_get_kubernetes_service_variables() {
-        let env = service_env(&resolver().directory(), "shop");
+        let env = service_env(&resolver().directory(), |ns, _| ns == "shop");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("WEB_API_SERVICE_HOST"), Some("10.89.0.7"));
         assert_eq!(get("WEB_API_SERVICE_PORT"), Some("80"));
@@ -231,6 +234,6 @@ mod tests {
             None,
             "headless Services have no variables"
         );
-        assert!(service_env(&resolver().directory(), "other").is_empty());
+        assert!(service_env(&resolver().directory(), |ns, _| ns == "other").is_empty());
     }
 }

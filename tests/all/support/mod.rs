@@ -273,7 +273,8 @@ pub struct Node {
 /// How a node's process is started.
 #[derive(Clone)]
 struct Launch {
-    kubeconfig: PathBuf,
+    /// How it gets its certificate: `--kubeconfig FILE`, or `--server URL --token TOKEN`.
+    credentials: Vec<String>,
     registry: String,
     node_ip: String,
     /// A command the agent runs under (`ip netns exec HOST`, `setpriv …`).
@@ -296,6 +297,24 @@ impl Node {
         )
     }
 
+    /// Starts `bosun node` as [`Node::start`] does, joining with the cluster token
+    /// (`--server URL --token TOKEN`) instead of a kubeconfig.
+    pub fn join(
+        server: &Server,
+        name: &str,
+        registry: &Registry,
+        token: &str,
+        args: &[&str],
+    ) -> Self {
+        let credentials = vec![
+            "--server".to_string(),
+            format!("https://{}", server.addr),
+            "--token".to_string(),
+            token.to_string(),
+        ];
+        Self::start_with(credentials, name, &registry.host, "127.0.0.1", &[], args)
+    }
+
     /// Starts the agent under `wrapper` (a command prefix, such as `ip netns exec HOST`), with
     /// its own kubeconfig and address.
     pub fn start_under(
@@ -306,9 +325,21 @@ impl Node {
         wrapper: &[&str],
         args: &[&str],
     ) -> Self {
+        let credentials = vec!["--kubeconfig".into(), kubeconfig.display().to_string()];
+        Self::start_with(credentials, name, registry, node_ip, wrapper, args)
+    }
+
+    fn start_with(
+        credentials: Vec<String>,
+        name: &str,
+        registry: &str,
+        node_ip: &str,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let launch = Launch {
-            kubeconfig,
+            credentials,
             registry: registry.to_string(),
             node_ip: node_ip.to_string(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
@@ -342,8 +373,7 @@ impl Node {
         };
         command
             .arg("node")
-            .arg("--kubeconfig")
-            .arg(&launch.kubeconfig)
+            .args(&launch.credentials)
             .args(["--name", name, "--node-ip", &launch.node_ip, "--port", "0"])
             .arg("--data-dir")
             .arg(dir)

@@ -9,11 +9,13 @@
 //! Plugins: [`namespace::NamespaceLifecycle`] (no new objects in a missing or terminating
 //! namespace, the system namespaces are not deleted), [`tolerations::DefaultTolerationSeconds`],
 //! [`priority::Priority`] (a pod's `priorityClassName` becomes its `spec.priority`),
-//! [`services::ServiceAllocation`] (cluster IPs and node ports).
+//! [`services::ServiceAllocation`] (cluster IPs and node ports), [`noderestriction::NodeRestriction`]
+//! (a node writes only its own Node, Lease and pods).
 
 pub mod certificates;
 pub mod escalation;
 mod namespace;
+pub mod noderestriction;
 mod priority;
 pub mod serviceaccount;
 pub mod services;
@@ -148,6 +150,7 @@ impl Chain {
     pub fn standard(config: Config) -> Self {
         Self::new(vec![
             Arc::new(namespace::NamespaceLifecycle),
+            Arc::new(noderestriction::NodeRestriction),
             Arc::new(tolerations::DefaultTolerationSeconds(
                 config.default_tolerations,
             )),

@@ -60,6 +60,19 @@ impl Authenticator {
         }
     }
 
+    /// Also accepts the cluster token, as the user nodes join with
+    /// ([`super::join::BOOTSTRAP_USER`]).
+    pub fn with_bootstrap_token(mut self, token_hash: String) -> Self {
+        self.tokens.insert(
+            token_hash,
+            User::new(
+                super::join::BOOTSTRAP_USER,
+                [super::join::BOOTSTRAPPERS.to_string()],
+            ),
+        );
+        self
+    }
+
     /// Also accepts ID tokens of an OIDC issuer.
     pub fn with_oidc(mut self, oidc: Arc<Oidc>) -> Self {
         self.oidc = Some(oidc);

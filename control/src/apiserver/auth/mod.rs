@@ -4,6 +4,8 @@
 //!   the cluster CA (CN the user, O the groups). A request with both is the token's.
 //! - [`impersonation`]: `Impersonate-User`, `-Group`, `-Uid` and `-Extra-*`, each allowed by
 //!   the `impersonate` verb.
+//! - [`node`]: the Node authorizer: nodes read what their pods use, and hold the static
+//!   rules of a node agent.
 //! - [`rbac`]: Roles, ClusterRoles and their bindings, decided from an in-memory index kept
 //!   by a watch of the store, and the bootstrap policy.
 //! - [`review`]: the access and rules reviews (`kubectl auth can-i`) and `kubectl auth whoami`.
@@ -16,7 +18,9 @@
 
 pub mod authn;
 pub mod impersonation;
+pub mod join;
 pub mod namespaces;
+pub mod node;
 pub mod oidc;
 pub mod rbac;
 pub mod review;
@@ -326,6 +330,7 @@ pub fn is_public(path: &str) -> bool {
             | "/version"
             | "/.well-known/openid-configuration"
             | "/openid/v1/jwks"
+            | "/cacerts"
     )
 }
 

@@ -57,7 +57,12 @@ fn secrets(account: &Value) -> Value {
 }
 
 /// `POST serviceaccounts/{name}/token`: a TokenRequest answered with its token.
-pub async fn request_token(state: &ApiState, target: &Target, body: Value) -> ApiResult<Response> {
+pub async fn request_token(
+    state: &ApiState,
+    user: &crate::apiserver::auth::User,
+    target: &Target,
+    body: Value,
+) -> ApiResult<Response> {
     let tokens = state
         .service_accounts
         .as_ref()
@@ -86,7 +91,9 @@ pub async fn request_token(state: &ApiState, target: &Target, body: Value) -> Ap
     };
     let mut claims_pod = None;
     let mut claims_secret = None;
-    if let Some(bound) = spec.get("boundObjectRef").filter(|b| !b.is_null()) {
+    let bound = spec.get("boundObjectRef").filter(|b| !b.is_null());
+    let mut bound_pod = None;
+    if let Some(bound) = bound {
         let kind = bound["kind"].as_str().unwrap_or_default();
         let plural = match kind {
             "Pod" => "pods",
@@ -130,11 +137,20 @@ pub async fn request_token(state: &ApiState, target: &Target, body: Value) -> Ap
             name: name.to_string(),
             uid,
         });
+        if kind == "Pod" {
+            bound_pod = Some(object.value);
+        }
         match kind {
             "Pod" => claims_pod = reference,
             _ => claims_secret = reference,
         }
     }
+    crate::apiserver::admission::noderestriction::check_token_request(
+        user,
+        target.name(),
+        bound.and_then(|b| b["kind"].as_str()),
+        bound_pod.as_ref(),
+    )?;
     let now = SystemTime::now();
     let issued_at = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     let account_name = target.name();

@@ -12,6 +12,10 @@
 //!   authenticated user;
 //! - `system:kube-scheduler` and `system:kube-controller-manager`, the least the components
 //!   running under those identities need.
+//! - `system:node` (what the Node authorizer grants nodes, unbound as upstream's), and what
+//!   joining and renewing nodes need: `system:node-bootstrapper` and the `nodeclient`
+//!   approval for the cluster token's `system:bootstrappers`, `selfnodeclient` for
+//!   `system:nodes`.
 
 use serde_json::{Value, json};
 
@@ -75,7 +79,7 @@ fn user(name: &str) -> Value {
 /// The bootstrap ClusterRoles.
 pub fn cluster_roles() -> Vec<Value> {
     let to = |role: &str| json!({format!("{AGGREGATE_TO}{role}"): "true"});
-    vec![
+    let mut roles = vec![
         cluster_role(
             "cluster-admin",
             json!({}),
@@ -378,6 +382,19 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["rbac.authorization.k8s.io"],
                     &["clusterroles"],
                 ),
+                // The CSR approver asks whether a node client certificate's requester may
+                // have it approved, and approves it.
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+                json!({
+                    "verbs": ["approve"],
+                    "apiGroups": ["certificates.k8s.io"],
+                    "resources": ["signers"],
+                    "resourceNames": [bosun_api::certificates::NODE_CLIENT_SIGNER],
+                }),
                 // The CSR signer.
                 json!({
                     "verbs": ["sign"],
@@ -390,8 +407,56 @@ pub fn cluster_roles() -> Vec<Value> {
                 }),
             ],
         ),
+    ];
+    roles.extend(node_roles());
+    roles
+}
+
+/// What nodes need: `system:node` (the static rules of the Node authorizer, which is what
+/// grants them; upstream keeps the role unbound too), what joining with the cluster token
+/// allows (create CSRs, have a node client certificate approved), and renewing one's own.
+fn node_roles() -> Vec<Value> {
+    let node_rules = crate::apiserver::auth::node::rules()
+        .into_iter()
+        .map(|rule| serde_json::to_value(rule).expect("a rule serializes"))
+        .collect();
+    vec![
+        cluster_role("system:node", json!({}), node_rules),
+        cluster_role(
+            NODE_BOOTSTRAPPER,
+            json!({}),
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        cluster_role(
+            NODE_CLIENT_APPROVAL,
+            json!({}),
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        cluster_role(
+            SELF_NODE_CLIENT_APPROVAL,
+            json!({}),
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
     ]
 }
+
+const NODE_BOOTSTRAPPER: &str = "system:node-bootstrapper";
+const NODE_CLIENT_APPROVAL: &str =
+    "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
+const SELF_NODE_CLIENT_APPROVAL: &str =
+    "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
 
 /// The bootstrap ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
@@ -411,6 +476,18 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         ),
         binding(SCHEDULER, vec![user(SCHEDULER)]),
         binding(CONTROLLER_MANAGER, vec![user(CONTROLLER_MANAGER)]),
+        binding(
+            NODE_BOOTSTRAPPER,
+            vec![group(crate::apiserver::auth::join::BOOTSTRAPPERS)],
+        ),
+        binding(
+            NODE_CLIENT_APPROVAL,
+            vec![group(crate::apiserver::auth::join::BOOTSTRAPPERS)],
+        ),
+        binding(
+            SELF_NODE_CLIENT_APPROVAL,
+            vec![group(crate::apiserver::auth::node::NODES_GROUP)],
+        ),
     ]
 }
 

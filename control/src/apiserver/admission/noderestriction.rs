@@ -7,6 +7,8 @@
 //! - write the status of, and delete, only pods bound to it; it creates no pods (Bosun has no
 //!   static pods, so no mirror pods either);
 //! - create only its own Lease;
+//! - set a Function's activation annotation (the gateway wakes a Function at zero replicas)
+//!   and change nothing else of it;
 //! - ask for ServiceAccount tokens only bound to a pod bound to it ([`check_token_request`]).
 
 use serde_json::Value;
@@ -34,6 +36,7 @@ impl Plugin for NodeRestriction {
         match (request.resource.group, request.resource.plural) {
             ("", "pods") => pod(node, request),
             ("", "nodes") => node_object(node, request),
+            (bosun_api::function::GROUP, "functions") => function(node, request),
             ("coordination.k8s.io", "leases")
                 if request.operation == Operation::Create
                     && (request.namespace != Some(node::LEASE_NAMESPACE)
@@ -159,6 +162,45 @@ fn node_object(node: &str, request: &Request<'_>) -> ApiResult<()> {
     }
 }
 
+/// A node wakes a Function at zero replicas through its activation annotation, and changes
+/// nothing else of it.
+fn function(node: &str, request: &Request<'_>) -> ApiResult<()> {
+    let without_activation = |object: &Value| {
+        let mut object = object.clone();
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            for volatile in ["resourceVersion", "managedFields", "generation"] {
+                metadata.remove(volatile);
+            }
+            if let Some(annotations) = metadata
+                .get_mut("annotations")
+                .and_then(Value::as_object_mut)
+            {
+                annotations.remove(bosun_api::function::ACTIVATION_ANNOTATION);
+                if annotations.is_empty() {
+                    metadata.remove("annotations");
+                }
+            }
+        }
+        object
+    };
+    let only_activation = request.operation == Operation::Update
+        && request.subresource.is_none()
+        && request
+            .old
+            .is_some_and(|old| without_activation(old) == without_activation(request.object));
+    if only_activation {
+        Ok(())
+    } else {
+        Err(forbidden(
+            request,
+            format!(
+                "node {node:?} may only set a Function's {} annotation",
+                bosun_api::function::ACTIVATION_ANNOTATION
+            ),
+        ))
+    }
+}
+
 /// A node asks for a token of a ServiceAccount only bound to a pod bound to it (`pod` is the
 /// bound object when it is a pod).
 pub fn check_token_request(
@@ -181,4 +223,65 @@ pub fn check_token_request(
         "serviceaccounts",
         account,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn update(
+        plural: &str,
+        group: &str,
+        name: &str,
+        old: &Value,
+        new: Value,
+        check: fn(&str, &Request<'_>) -> ApiResult<()>,
+    ) -> ApiResult<()> {
+        let user = User::new("system:node:a", [node::NODES_GROUP.to_string()]);
+        let resource = bosun_api::resources::lookup(plural)
+            .filter(|r| r.group == group)
+            .expect("registered");
+        let mut object = new;
+        let request = Request {
+            operation: Operation::Update,
+            resource,
+            subresource: None,
+            namespace: Some("default"),
+            name,
+            user: &user,
+            object: &mut object,
+            old: Some(old),
+            dry_run: false,
+        };
+        check("a", &request)
+    }
+
+    #[test]
+    fn a_node_only_sets_a_functions_activation() {
+        let old =
+            json!({"metadata": {"name": "f", "resourceVersion": "7"}, "spec": {"image": "x"}});
+        let woken = json!({"metadata": {"name": "f", "resourceVersion": "7",
+            "annotations": {bosun_api::function::ACTIVATION_ANNOTATION: "now"}},
+            "spec": {"image": "x"}});
+        let group = bosun_api::function::GROUP;
+        assert!(update("functions", group, "f", &old, woken, function).is_ok());
+        let changed = json!({"metadata": {"name": "f"}, "spec": {"image": "evil"}});
+        let refused = update("functions", group, "f", &old, changed, function).unwrap_err();
+        assert!(
+            refused.message.contains("may only set"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
+    fn a_node_changes_only_its_own_node_and_not_restricted_labels() {
+        let old = json!({"metadata": {"name": "a"}});
+        let labelled = json!({"metadata": {"name": "a", "labels": {"x": "y"}}});
+        assert!(update("nodes", "", "a", &old, labelled.clone(), node_object).is_ok());
+        assert!(update("nodes", "", "b", &old, labelled, node_object).is_err());
+        let restricted = json!({"metadata": {"name": "a", "labels": {"node-restriction.kubernetes.io/zone": "z"}}});
+        assert!(update("nodes", "", "a", &old, restricted, node_object).is_err());
+    }
 }

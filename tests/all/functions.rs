@@ -769,7 +769,16 @@ fn events_of(c: &Cluster, name: &str) -> String {
 
 /// A cluster named after its node `node`, with the function guest pushed (its image returned).
 async fn function_cluster(node: &str, node_args: &[&str]) -> (Cluster, String) {
-    let c = cluster_with(node, &[], node_args).await;
+    function_cluster_with(node, &[], node_args).await
+}
+
+/// [`function_cluster`] with flags for the server too.
+async fn function_cluster_with(
+    node: &str,
+    server_args: &[&str],
+    node_args: &[&str],
+) -> (Cluster, String) {
+    let c = cluster_with(node, server_args, node_args).await;
     let image = c
         .registry
         .push("function:v1", function(), Layout::ComponentV0)
@@ -782,8 +791,16 @@ async fn function_cluster(node: &str, node_args: &[&str]) -> (Cluster, String) {
 async fn gateway_cluster(
     node: &str,
 ) -> (Cluster, String, String, Api<bosun_api::function::Function>) {
+    gateway_cluster_with(node, &[]).await
+}
+
+/// [`gateway_cluster`] with flags for the server.
+async fn gateway_cluster_with(
+    node: &str,
+    server_args: &[&str],
+) -> (Cluster, String, String, Api<bosun_api::function::Function>) {
     let port = bosun_testkit::free_port().to_string();
-    let (c, image) = function_cluster(node, &["--function-port", &port]).await;
+    let (c, image) = function_cluster_with(node, server_args, &["--function-port", &port]).await;
     // The node opens the gateway once it is registered (after getting its certificate).
     bosun_testkit::eventually(
         "the function gateway listening",
@@ -1230,5 +1247,63 @@ async fn held_requests_survive_the_death_of_the_leading_server() {
     eprintln!(
         "10 held requests answered {:?} after the leader died",
         started.elapsed()
+    );
+}
+
+/// A function calls the Kubernetes API from inside the cluster as its pod's ServiceAccount,
+/// with the SDK (`kubernetes_get`: the `kubernetes` Service's variables, the projected token,
+/// the cluster CA the node trusts for functions): it lists its namespace's ConfigMaps with
+/// `view` there, and is refused elsewhere.
+#[tokio::test]
+async fn a_function_calls_the_api_as_its_service_account() {
+    // Pods reach the server at the host's address (the `kubernetes` Service's endpoint).
+    let (c, port, image, functions) =
+        gateway_cluster_with("fn-api", &["--bind-address", "0.0.0.0"]).await;
+    c.server
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "default-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:default",
+        ])
+        .unwrap();
+    // The namespace's default ServiceAccount (and so the token volume) comes from a
+    // controller moments after the start.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(c.client.clone(), "default");
+    eventually("the default ServiceAccount", async || {
+        accounts.get_opt("default").await.ok()?
+    })
+    .await;
+    let function: bosun_api::function::Function = serde_json::from_value(json!({
+        "apiVersion": "serving.bosun.dev/v1", "kind": "Function",
+        "metadata": {"name": "insider"},
+        "spec": {"template": {"spec": {"containers": [{"name": "fn", "image": image}]}},
+                 "scale": {"min": 1, "max": 1}},
+    }))
+    .unwrap();
+    functions
+        .create(&PostParams::default(), &function)
+        .await
+        .unwrap();
+    let ask = |path: &'static str| through_gateway(&port, "insider.default.fn.local", path);
+    // The gateway knows the Function once its watch has it.
+    let (status, body) = eventually("the gateway routing the Function", async || {
+        let answer = ask("/kubernetes?path=/api/v1/namespaces/default/configmaps").await;
+        (answer.0 != 404).then_some(answer)
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("200 "), "{body}");
+    assert!(body.contains("kube-root-ca.crt"), "{body}");
+    let (status, body) = ask("/kubernetes?path=/api/v1/namespaces/kube-system/configmaps").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("403 "), "{body}");
+    assert!(
+        body.contains(
+            r#"User \"system:serviceaccount:default:default\" cannot list resource \"configmaps\""#
+        ),
+        "{body}"
     );
 }

@@ -168,6 +168,41 @@ fn read_all(body: IncomingBody) -> Result<Vec<u8>, Error> {
 /// GETs `url` (`http://host[:port]/path` or `https://…`; a Service's name works as the host)
 /// and returns its response, or why there is none.
 pub fn get(url: &str) -> Result<Response, Error> {
+    get_with(url, &[])
+}
+
+/// Where a pod's ServiceAccount token is mounted (unless the pod opted out).
+pub const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// GETs `path` (`/api/v1/namespaces/NS/configmaps`) from the Kubernetes API as the pod's
+/// ServiceAccount: at the `kubernetes` Service (`KUBERNETES_SERVICE_HOST` and
+/// `KUBERNETES_SERVICE_PORT`, which every container has) with the token of the projected
+/// volume. The node trusts the cluster CA for a function's HTTPS, so the server is verified.
+pub fn kubernetes_get(path: &str) -> Result<Response, Error> {
+    let variable = |name: &str| {
+        std::env::var(name).map_err(|_| Error::Invalid {
+            what: "environment variable",
+            value: name.to_string(),
+        })
+    };
+    let host = variable("KUBERNETES_SERVICE_HOST")?;
+    let port = variable("KUBERNETES_SERVICE_PORT")?;
+    let token = std::fs::read_to_string(SERVICE_ACCOUNT_TOKEN).map_err(|e| Error::Invalid {
+        what: "ServiceAccount token",
+        value: format!("{SERVICE_ACCOUNT_TOKEN}: {e}"),
+    })?;
+    let authorization = format!("Bearer {}", token.trim());
+    get_with(
+        &format!("https://{host}:{port}{path}"),
+        &[
+            ("authorization", authorization.as_str()),
+            ("accept", "application/json"),
+        ],
+    )
+}
+
+/// [`get`] with request headers.
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Result<Response, Error> {
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
         (Scheme::Http, rest)
     } else if let Some(rest) = url.strip_prefix("https://") {
@@ -183,7 +218,13 @@ pub fn get(url: &str) -> Result<Response, Error> {
         what,
         value: value.to_string(),
     };
-    let request = OutgoingRequest::new(Fields::new());
+    let fields = Fields::new();
+    for (name, value) in headers {
+        fields
+            .append(&name.to_string(), &value.as_bytes().to_vec())
+            .map_err(|_| invalid("header", name))?;
+    }
+    let request = OutgoingRequest::new(fields);
     // GET, http and https are always accepted.
     let _ = request.set_method(&Method::Get);
     let _ = request.set_scheme(Some(&scheme));

@@ -10,6 +10,9 @@
 //! - `/print` writes a line to stdout and stderr;
 //! - `/fetch?url=http://host:port/path` calls that URL (wasi:http/outgoing-handler) and answers
 //!   with its status and body, or 502 and the error;
+//! - `/kubernetes?path=/api/v1/…` GETs that path from the Kubernetes API as the pod's
+//!   ServiceAccount (`bosun_sdk::function::kubernetes_get`) and answers with its status and
+//!   body;
 //! - `/stream-trap` sends its response's head and part of its body, then traps (below the
 //!   SDK, which writes whole bodies: the export is this guest's own, and every other path goes
 //!   through `bosun_sdk::function::serve`).
@@ -56,6 +59,14 @@ fn handle(request: Request) -> Response {
             eprintln!("and from its stderr");
             Response::text(200, "printed")
         }
+        "/kubernetes" => match function::kubernetes_get(request.query_param("path").unwrap_or("/")) {
+            Ok(answer) => {
+                let mut text = format!("{} ", answer.status).into_bytes();
+                text.extend(answer.body);
+                Response::new(200).body(text)
+            }
+            Err(error) => Response::text(502, error.to_string()),
+        },
         "/fetch" => match function::get(request.query_param("url").unwrap_or_default()) {
             Ok(answer) => {
                 let mut text = format!("{} ", answer.status).into_bytes();

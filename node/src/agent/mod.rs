@@ -309,6 +309,7 @@ pub async fn run(
         .await?
         .check(config.cluster_cidr, config.service_cidr)?;
     wasmtime.sockets = blocks;
+    wasmtime.extra_roots.extend(cluster_ca.iter().cloned());
     wasmtime.resolver = Some(resolver.clone());
     let wasmtime: Arc<dyn Runtime> = Arc::new(WasmtimeRuntime::new(wasmtime)?);
     let runtimes = HashMap::from([(wasmtime.handler(), wasmtime)]);

@@ -661,11 +661,13 @@ where
     ))
 }
 
-/// The TLS client of functions' outgoing HTTPS: `roots`, else the system's authorities.
+/// The TLS client of functions' outgoing HTTPS: `roots`, else the system's authorities, and
+/// `extra` (DER) beside them.
 pub(super) fn client_tls(
     roots: Option<Arc<rustls::RootCertStore>>,
+    extra: &[Vec<u8>],
 ) -> crate::runtime::Result<Arc<rustls::ClientConfig>> {
-    let roots = match roots {
+    let mut roots = match roots {
         Some(roots) => roots,
         None => {
             let mut store = rustls::RootCertStore::empty();
@@ -677,6 +679,13 @@ pub(super) fn client_tls(
             Arc::new(store)
         }
     };
+    if !extra.is_empty() {
+        Arc::make_mut(&mut roots).add_parsable_certificates(
+            extra
+                .iter()
+                .map(|der| rustls::pki_types::CertificateDer::from(der.clone())),
+        );
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -76,6 +76,9 @@ pub struct WasmtimeOptions {
     /// The certificate authorities function containers' outgoing HTTPS trusts; `None`: the
     /// system's (`/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
     pub tls_roots: Option<Arc<rustls::RootCertStore>>,
+    /// Authorities trusted beside `tls_roots` (or the system's): the cluster CA, so that a
+    /// function reaches the API server at the `kubernetes` Service over verified HTTPS.
+    pub extra_roots: Vec<Vec<u8>>,
 }
 
 impl Default for WasmtimeOptions {
@@ -88,6 +91,7 @@ impl Default for WasmtimeOptions {
             sockets: Blocks::default(),
             resolver: None,
             tls_roots: None,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -175,7 +179,7 @@ impl WasmtimeRuntime {
             sockets: options.sockets,
             resolver: options.resolver,
             function_share: (options.max_instances as usize / 4).max(1),
-            outgoing_tls: http::client_tls(options.tls_roots)?,
+            outgoing_tls: http::client_tls(options.tls_roots, &options.extra_roots)?,
         })
     }
 

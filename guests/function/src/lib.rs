@@ -59,7 +59,8 @@ fn handle(request: Request) -> Response {
             eprintln!("and from its stderr");
             Response::text(200, "printed")
         }
-        "/kubernetes" => match function::kubernetes_get(request.query_param("path").unwrap_or("/")) {
+        "/kubernetes" => match function::kubernetes_get(request.query_param("path").unwrap_or("/"))
+        {
             Ok(answer) => {
                 let mut text = format!("{} ", answer.status).into_bytes();
                 text.extend(answer.body);

@@ -58,9 +58,9 @@ pub enum CredentialsError {
     Tls(#[from] bosun_tls::Error),
     #[error("cannot make the node's key or certificate request: {0}")]
     Key(#[from] rcgen::Error),
-    #[error("the API refused the node's certificate request: {0}")]
+    #[error("the API refused the certificate request: {0}")]
     Api(#[from] kube::Error),
-    #[error("the node's certificate request {name} was {outcome}: {message}")]
+    #[error("the certificate request {name} was {outcome}: {message}")]
     Refused {
         name: String,
         outcome: String,
@@ -381,72 +381,131 @@ async fn request_certificate(
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, "system:nodes");
     let request = params.serialize_request(&key)?.pem()?;
-    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "metadata": {"generateName": "node-csr-"},
-        "spec": {
-            "request": base64::engine::general_purpose::STANDARD.encode(&request),
-            "signerName": bosun_api::certificates::NODE_CLIENT_SIGNER,
-            "usages": ["digital signature", "key encipherment", "client auth"],
-        },
-    }))
-    .expect("a valid CertificateSigningRequest");
-    let created = csrs.create(&PostParams::default(), &csr).await?;
-    let csr_name = created.metadata.name.unwrap_or_default();
-    if approve {
-        let approval = json!({"status": {"conditions": [{
-            "type": "Approved",
-            "status": "True",
-            "reason": "NodeBootstrap",
-            "message": "approved by the node with its bootstrap credentials",
-        }]}});
-        match csrs
-            .patch_subresource(
-                "approval",
-                &csr_name,
-                &PatchParams::default(),
-                &Patch::Merge(&approval),
+    let signing = Signing {
+        signer: bosun_api::certificates::NODE_CLIENT_SIGNER,
+        usages: &["digital signature", "key encipherment", "client auth"],
+        expiration: None,
+        generate_name: "node-csr-",
+        approval: approve.then_some(Approval {
+            reason: "NodeBootstrap",
+            message: "approved by the node with its bootstrap credentials",
+        }),
+        timeout,
+    };
+    let cert_pem = signing
+        .certificate(client, &request, |csr| {
+            tracing::info!(
+                csr,
+                "the bootstrap credentials may not approve the node's request; waiting"
             )
-            .await
-        {
-            Ok(_) => {}
-            // Someone else may approve it (the control plane, or a person).
-            Err(kube::Error::Api(e)) if e.code == 403 => {
-                tracing::info!(
-                    csr = csr_name,
-                    "the bootstrap credentials may not approve the node's request; waiting"
-                )
-            }
-            Err(e) => return Err(e.into()),
+        })
+        .await?;
+    Ok((cert_pem, key.serialize_pem()))
+}
+
+/// A certificate through the CSR API (`certificates.k8s.io/v1`): what the node's own
+/// certificate and `bosun kubeconfig` both go through.
+pub struct Signing<'a> {
+    pub signer: &'a str,
+    pub usages: &'a [&'a str],
+    /// `spec.expirationSeconds`; `None`: the signer's longest.
+    pub expiration: Option<Duration>,
+    /// The request's `metadata.generateName`.
+    pub generate_name: &'a str,
+    /// Approve the request with this condition, if the caller may.
+    pub approval: Option<Approval<'a>>,
+    /// How long to wait for the certificate.
+    pub timeout: Duration,
+}
+
+/// The reason and message of an Approved condition.
+pub struct Approval<'a> {
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
+impl Signing<'_> {
+    /// Creates a request for `request_pem` (a PKCS#10 request, PEM), approves it when asked
+    /// and allowed (otherwise `waiting` is told the request's name: someone else must), and
+    /// waits for the certificate (PEM). A denied or failed request is an error with its
+    /// message.
+    pub async fn certificate(
+        &self,
+        client: &kube::Client,
+        request_pem: &str,
+        waiting: impl FnOnce(&str),
+    ) -> Result<String, CredentialsError> {
+        let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+        let mut spec = json!({
+            "request": base64::engine::general_purpose::STANDARD.encode(request_pem),
+            "signerName": self.signer,
+            "usages": self.usages,
+        });
+        if let Some(expiration) = self.expiration {
+            spec["expirationSeconds"] = json!(expiration.as_secs());
         }
-    }
-    let started = tokio::time::Instant::now();
-    loop {
-        let csr = csrs.get(&csr_name).await?;
-        let status = csr.status.unwrap_or_default();
-        for condition in status.conditions.iter().flatten() {
-            if (condition.type_ == "Denied" || condition.type_ == "Failed")
-                && condition.status != "False"
+        let csr: CertificateSigningRequest = serde_json::from_value(json!({
+            "metadata": {"generateName": self.generate_name},
+            "spec": spec,
+        }))
+        .expect("a valid CertificateSigningRequest");
+        let created = csrs.create(&PostParams::default(), &csr).await?;
+        let name = created.metadata.name.unwrap_or_default();
+        if let Some(approval) = &self.approval {
+            let condition = json!({"status": {"conditions": [{
+                "type": "Approved",
+                "status": "True",
+                "reason": approval.reason,
+                "message": approval.message,
+            }]}});
+            match csrs
+                .patch_subresource(
+                    "approval",
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&condition),
+                )
+                .await
             {
-                return Err(CredentialsError::Refused {
-                    name: csr_name,
-                    outcome: condition.type_.to_lowercase(),
-                    message: condition.message.clone().unwrap_or_default(),
+                Ok(_) => {}
+                // Someone else may approve it (the control plane, or a person).
+                Err(kube::Error::Api(e)) if e.code == 403 => waiting(&name),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            let csr = csrs.get(&name).await?;
+            let status = csr.status.unwrap_or_default();
+            for condition in status.conditions.iter().flatten() {
+                if (condition.type_ == "Denied" || condition.type_ == "Failed")
+                    && condition.status != "False"
+                {
+                    return Err(CredentialsError::Refused {
+                        name,
+                        outcome: condition.type_.to_lowercase(),
+                        message: format!(
+                            "{} {}",
+                            condition.reason.as_deref().unwrap_or_default(),
+                            condition.message.as_deref().unwrap_or_default()
+                        )
+                        .trim()
+                        .to_string(),
+                    });
+                }
+            }
+            if let Some(certificate) = status.certificate.filter(|c| !c.0.is_empty()) {
+                return String::from_utf8(certificate.0)
+                    .map_err(|_| CredentialsError::Certificate("not PEM".into()));
+            }
+            if started.elapsed() > self.timeout {
+                return Err(CredentialsError::Timeout {
+                    name,
+                    waited: self.timeout,
                 });
             }
+            tokio::time::sleep(POLL).await;
         }
-        if let Some(certificate) = status.certificate.filter(|c| !c.0.is_empty()) {
-            let cert_pem = String::from_utf8(certificate.0)
-                .map_err(|_| CredentialsError::Certificate("not PEM".into()))?;
-            return Ok((cert_pem, key.serialize_pem()));
-        }
-        if started.elapsed() > timeout {
-            return Err(CredentialsError::Timeout {
-                name: csr_name,
-                waited: timeout,
-            });
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -8,17 +8,15 @@
 //! and nothing else (or writes FILE, 0600).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bosun_api::certificates::CLIENT_SIGNER;
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
+use bosun_node::credentials::{Approval, Signing};
 
-use super::client::{api_error, default_kubeconfig};
+use super::client::default_kubeconfig;
 use super::node::kube_config;
 use super::server::duration;
 
@@ -75,55 +73,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_default();
     let client = kube::Client::try_from(config)
         .with_context(|| format!("cannot make a client from {}", path.display()))?;
-    let csrs: Api<CertificateSigningRequest> = Api::all(client);
 
     let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
     let (request_pem, key_pem) = bosun_control::pki::client_request(&args.user, &groups)
         .context("cannot make a certificate request")?;
-    let mut spec = json!({
-        "request": B64.encode(&request_pem),
-        "signerName": CLIENT_SIGNER,
-        "usages": ["client auth", "digital signature", "key encipherment"],
-    });
-    if let Some(expiry) = args.expiry {
-        spec["expirationSeconds"] = json!(expiry.as_secs());
-    }
-    let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "metadata": {"generateName": format!("{}-", csr_name_prefix(&args.user))},
-        "spec": spec,
-    }))?;
-    let created = csrs
-        .create(&PostParams::default(), &csr)
-        .await
-        .map_err(api_error)
-        .context("cannot create the CertificateSigningRequest")?;
-    let name = created.metadata.name.clone().unwrap_or_default();
-
-    let approval = json!({"status": {"conditions": [{
-        "type": "Approved",
-        "status": "True",
-        "reason": "BosunKubeconfig",
-        "message": "approved by bosun kubeconfig",
-    }]}});
-    match csrs
-        .patch_subresource(
-            "approval",
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(&approval),
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 403 => {
+    let signing = Signing {
+        signer: CLIENT_SIGNER,
+        usages: &["client auth", "digital signature", "key encipherment"],
+        expiration: args.expiry,
+        generate_name: &format!("{}-", csr_name_prefix(&args.user)),
+        approval: Some(Approval {
+            reason: "BosunKubeconfig",
+            message: "approved by bosun kubeconfig",
+        }),
+        timeout: args.timeout,
+    };
+    let certificate = signing
+        .certificate(&client, &request_pem, |name| {
             eprintln!(
                 "you may not approve certificate requests; waiting for someone who may: kubectl certificate approve {name}"
-            );
-        }
-        Err(e) => return Err(api_error(e)).context("cannot approve the request"),
-    }
-
-    let certificate = wait_for_certificate(&csrs, &name, args.timeout).await?;
+            )
+        })
+        .await?;
     let kubeconfig = kubeconfig_yaml(
         &server,
         &ca_pem,
@@ -140,38 +111,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The request's certificate once issued; an error if it is denied or fails.
-async fn wait_for_certificate(
-    csrs: &Api<CertificateSigningRequest>,
-    name: &str,
-    timeout: Duration,
-) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let csr = csrs.get(name).await.map_err(api_error)?;
-        let status = csr.status.unwrap_or_default();
-        for condition in status.conditions.iter().flatten() {
-            if (condition.type_ == "Denied" || condition.type_ == "Failed")
-                && condition.status != "False"
-            {
-                bail!(
-                    "the certificate request {name} was {}: {} {}",
-                    condition.type_.to_lowercase(),
-                    condition.reason.as_deref().unwrap_or_default(),
-                    condition.message.as_deref().unwrap_or_default()
-                );
-            }
-        }
-        if let Some(certificate) = status.certificate.filter(|c| !c.0.is_empty()) {
-            return String::from_utf8(certificate.0).context("the certificate is not PEM");
-        }
-        if Instant::now() > deadline {
-            bail!("no certificate for {name} within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// A DNS-safe prefix for the request's name, from the user's.
 fn csr_name_prefix(user: &str) -> String {
     let cleaned: String = user
         .to_lowercase()

@@ -555,7 +555,8 @@ async fn renew(
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// DER as PEM with `label` (`CERTIFICATE`).
+pub fn pem(label: &str, der: &[u8]) -> String {
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bosun_api::certificates::CLIENT_SIGNER;
-use bosun_node::credentials::{Approval, Signing};
+use bosun_node::credentials::{Approval, Signing, pem};
 
 use super::client::default_kubeconfig;
 use super::node::kube_config;
@@ -124,17 +124,6 @@ fn csr_name_prefix(user: &str) -> String {
     } else {
         cleaned.trim_end_matches('-').to_string()
     }
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = B64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 fn kubeconfig_yaml(

@@ -47,12 +47,6 @@ pub enum ConfigError {
     Divisor(String),
     #[error(transparent)]
     Quantity(#[from] bosun_api::quantity::Error),
-    #[error("cannot read the LimitRanges of {namespace}: {source}")]
-    LimitRanges {
-        namespace: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("volumeMount {0:?} names no volume of the pod")]
     NoVolume(String),
     #[error("subPath {0:?} must be a relative path inside the volume")]

@@ -76,8 +76,8 @@ pub struct AgentFlags {
     /// Pods the node accepts.
     #[arg(long, env = "BOSUN_MAX_PODS", default_value_t = 110)]
     max_pods: u32,
-    /// Memory limit of a container that sets none (when its namespace has no LimitRange
-    /// default), e.g. 256Mi.
+    /// Memory limit of a container that sets none (a namespace's LimitRange default is set
+    /// in the pod at its creation), e.g. 256Mi.
     #[arg(long, env = "BOSUN_DEFAULT_MEMORY_LIMIT", default_value = "256Mi", value_parser = quantity)]
     default_memory_limit: u64,
     /// First delay before restarting a crashed container or re-pulling a failed image;

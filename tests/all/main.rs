@@ -14,6 +14,7 @@ mod network;
 mod node;
 mod probes;
 mod push;
+mod quota;
 mod rbac;
 mod scheduler;
 mod server;

@@ -10,10 +10,12 @@
 //! namespace, the system namespaces are not deleted), [`tolerations::DefaultTolerationSeconds`],
 //! [`priority::Priority`] (a pod's `priorityClassName` becomes its `spec.priority`),
 //! [`services::ServiceAllocation`] (cluster IPs and node ports), [`noderestriction::NodeRestriction`]
-//! (a node writes only its own Node, Lease and pods).
+//! (a node writes only its own Node, Lease and pods), [`limitranger::LimitRanger`] (a pod's
+//! defaults and bounds from its namespace's LimitRanges).
 
 pub mod certificates;
 pub mod escalation;
+mod limitranger;
 mod namespace;
 pub mod noderestriction;
 mod priority;
@@ -154,6 +156,7 @@ impl Chain {
             Arc::new(tolerations::DefaultTolerationSeconds(
                 config.default_tolerations,
             )),
+            Arc::new(limitranger::LimitRanger),
             Arc::new(serviceaccount::ServiceAccount),
             Arc::new(priority::Priority),
             Arc::new(services::ServiceAllocation(config.service_ranges)),

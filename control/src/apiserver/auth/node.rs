@@ -58,7 +58,6 @@ pub fn rules() -> Vec<PolicyRule> {
         rule(READ, &[""], &["services", "endpoints"]),
         rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
         rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
-        rule(READ, &[""], &["limitranges"]),
         // The gateway wakes a Function that has no replica (its activation annotation).
         rule(
             &["get", "list", "watch", "patch"],

@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, LimitRange, Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use k8s_openapi::api::node::v1::RuntimeClass;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use tokio::time::Instant;
 
 use super::super::{Agent, env};
@@ -95,9 +95,7 @@ pub(super) async fn plan(
     let mounts = crate::volumes::mounts(&mut sources, &pod_dir, pod, container)
         .await
         .map_err(config_error)?;
-    let memory_limit = memory_limit(agent, pod, container)
-        .await
-        .map_err(config_error)?;
+    let memory_limit = memory_limit(agent, container).map_err(config_error)?;
     let cpu_limit_millis = limit(container, "cpu")
         .map(|q| bosun_api::quantity::parse(&q))
         .transpose()
@@ -319,32 +317,13 @@ fn limit(container: &Container, resource: &str) -> Option<String> {
         .map(|q| q.0.clone())
 }
 
-/// The container's memory limit; without one, its namespace's LimitRange default for
-/// containers; without that, the node's default.
-async fn memory_limit(agent: &Agent, pod: &Pod, container: &Container) -> Result<u64, ConfigError> {
-    let parse = |q: &str| bosun_api::quantity::parse(q).map_err(ConfigError::Quantity);
-    if let Some(q) = limit(container, "memory") {
-        return Ok(parse(&q)? as u64);
+/// The container's memory limit; without one, the node's default. (A namespace's LimitRange
+/// default is already in the pod: the LimitRanger admission plugin puts it there.)
+fn memory_limit(agent: &Agent, container: &Container) -> Result<u64, ConfigError> {
+    match limit(container, "memory") {
+        Some(q) => Ok(bosun_api::quantity::parse(&q)? as u64),
+        None => Ok(agent.config.default_memory_limit),
     }
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let api: Api<LimitRange> = Api::namespaced(agent.client.clone(), namespace);
-    let ranges =
-        api.list(&ListParams::default())
-            .await
-            .map_err(|source| ConfigError::LimitRanges {
-                namespace: namespace.to_string(),
-                source,
-            })?;
-    for range in ranges {
-        for item in range.spec.iter().flat_map(|s| &s.limits) {
-            if item.type_ == "Container"
-                && let Some(q) = item.default.as_ref().and_then(|d| d.get("memory"))
-            {
-                return Ok(parse(&q.0)? as u64);
-            }
-        }
-    }
-    Ok(agent.config.default_memory_limit)
 }
 
 /// Registry credentials from the pod's `imagePullSecrets` (`kubernetes.io/dockerconfigjson`).

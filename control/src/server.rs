@@ -137,6 +137,8 @@ async fn publish_blocks(store: &dyn Store, blocks: cluster::Blocks) -> Result<()
 /// What a started server tells its caller.
 pub struct Started {
     pub addr: SocketAddr,
+    /// Where other machines and pods reach it (`--advertise-address` and the port).
+    pub advertised: SocketAddr,
     pub kubeconfig: PathBuf,
     pub token: String,
 }
@@ -368,6 +370,7 @@ pub async fn run(
 
     on_start(&Started {
         addr,
+        advertised: SocketAddr::new(advertise_address(&config), addr.port()),
         kubeconfig,
         token: secrets.token.clone(),
     });

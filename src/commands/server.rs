@@ -382,6 +382,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("bosun server listening on https://{}", started.addr);
             println!("kubeconfig: {}", started.kubeconfig.display());
             println!("cluster token: {}/token", data_dir.display());
+            println!(
+                "add a node: bosun node --server https://{} --token \"$(cat {}/token)\"",
+                started.advertised,
+                data_dir.display()
+            );
         },
         async {
             let _ = tokio::signal::ctrl_c().await;

@@ -30,7 +30,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let data_dir = args.server.data_dir();
     let node = args.agent.config(
         args.node_name.unwrap_or_else(host_name),
-        data_dir,
+        data_dir.clone(),
         args.agent_port,
         // The node learns the blocks from the server, as any node does.
         None,
@@ -44,11 +44,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut server_task = tokio::spawn(run_server(
         server,
         move |started| {
-            let _ = started_tx.send((started.addr, started.kubeconfig.clone()));
+            let _ = started_tx.send((started.addr, started.advertised, started.kubeconfig.clone()));
         },
         until_stopped(stopped.clone()),
     ));
-    let (addr, kubeconfig) = tokio::select! {
+    let (addr, advertised, kubeconfig) = tokio::select! {
         started = started_rx => match started {
             Ok(started) => started,
             // The server ended before it listened: its error says why.
@@ -81,7 +81,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         addr
     };
-    print_welcome(&local.to_string(), &kubeconfig, &node_name);
+    print_welcome(
+        &local.to_string(),
+        &kubeconfig,
+        &node_name,
+        advertised,
+        &data_dir,
+    );
 
     // Whichever ends first (Ctrl-C, or a part failing) stops the rest: the node before the
     // server, so that it can still reach the API while it stops.
@@ -102,7 +108,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     result.and(server_result)
 }
 
-fn print_welcome(addr: &str, kubeconfig: &std::path::Path, node: &str) {
+fn print_welcome(
+    addr: &str,
+    kubeconfig: &std::path::Path,
+    node: &str,
+    advertised: std::net::SocketAddr,
+    data_dir: &std::path::Path,
+) {
     let kubeconfig = kubeconfig.display();
     println!("bosun is up");
     println!("API server: https://{addr}");
@@ -112,6 +124,12 @@ fn print_welcome(addr: &str, kubeconfig: &std::path::Path, node: &str) {
     println!("  export KUBECONFIG={kubeconfig}");
     println!("  kubectl get nodes");
     println!("  kubectl apply -f examples/hello/job.yaml");
+    println!();
+    println!("More machines join as nodes with the cluster token:");
+    println!(
+        "  bosun node --server https://{advertised} --token \"$(cat {}/token)\"",
+        data_dir.display()
+    );
     println!();
     println!("Ctrl-C stops everything; the cluster's state stays for the next `bosun up`.");
 }

@@ -338,6 +338,13 @@ pub async fn run(
         None => None,
     };
     let kubernetes_service = if let Some(lease_duration) = config.endpoint_lease_duration {
+        if config.bind_address.is_loopback() && config.advertise_address.is_none() {
+            tracing::warn!(
+                bind_address = %config.bind_address,
+                advertised = %advertise_address(&config),
+                "this server listens on loopback only: pods cannot reach it through the kubernetes Service (bind to 0.0.0.0 or the advertised address)"
+            );
+        }
         let client =
             component_client(&secrets.ca, &server_url, APISERVER, &["system:masters"]).await?;
         let service_ip =

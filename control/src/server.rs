@@ -337,11 +337,12 @@ pub async fn run(
         }
         None => None,
     };
+    let advertised = SocketAddr::new(advertise_address(&config), addr.port());
     let kubernetes_service = if let Some(lease_duration) = config.endpoint_lease_duration {
         if config.bind_address.is_loopback() && config.advertise_address.is_none() {
             tracing::warn!(
                 bind_address = %config.bind_address,
-                advertised = %advertise_address(&config),
+                %advertised,
                 "this server listens on loopback only: pods cannot reach it through the kubernetes Service (bind to 0.0.0.0 or the advertised address)"
             );
         }
@@ -355,8 +356,8 @@ pub async fn run(
             client,
             controllers::kubernetes::Config {
                 service_ip: service_ip.into(),
-                address: advertise_address(&config),
-                port: addr.port(),
+                address: advertised.ip(),
+                port: advertised.port(),
                 lease_duration,
             },
             stopped.clone(),
@@ -377,7 +378,7 @@ pub async fn run(
 
     on_start(&Started {
         addr,
-        advertised: SocketAddr::new(advertise_address(&config), addr.port()),
+        advertised,
         kubeconfig,
         token: secrets.token.clone(),
     });
@@ -464,8 +465,6 @@ fn client_address(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Names for the serving certificate: localhost, the host name, every local address, the
-/// bind address and each `--tls-san`.
 /// The user this server's own client (the `kubernetes` Service's upkeep) is, as upstream's
 /// loopback client.
 const APISERVER: &str = "system:apiserver";
@@ -484,6 +483,8 @@ fn advertise_address(config: &ServerConfig) -> IpAddr {
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
+/// Names for the serving certificate: localhost, the host name, every local address, the
+/// bind address, the `kubernetes` Service's and the advertised address, and each `--tls-san`.
 fn serving_names(config: &ServerConfig) -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),

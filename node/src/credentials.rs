@@ -290,6 +290,9 @@ fn client(
     let tls = bosun_tls::rotating_client_config(ca_pem, identity)?;
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
+    // kube's own builder gives up connecting after 30 s too (and has no read timeout: a watch
+    // ends by the server's timeoutSeconds).
+    http.set_connect_timeout(Some(Duration::from_secs(30)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

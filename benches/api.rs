@@ -4,12 +4,13 @@
 //! Prints a Markdown table for docs/benchmarks.md. The baseline, measured in the same run, is an
 //! HTTPS round trip that reaches no store (`GET /healthz`) through the same TLS and HTTP stack.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 8;
@@ -91,25 +92,11 @@ fn main() {
         .expect("server address");
     std::thread::spawn(move || for _ in lines {});
     std::thread::sleep(Duration::from_millis(300));
-    let kubeconfig = std::fs::read_to_string(dir.path().join("admin.kubeconfig")).unwrap();
-    let field = |name: &str| {
-        kubeconfig
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .unwrap()
-            .to_string()
-    };
-    let ca = base64::engine::general_purpose::STANDARD
-        .decode(field("certificate-authority-data: "))
-        .unwrap();
+    let admin = common::Admin::read(&dir.path().join("admin.kubeconfig"));
     let target = Arc::new(Target {
-        client: reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap(),
+        client: admin.https_client(),
         base: format!("https://{addr}"),
-        token: field("token: "),
+        token: admin.token,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 8;
@@ -36,24 +35,10 @@ struct Api {
 
 impl Api {
     fn of(dir: &Path) -> Self {
-        let kubeconfig = std::fs::read_to_string(common::kubeconfig(dir)).unwrap();
-        let field = |name: &str| {
-            kubeconfig
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(name))
-                .unwrap()
-                .to_string()
-        };
-        let ca = base64::engine::general_purpose::STANDARD
-            .decode(field("certificate-authority-data: "))
-            .unwrap();
+        let admin = common::Admin::read(&common::kubeconfig(dir));
         Self {
-            client: reqwest::Client::builder()
-                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-                .pool_max_idle_per_host(64)
-                .build()
-                .unwrap(),
-            base: field("server: "),
+            client: admin.https_client(),
+            base: admin.server,
         }
     }
 
@@ -70,12 +55,7 @@ impl Api {
 }
 
 fn admin_token(dir: &Path) -> String {
-    let kubeconfig = std::fs::read_to_string(common::kubeconfig(dir)).unwrap();
-    kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .unwrap()
-        .to_string()
+    common::Admin::read(&common::kubeconfig(dir)).token
 }
 
 /// Creates per second by CLIENTS closed-loop clients with `token`, names prefixed `tag`.

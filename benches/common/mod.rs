@@ -62,6 +62,42 @@ pub fn kubeconfig(dir: &Path) -> PathBuf {
     dir.join("server/admin.kubeconfig")
 }
 
+/// What an admin kubeconfig says: the server's URL, its CA (PEM) and the admin's token.
+pub struct Admin {
+    pub server: String,
+    pub ca_pem: Vec<u8>,
+    pub token: String,
+}
+
+impl Admin {
+    pub fn read(kubeconfig: &Path) -> Self {
+        use base64::Engine as _;
+        let text = std::fs::read_to_string(kubeconfig).unwrap();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name:?} in {}", kubeconfig.display()))
+                .to_string()
+        };
+        Self {
+            server: field("server: "),
+            ca_pem: base64::engine::general_purpose::STANDARD
+                .decode(field("certificate-authority-data: "))
+                .unwrap(),
+            token: field("token: "),
+        }
+    }
+
+    /// An HTTPS client that trusts the server's CA, keeping up to 64 idle connections.
+    pub fn https_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem).unwrap())
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap()
+    }
+}
+
 /// Starts `bosun node` `name` for the server in `dir`, with its data in `dir/name` and `args`;
 /// returns once it runs. Its log goes to `bosun-bench-node-<name>.log` in the temporary
 /// directory.

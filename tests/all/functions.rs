@@ -1259,15 +1259,7 @@ async fn a_function_calls_the_api_as_its_service_account() {
     // Pods reach the server at the host's address (the `kubernetes` Service's endpoint).
     let (c, port, image, functions) =
         gateway_cluster_with("fn-api", &["--bind-address", "0.0.0.0"]).await;
-    c.server
-        .kubectl(&[
-            "create",
-            "rolebinding",
-            "default-view",
-            "--clusterrole=view",
-            "--serviceaccount=default:default",
-        ])
-        .unwrap();
+    c.server.grant_default_account_view();
     // The namespace's default ServiceAccount (and so the token volume) comes from a
     // controller moments after the start.
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =

@@ -1138,17 +1138,7 @@ async fn a_guest_reads_its_service_account_token_and_the_api_accepts_it() {
 
     // The token is the pod's account's: with `view` in its namespace, it lists ConfigMaps
     // there and nowhere else.
-    c.server
-        .kubectl(&[
-            "create",
-            "rolebinding",
-            "default-view",
-            "--clusterrole=view",
-            "--serviceaccount=default:default",
-            "-n",
-            "default",
-        ])
-        .unwrap();
+    c.server.grant_default_account_view();
     let ca = c.node.dir.path().join("api-ca.crt");
     std::fs::write(&ca, c.server.ca_pem()).unwrap();
     let with_token = |args: &[&str]| {

@@ -617,15 +617,7 @@ async fn pods_reach_the_api_through_the_kubernetes_service_as_their_service_acco
     assert!(log.contains(&format!("addresses: {first}")), "{log}");
 
     // From inside a pod, as its ServiceAccount (bound to `view` here).
-    c.server
-        .kubectl(&[
-            "create",
-            "rolebinding",
-            "default-view",
-            "--clusterrole=view",
-            "--serviceaccount=default:default",
-        ])
-        .unwrap();
+    c.server.grant_default_account_view();
     c.create(json!({
         "metadata": {"name": "inside"},
         "spec": {"containers": [{"name": "main", "image": image,

@@ -149,6 +149,21 @@ impl Server {
         run(command)
     }
 
+    /// Binds `view` in `default` to that namespace's `default` ServiceAccount, the account
+    /// of pods that name none.
+    pub fn grant_default_account_view(&self) {
+        self.kubectl(&[
+            "create",
+            "rolebinding",
+            "default-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:default",
+            "-n",
+            "default",
+        ])
+        .unwrap();
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -19,10 +19,11 @@ const MAX_BATCH: usize = 256;
 /// Writes that may wait for the writer before callers are slowed down.
 const QUEUE: usize = 8192;
 
-type Reply = oneshot::Sender<Result<Stored>>;
+/// Where the results of one caller's writes go, all at once.
+type Reply = oneshot::Sender<Result<Vec<Stored>>>;
 
 pub(crate) struct Writer {
-    queue: mpsc::Sender<(Write, Reply)>,
+    queue: mpsc::Sender<(Vec<Write>, Reply)>,
 }
 
 impl Writer {
@@ -33,49 +34,79 @@ impl Writer {
     }
 
     pub async fn write(&self, write: Write) -> Result<Stored> {
+        let mut stored = self.write_all(vec![write]).await?;
+        Ok(stored.pop().expect("one result per write"))
+    }
+
+    /// Writes a first write and the writes linked to it (see [`Write::linked`]): all of them
+    /// or none.
+    pub async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<Stored>> {
         let (reply, result) = oneshot::channel();
         self.queue
-            .send((write, reply))
+            .send((writes, reply))
             .await
             .map_err(|_| Error::WriterStopped)?;
         result.await.map_err(|_| Error::WriterStopped)?
     }
 }
 
-async fn run<B: Backend>(backend: Arc<B>, mut rx: mpsc::Receiver<(Write, Reply)>) {
+async fn run<B: Backend>(backend: Arc<B>, mut rx: mpsc::Receiver<(Vec<Write>, Reply)>) {
     let mut writes = Vec::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
-    while let Some((write, reply)) = rx.recv().await {
+    // Each caller's reply and how many of the batch's writes are theirs.
+    let mut replies: Vec<(Reply, usize)> = Vec::with_capacity(MAX_BATCH);
+    while let Some((group, reply)) = rx.recv().await {
         // Let the clients answered by the last batch queue their next writes before we gather:
         // measured, this doubles the batch size and the throughput under concurrent clients.
         tokio::task::yield_now().await;
-        writes.push(write);
-        replies.push(reply);
+        replies.push((reply, group.len()));
+        writes.extend(group);
         while writes.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok((write, reply)) => {
-                    writes.push(write);
-                    replies.push(reply);
+                Ok((group, reply)) => {
+                    replies.push((reply, group.len()));
+                    writes.extend(group);
                 }
                 Err(_) => break,
             }
         }
         match backend.write_batch(&writes).await {
             Ok(results) => {
-                for (reply, result) in replies.drain(..).zip(results) {
-                    let _ = reply.send(result);
+                let mut results = results.into_iter();
+                for (reply, count) in replies.drain(..) {
+                    let _ = reply.send(answer(results.by_ref().take(count)));
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, writes = writes.len(), "write transaction failed");
                 let message = error.to_string();
-                for reply in replies.drain(..) {
+                for (reply, _) in replies.drain(..) {
                     let _ = reply.send(Err(Error::Unavailable(message.clone())));
                 }
             }
         }
         writes.clear();
     }
+}
+
+/// One caller's answer: every write's row, or the error of the write that failed (not the
+/// [`Error::LinkedWriteFailed`] of the writes that went down with it).
+fn answer(results: impl Iterator<Item = Result<Stored>>) -> Result<Vec<Stored>> {
+    let mut stored = Vec::new();
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(row) => stored.push(row),
+            Err(error) => errors.push(error),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(stored);
+    }
+    let cause = errors
+        .iter()
+        .position(|e| !matches!(e, Error::LinkedWriteFailed { .. }))
+        .unwrap_or(0);
+    Err(errors.swap_remove(cause))
 }
 
 /// The row a write finds.
@@ -113,13 +144,51 @@ impl Change<'_> {
     }
 }
 
+/// Splits a batch into its runs of linked writes (a lone write is a run of one).
+pub(crate) fn linked_runs(writes: &[Write]) -> impl Iterator<Item = &[Write]> {
+    let mut rest = writes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = 1 + rest[1..].iter().take_while(|w| w.linked).count();
+        let (run, tail) = rest.split_at(len);
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// Plans a run of linked writes against the rows they find (`current`, in the same order),
+/// taking revisions from `revision` on: every change, or, when one write fails, the results
+/// of the whole run (that write's error, [`Error::LinkedWriteFailed`] for the others).
+pub(crate) fn plan_run<'a>(
+    run: &'a [Write],
+    current: Vec<Option<Current>>,
+    revision: i64,
+) -> Result<Vec<Change<'a>>, Vec<Result<Stored>>> {
+    let mut changes = Vec::with_capacity(run.len());
+    for (n, (write, current)) in run.iter().zip(current).enumerate() {
+        match plan(write, current, revision + n as i64) {
+            Ok(change) => changes.push(change),
+            Err(error) => {
+                let mut failed = Some(error);
+                return Err(run
+                    .iter()
+                    .enumerate()
+                    .map(|(m, w)| match m == n {
+                        true => Err(failed.take().expect("one failure")),
+                        false => Err(Error::LinkedWriteFailed { key: w.key.clone() }),
+                    })
+                    .collect());
+            }
+        }
+    }
+    Ok(changes)
+}
+
 /// Decides what `write` does to the row it found, checking its preconditions. Backends run
 /// this inside their write transaction, after taking the revision lock.
-pub(crate) fn plan<'a>(
-    write: &'a Write,
-    current: Option<Current>,
-    revision: i64,
-) -> Result<Change<'a>> {
+fn plan<'a>(write: &'a Write, current: Option<Current>, revision: i64) -> Result<Change<'a>> {
     let key = &write.key;
     let check = |expected: &Option<i64>, actual: i64| match expected {
         Some(expected) if *expected != actual => Err(Error::Conflict {

@@ -80,6 +80,10 @@ pub enum Error {
     Unavailable(String),
     #[error("the store's writer has stopped")]
     WriterStopped,
+    #[error("{key} was not written: a write committed with it failed")]
+    LinkedWriteFailed { key: Key },
+    #[error("a transaction writes {key} twice")]
+    Duplicate { key: Key },
     #[error("cluster bootstrap failed: {0}")]
     Bootstrap(String),
 }
@@ -244,6 +248,33 @@ pub struct WatchRequest {
     pub after: i64,
 }
 
+/// One write of a [`Store::transact`].
+#[derive(Debug, Clone)]
+pub enum Op {
+    Create {
+        key: Key,
+        value: Value,
+    },
+    /// A replacement, only at `expected` when given (compare-and-swap).
+    Update {
+        key: Key,
+        value: Value,
+        expected: Option<i64>,
+    },
+    Delete {
+        key: Key,
+        expected: Option<i64>,
+    },
+}
+
+impl Op {
+    pub fn key(&self) -> &Key {
+        match self {
+            Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+}
+
 /// The store's revision bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revisions {
@@ -270,6 +301,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Object>;
     /// Deletes `key`, optionally only at `expected_revision`; returns the deleted object.
     async fn delete(&self, key: &Key, expected_revision: Option<i64>) -> Result<Object>;
+    /// Commits every write of `ops` in one transaction, each with its own revision in the
+    /// order given, or none of them: the error is that of the first write that failed its
+    /// precondition. Each key appears at most once. Returns the objects as written (the last
+    /// state for a delete). This is how an admission step that keeps a count (ResourceQuota)
+    /// changes it together with the object it counts.
+    async fn transact(&self, ops: Vec<Op>) -> Result<Vec<Object>>;
     /// A consistent list at one revision, one page at a time.
     async fn list(&self, request: &ListRequest) -> Result<ListResult>;
     /// Every matching change after `request.after`, in revision order, without gaps; a
@@ -318,6 +355,9 @@ pub(crate) struct Write {
     pub kind: WriteKind,
     /// The encoded new value (empty for deletes).
     pub value: Vec<u8>,
+    /// Commits only together with the write before it in the batch (and that one's linked
+    /// predecessors): a [`Store::transact`] is a first write followed by linked ones.
+    pub linked: bool,
 }
 
 /// A page of objects as they were at one revision.
@@ -336,7 +376,9 @@ pub(crate) struct RangeQuery<'a> {
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Applies the writes in one transaction, each with the next revision. The outer error
     /// means nothing was written; inner errors are per write (precondition failures), and such
-    /// a write takes no revision.
+    /// a write takes no revision. A run of linked writes (see [`Write::linked`]) is applied
+    /// whole or not at all: the one that failed gets its error, the others
+    /// [`Error::LinkedWriteFailed`].
     async fn write_batch(&self, writes: &[Write]) -> Result<Vec<Result<Stored>>>;
     async fn get(&self, key: &Key) -> Result<Option<Stored>>;
     /// Objects as of a revision, ordered by (namespace, name). Returns the revision read at.
@@ -435,6 +477,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 key: key.clone(),
                 kind: WriteKind::Create,
                 value,
+                linked: false,
             })
             .await?;
         self.decode(&stored)
@@ -466,6 +509,7 @@ impl<B: Backend> Store for SqlStore<B> {
                     expected: expected_revision,
                 },
                 value,
+                linked: false,
             })
             .await?;
         self.decode(&stored)
@@ -482,9 +526,45 @@ impl<B: Backend> Store for SqlStore<B> {
                     expected: expected_revision,
                 },
                 value: Vec::new(),
+                linked: false,
             })
             .await?;
         self.decode(&stored)
+    }
+
+    async fn transact(&self, ops: Vec<Op>) -> Result<Vec<Object>> {
+        let mut writes = Vec::with_capacity(ops.len());
+        for (i, op) in ops.into_iter().enumerate() {
+            let key = op.key().clone();
+            key.validate()?;
+            if writes.iter().any(|w: &Write| w.key == key) {
+                return Err(Error::Duplicate { key });
+            }
+            let (kind, value) = match op {
+                Op::Create { key, value } => (WriteKind::Create, self.codec.encode(&key, value)?),
+                Op::Update {
+                    key,
+                    value,
+                    expected,
+                } => (
+                    WriteKind::Update { expected },
+                    self.codec.encode(&key, value)?,
+                ),
+                Op::Delete { expected, .. } => (WriteKind::Delete { expected }, Vec::new()),
+            };
+            writes.push(Write {
+                key,
+                kind,
+                value,
+                linked: i > 0,
+            });
+        }
+        let _timer = match writes.first() {
+            Some(first) => telemetry::global().store_call("transact", &first.key.resource),
+            None => return Ok(Vec::new()),
+        };
+        let stored = self.writer.write_all(writes).await?;
+        stored.iter().map(|s| self.decode(s)).collect()
     }
 
     async fn list(&self, request: &ListRequest) -> Result<ListResult> {

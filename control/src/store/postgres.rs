@@ -1,6 +1,6 @@
 //! The PostgreSQL backend: the production datastore, shared by several API servers.
 //!
-//! A batch of writes is one call of the `bosun_write` function (migrations/postgres/0002): it
+//! A batch of writes is one call of the `bosun_write` function (migrations/postgres/0003): it
 //! locks the single `revision_counter` row (`SELECT … FOR UPDATE`), so transactions that write
 //! take their revisions one after another and commit in that order: a transaction cannot get
 //! revision N+1 before the one holding N has committed or rolled back. The function sends
@@ -82,7 +82,7 @@ impl PostgresStore {
 }
 
 const WRITE: &str = "SELECT o_idx, o_outcome, o_revision, o_create_revision, o_value, o_actual \
-     FROM bosun_write($1, $2, $3, $4, $5, $6, $7, $8) ORDER BY o_idx";
+     FROM bosun_write($1, $2, $3, $4, $5, $6, $7, $8, $9) ORDER BY o_idx";
 
 const SELECT_CURRENT: &str = "SELECT value, revision, create_revision FROM objects \
      WHERE resource = $1 AND namespace = $2 AND name = $3";
@@ -146,7 +146,8 @@ impl Backend for Postgres {
             )
             .bind(expected)
             .bind(now_ms())
-            .bind(self.options.unordered_revisions);
+            .bind(self.options.unordered_revisions)
+            .bind(writes.iter().map(|w| w.linked).collect::<Vec<_>>());
         let rows = match &self.options.commit_delay {
             // One statement in autocommit: one round trip per batch.
             None => query.fetch_all(&self.pool).await?,
@@ -174,6 +175,7 @@ impl Backend for Postgres {
                 }
                 1 => Err(Error::AlreadyExists { key }),
                 2 => Err(Error::NotFound { key }),
+                4 => Err(Error::LinkedWriteFailed { key }),
                 _ => Err(Error::Conflict {
                     key,
                     expected: match write.kind {

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::watch;
 
-use super::batch::{Change, Current, plan};
+use super::batch::{Change, Current, linked_runs, plan_run};
 use super::bootstrap::{self, ClusterSecrets};
 use super::rows;
 use super::{
@@ -117,29 +117,34 @@ impl Backend for Sqlite {
         let mut next = first;
         let created = now_ms();
         let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            let k = &write.key;
-            let current: Option<(Vec<u8>, i64, i64)> = sqlx::query_as(SELECT_CURRENT)
-                .bind(&k.resource)
-                .bind(&k.namespace)
-                .bind(&k.name)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let current = current.map(|(value, revision, create_revision)| Current {
-                value,
-                revision,
-                create_revision,
-            });
-            let change = match plan(write, current, next) {
-                Ok(change) => change,
-                Err(error) => {
-                    results.push(Err(error));
-                    continue;
+        for run in linked_runs(writes) {
+            // A run's keys are distinct, so reading every row before changing any is the same
+            // as reading each just before its change.
+            let mut current = Vec::with_capacity(run.len());
+            for write in run {
+                let k = &write.key;
+                let row: Option<(Vec<u8>, i64, i64)> = sqlx::query_as(SELECT_CURRENT)
+                    .bind(&k.resource)
+                    .bind(&k.namespace)
+                    .bind(&k.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                current.push(row.map(|(value, revision, create_revision)| Current {
+                    value,
+                    revision,
+                    create_revision,
+                }));
+            }
+            match plan_run(run, current, next) {
+                Ok(changes) => {
+                    for change in changes {
+                        apply(&mut tx, &change, created).await?;
+                        results.push(Ok(change.stored()));
+                        next += 1;
+                    }
                 }
-            };
-            apply(&mut tx, &change, created).await?;
-            results.push(Ok(change.stored()));
-            next += 1;
+                Err(failed) => results.extend(failed),
+            }
         }
         if next > first {
             sqlx::query("UPDATE revision_counter SET revision = ?1 WHERE id = 1")

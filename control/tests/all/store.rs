@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bosun_api::{fields, labels};
-use bosun_control::store::{Error, EventType, Key, ListRequest, Store, WatchRequest};
+use bosun_control::store::{Error, EventType, Key, ListRequest, Op, Store, WatchRequest};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -42,6 +42,7 @@ on_both_backends!(
     bad_input_is_refused_and_writes_nothing,
     secrets_are_never_stored_in_clear,
     cluster_secrets_need_the_right_token,
+    linked_writes_commit_together_or_not_at_all,
 );
 
 fn pod(name: &str, labels: Value, node: &str, phase: &str) -> Value {
@@ -997,4 +998,147 @@ async fn expect_events(
             .is_err(),
         "nothing more"
     );
+}
+
+fn counter(count: i64) -> Value {
+    json!({"apiVersion": "v1", "kind": "ResourceQuota",
+           "metadata": {"name": "q", "namespace": "default"}, "status": {"used": count}})
+}
+
+/// Creates pod `name` and counts it in the counter read at `seen`, in one transaction.
+async fn create_counted(
+    store: &dyn Store,
+    name: &str,
+    seen: &bosun_control::store::Object,
+) -> Result<Vec<bosun_control::store::Object>, Error> {
+    let count = seen.value["status"]["used"].as_i64().unwrap();
+    store
+        .transact(vec![
+            Op::Create {
+                key: pod_key(name),
+                value: pod(name, json!({}), "", "Pending"),
+            },
+            Op::Update {
+                key: seen.key.clone(),
+                value: counter(count + 1),
+                expected: Some(seen.revision),
+            },
+        ])
+        .await
+}
+
+async fn linked_writes_commit_together_or_not_at_all(kind: Kind) {
+    let place = Place::new(kind).await;
+    let store = place.open().await;
+    let quota = Key::new("resourcequotas", "default", "q");
+    let first = store.create(&quota, counter(0)).await.unwrap();
+    let mut watch = store
+        .watch(WatchRequest {
+            resource: "pods".into(),
+            after: first.revision,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let written = create_counted(&*store, "a", &first).await.unwrap();
+    assert_eq!(written.len(), 2);
+    assert_eq!(written[0].revision, first.revision + 1);
+    assert_eq!(written[1].revision, first.revision + 2);
+    assert_eq!(written[1].value["status"]["used"], 1);
+    assert_eq!(next_event(&mut watch).await.revision, first.revision + 1);
+
+    // A stale counter: neither the pod nor the counter is written, and no revision is taken.
+    let before = store.revisions().await.unwrap();
+    let stale = create_counted(&*store, "b", &first).await;
+    assert!(
+        matches!(&stale, Err(Error::Conflict { key, .. }) if *key == quota),
+        "{stale:?}"
+    );
+    // A pod that exists: the counter is not written either.
+    let counted = store.get(&quota).await.unwrap();
+    let exists = create_counted(&*store, "a", &counted).await;
+    assert!(
+        matches!(&exists, Err(Error::AlreadyExists { key }) if *key == pod_key("a")),
+        "{exists:?}"
+    );
+    assert_eq!(store.revisions().await.unwrap(), before);
+    assert!(matches!(
+        store.get(&pod_key("b")).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(store.get(&quota).await.unwrap(), counted);
+
+    let twice = store
+        .transact(vec![
+            Op::Delete {
+                key: quota.clone(),
+                expected: None,
+            },
+            Op::Delete {
+                key: quota.clone(),
+                expected: None,
+            },
+        ])
+        .await;
+    assert!(matches!(twice, Err(Error::Duplicate { .. })), "{twice:?}");
+    assert!(store.transact(Vec::new()).await.unwrap().is_empty());
+
+    // Writers racing for a counter limited to 10, beside plain writes in the same batches:
+    // exactly 10 pods are counted, and the count is theirs.
+    let racers = (0..20).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                let seen = store
+                    .get(&Key::new("resourcequotas", "default", "q"))
+                    .await
+                    .unwrap();
+                if seen.value["status"]["used"].as_i64().unwrap() >= 11 {
+                    return false;
+                }
+                match create_counted(&*store, &format!("racer-{i}"), &seen).await {
+                    Ok(_) => return true,
+                    Err(Error::Conflict { .. }) => continue,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        })
+    });
+    let plain = (0..20).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let key = Key::new("configmaps", "default", format!("plain-{i}"));
+            store.create(&key, json!({"data": {}})).await.unwrap();
+            true
+        })
+    });
+    let won = futures::future::join_all(racers.chain(plain).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 10 + 20);
+    let pods = list_names(&*store, Some("default"), "", "").await;
+    assert_eq!(pods.len(), 11, "{pods:?}");
+    assert_eq!(store.get(&quota).await.unwrap().value["status"]["used"], 11);
+
+    // A delete counted down with its object.
+    let counted = store.get(&quota).await.unwrap();
+    let gone = store
+        .transact(vec![
+            Op::Delete {
+                key: pod_key("a"),
+                expected: None,
+            },
+            Op::Update {
+                key: quota.clone(),
+                value: counter(10),
+                expected: Some(counted.revision),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(gone[0].value["metadata"]["name"], "a");
+    assert_eq!(list_names(&*store, Some("default"), "", "").await.len(), 10);
 }

@@ -53,9 +53,57 @@ pub fn parse(input: &str) -> Result<f64, Error> {
     Ok(value * scale)
 }
 
+/// A quantity as an exact count of thousandths (`"250m"` is 250, `"1Ki"` is 1024000), for sums
+/// that must not drift (quota usage). Exact up to 2^53 thousandths, some 9 TB.
+pub fn milli(input: &str) -> Result<i64, Error> {
+    Ok((parse(input)? * 1000.0).round() as i64)
+}
+
+/// A number of thousandths in Kubernetes' canonical form: binary suffixes (`64Mi`) when
+/// `binary` and the amount is a whole multiple of 1024, else decimal ones (`1k`, `1500m`).
+pub fn format_milli(milli: i64, binary: bool) -> String {
+    if milli % 1000 != 0 {
+        return format!("{milli}m");
+    }
+    let units = milli / 1000;
+    if units == 0 {
+        return "0".to_string();
+    }
+    let pick = |base: i64, suffixes: &[&str]| {
+        (1..=suffixes.len() as u32)
+            .rev()
+            .find(|&k| units % base.pow(k) == 0)
+            .map(|k| format!("{}{}", units / base.pow(k), suffixes[k as usize - 1]))
+    };
+    if binary && let Some(text) = pick(1024, &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]) {
+        return text;
+    }
+    pick(1000, &["k", "M", "G", "T", "P", "E"]).unwrap_or_else(|| units.to_string())
+}
+
+/// Whether a quantity's text uses a binary suffix (`Ki` … `Ei`).
+pub fn is_binary(input: &str) -> bool {
+    input.trim_end().ends_with('i')
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{format_milli, milli, parse};
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(milli("250m").unwrap(), 250);
+        assert_eq!(milli("64Mi").unwrap(), 67108864000);
+        assert_eq!(format_milli(milli("64Mi").unwrap() * 2, true), "128Mi");
+        assert_eq!(format_milli(milli("1.5Gi").unwrap(), true), "1536Mi");
+        assert_eq!(format_milli(milli("100M").unwrap(), true), "100M");
+        assert_eq!(format_milli(1500, false), "1500m");
+        assert_eq!(format_milli(2000, false), "2");
+        assert_eq!(format_milli(5000, false), "5");
+        assert_eq!(format_milli(1_000_000, false), "1k");
+        assert_eq!(format_milli(0, true), "0");
+        assert_eq!(format_milli(-3000, false), "-3");
+    }
 
     #[test]
     fn suffixes() {

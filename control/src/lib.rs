@@ -26,6 +26,7 @@ pub mod events;
 pub mod leader;
 pub mod objects;
 pub mod pki;
+pub mod quota;
 pub mod scheduler;
 pub mod server;
 pub mod store;

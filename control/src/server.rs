@@ -245,6 +245,7 @@ pub async fn run(
     apiserver::auth::rbac::bootstrap::reconcile(&*store).await?;
     let rbac = apiserver::auth::rbac::Rbac::start(store.clone()).await?;
     let nodes = apiserver::auth::node::NodeAuthorizer::start(store.clone()).await?;
+    let quota = admission::quota::ResourceQuota::start(store.clone()).await?;
     let authorizer: Arc<dyn apiserver::auth::Authorizer> =
         Arc::new(apiserver::auth::Union(vec![nodes, rbac.clone()]));
     let state = ApiState {
@@ -263,7 +264,8 @@ pub async fn run(
             }))
             .with(Arc::new(admission::certificates::CertificateSigning {
                 authorizer: authorizer.clone(),
-            })),
+            }))
+            .with_quota(quota),
         ),
         metrics: Default::default(),
         history: Default::default(),

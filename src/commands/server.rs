@@ -141,6 +141,15 @@ pub struct Args {
     /// How often pods whose node is gone, and finished pods beyond the threshold, are deleted.
     #[arg(long, env = "BOSUN_POD_GC_PERIOD", default_value = "20s", value_parser = duration)]
     pod_gc_period: Duration,
+    /// How often every ResourceQuota's usage is counted again from its namespace's objects
+    /// (deletions give quota back at once).
+    #[arg(
+        long,
+        env = "BOSUN_RESOURCE_QUOTA_SYNC_PERIOD",
+        default_value = "5m",
+        value_parser = duration
+    )]
+    resource_quota_sync_period: Duration,
     /// How many finished pods may exist before the oldest are deleted.
     #[arg(
         long,
@@ -268,6 +277,7 @@ impl Args {
                 node_monitor_period: args.node_monitor_period,
                 job_backoff: args.job_backoff,
                 pod_gc_period: args.pod_gc_period,
+                resource_quota_sync_period: args.resource_quota_sync_period,
                 terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
                 hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
                 hpa_downscale_stabilization: args.horizontal_pod_autoscaler_downscale_stabilization,

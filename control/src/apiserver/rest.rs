@@ -341,10 +341,12 @@ async fn create(
         return Ok(body);
     }
     let created = state
-        .store
-        .create(&target.key(&name), body)
-        .await
-        .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
+        .admission
+        .store(
+            &*state.store,
+            admission::quota::Write::create(target.resource, target.key(&name), body),
+        )
+        .await?;
     Ok(kinds::presented(target.resource, created.value))
 }
 
@@ -470,12 +472,19 @@ async fn store_update(
     if caller.dry_run {
         return Ok(new);
     }
-    let name = target.name();
     let updated = state
-        .store
-        .update(&target.key(name), new, expected)
-        .await
-        .map_err(|e| ApiError::from_store(e, target.resource, name))?;
+        .admission
+        .store(
+            &*state.store,
+            admission::quota::Write::update(
+                target.resource,
+                target.key(target.name()),
+                new,
+                old,
+                expected,
+            ),
+        )
+        .await?;
     let value = kinds::presented(target.resource, updated.value);
     finish_deletion_if_done(state, target, value).await
 }

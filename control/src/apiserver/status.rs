@@ -97,6 +97,16 @@ impl ApiError {
         .with_details(resource, name)
     }
 
+    /// Upstream's `NewForbidden` for an admission refusal: `pods "p" is forbidden: why`.
+    pub fn forbidden_by(resource: &Resource, name: &str, why: &str) -> Self {
+        Self::forbidden_on(
+            format!("{} {name:?} is forbidden: {why}", qualified(resource)),
+            resource.group,
+            resource.plural,
+            name,
+        )
+    }
+
     pub fn conflict(resource: &Resource, name: &str, why: &str) -> Self {
         Self::new(
             StatusCode::CONFLICT,

@@ -40,6 +40,7 @@ pub mod nodelifecycle;
 pub mod podautoscaler;
 pub mod podgc;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccounts;
 pub mod servicelb;
 pub mod triggers;
@@ -71,6 +72,7 @@ pub const ALL: &[&str] = &[
     "nodelifecycle",
     "podgc",
     "replicaset",
+    "resourcequota",
     "serviceaccount",
     "servicelb",
 ];
@@ -97,6 +99,8 @@ pub struct ControllersConfig {
     pub pod_gc_period: Duration,
     /// Finished pods kept before the oldest are deleted.
     pub terminated_pod_gc_threshold: usize,
+    /// How often every quota's usage is counted again from its namespace's objects.
+    pub resource_quota_sync_period: Duration,
     /// How often the function autoscaler reads the nodes' function metrics and decides.
     pub function_autoscale_period: Duration,
     /// How often each HorizontalPodAutoscaler is synced (15 s).
@@ -129,6 +133,7 @@ impl Default for ControllersConfig {
             job_backoff: Duration::from_secs(10),
             pod_gc_period: Duration::from_secs(20),
             terminated_pod_gc_threshold: 12500,
+            resource_quota_sync_period: Duration::from_secs(300),
             function_autoscale_period: Duration::from_secs(1),
             hpa_sync_period: Duration::from_secs(15),
             hpa_downscale_stabilization: Duration::from_secs(300),
@@ -298,6 +303,9 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
     }
     if !config.disabled.contains("podgc") {
         tasks.spawn(podgc::run(client.clone(), config.clone()));
+    }
+    if !config.disabled.contains("resourcequota") {
+        tasks.spawn(resourcequota::run(client.clone(), config.clone()));
     }
     if !config.disabled.contains("replicaset") {
         tasks.spawn(replicaset::run(client.clone(), config.clone()));

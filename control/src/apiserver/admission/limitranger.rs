@@ -57,12 +57,7 @@ fn applies(request: &Request<'_>) -> bool {
 }
 
 fn forbidden(request: &Request<'_>, why: &str) -> ApiError {
-    ApiError::forbidden_on(
-        format!("pods {:?} is forbidden: {why}", request.name),
-        "",
-        "pods",
-        request.name,
-    )
+    ApiError::forbidden_by(request.resource, request.name, why)
 }
 
 /// The `spec.limits` items of every LimitRange in `namespace`.

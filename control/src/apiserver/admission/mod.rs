@@ -19,6 +19,7 @@ mod limitranger;
 mod namespace;
 pub mod noderestriction;
 mod priority;
+pub mod quota;
 pub mod serviceaccount;
 pub mod services;
 mod tolerations;
@@ -34,7 +35,7 @@ use serde_json::{Map, Value, json};
 use super::auth::User;
 use super::kinds::{self, cause};
 use super::status::{ApiError, ApiResult, Cause};
-use crate::store::Store;
+use crate::store::{Object, Store};
 
 pub use services::ServiceRanges;
 pub use tolerations::DefaultTolerations;
@@ -142,9 +143,11 @@ pub struct Config {
     pub service_ranges: ServiceRanges,
 }
 
-/// The ordered admission plugins of a server.
+/// The ordered admission plugins of a server, and the ResourceQuota step that stores what
+/// they admitted.
 pub struct Chain {
     plugins: Vec<Arc<dyn Plugin>>,
+    quota: Option<Arc<quota::ResourceQuota>>,
 }
 
 impl Chain {
@@ -164,7 +167,25 @@ impl Chain {
     }
 
     pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Self {
-        Self { plugins }
+        Self {
+            plugins,
+            quota: None,
+        }
+    }
+
+    /// This chain charging what it admits to ResourceQuotas.
+    pub fn with_quota(mut self, quota: Arc<quota::ResourceQuota>) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    /// Stores an admitted create or update: charged to the namespace's quotas in the same
+    /// transaction when the chain has the ResourceQuota step, else written as it is.
+    pub async fn store(&self, store: &dyn Store, write: quota::Write) -> ApiResult<Object> {
+        match &self.quota {
+            Some(quota) => quota.write(store, write).await,
+            None => quota::uncharged(store, write).await,
+        }
     }
 
     /// This chain with `plugin` at its end.
@@ -193,7 +214,11 @@ impl Chain {
 
     /// The plugins' names, in order.
     pub fn names(&self) -> Vec<&'static str> {
-        self.plugins.iter().map(|p| p.name()).collect()
+        let mut names: Vec<_> = self.plugins.iter().map(|p| p.name()).collect();
+        if self.quota.is_some() {
+            names.push("ResourceQuota");
+        }
+        names
     }
 }
 

@@ -1,15 +1,111 @@
-//! ResourceQuotas (stored and served; the quota admission arrives with the multi-tenancy
-//! work) and LimitRanges, with upstream's defaults and validation (the LimitRanger admission
-//! plugin applies them to pods).
+//! ResourceQuotas and LimitRanges, with upstream's defaults and validation. The ResourceQuota
+//! step of admission (`admission/quota.rs`) charges writes to quotas, and the LimitRanger
+//! plugin applies LimitRanges to pods.
 
 use k8s_openapi::api::core::v1;
 use serde_json::{Value, json};
 
-use super::{Cause, KindStrategy, ObjectType, Plain, Typed, cause};
+use super::{Cause, KindStrategy, ObjectType, Typed, cause};
 use crate::apiserver::protobuf;
 
-pub static RESOURCE_QUOTA: Plain<v1::ResourceQuota> =
-    Plain::new(&[], Some(&protobuf::RESOURCE_QUOTA));
+pub struct ResourceQuota;
+
+pub static RESOURCE_QUOTA: ResourceQuota = ResourceQuota;
+
+static RESOURCE_QUOTA_TYPE: Typed<v1::ResourceQuota> = Typed::new();
+
+const SCOPES: [&str; 6] = [
+    "BestEffort",
+    "CrossNamespacePodAffinity",
+    "NotBestEffort",
+    "NotTerminating",
+    "PriorityClass",
+    "Terminating",
+];
+
+impl KindStrategy for ResourceQuota {
+    fn object_type(&self) -> &dyn ObjectType {
+        &RESOURCE_QUOTA_TYPE
+    }
+
+    fn protobuf(&self) -> Option<&'static protobuf::Message> {
+        Some(&protobuf::RESOURCE_QUOTA)
+    }
+
+    /// Quantities that parse and are not negative, known scopes, and scope selectors whose
+    /// operators have the values they need.
+    fn validate(&self, object: &Value, causes: &mut Vec<Cause>) {
+        for (resource, value) in object["spec"]["hard"].as_object().into_iter().flatten() {
+            let path = format!("spec.hard[{resource}]");
+            let text = value.as_str().unwrap_or_default();
+            match bosun_api::quantity::parse(text) {
+                Err(_) => causes.push(not_a_quantity(&path, text)),
+                Ok(amount) if amount < 0.0 => causes.push(cause(
+                    &path,
+                    format!("Invalid value: {text:?}: must be greater than or equal to 0"),
+                )),
+                Ok(_) => {}
+            }
+        }
+        let supported = || {
+            let names: Vec<String> = SCOPES.iter().map(|s| format!("{s:?}")).collect();
+            format!("supported values: {}", names.join(", "))
+        };
+        for (i, scope) in object["spec"]["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let scope = scope.as_str().unwrap_or_default();
+            if !SCOPES.contains(&scope) {
+                causes.push(cause(
+                    &format!("spec.scopes[{i}]"),
+                    format!("Unsupported value: {scope:?}: {}", supported()),
+                ));
+            }
+        }
+        let expressions = object["spec"]["scopeSelector"]["matchExpressions"].as_array();
+        for (i, expression) in expressions.into_iter().flatten().enumerate() {
+            let path = format!("spec.scopeSelector.matchExpressions[{i}]");
+            let scope = expression["scopeName"].as_str().unwrap_or_default();
+            if !SCOPES.contains(&scope) {
+                causes.push(cause(
+                    &format!("{path}.scopeName"),
+                    format!("Unsupported value: {scope:?}: {}", supported()),
+                ));
+            }
+            let operator = expression["operator"].as_str().unwrap_or_default();
+            let values = expression["values"].as_array().map_or(0, Vec::len);
+            match operator {
+                "In" | "NotIn" if values == 0 => causes.push(cause(
+                    &format!("{path}.values"),
+                    "Required value: must be at least one value when `operator` is 'In' or 'NotIn' for scope selector",
+                )),
+                "Exists" | "DoesNotExist" if values > 0 => causes.push(cause(
+                    &format!("{path}.values"),
+                    "Invalid value: must be no value when `operator` is 'Exist' or 'DoesNotExist' for scope selector",
+                )),
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => causes.push(cause(
+                    &format!("{path}.operator"),
+                    format!(
+                        "Unsupported value: {other:?}: supported values: \"DoesNotExist\", \"Exists\", \"In\", \"NotIn\""
+                    ),
+                )),
+            }
+        }
+    }
+}
+
+fn not_a_quantity(path: &str, text: &str) -> Cause {
+    cause(
+        path,
+        format!(
+            "Invalid value: {text:?}: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+        ),
+    )
+}
 
 pub struct LimitRange;
 
@@ -105,12 +201,7 @@ fn validate_item(path: &str, item: &Value, causes: &mut Vec<Cause>) {
                     amount,
                     text.to_string(),
                 )),
-                Err(_) => causes.push(cause(
-                    &format!("{path}.{field}[{resource}]"),
-                    format!(
-                        "Invalid value: {text:?}: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
-                    ),
-                )),
+                Err(_) => causes.push(not_a_quantity(&format!("{path}.{field}[{resource}]"), text)),
             }
         }
     }

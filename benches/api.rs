@@ -3,6 +3,8 @@
 //! Run: `cargo bench --bench api` (BOSUN_BENCH_SECONDS sets each phase's length, default 10).
 //! Prints a Markdown table for docs/benchmarks.md. The baseline, measured in the same run, is an
 //! HTTPS round trip that reaches no store (`GET /healthz`) through the same TLS and HTTP stack.
+//! The quota phase compares pod creates in a namespace with a ResourceQuota (pods, memory)
+//! against the same creates in one without, in alternating rounds.
 
 mod common;
 
@@ -64,6 +66,32 @@ fn configmap(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": "x".repeat(200)}})
 }
 
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "c", "image": "registry.invalid/app:v1",
+                    "resources": {"requests": {"memory": "2Mi"}, "limits": {"memory": "2Mi"}}}]}})
+}
+
+/// Pod creates per second into `namespace`, names prefixed with `round`.
+async fn pod_creates(target: &Arc<Target>, namespace: &'static str, round: usize) -> f64 {
+    let t = target.clone();
+    throughput(move |c, n| {
+        let t = t.clone();
+        async move {
+            let r = t
+                .client
+                .post(format!("{}/api/v1/namespaces/{namespace}/pods", t.base))
+                .bearer_auth(&t.token)
+                .json(&pod(&format!("r{round}-c{c}-{n}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        }
+    })
+    .await
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
@@ -76,6 +104,7 @@ fn main() {
             "127.0.0.1",
             "--port",
             "0",
+            "--disable-scheduler",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -166,6 +195,44 @@ fn main() {
             pct(&latencies, 0.5),
             pct(&latencies, 0.99)
         ));
+
+        // Pods with and without a quota on their namespace, in alternating rounds.
+        for (namespace, quota) in [("quota-off", None), ("quota-on", Some(json!({
+            "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
+            "spec": {"hard": {"pods": "1000000", "requests.memory": "1Ti", "limits.memory": "1Ti"}}})))]
+        {
+            let r = target.client.post(format!("{}/api/v1/namespaces", target.base))
+                .bearer_auth(&target.token).json(&json!({"metadata": {"name": namespace}})).send().await.unwrap();
+            assert_eq!(r.status(), 201);
+            if let Some(quota) = quota {
+                let r = target.client.post(format!("{}/api/v1/namespaces/{namespace}/resourcequotas", target.base))
+                    .bearer_auth(&target.token).json(&quota).send().await.unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        }
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for round in 0..4 {
+            off.push(pod_creates(&target, "quota-off", round).await);
+            on.push(pod_creates(&target, "quota-on", round).await);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        rows.push(format!(
+            "| create Pod, {CLIENTS} clients, namespace without a quota (4 rounds) | {:.0} req/s | baseline of the next row |",
+            mean(&off)
+        ));
+        rows.push(format!(
+            "| create Pod, {CLIENTS} clients, namespace with a ResourceQuota (4 rounds, alternating) | {:.0} req/s | {:.2}× (target ≥ 0.8×) |",
+            mean(&on),
+            mean(&on) / mean(&off)
+        ));
+        let r = target.client.get(format!("{}/api/v1/namespaces/quota-on/resourcequotas/q", target.base))
+            .bearer_auth(&target.token).send().await.unwrap();
+        let quota: Value = r.json().await.unwrap();
+        let r = target.client.get(format!("{}/api/v1/namespaces/quota-on/pods", target.base))
+            .bearer_auth(&target.token).send().await.unwrap();
+        let listed: Value = r.json().await.unwrap();
+        let pods = listed["items"].as_array().unwrap().len();
+        assert_eq!(quota["status"]["used"]["pods"], pods.to_string(), "the quota counts every pod");
     });
     let _ = server.kill();
     let _ = server.wait();

@@ -288,32 +288,132 @@ fn best_effort(pod: &Value) -> bool {
     })
 }
 
-/// A quota's scopes as selector requirements: `spec.scopes` (each an `Exists`) and
-/// `spec.scopeSelector.matchExpressions`.
-fn scopes(quota: &Value) -> Vec<(String, String, Vec<String>)> {
-    let mut all: Vec<_> = quota["spec"]["scopes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(|s| (s.to_string(), "Exists".to_string(), Vec::new()))
-        .collect();
-    for expression in quota["spec"]["scopeSelector"]["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let text = |f: &str| expression[f].as_str().unwrap_or_default().to_string();
-        let values = expression["values"]
+/// One scope of a quota, as a selector requirement (`spec.scopes` entries are `Exists`).
+#[derive(Debug, Clone)]
+struct Scope {
+    name: String,
+    operator: String,
+    values: Vec<String>,
+}
+
+/// A ResourceQuota, read once: what it limits, what its status says is used, and its scopes.
+#[derive(Debug, Clone)]
+pub struct Quota {
+    pub name: String,
+    /// The revision it was read at (its resourceVersion).
+    pub revision: i64,
+    pub hard: Usage,
+    pub used: Usage,
+    scopes: Vec<Scope>,
+    /// The object as read.
+    pub object: Value,
+}
+
+impl Quota {
+    pub fn read(object: Value) -> Self {
+        let mut scopes: Vec<Scope> = object["spec"]["scopes"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .map(String::from)
+            .map(|s| Scope {
+                name: s.to_string(),
+                operator: "Exists".to_string(),
+                values: Vec::new(),
+            })
             .collect();
-        all.push((text("scopeName"), text("operator"), values));
+        for expression in object["spec"]["scopeSelector"]["matchExpressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let text = |f: &str| expression[f].as_str().unwrap_or_default().to_string();
+            scopes.push(Scope {
+                name: text("scopeName"),
+                operator: text("operator"),
+                values: expression["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect(),
+            });
+        }
+        Self {
+            name: object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            revision: object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|rv| rv.parse().ok())
+                .unwrap_or(0),
+            hard: read(&object["spec"]["hard"]),
+            used: read(&object["status"]["used"]),
+            scopes,
+            object,
+        }
     }
-    all
+
+    /// The keys of `hard` that objects of `resource` use.
+    pub fn limited(&self, resource: &Resource) -> BTreeSet<String> {
+        let mut keys: BTreeSet<String> = self
+            .hard
+            .keys()
+            .filter(|k| tracks(resource, k))
+            .cloned()
+            .collect();
+        // A BestEffort pod has no compute usage: such a quota limits only the number of pods.
+        if self.scopes.iter().any(|s| s.name == "BestEffort") {
+            keys.retain(|k| k == "pods" || k == "count/pods");
+        }
+        keys
+    }
+
+    /// Whether the quota applies to `object`: it limits something objects of `resource` use,
+    /// and the object is in every one of its scopes (only pods have scopes; a scoped quota
+    /// applies to nothing else).
+    pub fn applies(&self, resource: &Resource, object: &Value) -> bool {
+        if !self.hard.keys().any(|k| tracks(resource, k)) {
+            return false;
+        }
+        self.scopes.is_empty()
+            || is_pods(resource)
+                && self
+                    .scopes
+                    .iter()
+                    .all(|s| in_scope(object, &s.name, &s.operator, &s.values))
+    }
+
+    /// The usage of every object in `objects` (of `resource`) that the quota applies to,
+    /// over the resources it limits.
+    pub fn total<'a>(
+        &self,
+        resource: &Resource,
+        objects: impl IntoIterator<Item = &'a Value>,
+        now: SystemTime,
+    ) -> Usage {
+        let limited = self.limited(resource);
+        let mut sum: Usage = limited
+            .iter()
+            .map(|k| (k.clone(), Amount::count(0)))
+            .collect();
+        for object in objects {
+            if self.applies(resource, object) {
+                sum = add(&sum, &mask(&usage(resource, object, now), &limited));
+            }
+        }
+        sum
+    }
+
+    /// The resources its limits count: what a recount lists.
+    pub fn counted_resources(&self) -> Vec<&'static Resource> {
+        bosun_api::resources::RESOURCES
+            .iter()
+            .filter(|r| r.namespaced && self.hard.keys().any(|k| tracks(r, k)))
+            .collect()
+    }
 }
 
 /// Whether a pod is in one scope.
@@ -366,36 +466,6 @@ fn cross_namespace_affinity(pod: &Value) -> bool {
     })
 }
 
-/// The keys of the quota's `hard` that objects of `resource` use.
-pub fn limited(quota: &Value, resource: &Resource) -> BTreeSet<String> {
-    let mut keys: BTreeSet<String> = read(&quota["spec"]["hard"])
-        .into_keys()
-        .filter(|k| tracks(resource, k))
-        .collect();
-    // A BestEffort pod has no compute usage: such a quota limits only the number of pods.
-    if scopes(quota).iter().any(|(s, _, _)| s == "BestEffort") {
-        keys.retain(|k| k == "pods" || k == "count/pods");
-    }
-    keys
-}
-
-/// Whether `quota` applies to `object`: it limits something objects of `resource` use, and the
-/// object is in every one of its scopes (only pods have scopes; a scoped quota applies to
-/// nothing else).
-pub fn applies(quota: &Value, resource: &Resource, object: &Value) -> bool {
-    if limited(quota, resource).is_empty() {
-        return false;
-    }
-    let scopes = scopes(quota);
-    if scopes.is_empty() {
-        return true;
-    }
-    is_pods(resource)
-        && scopes
-            .iter()
-            .all(|(scope, operator, values)| in_scope(object, scope, operator, values))
-}
-
 /// The compute resources among `limited` that some container of the pod does not set, sorted:
 /// a quota on compute requires every container to state it.
 pub fn missing(limited: &BTreeSet<String>, pod: &Value) -> Vec<String> {
@@ -424,42 +494,12 @@ pub fn missing(limited: &BTreeSet<String>, pod: &Value) -> Vec<String> {
     missing.into_iter().collect()
 }
 
-/// The usage of every object in `objects` (of `resource`) that `quota` applies to, over the
-/// resources it limits.
-pub fn total<'a>(
-    quota: &Value,
-    resource: &Resource,
-    objects: impl IntoIterator<Item = &'a Value>,
-    now: SystemTime,
-) -> Usage {
-    let limited = limited(quota, resource);
-    let mut sum: Usage = limited
-        .iter()
-        .map(|k| (k.clone(), Amount::count(0)))
-        .collect();
-    for object in objects {
-        if applies(quota, resource, object) {
-            sum = add(&sum, &mask(&usage(resource, object, now), &limited));
-        }
-    }
-    sum
-}
-
 /// `usage` restricted to `keys`.
 pub fn mask(usage: &Usage, keys: &BTreeSet<String>) -> Usage {
     usage
         .iter()
         .filter(|(k, _)| keys.contains(*k))
         .map(|(k, v)| (k.clone(), *v))
-        .collect()
-}
-
-/// The resources every quota-limited key of `hard` is counted from: which resources a
-/// controller lists to recompute a quota.
-pub fn counted_resources(hard: &Value) -> Vec<&'static Resource> {
-    bosun_api::resources::RESOURCES
-        .iter()
-        .filter(|r| r.namespaced && read(hard).keys().any(|k| tracks(r, k)))
         .collect()
 }
 
@@ -507,42 +547,30 @@ mod tests {
 
     #[test]
     fn scopes_select_pods() {
-        let quota = |scopes: Value| json!({"spec": {"hard": {"pods": "1"}, "scopes": scopes}});
+        let quota =
+            |scopes: Value| Quota::read(json!({"spec": {"hard": {"pods": "1"}, "scopes": scopes}}));
         let best_effort = pod(json!({}));
         let burstable = pod(json!({"requests": {"cpu": "1"}}));
         let mut terminating = best_effort.clone();
         terminating["spec"]["activeDeadlineSeconds"] = json!(30);
-        assert!(applies(&quota(json!(["BestEffort"])), pods(), &best_effort));
-        assert!(!applies(&quota(json!(["BestEffort"])), pods(), &burstable));
-        assert!(applies(
-            &quota(json!(["NotBestEffort"])),
-            pods(),
-            &burstable
-        ));
-        assert!(applies(
-            &quota(json!(["Terminating"])),
-            pods(),
-            &terminating
-        ));
-        assert!(!applies(
-            &quota(json!(["Terminating"])),
-            pods(),
-            &best_effort
-        ));
-        assert!(applies(
-            &quota(json!(["NotTerminating"])),
-            pods(),
-            &best_effort
-        ));
-        let by_class = json!({"spec": {"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": [
-            {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}});
+        assert!(quota(json!(["BestEffort"])).applies(pods(), &best_effort));
+        assert!(!quota(json!(["BestEffort"])).applies(pods(), &burstable));
+        assert!(quota(json!(["NotBestEffort"])).applies(pods(), &burstable));
+        assert!(quota(json!(["Terminating"])).applies(pods(), &terminating));
+        assert!(!quota(json!(["Terminating"])).applies(pods(), &best_effort));
+        assert!(quota(json!(["NotTerminating"])).applies(pods(), &best_effort));
+        let by_class = Quota::read(
+            json!({"spec": {"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}}),
+        );
         let mut high = best_effort.clone();
         high["spec"]["priorityClassName"] = json!("high");
-        assert!(applies(&by_class, pods(), &high));
-        assert!(!applies(&by_class, pods(), &best_effort));
+        assert!(by_class.applies(pods(), &high));
+        assert!(!by_class.applies(pods(), &best_effort));
         let services = bosun_api::resources::find("", "v1", "services").unwrap();
-        let scoped = json!({"spec": {"hard": {"services": "1"}, "scopes": ["BestEffort"]}});
-        assert!(!applies(&scoped, services, &json!({"spec": {}})));
+        let scoped =
+            Quota::read(json!({"spec": {"hard": {"services": "1"}, "scopes": ["BestEffort"]}}));
+        assert!(!scoped.applies(services, &json!({"spec": {}})));
     }
 
     #[test]

@@ -165,10 +165,11 @@ async fn count_one(
         return Ok(());
     };
     let namespace = current.namespace().unwrap_or_default();
-    let quota_value = serde_json::to_value(&current).map_err(|e| Error::Invalid(e.to_string()))?;
-    let hard = &quota_value["spec"]["hard"];
+    let quota = quota::Quota::read(
+        serde_json::to_value(&current).map_err(|e| Error::Invalid(e.to_string()))?,
+    );
     let mut used = quota::Usage::new();
-    for resource in quota::counted_resources(hard) {
+    for resource in quota.counted_resources() {
         let objects: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &namespace, &api_resource(resource));
         let items: Vec<Value> = objects
@@ -178,14 +179,14 @@ async fn count_one(
             .into_iter()
             .filter_map(|o| serde_json::to_value(o).ok())
             .collect();
-        let total = quota::total(&quota_value, resource, &items, SystemTime::now());
-        used.extend(total);
+        used.extend(quota.total(resource, &items, SystemTime::now()));
     }
-    let status = serde_json::json!({"hard": hard, "used": quota::write(&used)});
-    if quota_value["status"] == status {
+    let status =
+        serde_json::json!({"hard": quota.object["spec"]["hard"], "used": quota::write(&used)});
+    if quota.object["status"] == status {
         return Ok(());
     }
-    let mut updated = quota_value.clone();
+    let mut updated = quota.object.clone();
     updated["status"] = status;
     // The revision read above is the precondition: a create charged since then fails this.
     let updated: ResourceQuota =

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::quota::{self, Usage};
+use crate::quota::{self, Quota, Usage};
 use crate::store::{self, Key, ListRequest, Object, Op, Store, follow};
 
 const QUOTAS: &str = "resourcequotas";
@@ -126,16 +126,14 @@ struct Namespace {
 
 /// One quota as a batch charges it.
 struct Charged {
-    object: Value,
-    revision: i64,
-    hard: Usage,
+    quota: Arc<Quota>,
     used: Usage,
     changed: bool,
 }
 
 pub struct ResourceQuota {
     /// namespace → name → quota, as last seen (the newest revision wins).
-    quotas: RwLock<HashMap<String, BTreeMap<String, Value>>>,
+    quotas: RwLock<HashMap<String, BTreeMap<String, Arc<Quota>>>>,
     namespaces: Mutex<HashMap<String, Arc<Namespace>>>,
 }
 
@@ -147,7 +145,10 @@ impl follow::Sink for ResourceQuota {
             quotas
                 .entry(object.key.namespace.clone())
                 .or_default()
-                .insert(object.key.name.clone(), object.value.clone());
+                .insert(
+                    object.key.name.clone(),
+                    Arc::new(Quota::read(object.value.clone())),
+                );
         }
     }
 
@@ -164,14 +165,6 @@ impl follow::Sink for ResourceQuota {
     }
 }
 
-fn revision_of(object: &Value) -> i64 {
-    object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|rv| rv.parse().ok())
-        .unwrap_or(0)
-}
-
 impl ResourceQuota {
     /// Reads every quota, then follows them.
     pub async fn start(store: Arc<dyn Store>) -> store::Result<Arc<Self>> {
@@ -185,19 +178,22 @@ impl ResourceQuota {
 
     /// Keeps `quota` unless a newer revision of it is known.
     fn remember(&self, quota: Value) {
-        let namespace = quota["metadata"]["namespace"].as_str().unwrap_or_default();
-        let name = quota["metadata"]["name"].as_str().unwrap_or_default();
+        let quota = Quota::read(quota);
+        let namespace = quota.object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut quotas = self.quotas.write().expect("quota view not poisoned");
-        let names = quotas.entry(namespace.to_string()).or_default();
+        let names = quotas.entry(namespace).or_default();
         if names
-            .get(name)
-            .is_none_or(|known| revision_of(known) < revision_of(&quota))
+            .get(&quota.name)
+            .is_none_or(|known| known.revision < quota.revision)
         {
-            names.insert(name.to_string(), quota);
+            names.insert(quota.name.clone(), Arc::new(quota));
         }
     }
 
-    fn quotas_of(&self, namespace: &str) -> Vec<Value> {
+    fn quotas_of(&self, namespace: &str) -> Vec<Arc<Quota>> {
         let quotas = self.quotas.read().expect("quota view not poisoned");
         quotas
             .get(namespace)
@@ -208,15 +204,14 @@ impl ResourceQuota {
     /// Stores `write`, charged to the quotas that apply to it.
     pub async fn write(&self, store: &dyn Store, write: Write) -> ApiResult<Object> {
         let namespace = write.key.namespace.clone();
-        let charged = !namespace.is_empty() && {
+        let quotas = self.quotas_of(&namespace);
+        let charged = !quotas.is_empty() && {
             let delta = write.delta(SystemTime::now());
             !delta.is_empty()
-                && self.quotas_of(&namespace).iter().any(|q| {
-                    quota::applies(q, write.resource, &write.object)
+                && quotas.iter().any(|q| {
+                    q.applies(write.resource, &write.object)
                         && (write.is_create()
-                            || delta
-                                .keys()
-                                .any(|k| quota::limited(q, write.resource).contains(k)))
+                            || delta.keys().any(|k| q.limited(write.resource).contains(k)))
                 })
         };
         if !charged {
@@ -272,15 +267,15 @@ impl ResourceQuota {
             }
             let mut ops: Vec<Op> = admitted.iter().map(|p| p.write.op()).collect();
             for (name, charged) in quotas.iter().filter(|(_, c)| c.changed) {
-                let mut object = charged.object.clone();
+                let mut object = charged.quota.object.clone();
                 object["status"]["used"] = quota::write(&charged.used);
                 if !object["status"]["hard"].is_object() {
-                    object["status"]["hard"] = quota::write(&charged.hard);
+                    object["status"]["hard"] = quota::write(&charged.quota.hard);
                 }
                 ops.push(Op::Update {
                     key: Key::new(QUOTAS, &namespace, name),
                     value: object,
-                    expected: Some(charged.revision),
+                    expected: Some(charged.quota.revision),
                 });
             }
             match store.transact(ops).await {
@@ -384,39 +379,31 @@ impl ResourceQuota {
         batch: &[Pending],
     ) -> ApiResult<BTreeMap<String, Charged>> {
         let mut charged = BTreeMap::new();
-        for object in self.quotas_of(namespace) {
-            let name = object["metadata"]["name"].as_str().unwrap_or_default();
-            let hard = quota::read(&object["spec"]["hard"]);
-            let mut used = quota::read(&object["status"]["used"]);
+        for quota in self.quotas_of(namespace) {
+            let mut used = quota.used.clone();
             let mut changed = false;
             let resources: Vec<&'static Resource> = batch
                 .iter()
                 .map(|p| p.write.resource)
-                .chain(quota::counted_resources(&object["spec"]["hard"]))
+                .chain(quota.counted_resources())
                 .collect();
             for resource in resources {
-                let limited = quota::limited(&object, resource);
+                let limited = quota.limited(resource);
                 if limited.iter().all(|k| used.contains_key(k)) {
                     continue;
                 }
                 let items = list_all(store, resource, namespace).await?;
-                let total = quota::total(
-                    &object,
-                    resource,
-                    items.iter().map(|o| &o.value),
-                    SystemTime::now(),
-                );
+                let total =
+                    quota.total(resource, items.iter().map(|o| &o.value), SystemTime::now());
                 for (key, amount) in total {
                     used.entry(key).or_insert(amount);
                 }
                 changed = true;
             }
             charged.insert(
-                name.to_string(),
+                quota.name.clone(),
                 Charged {
-                    revision: revision_of(&object),
-                    object,
-                    hard,
+                    quota,
                     used,
                     changed,
                 },
@@ -440,10 +427,10 @@ fn admit(quotas: &mut BTreeMap<String, Charged>, write: &Write, now: SystemTime)
     let delta = write.delta(now);
     let mut charges = Vec::new();
     for (name, charged) in quotas.iter() {
-        if !quota::applies(&charged.object, write.resource, &write.object) {
+        if !charged.quota.applies(write.resource, &write.object) {
             continue;
         }
-        let limited = quota::limited(&charged.object, write.resource);
+        let limited = charged.quota.limited(write.resource);
         if write.is_create() && write.resource.plural == "pods" {
             let missing = quota::missing(&limited, &write.object);
             if !missing.is_empty() {
@@ -463,6 +450,7 @@ fn admit(quotas: &mut BTreeMap<String, Charged>, write: &Write, now: SystemTime)
             .filter(|(key, amount)| {
                 amount.milli > 0
                     && charged
+                        .quota
                         .hard
                         .get(*key)
                         .is_some_and(|hard| wanted[*key].milli > hard.milli)
@@ -476,7 +464,7 @@ fn admit(quotas: &mut BTreeMap<String, Charged>, write: &Write, now: SystemTime)
                     "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
                     quota::pretty(&quota::mask(&requested, &exceeded)),
                     quota::pretty(&quota::mask(&charged.used, &exceeded)),
-                    quota::pretty(&quota::mask(&charged.hard, &exceeded)),
+                    quota::pretty(&quota::mask(&charged.quota.hard, &exceeded)),
                 ),
             ));
         }
@@ -532,14 +520,12 @@ mod tests {
     }
 
     fn charged(object: Value) -> BTreeMap<String, Charged> {
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let quota = Arc::new(Quota::read(object));
         BTreeMap::from([(
-            name,
+            quota.name.clone(),
             Charged {
-                revision: 1,
-                hard: quota::read(&object["spec"]["hard"]),
-                used: quota::read(&object["status"]["used"]),
-                object,
+                used: quota.used.clone(),
+                quota,
                 changed: false,
             },
         )])

@@ -40,6 +40,41 @@ pub enum NameError {
     DotSegment,
     #[error("may not contain '{0}'")]
     PathCharacter(char),
+    #[error("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")]
+    PortNameChars,
+    #[error("must contain at least one letter (a-z)")]
+    PortNameLetter,
+    #[error("must not contain consecutive hyphens")]
+    PortNameHyphens,
+    #[error("must not begin or end with a hyphen")]
+    PortNameEdge,
+}
+
+/// Checks a port name (an IANA service name: `http`, `metrics-1`): 1 to 15 lower-case
+/// alphanumerics and hyphens, with a letter, no `--`, and no hyphen at either end.
+pub fn check_port_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > 15 {
+        return Err(NameError::TooLong(15));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(NameError::PortNameChars);
+    }
+    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(NameError::PortNameLetter);
+    }
+    if name.contains("--") {
+        return Err(NameError::PortNameHyphens);
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(NameError::PortNameEdge);
+    }
+    Ok(())
 }
 
 /// Checks a name that is only a path segment (RBAC's roles and bindings: `system:node` is

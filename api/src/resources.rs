@@ -326,6 +326,17 @@ pub static RESOURCES: &[Resource] = &[
         )
     },
     Resource {
+        short_names: &["netpol"],
+        ..resource(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            "networkpolicy",
+            true,
+        )
+    },
+    Resource {
         short_names: &["fn"],
         categories: ALL,
         status: true,

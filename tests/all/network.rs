@@ -920,3 +920,54 @@ async fn host_ports_are_forwarded_from_the_node_and_host_network_pods_use_the_no
     assert_eq!(p["status"]["podIP"], p["status"]["hostIP"]);
     assert!(!netns_exists(&uid(&p)));
 }
+
+/// NetworkPolicies through the real kubectl: applied, listed with their pod selector,
+/// described, and refused with field paths when a block or a port is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policies_are_served_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--disable-scheduler",
+    ])
+    .await;
+    let apply = |name: &str, yaml: &str| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        server.kubectl(&["apply", "-f", file.to_str().unwrap()])
+    };
+    apply(
+        "db",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: db\nspec:\n  podSelector:\n    matchLabels: {app: db}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: web}}\n    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}\n    ports:\n    - port: 5432\n  egress:\n  - to:\n    - namespaceSelector: {}\n",
+    )
+    .unwrap();
+    let listed = server.kubectl(&["get", "netpol"]).unwrap();
+    let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..2], ["db", "app=db"], "{listed}");
+    let stored: Value = serde_json::from_str(
+        &server
+            .kubectl(&["get", "networkpolicy", "db", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(stored["spec"]["ingress"][0]["ports"][0]["protocol"], "TCP");
+    let described = server
+        .kubectl(&["describe", "networkpolicy", "db"])
+        .unwrap();
+    assert!(described.contains("PodSelector:     app=db"), "{described}");
+    assert!(described.contains("10.1.0.0/16"), "{described}");
+
+    let said = apply(
+        "bad",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: bad\nspec:\n  podSelector: {}\n  egress:\n  - to:\n    - ipBlock: {cidr: 10.0.0.0/40}\n    ports:\n    - {port: 90, endPort: 80}\n",
+    )
+    .unwrap_err();
+    for expected in [
+        r#"spec.egress[0].to[0].ipBlock.cidr: Invalid value: "10.0.0.0/40": must be a valid CIDR value"#,
+        "spec.egress[0].ports[0].endPort: Invalid value: 80: must be greater than or equal to `port`",
+    ] {
+        assert!(said.contains(expected), "{expected}: {said}");
+    }
+}

@@ -19,6 +19,7 @@ mod coordination;
 mod event;
 mod function;
 mod namespace;
+mod networkpolicy;
 mod node;
 pub(super) mod pod;
 mod priorityclass;
@@ -70,6 +71,7 @@ static STRATEGIES: &[&dyn KindStrategy] = &[
     &event::EVENT,
     &node::RUNTIME_CLASS,
     &priorityclass::PriorityClass,
+    &networkpolicy::NetworkPolicy,
     &function::Function,
     &certificates::CertificateSigningRequest,
 ];

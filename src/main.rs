@@ -58,6 +58,10 @@ enum Command {
     /// Make a kubeconfig for a new user through a CertificateSigningRequest (approved with
     /// your credentials when they allow it), and print it.
     Kubeconfig(commands::kubeconfig::Args),
+    /// Create and list tenants: a namespace with an admin binding, a quota, default limits
+    /// and network isolation, in one command.
+    #[command(subcommand)]
+    Tenant(commands::tenant::TenantCommand),
     /// Print a shell completion script: `source <(bosun completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -117,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Logs(args) => commands::logs::logs(args).await,
             Command::Function(command) => commands::function::run(command).await,
             Command::Kubeconfig(args) => commands::kubeconfig::run(args).await,
+            Command::Tenant(command) => commands::tenant::run(command).await,
             Command::Completion { shell } => {
                 print_completion(shell);
                 Ok(())

@@ -59,7 +59,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => default_kubeconfig()?,
     };
-    let config = kube_config(&path, "bosun-kubeconfig").await?;
+    let kubeconfig = user_kubeconfig(
+        &path,
+        &args.user,
+        &args.groups,
+        args.namespace.as_deref(),
+        args.expiry,
+        args.timeout,
+    )
+    .await?;
+    match &args.output {
+        Some(file) => write_private(file, &kubeconfig)?,
+        None => print!("{kubeconfig}"),
+    }
+    Ok(())
+}
+
+/// A kubeconfig for `user` in `groups`, whose certificate is issued through the CSR flow with
+/// the credentials of the kubeconfig at `path`.
+pub async fn user_kubeconfig(
+    path: &std::path::Path,
+    user: &str,
+    groups: &[String],
+    namespace: Option<&str>,
+    expiry: Option<Duration>,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let config = kube_config(path, "bosun-kubeconfig").await?;
     let server = config.cluster_url.to_string();
     let ca_pem = config
         .root_cert
@@ -74,19 +100,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_from(config)
         .with_context(|| format!("cannot make a client from {}", path.display()))?;
 
-    let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
-    let (request_pem, key_pem) = bosun_control::pki::client_request(&args.user, &groups)
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let (request_pem, key_pem) = bosun_control::pki::client_request(user, &groups)
         .context("cannot make a certificate request")?;
     let signing = Signing {
         signer: CLIENT_SIGNER,
         usages: &["client auth", "digital signature", "key encipherment"],
-        expiration: args.expiry,
-        generate_name: &format!("{}-", csr_name_prefix(&args.user)),
+        expiration: expiry,
+        generate_name: &format!("{}-", csr_name_prefix(user)),
         approval: Some(Approval {
             reason: "BosunKubeconfig",
             message: "approved by bosun kubeconfig",
         }),
-        timeout: args.timeout,
+        timeout,
     };
     let certificate = signing
         .certificate(&client, &request_pem, |name| {
@@ -95,19 +121,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )
         })
         .await?;
-    let kubeconfig = kubeconfig_yaml(
+    Ok(kubeconfig_yaml(
         &server,
         &ca_pem,
-        &args.user,
+        user,
         &certificate,
         &key_pem,
-        args.namespace.as_deref(),
-    );
-    match &args.output {
-        Some(file) => write_private(file, &kubeconfig)?,
-        None => print!("{kubeconfig}"),
-    }
-    Ok(())
+        namespace,
+    ))
 }
 
 /// The request's certificate once issued; an error if it is denied or fails.
@@ -155,7 +176,7 @@ fn kubeconfig_yaml(
     )
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()

@@ -9,4 +9,5 @@ pub mod logs;
 pub mod node;
 pub mod push;
 pub mod server;
+pub mod tenant;
 pub mod up;

@@ -1,7 +1,8 @@
 //! Resource limits per namespace: LimitRanges' defaults in the stored pod, their bounds
 //! refused with upstream's messages, and invalid LimitRanges refused with field paths;
 //! ResourceQuotas admitting exactly `hard` under concurrent creates on two servers, every
-//! compute key and scope refusing with upstream's messages, and usage given back on deletion.
+//! compute key and scope refusing with upstream's messages, and usage given back on deletion;
+//! `bosun tenant`, whose user works in their namespace, within its quota, and nowhere else.
 
 use std::time::Duration;
 
@@ -464,4 +465,123 @@ async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
     ] {
         assert!(said.contains(expected), "{expected}: {said}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_in_one_command_works_in_its_namespace_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--disable-scheduler",
+    ])
+    .await;
+    let bosun = |args: &[&str]| {
+        let mut command = std::process::Command::new(crate::support::BOSUN);
+        command.env("KUBECONFIG", &server.kubeconfig).args(args);
+        crate::support::run(command)
+    };
+    let alice = dir.path().join("alice.kubeconfig");
+    let said = bosun(&[
+        "tenant",
+        "create",
+        "team-a",
+        "--user",
+        "alice",
+        "--pods",
+        "2",
+        "--cpu",
+        "1",
+        "--memory",
+        "256Mi",
+        "--kubeconfig-out",
+        alice.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(said.contains("kubeconfig for alice written to"), "{said}");
+    // Everything it made is plain, labelled objects.
+    let made = server
+        .kubectl(&[
+            "get",
+            "namespace,rolebinding,resourcequota,limitrange,networkpolicy",
+            "-A",
+            "-l",
+            "bosun.dev/tenant=team-a",
+            "-o",
+            "name",
+        ])
+        .unwrap();
+    let mut made: Vec<&str> = made.lines().collect();
+    made.sort();
+    assert_eq!(
+        made,
+        [
+            "limitrange/tenant-defaults",
+            "namespace/team-a",
+            "networkpolicy.networking.k8s.io/tenant-isolation",
+            "resourcequota/tenant",
+            "rolebinding.rbac.authorization.k8s.io/tenant-admin",
+        ]
+    );
+
+    let as_alice = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .env("KUBECONFIG", &alice)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match out.status.success() {
+            true => Ok(text),
+            false => Err(text),
+        }
+    };
+    // Her namespace is her context's: she works there, with the LimitRange's defaults filling
+    // what the quota asks pods to state, and the quota bounding her.
+    as_alice(&["create", "configmap", "settings"]).unwrap();
+    as_alice(&["run", "one", "--image=registry.invalid/app:v1"]).unwrap();
+    as_alice(&["run", "two", "--image=registry.invalid/app:v1"]).unwrap();
+    let said = as_alice(&["run", "three", "--image=registry.invalid/app:v1"]).unwrap_err();
+    assert!(
+        said.contains(r#"pods "three" is forbidden: exceeded quota: tenant, requested: limits.cpu=500m,limits.memory=128Mi,pods=1, used: limits.cpu=1,limits.memory=256Mi,pods=2, limited: limits.cpu=1,limits.memory=256Mi,pods=2"#),
+        "{said}"
+    );
+    // And nowhere else.
+    let said = as_alice(&["get", "pods", "-n", "default"]).unwrap_err();
+    assert!(
+        said.contains(
+            r#"User "alice" cannot list resource "pods" in API group "" in the namespace "default""#
+        ),
+        "{said}"
+    );
+    let said = as_alice(&["create", "namespace", "mine"]).unwrap_err();
+    assert!(said.contains("forbidden"), "{said}");
+
+    let listed = bosun(&["tenant", "list"]).unwrap();
+    let row: Vec<&str> = listed
+        .lines()
+        .find(|l| l.starts_with("team-a"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["team-a", "2/2", "200m/1", "128Mi/256Mi"], "{listed}");
+
+    // Bad input says what is wrong and makes nothing.
+    let said = bosun(&["tenant", "create", "Team_B", "--user", "bob"]).unwrap_err();
+    assert!(
+        said.contains("a tenant's name is its namespace's"),
+        "{said}"
+    );
+    let said = bosun(&["tenant", "create", "team-b"]).unwrap_err();
+    assert!(said.contains("--user or --group"), "{said}");
+    let said = bosun(&[
+        "tenant", "create", "team-b", "--user", "bob", "--memory", "lots",
+    ])
+    .unwrap_err();
+    assert!(said.contains("--memory"), "{said}");
+    assert!(server.kubectl(&["get", "namespace", "team-b"]).is_err());
 }

@@ -97,6 +97,36 @@ impl Selector {
         &self.requirements
     }
 
+    /// A structured metav1.LabelSelector (`matchLabels` and `matchExpressions`, whose
+    /// operators are In, NotIn, Exists and DoesNotExist). Empty, it matches everything; what
+    /// that means is the caller's (a workload's selector must select something, a
+    /// NetworkPolicy's selects every pod).
+    pub fn from_label_selector(
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Result<Self, Reason> {
+        let mut out = Selector::from_match_labels(
+            selector
+                .match_labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        for e in selector.match_expressions.iter().flatten() {
+            if matches!(e.operator.as_str(), "Gt" | "Lt") {
+                return Err(Reason::NotASelectorOperator {
+                    key: e.key.clone(),
+                    operator: e.operator.clone(),
+                });
+            }
+            out.push(Requirement::from_operator(
+                &e.key,
+                &e.operator,
+                e.values.as_deref().unwrap_or_default(),
+            )?);
+        }
+        Ok(out)
+    }
+
     /// Builds a selector from `matchLabels` pairs (each one `key=value`).
     pub fn from_match_labels<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {

@@ -28,6 +28,7 @@ pub mod function;
 pub mod labels;
 pub mod metrics;
 pub mod names;
+pub mod netpol;
 pub mod promtext;
 pub mod quantity;
 pub mod ratelimit;

@@ -2,34 +2,14 @@
 //! label selectors, the controller reference among an object's owners, a pod's readiness, a
 //! CronJob's time zone.
 
-use bosun_api::labels::{Reason, Requirement, Selector};
+use bosun_api::labels::{Reason, Selector};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 
 /// A metav1.LabelSelector as a [`Selector`].
 pub fn label_selector(selector: &LabelSelector) -> Result<Selector, Reason> {
-    let mut out = Selector::from_match_labels(
-        selector
-            .match_labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    for e in selector.match_expressions.iter().flatten() {
-        if matches!(e.operator.as_str(), "Gt" | "Lt") {
-            return Err(Reason::NotASelectorOperator {
-                key: e.key.clone(),
-                operator: e.operator.clone(),
-            });
-        }
-        out.push(Requirement::from_operator(
-            &e.key,
-            &e.operator,
-            e.values.as_deref().unwrap_or_default(),
-        )?);
-    }
-    Ok(out)
+    Selector::from_label_selector(selector)
 }
 
 /// Whether `selector` selects an object with `meta`'s labels. An empty selector selects

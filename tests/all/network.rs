@@ -971,3 +971,177 @@ async fn network_policies_are_served_and_validated() {
         assert!(said.contains(expected), "{expected}: {said}");
     }
 }
+
+/// Runs a netcheck client in `namespace` that sends `name` to `target`; its phase and log.
+async fn call_from(
+    c: &crate::support::cluster::Cluster,
+    namespace: &str,
+    name: &str,
+    image: &str,
+    target: &str,
+) -> (String, String) {
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), namespace);
+    let pod: Pod = serde_json::from_value(netcheck_pod(
+        name,
+        image,
+        &[("main", &["connect", target, name])],
+        json!({"metadata": {"labels": {"app": "client"}}}),
+    ))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let done = wait_for(&pods, name, "finished", finished).await;
+    (
+        phase(&done).to_string(),
+        node_logs(&c.node, &uid(&done), "main"),
+    )
+}
+
+/// Clients from `namespace` until one gets `want` (the node applies a policy change to the
+/// next connection, once its watch has the change); the last client's name.
+async fn until_calls(
+    c: &crate::support::cluster::Cluster,
+    namespace: &str,
+    prefix: &str,
+    image: &str,
+    target: &str,
+    allowed: bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 0.. {
+        let name = format!("{prefix}-{n}");
+        let (phase, log) = call_from(c, namespace, &name, image, target).await;
+        let answered = log.contains(&format!("answer: pong {name}"));
+        if allowed && answered {
+            return name;
+        }
+        if !allowed && phase == "Failed" && log.contains("PermissionDenied") {
+            return name;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never {}: {log}",
+            if allowed { "answered" } else { "refused" }
+        );
+    }
+    unreachable!()
+}
+
+/// NetworkPolicies enforced at Wasm guests' sockets: a namespace isolated to itself refuses
+/// another namespace's guest (which gets `access-denied` and an Event saying why) and keeps
+/// its own; a default deny isolates; an ipBlock egress rule lets a guest out again; removing
+/// the policies restores traffic.
+#[tokio::test]
+async fn network_policies_isolate_wasm_guests_and_say_so() {
+    use k8s_openapi::api::core::v1::Event;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let (c, image, _) = netcheck_cluster("net-netpol").await;
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    for name in ["team-a", "team-b"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let team_a: Api<Pod> = Api::namespaced(c.client.clone(), "team-a");
+    let server: Pod = serde_json::from_value(netcheck_pod(
+        "server",
+        &image,
+        &[("main", &["listen", "0.0.0.0:8080"])],
+        json!({"metadata": {"labels": {"app": "server"}}}),
+    ))
+    .unwrap();
+    team_a
+        .create(&PostParams::default(), &server)
+        .await
+        .unwrap();
+    let server = wait_for(&team_a, "server", "listening", |p| {
+        status_of(p, "main")["state"]["running"].is_object() && !pod_ip(p).is_empty()
+    })
+    .await;
+    let server_ip = pod_ip(&server);
+    let target = format!("{server_ip}:8080");
+    until_calls(&c, "team-b", "before", &image, &target, true).await;
+
+    let policies: Api<NetworkPolicy> = Api::namespaced(c.client.clone(), "team-a");
+    let policy = |name: &str, spec: Value| -> NetworkPolicy {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(
+                "same-namespace",
+                json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let refused = until_calls(&c, "team-b", "stranger", &image, &target, false).await;
+    until_calls(&c, "team-a", "neighbour", &image, &target, true).await;
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "team-b");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let note = loop {
+        let found = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("NetworkPolicyDenied")
+                    && e.involved_object.name.as_deref() == Some(refused.as_str())
+            });
+        if let Some(event) = found {
+            break event.message.unwrap_or_default();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NetworkPolicyDenied event for {refused}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        note,
+        format!(
+            "connection from team-b/{refused} to {target} (pod team-a/server) denied by NetworkPolicy team-a/same-namespace"
+        )
+    );
+
+    // A default deny of both directions isolates the namespace's own guests too; an egress
+    // rule by address block lets them reach the server again.
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(
+                "deny-all",
+                json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+            ),
+        )
+        .await
+        .unwrap();
+    until_calls(&c, "team-a", "denied", &image, &target, false).await;
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(
+                "to-server",
+                json!({"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
+                       "egress": [{"to": [{"ipBlock": {"cidr": format!("{server_ip}/32")}}], "ports": [{"port": 8080}]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    until_calls(&c, "team-a", "block", &image, &target, true).await;
+
+    // Without the policies, the other namespace gets through again.
+    for name in ["same-namespace", "deny-all", "to-server"] {
+        policies
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    until_calls(&c, "team-b", "after", &image, &target, true).await;
+}

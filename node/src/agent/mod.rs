@@ -14,6 +14,7 @@
 
 pub(crate) mod env;
 mod events;
+mod netpol;
 mod node;
 mod pod;
 mod probe;
@@ -200,6 +201,8 @@ pub(crate) struct Agent {
     network: OnceLock<Network>,
     /// What Services' names mean, kept by the service watch.
     pub resolver: Arc<Resolver>,
+    /// What the NetworkPolicies allow guests, kept by the policy watch.
+    pub policies: Arc<crate::network::netpol::NetworkPolicies>,
     /// Where the function gateway sends each Function's requests, kept by the service watch.
     pub routes: Arc<Routes>,
     /// The activation listener's address, where the proxy sends connections to the Service
@@ -311,6 +314,9 @@ pub async fn run(
     wasmtime.sockets = blocks;
     wasmtime.extra_roots.extend(cluster_ca.iter().cloned());
     wasmtime.resolver = Some(resolver.clone());
+    let (policies, denials) = crate::network::netpol::NetworkPolicies::new();
+    let policies = Arc::new(policies);
+    wasmtime.policies = Some(policies.clone());
     let wasmtime: Arc<dyn Runtime> = Arc::new(WasmtimeRuntime::new(wasmtime)?);
     let runtimes = HashMap::from([(wasmtime.handler(), wasmtime)]);
     let node_ip = match config.address {
@@ -371,6 +377,7 @@ pub async fn run(
         tokens: Default::default(),
         network: OnceLock::new(),
         resolver,
+        policies,
         routes: Arc::new(Routes::default()),
         activator: OnceLock::new(),
     });
@@ -415,6 +422,8 @@ pub async fn run(
     )
     .await;
     let gc = tokio::spawn(collect_garbage(agent.clone()));
+    let policy_watch = tokio::spawn(netpol::keep(agent.clone()));
+    let denial_events = tokio::spawn(netpol::report(agent.clone(), denials));
     let gateway = start_gateway(&agent, gateway_listener, activation_listener);
     let (stopping, stopping_rx) = watch::channel(false);
     let pods = tokio::spawn(watch_pods(agent.clone(), stopping_rx));
@@ -424,6 +433,8 @@ pub async fn run(
     routes.abort();
     services.abort();
     gc.abort();
+    policy_watch.abort();
+    denial_events.abort();
     for task in gateway {
         task.abort();
     }

@@ -71,6 +71,18 @@ pub(crate) async fn keep(agent: Arc<Agent>, synced: watch::Sender<bool>) {
             continue;
         }
         let (ports, directory) = build(&services, &slices);
+        agent.policies.set_services(
+            ports
+                .iter()
+                .filter_map(|p| {
+                    let protocol = match p.protocol {
+                        Protocol::Tcp => bosun_api::netpol::Protocol::Tcp,
+                        Protocol::Udp => bosun_api::netpol::Protocol::Udp,
+                    };
+                    Some(((p.cluster_ip?, p.port, protocol), p.endpoints.clone()))
+                })
+                .collect(),
+        );
         agent.resolver.update(directory);
         agent.routes.update(function_routes(&services, &ports));
         // Names and variables are right from here on, rules or not: pods need not wait.

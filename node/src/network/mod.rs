@@ -27,6 +27,7 @@ pub mod ip;
 pub mod ipam;
 pub mod names;
 pub mod netlink;
+pub mod netpol;
 pub mod policy;
 pub mod ports;
 pub mod proxy;
@@ -211,6 +212,7 @@ impl Network {
             cluster_cidr: self.config.cluster_cidr,
             service_cidr: self.config.service_cidr,
             egress,
+            policies: None,
         }
     }
 

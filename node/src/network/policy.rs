@@ -6,9 +6,12 @@
 //! - listen, accept and receive: always (who may reach the pod is ingress policy, not the
 //!   guest's);
 //! - connect and send: loopback, the pod's own IP, the cluster's pod CIDR and service CIDR;
-//!   anything else only when the pod allows egress (the `bosun.dev/egress: allow` annotation).
+//!   anything else only when the pod allows egress (the `bosun.dev/egress: allow` annotation);
+//!   then what the NetworkPolicies allow ([`super::netpol`]). The annotation and the policies
+//!   both must allow a connection outside the cluster.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use bosun_api::cidr::Ipv4Cidr;
 
@@ -42,6 +45,11 @@ pub enum Denied {
         cluster_cidr: Ipv4Cidr,
         service_cidr: Ipv4Cidr,
     },
+    #[error("{addr} is denied by NetworkPolicy {}", .policies.join(", "))]
+    NetworkPolicy {
+        addr: SocketAddr,
+        policies: Vec<String>,
+    },
 }
 
 /// One pod's socket rules.
@@ -52,6 +60,8 @@ pub struct SocketPolicy {
     pub service_cidr: Ipv4Cidr,
     /// Whether the pod may connect outside the cluster.
     pub egress: bool,
+    /// The cluster's NetworkPolicies, as the node follows them.
+    pub policies: Option<Arc<super::netpol::NetworkPolicies>>,
 }
 
 impl SocketPolicy {
@@ -78,19 +88,30 @@ impl SocketPolicy {
                 pod_ip: self.pod_ip,
             }),
             Use::Connect | Use::Send => {
-                if ip.is_loopback()
+                if !(ip.is_loopback()
                     || ip == self.pod_ip
                     || self.cluster_cidr.contains(ip)
                     || self.service_cidr.contains(ip)
-                    || self.egress
+                    || self.egress)
                 {
-                    Ok(())
-                } else {
-                    Err(Denied::Egress {
+                    return Err(Denied::Egress {
                         addr,
                         cluster_cidr: self.cluster_cidr,
                         service_cidr: self.service_cidr,
-                    })
+                    });
+                }
+                if ip.is_loopback() || ip == self.pod_ip {
+                    return Ok(());
+                }
+                let protocol = match use_ {
+                    Use::Connect => bosun_api::netpol::Protocol::Tcp,
+                    _ => bosun_api::netpol::Protocol::Udp,
+                };
+                match &self.policies {
+                    Some(policies) => policies
+                        .check(self.pod_ip, SocketAddr::from((ip, addr.port())), protocol)
+                        .map_err(|policies| Denied::NetworkPolicy { addr, policies }),
+                    None => Ok(()),
                 }
             }
         }
@@ -107,6 +128,7 @@ mod tests {
             cluster_cidr: "10.88.0.0/16".parse().unwrap(),
             service_cidr: "10.89.0.0/16".parse().unwrap(),
             egress,
+            policies: None,
         }
     }
 

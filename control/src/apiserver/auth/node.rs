@@ -58,6 +58,9 @@ pub fn rules() -> Vec<PolicyRule> {
         rule(READ, &[""], &["services", "endpoints"]),
         rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
         rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
+        // What NetworkPolicy enforcement follows (the node is its own network plugin).
+        rule(READ, &[""], &["namespaces"]),
+        rule(READ, &["networking.k8s.io"], &["networkpolicies"]),
         // The gateway wakes a Function that has no replica (its activation annotation).
         rule(
             &["get", "list", "watch", "patch"],

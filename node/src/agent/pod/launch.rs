@@ -80,6 +80,11 @@ pub(super) async fn plan(
     }
     let network =
         network.map_err(|e| create_error(format!("cannot set up the pod network: {e}")))?;
+    if network.netns.is_some() {
+        agent
+            .policies
+            .add_local(network.ip, crate::network::netpol::PodInfo::of(pod));
+    }
     let mut sources = Sources::new(
         &agent.client,
         pod,

@@ -53,6 +53,7 @@ use crate::logs::{LogFile, Stream};
 use crate::metrics::FunctionStats;
 use crate::network::SocketPolicy;
 use crate::network::names::{PodNames, Resolver};
+use crate::network::netpol::NetworkPolicies;
 
 /// The wasmtime release the runtime is built on (from Cargo.lock).
 pub const VERSION: &str = env!("BOSUN_WASMTIME_VERSION");
@@ -79,6 +80,8 @@ pub struct WasmtimeOptions {
     /// Authorities trusted beside `tls_roots` (or the system's): the cluster CA, so that a
     /// function reaches the API server at the `kubernetes` Service over verified HTTPS.
     pub extra_roots: Vec<Vec<u8>>,
+    /// The NetworkPolicies guests' connections are judged by; `None`: none are enforced.
+    pub policies: Option<Arc<NetworkPolicies>>,
 }
 
 impl Default for WasmtimeOptions {
@@ -92,6 +95,7 @@ impl Default for WasmtimeOptions {
             resolver: None,
             tls_roots: None,
             extra_roots: Vec::new(),
+            policies: None,
         }
     }
 }
@@ -106,6 +110,7 @@ pub struct WasmtimeRuntime {
     disk_cache: Option<PathBuf>,
     sockets: Blocks,
     resolver: Option<Arc<Resolver>>,
+    policies: Option<Arc<NetworkPolicies>>,
     /// The most instances one function container may hold at once: a quarter of the pool.
     function_share: usize,
     /// Function containers' outgoing HTTPS.
@@ -178,6 +183,7 @@ impl WasmtimeRuntime {
             disk_cache,
             sockets: options.sockets,
             resolver: options.resolver,
+            policies: options.policies,
             function_share: (options.max_instances as usize / 4).max(1),
             outgoing_tls: http::client_tls(options.tls_roots, &options.extra_roots)?,
         })
@@ -546,6 +552,7 @@ impl WasmtimeRuntime {
             cluster_cidr: self.sockets.cluster_cidr,
             service_cidr: self.sockets.service_cidr,
             egress: network.egress,
+            policies: self.policies.clone(),
         }
     }
 }

@@ -135,6 +135,8 @@ pub struct Containers {
     pub pod_start: Histogram,
     /// Image pulls from a registry.
     pub image_pull: Histogram,
+    /// Connections NetworkPolicies denied, by (namespace, pod, policy).
+    policy_denials: Mutex<BTreeMap<(String, String, String), u64>>,
 }
 
 impl Containers {
@@ -181,6 +183,14 @@ impl Containers {
     }
 
     /// The agent's kubelet series in Prometheus' text exposition format (0.0.4).
+    /// Counts a connection of `namespace/pod` that `policy` denied.
+    pub fn count_denial(&self, namespace: &str, pod: &str, policy: &str) {
+        let mut denials = self.policy_denials.lock().unwrap();
+        *denials
+            .entry((namespace.to_string(), pod.to_string(), policy.to_string()))
+            .or_default() += 1;
+    }
+
     pub fn render_kubelet(&self) -> String {
         let running = self.list();
         let mut pods: Vec<&str> = running.iter().map(|(_, r)| r.pod_uid.as_str()).collect();
@@ -191,6 +201,7 @@ impl Containers {
             containers: running.len(),
             pod_start: self.pod_start.read(),
             image_pull: self.image_pull.read(),
+            denials: self.policy_denials.lock().unwrap().clone(),
         })
     }
 }
@@ -202,6 +213,7 @@ struct KubeletSeries {
     containers: usize,
     pod_start: ([u64; BUCKETS.len() + 1], f64),
     image_pull: ([u64; BUCKETS.len() + 1], f64),
+    denials: BTreeMap<(String, String, String), u64>,
 }
 
 impl Collector for KubeletSeries {
@@ -236,6 +248,20 @@ impl Collector for KubeletSeries {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
             let (total, buckets) = per_bucket(cumulative);
             metric.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "bosun_network_policy_denials",
+            "Connections of the node's Wasm guests that NetworkPolicies denied",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((namespace, pod, policy), count) in &self.denials {
+            let labels = [
+                ("namespace", namespace.as_str()),
+                ("pod", pod.as_str()),
+                ("policy", policy.as_str()),
+            ];
+            ConstCounter::new(*count).encode(metric.encode_family(&labels)?)?;
         }
         Ok(())
     }

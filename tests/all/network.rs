@@ -1109,6 +1109,15 @@ async fn network_policies_isolate_wasm_guests_and_say_so() {
             "connection from team-b/{refused} to {target} (pod team-a/server) denied by NetworkPolicy team-a/same-namespace"
         )
     );
+    // And the node counts it.
+    let metrics = c
+        .server
+        .kubectl(&["get", "--raw", "/api/v1/nodes/net-netpol/proxy/metrics"])
+        .unwrap();
+    let counted = format!(
+        "bosun_network_policy_denials_total{{namespace=\"team-b\",pod=\"{refused}\",policy=\"team-a/same-namespace\"}} 1"
+    );
+    assert!(metrics.contains(&counted), "{counted}\n{metrics}");
 
     // A default deny of both directions isolates the namespace's own guests too; an egress
     // rule by address block lets them reach the server again.

@@ -2,7 +2,8 @@
 //! every change gives [`NetworkPolicies`](crate::network::netpol::NetworkPolicies) what the
 //! socket checks read. A policy change therefore applies to the next connection a guest makes.
 //! It also turns the checks' denials into `NetworkPolicyDenied` Events on the source pod, at
-//! most one per pod, destination and port in [`EVENT_INTERVAL`].
+//! most one per pod, destination and port in [`EVENT_INTERVAL`], and counts every one in the
+//! node's `bosun_network_policy_denials_total{namespace,pod,policy}` (on `/metrics`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -129,6 +130,11 @@ fn rebuild(
 pub(crate) async fn report(agent: Arc<Agent>, mut denials: mpsc::Receiver<Denial>) {
     let mut last: HashMap<(String, std::net::SocketAddr), Instant> = HashMap::new();
     while let Some(denial) = denials.recv().await {
+        for policy in &denial.policies {
+            agent
+                .containers
+                .count_denial(&denial.source.namespace, &denial.source.name, policy);
+        }
         let key = (denial.source.uid.clone(), denial.destination);
         let now = Instant::now();
         if last

@@ -134,6 +134,47 @@ impl NetworkPolicies {
             .services = services;
     }
 
+    /// Whether an egress rule of a policy that isolates the pod at `source` allows
+    /// `destination`, an address outside the cluster (where Bosun refuses what nothing
+    /// allows, policy or `bosun.dev/egress` annotation).
+    pub fn allows_outside(
+        &self,
+        source: Ipv4Addr,
+        destination: SocketAddr,
+        protocol: Protocol,
+    ) -> bool {
+        let SocketAddr::V4(target) = destination else {
+            return false;
+        };
+        let state = self.state.read().expect("policy state not poisoned");
+        let Some(from) = state.pod(&source) else {
+            return false;
+        };
+        let empty = BTreeMap::new();
+        let pod = PodRef {
+            namespace: &from.namespace,
+            labels: &from.labels,
+            namespace_labels: state.namespaces.get(&from.namespace).unwrap_or(&empty),
+            ports: &from.ports,
+        };
+        let peer = Endpoint {
+            ip: *target.ip(),
+            pod: None,
+        };
+        state
+            .policies
+            .iter()
+            .any(|p| p.isolates(&pod, netpol::Direction::Egress))
+            && netpol::check(
+                &state.policies,
+                netpol::Direction::Egress,
+                &pod,
+                &peer,
+                target.port(),
+                protocol,
+            ) == Verdict::Allowed
+    }
+
     /// Whether the guest of the pod at `source` may connect or send to `destination`; `Err`
     /// names the policies that deny it (and the denial goes to the agent).
     pub fn check(

@@ -5,10 +5,10 @@
 //! - bind: the wildcard address, loopback, or the pod's own IP (a port of its own namespace);
 //! - listen, accept and receive: always (who may reach the pod is ingress policy, not the
 //!   guest's);
-//! - connect and send: loopback, the pod's own IP, the cluster's pod CIDR and service CIDR;
-//!   anything else only when the pod allows egress (the `bosun.dev/egress: allow` annotation);
-//!   then what the NetworkPolicies allow ([`super::netpol`]). The annotation and the policies
-//!   both must allow a connection outside the cluster.
+//! - connect and send: loopback and the pod's own IP; inside the cluster's pod and service
+//!   blocks, what the NetworkPolicies allow ([`super::netpol`]); outside them, only when the
+//!   pod allows egress (the `bosun.dev/egress: allow` annotation) or an egress rule of a
+//!   NetworkPolicy that isolates the pod allows it: the annotation is one more allow rule.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub enum Denied {
     #[error("cannot bind {addr}: a pod binds only its own IP {pod_ip}, loopback or 0.0.0.0")]
     ForeignBind { addr: SocketAddr, pod_ip: Ipv4Addr },
     #[error(
-        "{addr} is outside the cluster ({cluster_cidr} pods, {service_cidr} services) and the pod does not allow egress (annotation {EGRESS_ANNOTATION}: allow)"
+        "{addr} is outside the cluster ({cluster_cidr} pods, {service_cidr} services), the pod does not allow egress (annotation {EGRESS_ANNOTATION}: allow), and no NetworkPolicy egress rule allows it"
     )]
     Egress {
         addr: SocketAddr,
@@ -88,18 +88,6 @@ impl SocketPolicy {
                 pod_ip: self.pod_ip,
             }),
             Use::Connect | Use::Send => {
-                if !(ip.is_loopback()
-                    || ip == self.pod_ip
-                    || self.cluster_cidr.contains(ip)
-                    || self.service_cidr.contains(ip)
-                    || self.egress)
-                {
-                    return Err(Denied::Egress {
-                        addr,
-                        cluster_cidr: self.cluster_cidr,
-                        service_cidr: self.service_cidr,
-                    });
-                }
                 if ip.is_loopback() || ip == self.pod_ip {
                     return Ok(());
                 }
@@ -107,11 +95,21 @@ impl SocketPolicy {
                     Use::Connect => bosun_api::netpol::Protocol::Tcp,
                     _ => bosun_api::netpol::Protocol::Udp,
                 };
+                let target = SocketAddr::from((ip, addr.port()));
+                let inside = self.cluster_cidr.contains(ip) || self.service_cidr.contains(ip);
                 match &self.policies {
-                    Some(policies) => policies
-                        .check(self.pod_ip, SocketAddr::from((ip, addr.port())), protocol)
+                    Some(policies) if inside => policies
+                        .check(self.pod_ip, target, protocol)
                         .map_err(|policies| Denied::NetworkPolicy { addr, policies }),
-                    None => Ok(()),
+                    _ if inside || self.egress => Ok(()),
+                    Some(policies) if policies.allows_outside(self.pod_ip, target, protocol) => {
+                        Ok(())
+                    }
+                    _ => Err(Denied::Egress {
+                        addr,
+                        cluster_cidr: self.cluster_cidr,
+                        service_cidr: self.service_cidr,
+                    }),
                 }
             }
         }
@@ -172,6 +170,54 @@ mod tests {
             assert!(error.to_string().contains("outside"), "{error}");
             assert!(policy(true).check(addr(outside), Use::Connect).is_ok());
         }
+    }
+
+    #[test]
+    fn network_policies_judge_the_cluster_and_may_open_the_outside() {
+        use super::super::netpol::{NetworkPolicies, PodInfo};
+        use std::collections::{BTreeMap, HashMap};
+        let (policies, _denials) = NetworkPolicies::new();
+        let egress: k8s_openapi::api::networking::v1::NetworkPolicy =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "out", "namespace": "a"},
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                         "egress": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]}
+            }))
+            .unwrap();
+        let web = PodInfo {
+            namespace: "a".into(),
+            name: "web".into(),
+            uid: "u".into(),
+            labels: BTreeMap::new(),
+            ports: Vec::new(),
+        };
+        policies.set(
+            HashMap::from([("10.88.0.5".parse().unwrap(), web)]),
+            HashMap::new(),
+            vec![bosun_api::netpol::Policy::compile(&egress).unwrap()],
+        );
+        let policies = Some(Arc::new(policies));
+        let closed = SocketPolicy {
+            policies: policies.clone(),
+            ..policy(false)
+        };
+        assert!(closed.check(addr("192.0.2.7:443"), Use::Connect).is_ok());
+        assert!(matches!(
+            closed.check(addr("198.51.100.1:443"), Use::Connect),
+            Err(Denied::Egress { .. })
+        ));
+        assert!(matches!(
+            closed.check(addr("10.88.0.9:80"), Use::Connect),
+            Err(Denied::NetworkPolicy { .. })
+        ));
+        assert!(closed.check(addr("127.0.0.1:80"), Use::Connect).is_ok());
+        // The annotation is one more allow rule, for outside the cluster.
+        let open = SocketPolicy {
+            policies,
+            ..policy(true)
+        };
+        assert!(open.check(addr("198.51.100.1:443"), Use::Connect).is_ok());
+        assert!(open.check(addr("10.88.0.9:80"), Use::Connect).is_err());
     }
 
     #[test]

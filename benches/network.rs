@@ -11,8 +11,12 @@
 //!    - baseline: two host processes on 127.0.0.1 (this benchmark and a copy of itself, the
 //!      same Rust code as the guest compiled for the host);
 //!    - two Wasm containers of one pod over the pod's `localhost`;
-//!    - two Wasm pods on one node, pod IP to pod IP through the bridge.
+//!    - two Wasm pods on one node, pod IP to pod IP through the bridge;
+//! 3. connection setup (connect, one line each way, close), 2000 per round, between two Wasm
+//!    pods, with 100 NetworkPolicies selecting the server (the one that allows the client
+//!    last) beside the same without policies, in alternating rounds.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -20,12 +24,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bosun_api::cluster::Blocks;
+use bosun_api::netpol::Policy;
+use bosun_node::network::netpol::{NetworkPolicies, PodInfo};
 use bosun_node::network::{Network, NetworkConfig, PodNetwork};
 use bosun_node::runtime::wasmtime::{WasmtimeOptions, WasmtimeRuntime};
 use bosun_node::runtime::{self, Artifact, Container, ContainerSpec, Runtime};
 use bosun_testkit::percentile;
 
 const SETUPS: usize = 100;
+const CALLS: usize = 2000;
+const POLICIES: usize = 100;
 const ROUND_TRIPS: usize = 5000;
 const BRIDGE: &str = "bnbench0";
 const ECHO_ENV: &str = "BOSUN_BENCH_ECHO";
@@ -122,13 +130,18 @@ impl Guests {
 
     /// The client's `rtt_ns p50=… p99=…` line, as (p50, p99).
     fn round_trips(&self, client: &str) -> (u128, u128) {
+        self.read(client, "rtt_ns")
+    }
+
+    /// The client's `<prefix> p50=… p99=…` line, as (p50, p99).
+    fn read(&self, client: &str, prefix: &str) -> (u128, u128) {
         let text = std::fs::read_to_string(self.dir.path().join(format!("{client}.log"))).unwrap();
         let line = text
             .lines()
             .filter_map(bosun_node::logs::parse)
             .map(|e| e.content.to_string())
-            .find(|c| c.starts_with("rtt_ns"))
-            .unwrap_or_else(|| panic!("no round trips in the log: {text}"));
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in the log: {text}"));
         let field = |name: &str| -> u128 {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
@@ -210,6 +223,72 @@ async fn main() {
     assert_eq!(client.wait().await.code, 0);
     server.kill();
     let pods = guests.round_trips("pod-client");
+
+    // Connection setup without policies, and with 100 selecting the server, the last of
+    // which allows the client (every check reads them all).
+    let (policies, _denials) = NetworkPolicies::new();
+    let app = |name: &str| BTreeMap::from([("app".to_string(), name.to_string())]);
+    let pod = |name: &str, labels| PodInfo {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: name.into(),
+        labels,
+        ports: Vec::new(),
+    };
+    policies.set(
+        HashMap::from([
+            (a.ip, pod("client", app(&format!("client-{}", POLICIES - 1)))),
+            (b.ip, pod("server", app("server"))),
+        ]),
+        HashMap::new(),
+        (0..POLICIES)
+            .map(|n| {
+                let object = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("p{n}"), "namespace": "default"},
+                    "spec": {"podSelector": {"matchLabels": {"app": "server"}},
+                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": format!("client-{n}")}}}],
+                                          "ports": [{"port": 7002}]}]}
+                }))
+                .unwrap();
+                Policy::compile(&object).unwrap()
+            })
+            .collect(),
+    );
+    let enforced = Guests {
+        runtime: WasmtimeRuntime::new(WasmtimeOptions {
+            sockets: blocks,
+            policies: Some(Arc::new(policies)),
+            ..Default::default()
+        })
+        .unwrap(),
+        wasm: guests.wasm.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let server = guests.start("calls-server", &["listen", "0.0.0.0:7002"], &b);
+    let target = format!("{}:7002", b.ip);
+    let calls = CALLS.to_string();
+    let (mut open, mut policed) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        for (set, out, kind) in [
+            (&guests, &mut open, "open"),
+            (&enforced, &mut policed, "policed"),
+        ] {
+            let name = format!("calls-{kind}-{round}");
+            let client = set.start(&name, &["calls", &target, &calls], &a);
+            assert_eq!(client.wait().await.code, 0);
+            let log = std::fs::read_to_string(set.dir.path().join(format!("{name}.log"))).unwrap();
+            assert!(log.contains(&format!("calls ok={CALLS} failed=0")), "{log}");
+            out.push(set.read(&name, "call_ns"));
+        }
+    }
+    server.kill();
+    let median = |v: &mut Vec<(u128, u128)>, p99: bool| {
+        let mut xs: Vec<u128> = v.iter().map(|(a, b)| if p99 { *b } else { *a }).collect();
+        xs.sort();
+        xs[xs.len() / 2]
+    };
+    let (open_p50, open_p99) = (median(&mut open, false), median(&mut open, true));
+    let (policed_p50, policed_p99) = (median(&mut policed, false), median(&mut policed, true));
     network.detach("bench-a").await;
     network.detach("bench-b").await;
     let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
@@ -242,5 +321,16 @@ async fn main() {
         us(pods.0),
         us(pods.1),
         pods.0 as f64 / host.0 as f64
+    );
+    println!(
+        "| connection setup (connect, a line each way, close), two Wasm pods, no NetworkPolicy ({CALLS}, median of 3 rounds) | {} | {} | baseline of the next row |",
+        us(open_p50),
+        us(open_p99)
+    );
+    println!(
+        "| the same with {POLICIES} NetworkPolicies selecting the server | {} | {} | p99 {:.2}× (target ≤ 1.2×) |",
+        us(policed_p50),
+        us(policed_p99),
+        policed_p99 as f64 / open_p99 as f64
     );
 }

@@ -585,3 +585,60 @@ async fn a_tenant_in_one_command_works_in_its_namespace_only() {
     assert!(said.contains("--memory"), "{said}");
     assert!(server.kubectl(&["get", "namespace", "team-b"]).is_err());
 }
+
+/// A Function whose replicas a quota refuses says so in a condition (its Deployment's
+/// `ReplicaFailure`, from its ReplicaSet's), with the quota's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_a_quota_stops_says_so_in_a_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--disable-scheduler",
+    ])
+    .await;
+    server.kubectl(&["create", "namespace", "small"]).unwrap();
+    apply(
+        &server,
+        dir.path(),
+        "small",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: one-pod\n  namespace: small\nspec:\n  hard: {pods: \"1\"}\n---\napiVersion: serving.bosun.dev/v1\nkind: Function\nmetadata:\n  name: hello\n  namespace: small\nspec:\n  template:\n    spec:\n      containers: [{name: fn, image: registry.invalid/hello:v1}]\n  scale: {min: 2}\n",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let condition = loop {
+        let function: serde_json::Value = serde_json::from_str(
+            &server
+                .kubectl(&["get", "function", "hello", "-n", "small", "-o", "json"])
+                .unwrap(),
+        )
+        .unwrap();
+        let found = function["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "ReplicaFailure")
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ReplicaFailure condition: {function:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(condition["status"], "True");
+    assert_eq!(condition["reason"], "QuotaExceeded");
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("exceeded quota: one-pod, requested: pods=1, used: pods=1, limited: pods=1"),
+        "{message}"
+    );
+    // One pod runs, as the quota allows.
+    let pods = server
+        .kubectl(&["get", "pods", "-n", "small", "-o", "name"])
+        .unwrap();
+    assert_eq!(pods.lines().count(), 1, "{pods}");
+}

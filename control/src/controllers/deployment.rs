@@ -801,6 +801,30 @@ fn status_of(
             now,
         );
     }
+    // A ReplicaSet that cannot create its pods (a quota, admission) says so here too, as
+    // upstream's `ReplicaFailure`.
+    let failure = sets
+        .new
+        .iter()
+        .chain(sets.old.iter())
+        .flat_map(|rs| rs.status.iter().flat_map(|s| s.conditions.iter().flatten()))
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        .cloned();
+    match failure {
+        Some(failure) => set_condition(
+            &mut status,
+            "ReplicaFailure",
+            "True",
+            failure.reason.as_deref().unwrap_or("FailedCreate"),
+            failure.message.unwrap_or_default(),
+            now,
+        ),
+        None => {
+            if let Some(conditions) = status.conditions.as_mut() {
+                conditions.retain(|c| c.type_ != "ReplicaFailure");
+            }
+        }
+    }
     let new_name = sets
         .new
         .as_ref()

@@ -14,7 +14,10 @@
 //!   first TCP `containerPort`, else 8080), so `http://NAME.NAMESPACE` works in the cluster.
 //! - Status: `url` (in the domain of the first Ready node's gateway), `replicas`,
 //!   `readyReplicas`, `observedGeneration`, and the conditions `Active` (`False`, reason
-//!   `ScaledToZero`, with no replicas) and `Ready`.
+//!   `ScaledToZero`, with no replicas) and `Ready`; and `ReplicaFailure` while its Deployment
+//!   cannot create the replicas it wants (reason `QuotaExceeded` when a ResourceQuota refused
+//!   them, with the quota's message), so a Function its autoscaler cannot grow says why once,
+//!   in its status.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -417,6 +420,21 @@ fn status(
         ),
         (n, _) => condition("Ready", true, "Ready", format!("{n} of {replicas} ready")),
     };
+    let mut conditions = vec![ready, active];
+    let failure = deployment
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True");
+    if let Some(failure) = failure {
+        let message = failure.message.clone().unwrap_or_default();
+        let reason = if message.contains("exceeded quota") {
+            "QuotaExceeded"
+        } else {
+            failure.reason.as_deref().unwrap_or("FailedCreate")
+        };
+        conditions.push(condition("ReplicaFailure", true, reason, message));
+    }
     FunctionStatus {
         url: Some(format!(
             "http://{}.{}.{domain}",
@@ -425,7 +443,7 @@ fn status(
         )),
         replicas: Some(replicas),
         ready_replicas: Some(ready_count),
-        conditions: vec![ready, active],
+        conditions,
         observed_generation: generation,
         // The trigger controller's.
         triggers: old.triggers.clone(),

@@ -10,6 +10,11 @@
 //! picks) or an `ipBlock` (a CIDR less its `except` blocks). A named port is the destination
 //! pod's container port of that name and protocol. Only IPv4 is routed on a Bosun pod network,
 //! so IPv6 blocks match nothing.
+//!
+//! Beyond upstream: a policy annotated `bosun.dev/egress-allow-hosts: "api.example.com,
+//! *.corp.internal"` has one more egress rule, allowing any port of an address its pod got by
+//! resolving a name that matches (exactly, or under a `*.` suffix, case-insensitively); the
+//! node remembers which names each pod resolved to which addresses ([`Endpoint::names`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -61,6 +66,21 @@ pub struct PodRef<'a> {
 pub struct Endpoint<'a> {
     pub ip: Ipv4Addr,
     pub pod: Option<PodRef<'a>>,
+    /// The names the other end resolved to this address (for egress by name).
+    pub names: &'a [String],
+}
+
+/// The annotation that lets a policy's pods reach hosts by name.
+pub const EGRESS_HOSTS_ANNOTATION: &str = "bosun.dev/egress-allow-hosts";
+
+/// Whether `name` is one of `pattern`'s: the name itself, or any name under `*.suffix`.
+fn host_matches(pattern: &str, name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let pattern = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name.len() > suffix.len() && name.ends_with(&format!(".{suffix}")),
+        None => !pattern.is_empty() && name == pattern,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +125,8 @@ pub struct Policy {
     /// `None` when the policy is not of that type.
     ingress: Option<Vec<Rule>>,
     egress: Option<Vec<Rule>>,
+    /// Name patterns its pods may reach (the `bosun.dev/egress-allow-hosts` annotation).
+    hosts: Vec<String>,
 }
 
 /// Why a stored policy cannot be compiled (the API validates policies, so only an object
@@ -203,6 +225,19 @@ impl Policy {
             selector: Selector::from_label_selector(&spec.pod_selector.unwrap_or_default())?,
             ingress: typed("Ingress").then_some(ingress),
             egress: typed("Egress").then_some(egress),
+            hosts: policy
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(EGRESS_HOSTS_ANNOTATION))
+                .map(|hosts| {
+                    hosts
+                        .split(',')
+                        .map(|h| h.trim().to_string())
+                        .filter(|h| !h.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -229,6 +264,15 @@ impl Policy {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
         };
+        if direction == Direction::Egress
+            && rules.is_some()
+            && peer
+                .names
+                .iter()
+                .any(|name| self.hosts.iter().any(|h| host_matches(h, name)))
+        {
+            return true;
+        }
         rules.iter().flatten().any(|rule| {
             (rule.peers.is_empty() || rule.peers.iter().any(|p| self.peer_matches(p, peer)))
                 && (rule.ports.is_empty()
@@ -391,6 +435,7 @@ mod tests {
         fn at(&self) -> Endpoint<'_> {
             Endpoint {
                 ip: self.ip,
+                names: &[],
                 pod: Some(PodRef {
                     namespace: self.namespace,
                     labels: &self.labels,
@@ -405,6 +450,7 @@ mod tests {
         Endpoint {
             ip: Ipv4Addr::from(ip),
             pod: None,
+            names: &[],
         }
     }
 
@@ -537,6 +583,47 @@ mod tests {
             connection(&policies, &outside([198, 51, 100, 1]), &web.at(), 80, tcp),
             Verdict::Allowed
         );
+    }
+
+    #[test]
+    fn hosts_by_name() {
+        let object: net::NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": "names", "namespace": "a",
+                         "annotations": {EGRESS_HOSTS_ANNOTATION: "api.example.com, *.corp.internal"}},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"]}
+        }))
+        .unwrap();
+        let policies = [Policy::compile(&object).unwrap()];
+        let web = Pod::new("a", "web", [10, 0, 0, 1]);
+        let resolved = |names: &'static [String]| Endpoint {
+            ip: Ipv4Addr::from([192, 0, 2, 9]),
+            pod: None,
+            names,
+        };
+        static API: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["API.example.com.".to_string()]);
+        static DEEP: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["db.eu.corp.internal".to_string()]);
+        static OTHER: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+            vec!["corp.internal".to_string(), "example.com".to_string()]
+        });
+        let tcp = Protocol::Tcp;
+        assert_eq!(
+            connection(&policies, &web.at(), &resolved(&API), 443, tcp),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            connection(&policies, &web.at(), &resolved(&DEEP), 5432, tcp),
+            Verdict::Allowed
+        );
+        assert!(matches!(
+            connection(&policies, &web.at(), &resolved(&OTHER), 443, tcp),
+            Verdict::Denied(_)
+        ));
+        assert!(matches!(
+            connection(&policies, &web.at(), &resolved(&[]), 443, tcp),
+            Verdict::Denied(_)
+        ));
     }
 
     #[test]

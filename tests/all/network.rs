@@ -1154,3 +1154,83 @@ async fn network_policies_isolate_wasm_guests_and_say_so() {
     }
     until_calls(&c, "team-b", "after", &image, &target, true).await;
 }
+
+/// Lines added to the machine's /etc/hosts (the node's resolver reads it), removed on drop.
+struct Hosts(Vec<String>);
+
+impl Hosts {
+    fn add(entries: &[(&str, &str)]) -> Self {
+        let lines: Vec<String> = entries
+            .iter()
+            .map(|(ip, name)| format!("{ip} {name} # bosun-test"))
+            .collect();
+        let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        for line in &lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write("/etc/hosts", text).unwrap();
+        Self(lines)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string("/etc/hosts") {
+            let kept: String = text
+                .lines()
+                .filter(|l| !self.0.iter().any(|added| added == l))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write("/etc/hosts", kept);
+        }
+    }
+}
+
+/// Egress by DNS name (`bosun.dev/egress-allow-hosts`): a guest reaches an address outside
+/// the cluster that it got from an allowed name, and not the same address by another name.
+#[tokio::test]
+async fn egress_by_name_follows_what_the_guest_resolved() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let (c, image, _) = netcheck_cluster("net-names").await;
+    let outside = Outside::new();
+    let _listener = outside.listen(9000);
+    let id = std::process::id();
+    let allowed = format!("api-{id}.egress.bosun.test");
+    let other = format!("other-{id}.bosun.test");
+    let _hosts = Hosts::add(&[(&outside.ip, &allowed), (&outside.ip, &other)]);
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "names"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let policies: Api<NetworkPolicy> = Api::namespaced(c.client.clone(), "names");
+    let policy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "by-name",
+                     "annotations": {"bosun.dev/egress-allow-hosts": "*.egress.bosun.test"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"]}
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    until_calls(
+        &c,
+        "names",
+        "by-name",
+        &image,
+        &format!("{allowed}:9000"),
+        true,
+    )
+    .await;
+    let (phase, log) = call_from(&c, "names", "by-other", &image, &format!("{other}:9000")).await;
+    assert_eq!(phase, "Failed", "{log}");
+    assert!(log.contains("PermissionDenied"), "{log}");
+}

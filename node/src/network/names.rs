@@ -106,6 +106,10 @@ impl Resolver {
 pub struct PodNames {
     pub resolver: Arc<Resolver>,
     pub namespace: String,
+    /// The pod's address, and the policies told what its lookups outside the cluster
+    /// answered (for egress by name).
+    pub pod_ip: std::net::Ipv4Addr,
+    pub policies: Option<Arc<super::netpol::NetworkPolicies>>,
 }
 
 impl std::fmt::Debug for PodNames {

@@ -10,10 +10,17 @@
 //! (the function gateway, probes) is not a pod's and is not judged, as CNI plugins let the
 //! kubelet's through. Each denial is handed to the agent, which records a rate-limited
 //! `NetworkPolicyDenied` Event on the pod.
+//!
+//! Egress by name (`bosun.dev/egress-allow-hosts`): guests resolve names through the node
+//! (`runtime/wasmtime/names.rs`), which tells [`NetworkPolicies::learn`] what each pod's
+//! lookups of names outside the cluster answered; an address a pod got from an allowed name is
+//! allowed to that pod for [`LEARNED_FOR`] after the lookup (each lookup renews it), whatever
+//! other names share the address.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::RwLock;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bosun_api::netpol::{self, Endpoint, PodRef, Policy, Protocol, Verdict};
 use k8s_openapi::api::core::v1::Pod;
@@ -89,9 +96,16 @@ pub struct Denial {
 /// Denials waiting for the agent; more are dropped (the Events are rate limited anyway).
 const DENIALS: usize = 1000;
 
+/// How long an address a pod resolved from a name counts as that name's for its egress.
+pub const LEARNED_FOR: Duration = Duration::from_secs(600);
+
+/// (source pod, address) → the names the pod resolved to it, each until when.
+type Learned = HashMap<(Ipv4Addr, Ipv4Addr), Vec<(String, Instant)>>;
+
 #[derive(Debug)]
 pub struct NetworkPolicies {
     state: RwLock<State>,
+    learned: Mutex<Learned>,
     denials: mpsc::Sender<Denial>,
 }
 
@@ -101,6 +115,7 @@ impl NetworkPolicies {
         (
             Self {
                 state: RwLock::default(),
+                learned: Mutex::default(),
                 denials,
             },
             rx,
@@ -127,6 +142,40 @@ impl NetworkPolicies {
         state.local.insert(ip, pod);
     }
 
+    /// The pod at `source` resolved `name` (outside the cluster) to `addresses`.
+    pub fn learn(&self, source: Ipv4Addr, name: &str, addresses: &[IpAddr]) {
+        let until = Instant::now() + LEARNED_FOR;
+        let mut learned = self.learned.lock().expect("learned names not poisoned");
+        learned.retain(|_, names| {
+            names.retain(|(_, t)| *t > Instant::now());
+            !names.is_empty()
+        });
+        for address in addresses {
+            let IpAddr::V4(address) = address.to_canonical() else {
+                continue;
+            };
+            let names = learned.entry((source, address)).or_default();
+            names.retain(|(n, _)| n != name);
+            names.push((name.to_string(), until));
+        }
+    }
+
+    /// The names the pod at `source` resolved to `address`, still current.
+    fn names(&self, source: Ipv4Addr, address: Ipv4Addr) -> Vec<String> {
+        let learned = self.learned.lock().expect("learned names not poisoned");
+        let now = Instant::now();
+        learned
+            .get(&(source, address))
+            .map(|names| {
+                names
+                    .iter()
+                    .filter(|(_, t)| *t > now)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn set_services(&self, services: HashMap<(Ipv4Addr, u16, Protocol), Vec<SocketAddrV4>>) {
         self.state
             .write()
@@ -146,6 +195,7 @@ impl NetworkPolicies {
         let SocketAddr::V4(target) = destination else {
             return false;
         };
+        let names = self.names(source, *target.ip());
         let state = self.state.read().expect("policy state not poisoned");
         let Some(from) = state.pod(&source) else {
             return false;
@@ -160,6 +210,7 @@ impl NetworkPolicies {
         let peer = Endpoint {
             ip: *target.ip(),
             pod: None,
+            names: &names,
         };
         state
             .policies
@@ -186,6 +237,7 @@ impl NetworkPolicies {
         let SocketAddr::V4(target) = destination else {
             return Ok(());
         };
+        let names = self.names(source, *target.ip());
         let state = self.state.read().expect("policy state not poisoned");
         if state.policies.is_empty() {
             return Ok(());
@@ -202,7 +254,11 @@ impl NetworkPolicies {
                 namespace_labels: state.namespaces.get(&p.namespace).unwrap_or(&empty),
                 ports: &p.ports,
             });
-            Endpoint { ip, pod: reference }
+            Endpoint {
+                ip,
+                pod: reference,
+                names: &names,
+            }
         };
         let targets = match state.services.get(&(*target.ip(), target.port(), protocol)) {
             Some(endpoints) => endpoints.clone(),

@@ -522,6 +522,8 @@ impl WasmtimeRuntime {
             Some(PodNames {
                 resolver: self.resolver.clone()?,
                 namespace: n.namespace.clone(),
+                pod_ip: n.ip,
+                policies: self.policies.clone(),
             })
         });
         let netns = spec

@@ -83,9 +83,17 @@ fn resolve(names: Option<&PodNames>, name: &str) -> Resolving {
         ));
     }
     let name = name.to_string();
+    let learner = names.and_then(|n| Some((n.pod_ip, n.policies.clone()?)));
     Resolving(Lookup::Pending(tokio::spawn(async move {
         match tokio::net::lookup_host((name.as_str(), 0)).await {
-            Ok(addresses) => Ok(addresses.map(|a| a.ip().to_canonical()).collect()),
+            Ok(addresses) => {
+                let addresses: Vec<IpAddr> = addresses.map(|a| a.ip().to_canonical()).collect();
+                // What egress by name (`bosun.dev/egress-allow-hosts`) goes by.
+                if let Some((pod_ip, policies)) = learner {
+                    policies.learn(pod_ip, &name, &addresses);
+                }
+                Ok(addresses)
+            }
             Err(error) => {
                 tracing::debug!(%name, %error, "name lookup failed");
                 Err(ErrorCode::NameUnresolvable)

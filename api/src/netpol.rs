@@ -197,27 +197,23 @@ impl Policy {
             types
         });
         let typed = |kind: &str| types.iter().any(|t| t == kind);
+        let rule = |peers_list, ports_list| -> Result<Rule, Error> {
+            Ok(Rule {
+                peers: peers(peers_list)?,
+                ports: ports(ports_list)?,
+            })
+        };
         let ingress = spec
             .ingress
             .iter()
             .flatten()
-            .map(|r| {
-                Ok(Rule {
-                    peers: peers(r.from.as_ref())?,
-                    ports: ports(r.ports.as_ref())?,
-                })
-            })
+            .map(|r| rule(r.from.as_ref(), r.ports.as_ref()))
             .collect::<Result<Vec<_>, Error>>()?;
         let egress = spec
             .egress
             .iter()
             .flatten()
-            .map(|r| {
-                Ok(Rule {
-                    peers: peers(r.to.as_ref())?,
-                    ports: ports(r.ports.as_ref())?,
-                })
-            })
+            .map(|r| rule(r.to.as_ref(), r.ports.as_ref()))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
             namespace: policy.metadata.namespace.clone().unwrap_or_default(),

@@ -926,17 +926,8 @@ async fn host_ports_are_forwarded_from_the_node_and_host_network_pods_use_the_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_policies_are_served_and_validated() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&[
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--disable-scheduler",
-    ])
-    .await;
-    let apply = |name: &str, yaml: &str| {
-        let file = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&file, yaml).unwrap();
-        server.kubectl(&["apply", "-f", file.to_str().unwrap()])
-    };
+    let server = Server::without_nodes(dir.path()).await;
+    let apply = |name: &str, yaml: &str| server.apply_yaml(dir.path(), name, yaml);
     apply(
         "db",
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: db\nspec:\n  podSelector:\n    matchLabels: {app: db}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: web}}\n    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}\n    ports:\n    - port: 5432\n  egress:\n  - to:\n    - namespaceSelector: {}\n",

@@ -12,24 +12,12 @@ use serde_json::json;
 
 use crate::support::Server;
 
-fn apply(server: &Server, dir: &std::path::Path, name: &str, yaml: &str) -> Result<String, String> {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    server.kubectl(&["apply", "-f", file.to_str().unwrap()])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_ranges_default_and_bound_a_namespaces_pods() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&[
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--disable-scheduler",
-    ])
-    .await;
+    let server = Server::without_nodes(dir.path()).await;
     server.kubectl(&["create", "namespace", "team"]).unwrap();
-    apply(
-        &server,
+    server.apply_yaml(
         dir.path(),
         "limits",
         "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: limits\n  namespace: team\nspec:\n  limits:\n  - type: Container\n    max: {memory: 512Mi}\n    min: {memory: 16Mi}\n    defaultRequest: {memory: 64Mi}\n    maxLimitRequestRatio: {memory: \"8\"}\n  - type: Pod\n    max: {memory: 1Gi}\n",
@@ -75,8 +63,7 @@ async fn limit_ranges_default_and_bound_a_namespaces_pods() {
 
     // Over the max, under the min, a ratio too high: refused.
     let refused = |name: &str, resources: &str| {
-        apply(
-            &server,
+        server.apply_yaml(
             dir.path(),
             name,
             &format!(
@@ -114,8 +101,7 @@ async fn limit_ranges_default_and_bound_a_namespaces_pods() {
     );
 
     // An invalid LimitRange: a 422 with the field.
-    let said = apply(
-        &server,
+    let said = server.apply_yaml(
         dir.path(),
         "bad",
         "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: bad\n  namespace: team\nspec:\n  limits:\n  - type: Container\n    min: {cpu: \"2\"}\n    max: {cpu: \"1\"}\n",
@@ -246,17 +232,11 @@ async fn concurrent_creates_on_two_servers_never_exceed_a_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&[
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--disable-scheduler",
-    ])
-    .await;
+    let server = Server::without_nodes(dir.path()).await;
     server.kubectl(&["create", "namespace", "team"]).unwrap();
     let client = server.client().await;
     let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "team");
-    apply(
-        &server,
+    server.apply_yaml(
         dir.path(),
         "compute",
         "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: compute\n  namespace: team\nspec:\n  hard: {requests.cpu: \"1\", requests.memory: 256Mi, limits.cpu: \"2\", limits.memory: 256Mi}\n",
@@ -264,8 +244,7 @@ async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
     .unwrap();
     wait_used(&quotas, "compute", "limits.memory", "0").await;
     let pod_with = |name: &str, resources: &str, extra: &str| {
-        apply(
-            &server,
+        server.apply_yaml(
             dir.path(),
             name,
             &format!(
@@ -303,8 +282,7 @@ async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
     server
         .kubectl(&["create", "namespace", "defaults"])
         .unwrap();
-    apply(
-        &server,
+    server.apply_yaml(
         dir.path(),
         "defaults",
         "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: limits\n  namespace: defaults\nspec:\n  limits:\n  - type: Container\n    default: {memory: 64Mi}\n    defaultRequest: {memory: 32Mi}\n---\napiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: memory\n  namespace: defaults\nspec:\n  hard: {requests.memory: 100Mi}\n",
@@ -329,8 +307,7 @@ async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
     // Scopes: BestEffort pods, Terminating pods and one priority class each have their own
     // count; a pod outside a scope is not counted by it.
     server.kubectl(&["create", "namespace", "scoped"]).unwrap();
-    apply(
-        &server,
+    server.apply_yaml(
         dir.path(),
         "scoped",
         "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: best-effort\n  namespace: scoped\nspec:\n  hard: {pods: \"1\"}\n  scopes: [BestEffort]\n---\napiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: terminating\n  namespace: scoped\nspec:\n  hard: {pods: \"1\"}\n  scopes: [Terminating, NotBestEffort]\n---\napiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: high\n  namespace: scoped\nspec:\n  hard: {pods: \"0\"}\n  scopeSelector:\n    matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000\n",
@@ -341,8 +318,7 @@ async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
         wait_used(&scoped, name, "pods", "0").await;
     }
     let in_scoped = |name: &str, resources: &str, extra: &str| {
-        apply(
-            &server,
+        server.apply_yaml(
             dir.path(),
             name,
             &format!(
@@ -374,8 +350,7 @@ async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
     );
 
     // Object counts, and a Service's node ports.
-    apply(
-        &server,
+    server.apply_yaml(
         dir.path(),
         "objects",
         "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: objects\n  namespace: scoped\nspec:\n  hard: {configmaps: \"2\", services.nodeports: \"1\", count/deployments.apps: \"0\"}\n",
@@ -451,8 +426,7 @@ async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
     assert!(said.contains("exceeded quota: objects, requested: configmaps=1, used: configmaps=2, limited: configmaps=2"), "{said}");
 
     // Bad quotas: a 422 with the field.
-    let said = apply(
-        &server,
+    let said = server.apply_yaml(
         dir.path(),
         "bad-quota",
         "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: bad\n  namespace: team\nspec:\n  hard: {pods: lots, services: \"-1\"}\n  scopes: [Sometimes]\n",
@@ -470,12 +444,7 @@ async fn quotas_refuse_compute_and_scoped_pods_as_upstream_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_in_one_command_works_in_its_namespace_only() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&[
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--disable-scheduler",
-    ])
-    .await;
+    let server = Server::without_nodes(dir.path()).await;
     let bosun = |args: &[&str]| {
         let mut command = std::process::Command::new(crate::support::BOSUN);
         command.env("KUBECONFIG", &server.kubeconfig).args(args);
@@ -591,15 +560,9 @@ async fn a_tenant_in_one_command_works_in_its_namespace_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_a_quota_stops_says_so_in_a_condition() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&[
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--disable-scheduler",
-    ])
-    .await;
+    let server = Server::without_nodes(dir.path()).await;
     server.kubectl(&["create", "namespace", "small"]).unwrap();
-    apply(
-        &server,
+    server.apply_yaml(
         dir.path(),
         "small",
         "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: one-pod\n  namespace: small\nspec:\n  hard: {pods: \"1\"}\n---\napiVersion: serving.bosun.dev/v1\nkind: Function\nmetadata:\n  name: hello\n  namespace: small\nspec:\n  template:\n    spec:\n      containers: [{name: fn, image: registry.invalid/hello:v1}]\n  scale: {min: 2}\n",

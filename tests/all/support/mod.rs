@@ -45,6 +45,29 @@ impl Server {
         Self::spawn(command, "bosun server listening on https://").await
     }
 
+    /// A server for API-only tests: its data in `dir/data`, no scheduler (pods stay
+    /// unbound), and no node.
+    pub async fn without_nodes(dir: &std::path::Path) -> Self {
+        Self::start(&[
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+            "--disable-scheduler",
+        ])
+        .await
+    }
+
+    /// `kubectl apply -f` of `yaml`, written to `dir/NAME.yaml`.
+    pub fn apply_yaml(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+        yaml: &str,
+    ) -> Result<String, String> {
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        self.kubectl(&["apply", "-f", file.to_str().unwrap()])
+    }
+
     /// Starts `bosun up ARGS --port 0 --agent-port 0` (server and node in one process) and
     /// waits until it is up.
     pub async fn up(args: &[&str]) -> Self {

@@ -14,7 +14,11 @@
 //!    direct (after the first packet, conntrack carries the connection);
 //! 3. endpoint changes: the Deployment scaled 3 → 4 → 3, `CHANGES` times: from the moment
 //!    this program's watch sees the EndpointSlice change to the moment `nft list table` shows
-//!    the node's rules changed (polled; the poll's own time is printed as the resolution).
+//!    the node's rules changed (polled; the poll's own time is printed as the resolution);
+//! 4. NetworkPolicy propagation: a client pod calls one replica without pause while a policy
+//!    denying the replicas' ingress is created, `CHANGES` times: from just before the create
+//!    to the first refused call in the client's log (the node's timestamp of that line), then
+//!    the policy is deleted and the calls succeed again.
 
 mod common;
 
@@ -31,6 +35,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use bosun_testkit::percentile;
+use k8s_openapi::jiff::Timestamp;
 
 const CALLS: usize = 2000;
 const ROUNDS: usize = 3;
@@ -141,8 +146,10 @@ async fn main() {
         }),
     )
     .await;
+    // The echo Service's slices (`default` also has the `kubernetes` Service's).
+    let echo_slices = ListParams::default().labels("kubernetes.io/service-name=echo");
     let endpoints = common::until("3 endpoints in the rules", async || {
-        let ips = ready_ips(&slices.list(&ListParams::default()).await.ok()?.items);
+        let ips = ready_ips(&slices.list(&echo_slices).await.ok()?.items);
         let rules = nft_rules();
         (ips.len() == 3 && ips.iter().all(|ip| rules.contains(&format!("{ip}:8080"))))
             .then_some(ips)
@@ -184,9 +191,12 @@ async fn main() {
     }
 
     // 3. Endpoint changes reaching the rules.
-    let mut events = watcher(slices.clone(), watcher::Config::default())
-        .applied_objects()
-        .boxed();
+    let mut events = watcher(
+        slices.clone(),
+        watcher::Config::default().labels("kubernetes.io/service-name=echo"),
+    )
+    .applied_objects()
+    .boxed();
     let mut poll_times = Vec::new();
     let mut added = Vec::new();
     let mut removed = Vec::new();
@@ -294,6 +304,86 @@ async fn main() {
         percentile(&poll_times, 0.5).as_secs_f64() * 1e3,
         poll_times.last().unwrap().as_secs_f64() * 1e3,
         poll_times.len()
+    );
+
+    // 4. NetworkPolicy propagation.
+    // Enough calls to outlast the measurement (the guest keeps every call's time: 16 MB).
+    let forever = "1000000".to_string();
+    let caller: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "policy-client"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": image, "args": ["calls", &direct, &forever],
+                            "resources": {"limits": {"memory": "128Mi"}}}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &caller).await.unwrap();
+    common::until("the policy client running", async || {
+        let phase = pods.get("policy-client").await.ok()?.status?.phase?;
+        (phase == "Running").then_some(())
+    })
+    .await;
+    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        Api::namespaced(client_api.clone(), "default");
+    let deny: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "deny-echo"},
+        "spec": {"podSelector": {"matchLabels": {"app": "echo"}}, "policyTypes": ["Ingress"]}
+    }))
+    .unwrap();
+    // The client's last line: (its timestamp, the call it names); failures are all it prints.
+    let last_line = async || -> Option<(Timestamp, String)> {
+        let params = LogParams {
+            timestamps: true,
+            tail_lines: Some(1),
+            ..Default::default()
+        };
+        let text = pods.logs("policy-client", &params).await.ok()?;
+        let (at, rest) = text.trim_end().split_once(' ')?;
+        Some((at.parse().ok()?, rest.split(':').next()?.to_string()))
+    };
+    let mut propagation = Vec::new();
+    for _ in 0..CHANGES {
+        let before = last_line().await.map(|(_, call)| call);
+        let written = Timestamp::now();
+        policies
+            .create(&PostParams::default(), &deny)
+            .await
+            .unwrap();
+        let (refused_at, _) = common::until("a refused call", async || {
+            let (at, call) = last_line().await?;
+            (Some(&call) != before.as_ref()).then_some((at, call))
+        })
+        .await;
+        propagation.push(std::time::Duration::from_nanos(
+            (refused_at.as_nanosecond() - written.as_nanosecond()).max(0) as u64,
+        ));
+        policies
+            .delete("deny-echo", &DeleteParams::default())
+            .await
+            .unwrap();
+        // Until the refusals stop: the last line stays the same for half a second.
+        let mut last = last_line().await;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let now = last_line().await;
+            if now.as_ref().map(|l| &l.1) == last.as_ref().map(|l| &l.1) {
+                break;
+            }
+            last = now;
+        }
+    }
+    pods.delete("policy-client", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    propagation.sort();
+    println!();
+    println!("| NetworkPolicy write → enforced on the node | p50 | p99 | max | n |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| deny-all ingress created → first refused connection (target p99 ≤ 1 s) | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+        percentile(&propagation, 0.5).as_secs_f64() * 1e3,
+        percentile(&propagation, 0.99).as_secs_f64() * 1e3,
+        propagation.last().unwrap().as_secs_f64() * 1e3,
+        propagation.len()
     );
 
     let _ = node.kill();
